@@ -1,0 +1,1 @@
+"""The compiler core: loading, passes, pass manager, workload extraction, targets, reports and CLI."""

@@ -1,0 +1,189 @@
+"""The ``pimc`` command line. Every user error is one line on stderr and a non-zero exit."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .errors import PimcError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="pimc")
+def cli(debug: bool) -> None:
+    """pimc: compress and rewrite CNNs in ONNX, then cost them on CiM / sparse accelerators or run them."""
+
+
+@cli.command("compile")
+@click.argument("model", type=click.Path(dir_okay=True))
+@click.option("--target", "-t", required=True, help="Target name (see `pimc targets`).")
+@click.option("--output", "-o", type=click.Path(), help="Output ONNX path (default: <stem>.<target>.onnx).")
+@click.option("--report", "-r", "report_path", type=click.Path(), help="Write the JSON report here.")
+@click.option("--verify", is_flag=True, help="Run before/after every pass on onnxruntime and record errors.")
+@click.option("--data", help="Calibration/verification data: digits, npz:PATH, cifar10:DIR or random.")
+@click.option("--passes", help="Comma-separated pass list replacing the target's default pipeline.")
+@click.option("--pipeline", "pipeline_file", type=click.Path(), help="TOML pipeline file.")
+@click.option("--set", "sets", multiple=True, help="PASS.OPTION=VALUE (repeatable).")
+@click.option("--hw", type=click.Path(), help="Hardware config file (TOML or YAML) for the target.")
+@click.option("--seed", default=0, show_default=True, help="Seed for random inputs and pass choices.")
+@click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of tables.")
+def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed, as_json):
+    """Compile MODEL for a target: passes, verification, cost report."""
+    from .compile import CompileOptions, compile_model
+    from .report import render_report, report_json
+
+    opts = CompileOptions(
+        input=model, target=target, output=output, report=report_path, verify=verify, data=data,
+        passes=passes, pipeline_file=pipeline_file, sets=tuple(sets), hw=hw, seed=seed,
+    )
+    _, report = compile_model(opts)
+    if as_json:
+        click.echo(report_json(report), nl=False)
+    else:
+        render_report(report)
+
+
+@cli.command("inspect")
+@click.argument("model", type=click.Path())
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def inspect_cmd(model, as_json):
+    """Print a model summary and every pimc annotation."""
+    from .inspect_model import inspect_model, render_inspection
+    from .loader import load_model
+
+    info = inspect_model(load_model(model))
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+    else:
+        render_inspection(info)
+
+
+@cli.command("passes")
+@click.option("--json", "as_json", is_flag=True)
+def passes_cmd(as_json):
+    """List the registered passes and their options."""
+    from .passbase import all_passes
+
+    passes = all_passes()
+    if as_json:
+        data = {
+            name: {"summary": cls.summary, "exact": cls.exact,
+                   "options": [{"name": o.name, "type": o.type.__name__, "default": o.default, "help": o.help}
+                               for o in cls.options]}
+            for name, cls in passes.items()
+        }
+        click.echo(json.dumps(data, indent=2))
+        return
+    table = Table(title="passes")
+    table.add_column("pass")
+    table.add_column("summary")
+    table.add_column("options")
+    for name, cls in passes.items():
+        opts = "\n".join(f"{o.name}: {o.type.__name__} = {o.default!r} — {o.help}" for o in cls.options)
+        table.add_row(name, cls.summary, opts or "-")
+    Console().print(table)
+
+
+@cli.command("targets")
+@click.option("--json", "as_json", is_flag=True)
+def targets_cmd(as_json):
+    """List the targets, their default pipelines and hardware parameters."""
+    from .target import all_targets
+
+    data = {}
+    for name, cls in all_targets().items():
+        t = cls()
+        data[name] = {
+            "summary": t.summary,
+            "pipeline": [n for n, _ in t.default_pipeline()],
+            "hardware": cls.config_cls.describe() if cls.config_cls else [],
+        }
+    if as_json:
+        click.echo(json.dumps(data, indent=2, default=str))
+        return
+    console = Console()
+    for name, info in data.items():
+        console.print(f"[bold]{name}[/]: {info['summary']}")
+        console.print(f"  pipeline: {' → '.join(info['pipeline'])}")
+        for f in info["hardware"]:
+            console.print(f"  {f['name']} = {f['default']} {f['unit']}  [dim]({f['source']})[/]")
+
+
+@cli.group("export")
+def export_group():
+    """Training-aware exporters: train under an algorithm's constraint and export ONNX."""
+
+
+def _add_plugin_commands() -> None:
+    """Commands contributed by runtime/, models/ and each algorithm's ``passes/<algo>/cli.py``."""
+    for module, attr, group in (
+        ("pimc.runtime.commands", "run_command", cli),
+        ("pimc.runtime.commands", "bench_command", cli),
+        ("pimc.models.commands", "models_group", cli),
+    ):
+        _try_add(module, attr, group)
+    import pimc.passes as passes_pkg
+
+    for info in pkgutil.iter_modules(passes_pkg.__path__):
+        if info.ispkg:
+            _try_add(f"pimc.passes.{info.name}.cli", "command", export_group)
+
+
+def _try_add(module: str, attr: str, group: click.Group) -> None:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return
+        raise
+    command = getattr(mod, attr, None)
+    if command is not None:
+        group.add_command(command)
+
+
+_add_plugin_commands()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        cli.main(args=args, prog_name="pimc", standalone_mode=False)
+    except PimcError as exc:
+        if debug:
+            raise
+        click.echo(f"pimc: error: {exc}", err=True)
+        return 1
+    except click.exceptions.Abort:
+        click.echo("pimc: aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        if debug:
+            raise
+        click.echo(f"pimc: error: {exc.format_message()}", err=True)
+        return exc.exit_code if exc.exit_code else 2
+    except KeyboardInterrupt:
+        click.echo("pimc: interrupted", err=True)
+        return 130
+    except Exception as exc:
+        if debug:
+            raise
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        click.echo(f"pimc: internal error: {type(exc).__name__}: {first} (rerun with --debug)", err=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+def console_main() -> None:
+    sys.exit(main())

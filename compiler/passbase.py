@@ -1,0 +1,187 @@
+"""The pass abstraction: typed options, a context, a result, and the registry.
+
+A pass is a class with a ``name``, a one-line ``summary``, typed ``options`` and
+``run(model, ctx) -> PassResult``. Passes that claim ``exact = True`` are checked by ``--verify``
+against ``tolerance`` (relative to the largest reference output) and fail with an error naming the pass.
+Modules under ``pimc.passes`` are discovered automatically; a pass registers itself with
+``@register_pass``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+import onnx
+
+from .errors import PimcError
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One typed, documented pass option. ``type`` is int, float, str, bool or list (of str)."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[Any, ...] | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+
+    def parse(self, value: Any, pass_name: str) -> Any:
+        where = f"option {pass_name}.{self.name}"
+        try:
+            parsed = self._convert(value)
+        except (TypeError, ValueError):
+            raise PimcError(f"{where}: expected {self.type.__name__}, got {value!r}") from None
+        if parsed is None:
+            return None
+        if self.choices is not None and parsed not in self.choices:
+            raise PimcError(f"{where}: {parsed!r} is not one of {', '.join(map(str, self.choices))}")
+        if self.type in (int, float):
+            if self.minimum is not None and parsed < self.minimum:
+                raise PimcError(f"{where}: {parsed} is below the minimum {self.minimum}")
+            if self.maximum is not None and parsed > self.maximum:
+                raise PimcError(f"{where}: {parsed} is above the maximum {self.maximum}")
+        return parsed
+
+    def _convert(self, value: Any) -> Any:
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
+            if self.default is None:
+                return None
+            if isinstance(value, str) and self.type is str and value == "":
+                return ""
+            raise ValueError("a value is required")
+        if self.type is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError(value)
+        if self.type is list:
+            if isinstance(value, (list, tuple)):
+                return [str(v) for v in value]
+            return [v.strip() for v in str(value).split(",") if v.strip()]
+        if self.type is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError(value)
+            return int(value)
+        if self.type is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            number = float(value)
+            if not np.isfinite(number):
+                raise ValueError(value)
+            return number
+        return str(value)
+
+
+@dataclass
+class PassResult:
+    model: onnx.ModelProto
+    changed: bool
+    stats: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PassContext:
+    """What a pass may know beyond the model: the target, calibration inputs and a seed."""
+
+    target: str | None = None
+    calibration: list[dict[str, np.ndarray]] | None = None
+    seed: int = 0
+    data_spec: str | None = None
+
+    def calibration_feeds(self, model: onnx.ModelProto, count: int = 8) -> list[dict[str, np.ndarray]]:
+        """Calibration feeds from ``--data``, else seeded random inputs (``count`` of them)."""
+        if self.calibration:
+            return self.calibration
+        from ..runtime.session import random_feeds
+
+        return random_feeds(model, count, self.seed)
+
+    @property
+    def has_real_data(self) -> bool:
+        return bool(self.calibration)
+
+
+class Pass:
+    """Base class of every graph pass."""
+
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    options: ClassVar[tuple[Option, ...]] = ()
+    exact: ClassVar[bool] = False
+    tolerance: ClassVar[float] = 1e-4
+
+    def __init__(self, **opts: Any):
+        known = {o.name: o for o in self.options}
+        unknown = sorted(set(opts) - set(known))
+        if unknown:
+            raise PimcError(
+                f"pass '{self.name}' has no option '{unknown[0]}' (options: {', '.join(known) or 'none'})"
+            )
+        self.opts: dict[str, Any] = {o.name: o.default for o in self.options}
+        for key, value in opts.items():
+            self.opts[key] = known[key].parse(value, self.name)
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:  # pragma: no cover
+        raise NotImplementedError
+
+    def is_exact(self) -> bool:
+        """Whether this configuration promises unchanged outputs (options may make a pass lossy)."""
+        return self.exact
+
+
+_PASSES: dict[str, type[Pass]] = {}
+_DISCOVERED = False
+
+
+def register_pass(cls: type[Pass]) -> type[Pass]:
+    if not re.fullmatch(r"[a-z][a-z0-9-]*", cls.name):
+        raise ValueError(f"bad pass name {cls.name!r}")
+    if cls.name in _PASSES and _PASSES[cls.name] is not cls:
+        raise ValueError(f"pass {cls.name!r} registered twice")
+    _PASSES[cls.name] = cls
+    return cls
+
+
+def _discover(package: str, skip: Callable[[str], bool]) -> None:
+    pkg = importlib.import_module(package)
+    for info in pkgutil.walk_packages(pkg.__path__, prefix=package + "."):
+        leaf = info.name.rsplit(".", 1)[-1]
+        if skip(leaf):
+            continue
+        importlib.import_module(info.name)
+
+
+def _is_not_a_pass_module(leaf: str) -> bool:
+    """Exporters (torch), CLIs and private helpers are not imported during discovery."""
+    return leaf.startswith(("_", "export", "train", "cli", "qat", "admm"))
+
+
+def all_passes() -> dict[str, type[Pass]]:
+    global _DISCOVERED
+    if not _DISCOVERED:
+        _DISCOVERED = True
+        _discover("pimc.passes", _is_not_a_pass_module)
+    return dict(sorted(_PASSES.items()))
+
+
+def get_pass(name: str) -> type[Pass]:
+    passes = all_passes()
+    if name not in passes:
+        raise PimcError(f"unknown pass '{name}' (known: {', '.join(passes)})")
+    return passes[name]

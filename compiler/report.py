@@ -1,0 +1,129 @@
+"""The compile report: a JSON document with stable names, and its rendering in the terminal."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from .. import __version__
+from .pipeline import PassRecord
+from .stats import ModelStats
+
+
+def build_report(
+    input_path: str,
+    output_path: str | None,
+    target: str,
+    records: list[PassRecord],
+    before: ModelStats,
+    after: ModelStats,
+    verify: dict[str, Any] | None,
+    cost: dict[str, Any] | None,
+    hardware: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    return {
+        "pimc_version": __version__,
+        "input": input_path,
+        "output": output_path,
+        "target": target,
+        "passes": [r.to_dict() for r in records],
+        "model": {
+            "params_before": before.params, "params": after.params,
+            "nonzero_params_before": before.nonzero_params, "nonzero_params": after.nonzero_params,
+            "macs_before": before.macs, "macs": after.macs,
+            "effective_macs_before": before.effective_macs, "effective_macs": after.effective_macs,
+            "nodes_before": before.node_count, "nodes": after.node_count,
+        },
+        "verify": verify,
+        "cost": cost,
+        "hardware": hardware,
+    }
+
+
+def report_json(report: dict[str, Any]) -> str:
+    return json.dumps(_finite(report), indent=2, sort_keys=False) + "\n"
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no inf/nan: such ratios are written as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _si(value: float | None, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if value == 0:
+        return f"0 {unit}".strip()
+    prefixes = [(1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"), (1, ""), (1e-3, "m"), (1e-6, "µ"), (1e-9, "n"), (1e-12, "p")]
+    for scale, prefix in prefixes:
+        if abs(value) >= scale:
+            return f"{value / scale:.3g} {prefix}{unit}".strip()
+    return f"{value:.3g} {unit}".strip()
+
+
+def _err(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2e}"
+
+
+def render_report(report: dict[str, Any], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(f"[bold]pimc {report['pimc_version']}[/] · target [bold]{report['target']}[/] · {report['input']}"
+                  f" → {report['output'] or '(not written)'}")
+    table = Table(title="passes", show_lines=False)
+    for col in ("pass", "changed", "nodes", "params (nz)", "MACs (eff.)", "max rel err", "s"):
+        table.add_column(col, justify="right" if col not in ("pass",) else "left")
+    for p in report["passes"]:
+        nodes = f"{sum(p['nodes_before'].values())}→{sum(p['nodes_after'].values())}"
+        params = f"{_si(p['params_after'])} ({_si(p['nonzero_params_after'])})"
+        macs = f"{_si(p['macs_after'])} ({_si(p['effective_macs_after'])})"
+        table.add_row(p["name"], "yes" if p["changed"] else "no", nodes, params, macs,
+                      _err(p["max_rel_err"]), f"{p['seconds']:.3f}")
+    console.print(table)
+    m = report["model"]
+    console.print(
+        f"model: params {_si(m['params_before'])} → {_si(m['params'])} (non-zero {_si(m['nonzero_params'])}), "
+        f"MACs {_si(m['macs_before'])} → {_si(m['macs'])} (effective {_si(m['effective_macs'])})"
+    )
+    if report["verify"]:
+        v = report["verify"]
+        console.print(f"verify: max abs err {_err(v['max_abs_err'])}, max rel err {_err(v['max_rel_err'])} "
+                      f"over {v['inputs']} input batch(es)")
+    if report["cost"]:
+        render_cost(report["cost"], console)
+
+
+def render_cost(cost: dict[str, Any], console: Console) -> None:
+    layers = Table(title="cost per layer")
+    keys = ["name", "cycles", "energy_j"]
+    extra = [k for k in (cost["layers"][0] if cost["layers"] else {}) if k in ("utilization", "kind", "stall_cycles")]
+    for col in keys + extra:
+        layers.add_column(col, justify="left" if col in ("name", "kind") else "right")
+    for layer in cost["layers"][:60]:
+        row = [str(layer.get("name")), _si(layer.get("cycles")), _si(layer.get("energy_j"), "J")]
+        for k in extra:
+            v = layer.get(k)
+            row.append(f"{v:.3g}" if isinstance(v, float) else str(v))
+        layers.add_row(*row)
+    if len(cost["layers"]) > 60:
+        layers.caption = f"... {len(cost['layers']) - 60} more layers in the JSON report"
+    console.print(layers)
+    console.print(
+        f"cost: latency {_si(cost['latency_cycles'])} cycles = {_si(cost['latency_s'], 's')}, "
+        f"energy {_si(cost['energy_j'], 'J')}, {cost['throughput_gops']:.4g} GOPS, {cost['tops_per_w']:.4g} TOPS/W"
+    )
+    breakdown = ", ".join(f"{k} {_si(v, 'J')}" for k, v in cost["energy_breakdown_j"].items())
+    console.print(f"energy breakdown: {breakdown}")
+    for name in cost.get("baselines", {}):
+        speed = cost["speedup_vs"].get(name)
+        gain = cost["energy_gain_vs"].get(name)
+        console.print(f"vs {name}: speed-up {speed:.3g}×, energy gain {gain:.3g}×")

@@ -1,0 +1,192 @@
+"""Targets: a name, a default pipeline, ``lower(model, hw) -> schedule`` and ``cost(schedule, hw)``.
+
+Hardware parameters live in a dataclass derived from ``HardwareConfig``. Every field is declared with
+``hw_field(default, unit, source)``: ``source`` names the paper/number it comes from, or starts with
+"assumption" when nothing backs it. ``--hw FILE`` (TOML or YAML, flat ``name = value``) overrides fields.
+Modules under ``pimc.backends`` are discovered automatically and register with ``@register_target``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import onnx
+import tomllib
+
+from .errors import PimcError
+
+
+def hw_field(default: Any, unit: str, source: str) -> Any:
+    return field(default=default, metadata={"unit": unit, "source": source})
+
+
+@dataclass
+class HardwareConfig:
+    """Base of every target's hardware description."""
+
+    @classmethod
+    def describe(cls) -> list[dict[str, Any]]:
+        return [
+            {"name": f.name, "default": f.default, "unit": f.metadata.get("unit", ""),
+             "source": f.metadata.get("source", "")}
+            for f in dataclasses.fields(cls)
+        ]
+
+    @classmethod
+    def from_file(cls, path: str | Path | None) -> HardwareConfig:
+        if path is None:
+            return cls()
+        return cls.from_dict(read_config_file(path), str(path))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "hardware config") -> HardwareConfig:
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise PimcError(f"{source}: unknown hardware parameter '{key}' (known: {', '.join(fields)})")
+            kwargs[key] = _coerce(value, fields[key].default, f"{source}: {key}")
+        config = cls(**kwargs)
+        config.validate()
+        return config
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise PimcError(f"hardware parameter '{f.name}' must not be negative (got {value})")
+
+    def replace(self, **changes: Any) -> HardwareConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _coerce(value: Any, default: Any, where: str) -> Any:
+    if isinstance(default, bool):
+        if isinstance(value, bool):
+            return value
+        raise PimcError(f"{where}: expected true/false, got {value!r}")
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise PimcError(f"{where}: expected an integer, got {value!r}")
+        return int(value)
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise PimcError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if isinstance(default, str):
+        if not isinstance(value, str):
+            raise PimcError(f"{where}: expected a string, got {value!r}")
+    return value
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise PimcError(f"{p}: no such hardware config file")
+    text = p.read_text(errors="replace")
+    try:
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = tomllib.loads(text)
+    except Exception as exc:
+        raise PimcError(f"{p}: cannot parse hardware config ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise PimcError(f"{p}: hardware config must be a table of name = value")
+    return data
+
+
+@dataclass
+class CostReport:
+    """A target's simulated cost; ``to_dict`` gives the report's stable ``cost`` section."""
+
+    latency_cycles: float
+    latency_s: float
+    energy_j: float
+    energy_breakdown_j: dict[str, float]
+    throughput_gops: float
+    tops_per_w: float
+    layers: list[dict[str, Any]]
+    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def speedup_vs(self) -> dict[str, float]:
+        return {k: _ratio(v["latency_s"], self.latency_s) for k, v in self.baselines.items()}
+
+    @property
+    def energy_gain_vs(self) -> dict[str, float]:
+        return {k: _ratio(v["energy_j"], self.energy_j) for k, v in self.baselines.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {
+            "latency_cycles": self.latency_cycles, "latency_s": self.latency_s, "energy_j": self.energy_j,
+            "energy_breakdown_j": self.energy_breakdown_j, "throughput_gops": self.throughput_gops,
+            "tops_per_w": self.tops_per_w, "layers": self.layers, "baselines": self.baselines,
+            "speedup_vs": self.speedup_vs, "energy_gain_vs": self.energy_gain_vs,
+        }
+        out.update(self.extra)
+        return out
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b else float("inf")
+
+
+class Target:
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    config_cls: ClassVar[type[HardwareConfig] | None] = None
+
+    def default_pipeline(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}), ("cleanup", {})]
+
+    def config(self, path: str | Path | None = None) -> HardwareConfig | None:
+        if self.config_cls is None:
+            if path is not None:
+                raise PimcError(f"target '{self.name}' has no hardware parameters (--hw is not used)")
+            return None
+        return self.config_cls.from_file(path)
+
+    def lower(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> Any:
+        return None
+
+    def cost(self, schedule: Any, hw: HardwareConfig | None) -> CostReport | None:
+        return None
+
+
+_TARGETS: dict[str, type[Target]] = {}
+_DISCOVERED = False
+
+
+def register_target(cls: type[Target]) -> type[Target]:
+    _TARGETS[cls.name] = cls
+    return cls
+
+
+def all_targets() -> dict[str, type[Target]]:
+    global _DISCOVERED
+    if not _DISCOVERED:
+        _DISCOVERED = True
+        pkg = importlib.import_module("pimc.backends")
+        for info in pkgutil.walk_packages(pkg.__path__, prefix="pimc.backends."):
+            if not info.name.rsplit(".", 1)[-1].startswith("_"):
+                importlib.import_module(info.name)
+    return dict(sorted(_TARGETS.items()))
+
+
+def get_target(name: str) -> Target:
+    targets = all_targets()
+    if name not in targets:
+        raise PimcError(f"unknown target '{name}' (known: {', '.join(targets)})")
+    return targets[name]()

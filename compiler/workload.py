@@ -1,0 +1,210 @@
+"""Workload extraction: every Conv / Gemm / MatMul becomes a ``LayerRecord``.
+
+Backends read these records, never the raw graph. A record carries the geometry (batch, channels,
+spatial sizes, kernel, stride, pads, dilation, groups), the constant weight (looked up through
+``DequantizeLinear``/``Identity``), its density, bit widths, the fused activation and every pimc
+annotation of the node, plus the per-element maps the node references.
+
+MACs of a layer: ``batch · outH · outW · Cout · (Cin / groups) · kh · kw``. Effective MACs count only
+non-zero weights: ``batch · outH · outW · nnz(W)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from . import annotations as ann
+from .errors import PimcError
+from .graph import attr, initializer_map, producers, value_shapes
+
+COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+
+
+@dataclass
+class LayerRecord:
+    name: str
+    op: str
+    batch: int
+    cin: int
+    cout: int
+    h: int
+    w: int
+    out_h: int
+    out_w: int
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    params: int = 0
+    nonzero: int = 0
+    weight_bits: int | None = None
+    act_bits: int | None = None
+    fused_activation: str | None = None
+    annotations: dict[str, Any] = field(default_factory=dict)
+    input: str = ""
+    output: str = ""
+    weight: np.ndarray | None = field(default=None, repr=False)
+    maps: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def density(self) -> float:
+        return self.nonzero / self.params if self.params else 1.0
+
+    @property
+    def cin_per_group(self) -> int:
+        return self.cin // max(self.groups, 1)
+
+    @property
+    def macs(self) -> int:
+        kh, kw = self.kernel
+        return self.batch * self.out_h * self.out_w * self.cout * self.cin_per_group * kh * kw
+
+    @property
+    def effective_macs(self) -> int:
+        if self.weight is None:
+            return self.macs
+        return self.batch * self.out_h * self.out_w * self.nonzero
+
+    @property
+    def role(self) -> str | None:
+        return self.annotations.get("role")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("weight")
+        data.pop("maps")
+        data.update(density=self.density, macs=self.macs, effective_macs=self.effective_macs)
+        return data
+
+
+@dataclass
+class Workload:
+    layers: list[LayerRecord]
+    tensor_annotations: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def effective_macs(self) -> int:
+        return sum(layer.effective_macs for layer in self.layers)
+
+    def by_name(self) -> dict[str, LayerRecord]:
+        return {layer.name: layer for layer in self.layers}
+
+
+def constant_value(model: onnx.ModelProto, name: str, _inits=None, _prods=None) -> np.ndarray | None:
+    """The value of a tensor that is an initializer, possibly behind Identity / DequantizeLinear."""
+    inits = _inits if _inits is not None else initializer_map(model.graph)
+    prods = _prods if _prods is not None else producers(model.graph)
+    if name in inits:
+        return numpy_helper.to_array(inits[name])
+    node = prods.get(name)
+    if node is None:
+        return None
+    if node.op_type == "Identity":
+        return constant_value(model, node.input[0], inits, prods)
+    if node.op_type == "DequantizeLinear":
+        q = constant_value(model, node.input[0], inits, prods)
+        if q is None:
+            return None
+        scale = constant_value(model, node.input[1], inits, prods)
+        zero = constant_value(model, node.input[2], inits, prods) if len(node.input) > 2 and node.input[2] else None
+        axis = attr(node, "axis", 1)
+        return _dequantize(q, scale, zero, axis)
+    return None
+
+
+def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
+    q = q.astype(np.float32)
+    zero = np.zeros_like(scale) if zero is None else zero.astype(np.float32)
+    if scale.ndim == 0 or scale.size == 1:
+        return (q - zero.reshape(())) * scale.reshape(()).astype(np.float32)
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    return (q - zero.reshape(shape)) * scale.astype(np.float32).reshape(shape)
+
+
+def _dims(shape: list | None, name: str, node: onnx.NodeProto) -> list[int]:
+    if shape is None:
+        raise PimcError(f"node '{node.name}' ({node.op_type}): shape of '{name}' is unknown")
+    return [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+
+
+def _conv_record(node, shapes, weight, model_batch_default=1) -> LayerRecord:
+    x = _dims(shapes.get(node.input[0]), node.input[0], node)
+    y = _dims(shapes.get(node.output[0]), node.output[0], node)
+    if len(x) != 4 or len(y) != 4:
+        raise PimcError(f"node '{node.name}': only 2-D convolutions are supported (input rank {len(x)})")
+    wshape = list(weight.shape) if weight is not None else _dims(shapes.get(node.input[1]), node.input[1], node)
+    kh, kw = int(wshape[2]), int(wshape[3])
+    pads = attr(node, "pads", [0, 0, 0, 0])
+    return LayerRecord(
+        name=node.name, op="Conv", batch=x[0], cin=x[1], cout=y[1], h=x[2], w=x[3], out_h=y[2], out_w=y[3],
+        kernel=(kh, kw), stride=tuple(attr(node, "strides", [1, 1])), pads=tuple(pads),
+        dilation=tuple(attr(node, "dilations", [1, 1])), groups=int(attr(node, "group", 1)),
+        input=node.input[0], output=node.output[0],
+    )
+
+
+def _matmul_record(node, shapes, weight) -> LayerRecord:
+    a = _dims(shapes.get(node.input[0]), node.input[0], node)
+    y = _dims(shapes.get(node.output[0]), node.output[0], node)
+    if node.op_type == "Gemm" and attr(node, "transA", 0):
+        a = a[::-1]
+    k = a[-1]
+    n = y[-1]
+    rows = math.prod(a[:-1]) if len(a) > 1 else 1
+    return LayerRecord(
+        name=node.name, op=node.op_type, batch=1, cin=k, cout=n, h=rows, w=1, out_h=rows, out_w=1,
+        input=node.input[0], output=node.output[0],
+    )
+
+
+def _fused_activation(node, consumers_of, annotations: dict[str, Any]) -> str | None:
+    marked = annotations.get("fused_activation")
+    if marked:
+        return str(marked)
+    return None
+
+
+def extract_workload(model: onnx.ModelProto) -> Workload:
+    """Layer records of every compute node, in graph order. Needs shape-inferred models."""
+    graph = model.graph
+    shapes = value_shapes(model)
+    inits = initializer_map(graph)
+    prods = producers(graph)
+    layers: list[LayerRecord] = []
+    for node in graph.node:
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        weight = constant_value(model, node.input[1], inits, prods) if len(node.input) > 1 else None
+        if node.op_type == "Conv":
+            record = _conv_record(node, shapes, weight)
+        else:
+            if node.op_type == "Gemm" and weight is not None and attr(node, "transB", 0):
+                weight = weight.T
+            record = _matmul_record(node, shapes, weight)
+        notes = ann.node_annotations(node)
+        record.annotations = notes
+        record.weight = weight
+        if weight is not None:
+            record.params = int(weight.size)
+            record.nonzero = int(np.count_nonzero(weight))
+        record.weight_bits = notes.get("weight_bits")
+        record.act_bits = notes.get("act_bits")
+        record.fused_activation = _fused_activation(node, None, notes)
+        for kind in (notes.get("maps") or {}):
+            value = ann.get_node_map(model, node, kind)
+            if value is not None:
+                record.maps[kind] = value
+        layers.append(record)
+    return Workload(layers=layers, tensor_annotations=ann.tensor_annotations(model))

@@ -1,0 +1,1 @@
+"""Graph passes, one algorithm per folder; each folder holds its ONNX rewrite(s) and its torch exporter."""

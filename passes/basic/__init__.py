@@ -1,0 +1,1 @@
+"""Graph clean-up passes shared by every target."""

@@ -1,0 +1,1 @@
+"""comparator passes."""
