@@ -127,6 +127,7 @@ def _add_plugin_commands() -> None:
         ("pimc.runtime.commands", "run_command", cli),
         ("pimc.runtime.commands", "bench_command", cli),
         ("pimc.models.commands", "models_group", cli),
+        ("pimc.compiler.demo", "demo_command", cli),
     ):
         _try_add(module, attr, group)
     import pimc.passes as passes_pkg
