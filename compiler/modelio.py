@@ -11,6 +11,8 @@ import onnx
 from .errors import PimcError
 
 TWO_GB = 2**31
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 EXTERNAL_THRESHOLD = TWO_GB - 64 * 2**20  # leave room for the graph itself
 
 
@@ -54,6 +56,7 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike) -> Path:
     large = model.ByteSize() > EXTERNAL_THRESHOLD if _fits_bytesize(model) else True
     fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_UMASK)
     try:
         if large:
             data_name = p.name + ".data"
@@ -110,6 +113,7 @@ def write_text_atomic(text: str, path: str | os.PathLike) -> Path:
         raise PimcError(f"{p}: output folder {folder} does not exist")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         with os.fdopen(fd, "w") as fh:
             fh.write(text)
         os.replace(tmp, p)

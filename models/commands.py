@@ -1,0 +1,98 @@
+"""``pimc models``: list the zoo, export random-init models, train on a dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..compiler.errors import PimcError
+from ..runtime.datasets import load_dataset
+from ..runtime.session import evaluate
+from .zoo import MODELS, build_model, get_spec, model_input_shape
+
+TRAINABLE = "digits or cifar10:DIR"
+
+
+@click.group("models")
+def models_group() -> None:
+    """Model zoo: list, export and train the built-in CNNs."""
+
+
+@models_group.command("list")
+def list_command() -> None:
+    """List the zoo models with their input shapes."""
+    table = Table(title="pimc model zoo")
+    for column in ("name", "input (C,H,W)", "classes", "description"):
+        table.add_column(column)
+    for spec in MODELS.values():
+        table.add_row(spec.name, "x".join(map(str, spec.input_shape)), str(spec.num_classes), spec.description)
+    Console().print(table)
+
+
+def _export_options(func: click.decorators.FC) -> click.decorators.FC:
+    """Options shared by export and train."""
+    func = click.option("--opset", type=int, default=None, help="ONNX opset (default 17 legacy, 18 dynamo).")(func)
+    func = click.option("--dynamo", is_flag=True, help="Use the torch.export-based (dynamo) exporter.")(func)
+    func = click.option("--seed", type=int, default=0, show_default=True, help="Random seed.")(func)
+    func = click.option("--in-channels", type=int, default=None, help="Override the input channel count.")(func)
+    func = click.option("--num-classes", type=int, default=None, help="Override the number of classes.")(func)
+    func = click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                        help="Output .onnx file.")(func)
+    return click.argument("name")(func)
+
+
+@models_group.command("export")
+@_export_options
+def export_command(
+    name: str, output: Path, num_classes: int | None, in_channels: int | None, seed: int, dynamo: bool,
+    opset: int | None,
+) -> None:
+    """Export zoo model NAME with seeded random weights to ONNX."""
+    import torch
+
+    from .train import export_onnx
+
+    get_spec(name)
+    torch.manual_seed(seed)
+    model = build_model(name, num_classes, in_channels)
+    export_onnx(model, output, model_input_shape(name, in_channels), dynamo=dynamo, opset=opset)
+    click.echo(f"wrote {output}")
+
+
+@models_group.command("train")
+@_export_options
+@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE}.")
+@click.option("--epochs", type=int, default=30, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--threads", type=int, default=None, help="torch CPU threads (1 is fastest for small models).")
+def train_command(
+    name: str, output: Path, num_classes: int | None, in_channels: int | None, seed: int, dynamo: bool,
+    opset: int | None, data: str, epochs: int, lr: float, batch_size: int, threads: int | None,
+) -> None:
+    """Train zoo model NAME on a dataset, export it and report its onnxruntime test accuracy."""
+    import torch
+
+    from .train import export_onnx, make_loader, train_classifier
+
+    if data != "digits" and not data.startswith("cifar10:"):
+        raise PimcError(f"cannot train on '{data}' (use {TRAINABLE})")
+    if batch_size < 1:
+        raise PimcError(f"--batch-size must be positive, got {batch_size}")
+    if threads is not None:
+        if threads < 1:
+            raise PimcError(f"--threads must be positive, got {threads}")
+        torch.set_num_threads(threads)
+    get_spec(name)
+    shape = model_input_shape(name, in_channels)
+    train = load_dataset(data, shape, split="train")
+    torch.manual_seed(seed)
+    model = build_model(name, num_classes if num_classes is not None else 10, in_channels)
+    loader = make_loader(train.x, train.y, batch_size, True, seed)
+    train_classifier(model, loader, epochs, lr=lr, seed=seed, desc=f"train {name}")
+    export_onnx(model, output, shape, dynamo=dynamo, opset=opset)
+    result = evaluate(output, load_dataset(data, shape, split="test"))
+    click.echo(f"wrote {output}: test accuracy {result['accuracy']:.2%} on {result['samples']} samples")

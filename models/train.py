@@ -1,0 +1,292 @@
+"""Training, evaluation and ONNX export helpers shared by the zoo CLI and the compression exporters."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import math
+import os
+import tempfile
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from tqdm import tqdm
+
+from ..compiler.errors import PimcError
+from ..compiler.modelio import write_model
+from ..runtime.datasets import load_dataset
+
+LEGACY_OPSET = 17
+DYNAMO_OPSET = 18
+
+
+def digits_arrays(
+    input_shape: tuple[int, int, int], split: str, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Digits images (float32 NCHW, preprocessed exactly as ``pimc run --data digits``) and labels.
+
+    The train/test split itself is always the fixed seed-0 split; ``seed`` is passed on for other uses.
+    """
+    data = load_dataset("digits", input_shape, split=split, seed=seed)
+    assert data.y is not None
+    return data.x, data.y
+
+
+def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
+    """A DataLoader over numpy arrays with a seeded shuffle order."""
+    dataset = TensorDataset(torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(y, np.int64)))
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
+
+
+def make_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    """SGD with Nesterov momentum or Adam."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    if optimizer == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    raise PimcError(f"unknown optimizer '{optimizer}' (use sgd or adam)")
+
+
+def train_classifier(
+    model: nn.Module,
+    train_loader: DataLoader,
+    epochs: int,
+    lr: float = 3e-3,
+    seed: int = 0,
+    progress: bool = True,
+    weight_decay: float = 5e-4,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None = None,
+    after_step: Callable[[nn.Module], None] | None = None,
+    desc: str = "train",
+    optimizer: str = "adam",
+) -> list[float]:
+    """Train with cross-entropy and a per-step cosine learning-rate schedule; return per-epoch mean loss.
+
+    ``extra_loss(model)`` is added to every step's loss (e.g. an L1 or ADMM penalty) and
+    ``after_step(model)`` runs after every optimiser step (e.g. to re-apply pruning masks).
+    """
+    if epochs < 1:
+        raise PimcError(f"epochs must be positive, got {epochs}")
+    torch.manual_seed(seed)
+    opt = make_optimizer(model, optimizer, lr, weight_decay)
+    total = max(1, epochs * len(train_loader))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+    loss_fn = nn.CrossEntropyLoss()
+    history = []
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
+    for _ in bar:
+        history.append(_train_epoch(model, train_loader, opt, sched, loss_fn, extra_loss, after_step))
+        bar.set_postfix(loss=f"{history[-1]:.4f}")
+    model.eval()
+    return history
+
+
+def _train_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    opt: torch.optim.Optimizer,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    loss_fn: nn.Module,
+    extra_loss: Callable[[nn.Module], torch.Tensor] | None,
+    after_step: Callable[[nn.Module], None] | None,
+) -> float:
+    """One pass over the loader; returns the mean loss."""
+    model.train()
+    losses = []
+    for xb, yb in loader:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(xb), yb)
+        if extra_loss is not None:
+            loss = loss + extra_loss(model)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if after_step is not None:
+            with torch.no_grad():
+                after_step(model)
+        losses.append(float(loss.detach()))
+    return float(np.mean(losses)) if losses else 0.0
+
+
+@torch.no_grad()
+def evaluate_torch(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
+    """Top-1 accuracy of the model (in eval mode) on numpy arrays."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(x), batch):
+        xb = torch.from_numpy(np.asarray(x[start : start + batch], np.float32))
+        correct += int((model(xb).argmax(dim=1).numpy() == y[start : start + batch]).sum())
+    model.train(was_training)
+    return correct / max(1, len(x))
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | os.PathLike,
+    input_shape: tuple[int, int, int],
+    dynamo: bool = False,
+    opset: int | None = None,
+) -> Path:
+    """Export ``model`` in eval mode to ONNX (input ``input``, output ``logits``, dynamic ``batch``).
+
+    The legacy TorchScript exporter (default opset 17) folds constants and BatchNorm; the dynamo
+    exporter (opset 18+; it cannot emit older opsets) is tried with a dynamic batch and falls back to a
+    static batch of 1.
+    The file is written atomically.
+    """
+    out = Path(path)
+    opset = opset or (DYNAMO_OPSET if dynamo else LEGACY_OPSET)
+    if dynamo and opset < DYNAMO_OPSET:
+        raise PimcError(f"the dynamo exporter needs opset {DYNAMO_OPSET} or newer, got {opset} (drop --dynamo)")
+    was_training = model.training
+    model.eval()
+    try:
+        proto = _export_dynamo(model, input_shape, opset) if dynamo else _export_legacy(model, input_shape, opset)
+    finally:
+        model.train(was_training)
+    return write_model(proto, out)
+
+
+def _example(input_shape: tuple[int, int, int]) -> torch.Tensor:
+    """A deterministic example input with batch 2 (so batch is not specialised to 1)."""
+    return torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+
+
+def _export_legacy(model: nn.Module, input_shape: tuple[int, int, int], opset: int) -> onnx.ModelProto:
+    """TorchScript-based export with constant folding and a dynamic batch axis."""
+    with _temp_onnx() as tmp, _quiet():
+        torch.onnx.export(
+            model, (_example(input_shape),), str(tmp), dynamo=False, opset_version=opset,
+            do_constant_folding=True, input_names=["input"], output_names=["logits"],
+            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+        )
+        return _unshare_initializers(onnx.load(str(tmp)))
+
+
+def _unshare_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Replace the exporter's ``Identity(initializer)`` nodes with per-layer copies of the tensor.
+
+    The legacy exporter deduplicates equal constants (e.g. freshly folded BatchNorm biases) and
+    re-exposes them through Identity nodes; separate tensors keep every layer independently editable.
+    """
+    graph = proto.graph
+    inits = {t.name: t for t in graph.initializer}
+    keep = []
+    for node in graph.node:
+        if node.op_type == "Identity" and node.input[0] in inits:
+            copy = onnx.TensorProto()
+            copy.CopyFrom(inits[node.input[0]])
+            copy.name = node.output[0]
+            graph.initializer.append(copy)
+        else:
+            keep.append(node)
+    del graph.node[:]
+    graph.node.extend(keep)
+    used = {name for node in graph.node for name in node.input}
+    kept_inits = [t for t in graph.initializer if t.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept_inits)
+    return proto
+
+
+def _export_dynamo(model: nn.Module, input_shape: tuple[int, int, int], opset: int) -> onnx.ModelProto:
+    """torch.export-based export with a dynamic batch if possible, otherwise a static batch of 1."""
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    attempts = [(_example(input_shape), {0: batch}), (_example(input_shape)[:1], None)]
+    errors = []
+    for example, batch_dims in attempts:
+        try:
+            program = _dynamo_program(model, (example,), opset, batch_dims)
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {_first_line(exc)}")
+            continue
+        return _strip_metadata(_rename_io(program.model_proto))
+    raise PimcError(f"dynamo export failed ({'; '.join(errors)})")
+
+
+def _first_line(exc: BaseException) -> str:
+    """First line of an exception message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _dynamo_program(model: nn.Module, example: tuple, opset: int, batch_dims: dict | None) -> object:
+    """Run the dynamo exporter quietly (its progress messages go to stdout and logging)."""
+    dynamic = {_forward_arg_name(model): batch_dims} if batch_dims else None
+    with _quiet():
+        program = torch.onnx.export(
+            model, example, dynamo=True, opset_version=opset, input_names=["input"],
+            output_names=["logits"], dynamic_shapes=dynamic, optimize=True, verbose=False,
+        )
+    if program is None:
+        raise PimcError("dynamo exporter returned nothing")
+    return program
+
+
+def _forward_arg_name(model: nn.Module) -> str:
+    """Name of the first argument of ``model.forward`` (dynamic_shapes is keyed by it)."""
+    import inspect
+
+    params = list(inspect.signature(model.forward).parameters)
+    return params[0] if params else "x"
+
+
+def _rename_io(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Make sure the single input/output are called ``input``/``logits`` and the batch dim ``batch``."""
+    graph = proto.graph
+    renames = {graph.input[0].name: "input", graph.output[0].name: "logits"}
+    for value in (graph.input[0], graph.output[0]):
+        value.name = renames[value.name]
+        dim = value.type.tensor_type.shape.dim
+        if dim and not dim[0].HasField("dim_value"):
+            dim[0].dim_param = "batch"
+    for node in graph.node:
+        node.input[:] = [renames.get(n, n) for n in node.input]
+        node.output[:] = [renames.get(n, n) for n in node.output]
+    return proto
+
+
+def _strip_metadata(proto: onnx.ModelProto) -> onnx.ModelProto:
+    """Drop the per-node provenance (FX node, stack trace with local paths) the dynamo exporter adds."""
+    for node in proto.graph.node:
+        del node.metadata_props[:]
+    for value in [*proto.graph.value_info, *proto.graph.input, *proto.graph.output]:
+        del value.metadata_props[:]
+    for tensor in proto.graph.initializer:
+        del tensor.metadata_props[:]
+    return proto
+
+
+@contextlib.contextmanager
+def _temp_onnx() -> Iterator[Path]:
+    """A temporary .onnx path, removed afterwards."""
+    fd, name = tempfile.mkstemp(suffix=".onnx")
+    os.close(fd)
+    try:
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+        Path(name + ".data").unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence exporter warnings, log messages and stdout chatter."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        logging.disable(previous)

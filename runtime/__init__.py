@@ -1,0 +1,1 @@
+"""Runtime: datasets, onnxruntime sessions, evaluation and benchmarking."""

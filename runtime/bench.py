@@ -1,0 +1,186 @@
+"""Side-by-side comparison of ONNX models: size, sparsity, latency, accuracy and output agreement."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from ..compiler.errors import PimcError
+from ..compiler.modelio import read_model
+from .datasets import Dataset, load_dataset
+from .session import accuracy, batch_input, make_session, model_input, predict, time_run
+
+CSV_FIELDS = [
+    "model", "params", "nonzero_params", "sparsity", "accuracy", "top1_agreement", "max_abs_diff",
+]
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+def count_params(model: onnx.ModelProto) -> tuple[int, int]:
+    """Total and non-zero element counts of the model's floating-point initializers."""
+    total = nonzero = 0
+    for tensor in model.graph.initializer:
+        if tensor.data_type not in _FLOAT_TYPES:
+            continue
+        values = numpy_helper.to_array(tensor)
+        total += int(values.size)
+        nonzero += int(np.count_nonzero(values))
+    return total, nonzero
+
+
+def compare_models(
+    paths: Sequence[str | os.PathLike],
+    data_spec: str = "digits",
+    batches: Sequence[int] = (1, 64),
+    repeats: int = 20,
+    limit: int | None = None,
+    threads: int | None = None,
+) -> list[dict]:
+    """Compare models on one dataset; agreement and ratios are relative to the first model.
+
+    Latency runs are interleaved (model A, B, ..., A, B, ...) in one process so drift affects all
+    models alike; the median per model and batch size is reported.
+    """
+    if not paths:
+        raise PimcError("bench needs at least one model")
+    protos = [read_model(p) for p in paths]
+    shape = _common_input_shape(protos, paths)
+    data = load_dataset(data_spec, shape, split="test", limit=limit)
+    sessions = [make_session(p, threads, spinning=False) for p in protos]
+    inputs = [data.x.astype(model_input(p)[2], copy=False) for p in protos]
+    logits = [predict(s, x) for s, x in zip(sessions, inputs, strict=True)]
+    latencies = _interleaved_latency(sessions, inputs, batches, repeats)
+    return [
+        _row(Path(path).name, proto, data, logits[i], logits[0], latencies[i])
+        for i, (path, proto) in enumerate(zip(paths, protos, strict=True))
+    ]
+
+
+def _common_input_shape(protos: list[onnx.ModelProto], paths: Sequence[str | os.PathLike]) -> tuple[int, int, int]:
+    """The (C, H, W) input shared by all models."""
+    shapes = [model_input(p)[1] for p in protos]
+    for path, shape in zip(paths, shapes, strict=True):
+        if shape != shapes[0]:
+            raise PimcError(f"{path}: input shape {shape} differs from {paths[0]}'s {shapes[0]}")
+    return shapes[0]
+
+
+def _interleaved_latency(
+    sessions: list, inputs: list[np.ndarray], batches: Sequence[int], repeats: int
+) -> list[dict[int, float]]:
+    """Median milliseconds per model and batch size, alternating between models on every repeat."""
+    samples: list[dict[int, list[float]]] = [{b: [] for b in batches} for _ in sessions]
+    for batch in batches:
+        chunks = [batch_input(s, x, batch) for s, x in zip(sessions, inputs, strict=True)]
+        for session, chunk in zip(sessions, chunks, strict=True):
+            time_run(session, chunk)
+        for _ in range(max(1, repeats)):
+            for i, (session, chunk) in enumerate(zip(sessions, chunks, strict=True)):
+                samples[i][batch].append(time_run(session, chunk))
+    return [{b: float(np.median(v)) for b, v in per_model.items()} for per_model in samples]
+
+
+def _row(
+    name: str, proto: onnx.ModelProto, data: Dataset, logits: np.ndarray, reference: np.ndarray,
+    latency: dict[int, float],
+) -> dict:
+    """One result row."""
+    params, nonzero = count_params(proto)
+    row = {
+        "model": name,
+        "params": params,
+        "nonzero_params": nonzero,
+        "sparsity": 1.0 - nonzero / params if params else 0.0,
+        "accuracy": accuracy(logits, data.y),
+        **_agreement(logits, reference),
+    }
+    row.update({f"latency_ms_b{b}": v for b, v in latency.items()})
+    return row
+
+
+def _agreement(logits: np.ndarray, reference: np.ndarray) -> dict:
+    """Top-1 agreement and max absolute logit difference against the reference model."""
+    a = logits.reshape(len(logits), -1)
+    b = reference.reshape(len(reference), -1)
+    if a.shape != b.shape:
+        return {"top1_agreement": None, "max_abs_diff": None}
+    return {
+        "top1_agreement": float(np.mean(a.argmax(1) == b.argmax(1))),
+        "max_abs_diff": float(np.max(np.abs(a.astype(np.float64) - b))) if a.size else 0.0,
+    }
+
+
+def _fields(rows: list[dict]) -> list[str]:
+    """CSV columns: the fixed ones plus every latency column present."""
+    latency = sorted({k for r in rows for k in r if k.startswith("latency_ms_b")}, key=lambda k: int(k[12:]))
+    return CSV_FIELDS + latency
+
+
+def write_csv(rows: list[dict], path: str | os.PathLike) -> Path:
+    """Write the rows as CSV, atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_fields(rows), extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: ("" if v is None else v) for k, v in r.items()} for r in rows])
+    return write_atomic(path, buffer.getvalue().encode())
+
+
+def write_plot(rows: list[dict], path: str | os.PathLike) -> Path:
+    """A PNG with one latency bar chart per batch size and one of total vs non-zero parameters."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [r["model"] for r in rows]
+    latency_keys = _fields(rows)[len(CSV_FIELDS) :]
+    panels = len(latency_keys) + 1
+    fig, axes = plt.subplots(1, panels, figsize=(panels * max(3.5, 1.1 * len(rows) + 1.5), 4), squeeze=False)
+    for ax, key in zip(axes[0], latency_keys, strict=False):
+        _bars(ax, names, {key.replace("latency_ms_b", "batch "): [r[key] for r in rows]})
+        ax.set_ylabel("onnxruntime latency (ms, median)")
+    params = {"params": [r["params"] for r in rows], "non-zero": [r["nonzero_params"] for r in rows]}
+    _bars(axes[0][-1], names, params)
+    axes[0][-1].set_ylabel("parameters")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    return write_atomic(path, buffer.getvalue())
+
+
+def _bars(ax: object, names: list[str], series: dict[str, list[float]]) -> None:
+    """Grouped bar chart of several series over the model names."""
+    width = 0.8 / max(1, len(series))
+    positions = np.arange(len(names))
+    for i, (label, values) in enumerate(series.items()):
+        ax.bar(positions + i * width - 0.4 + width / 2, values, width, label=label)
+    ax.set_xticks(positions)
+    ax.set_xticklabels(names, rotation=20, ha="right")
+    ax.legend()
+
+
+def write_atomic(path: str | os.PathLike, data: bytes) -> Path:
+    """Write bytes to ``path`` through a temporary file in the same folder and a rename."""
+    target = Path(path)
+    folder = target.parent if str(target.parent) else Path(".")
+    if not folder.is_dir():
+        raise PimcError(f"{target}: output folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise PimcError(f"{target}: cannot write ({exc.strerror or exc})") from exc
+    return target

@@ -1,0 +1,267 @@
+"""Datasets for evaluation and calibration, numpy-only so the runtime works without torch.
+
+Specs understood by :func:`load_dataset`:
+
+* ``digits`` -- scikit-learn's bundled 8x8 digits. A stratified 75/25 train/test split with a fixed
+  seed (0) so every command sees the same test set; pixels are scaled to [0, 1] (``/16``), resized
+  bilinearly to the model's H x W, replicated to C channels and normalised with mean 0.5 / std 0.5
+  (values in [-1, 1]).
+* ``npz:PATH`` -- arrays ``x`` (and optionally ``y``) from an ``.npz`` file, used as given (resized if
+  only H x W differ).
+* ``cifar10:DIR`` -- the python-pickle CIFAR-10 batches, decoded with a restricted unpickler and
+  normalised with the CIFAR-10 channel mean/std.
+* ``random`` -- seeded standard-normal inputs without labels.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..compiler.errors import PimcError
+
+Shape3 = tuple[int, int, int]
+
+DIGITS_SPLIT_SEED = 0
+DIGITS_TEST_FRACTION = 0.25
+DIGITS_MEAN = 0.5
+DIGITS_STD = 0.5
+CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
+CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
+RANDOM_SAMPLES = 256
+SPECS_HELP = "digits, npz:PATH, cifar10:DIR, random"
+
+
+@dataclass
+class Dataset:
+    """Inputs in float32 NCHW and optional int64 labels."""
+
+    name: str
+    x: np.ndarray
+    y: np.ndarray | None
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+
+def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize an NCHW array bilinearly (half-pixel centres, like ``align_corners=False``)."""
+    if x.shape[2:] == (height, width):
+        return x.astype(np.float32, copy=False)
+    y0, y1, wy = _axis_weights(x.shape[2], height)
+    x0, x1, wx = _axis_weights(x.shape[3], width)
+    rows = x[:, :, y0, :] * (1 - wy)[:, None] + x[:, :, y1, :] * wy[:, None]
+    out = rows[:, :, :, x0] * (1 - wx) + rows[:, :, :, x1] * wx
+    return out.astype(np.float32)
+
+
+def _axis_weights(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Source indices and interpolation weights along one axis."""
+    pos = (np.arange(size_out, dtype=np.float64) + 0.5) * size_in / size_out - 0.5
+    pos = np.clip(pos, 0, size_in - 1)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, size_in - 1)
+    return lo, hi, (pos - lo).astype(np.float32)
+
+
+def fit_channels(x: np.ndarray, channels: int, what: str) -> np.ndarray:
+    """Replicate a single-channel array to ``channels``, or check the channel count matches."""
+    if x.shape[1] == channels:
+        return x
+    if x.shape[1] == 1:
+        return np.repeat(x, channels, axis=1)
+    if channels == 1:
+        return x.mean(axis=1, keepdims=True)
+    raise PimcError(f"{what}: has {x.shape[1]} channels, the model expects {channels}")
+
+
+def fit_shape(x: np.ndarray, input_shape: Shape3, what: str) -> np.ndarray:
+    """Bring NCHW data to the model's (C, H, W): channel replication and bilinear resize."""
+    channels, height, width = input_shape
+    return resize_bilinear(fit_channels(x, channels, what), height, width)
+
+
+def load_dataset(
+    spec: str, input_shape: Shape3, split: str = "test", seed: int = 0, limit: int | None = None
+) -> Dataset:
+    """Load the dataset named by ``spec`` shaped for a model taking ``input_shape`` (C, H, W)."""
+    if split not in ("train", "test"):
+        raise PimcError(f"unknown split '{split}' (use train or test)")
+    kind, _, arg = spec.partition(":")
+    if kind == "digits" and not arg:
+        data = _digits(input_shape, split)
+    elif kind == "npz" and arg:
+        data = _npz(Path(arg), input_shape)
+    elif kind == "cifar10" and arg:
+        data = _cifar10(Path(arg), input_shape, split)
+    elif kind == "random" and not arg:
+        data = _random(input_shape, seed, limit or RANDOM_SAMPLES)
+    else:
+        raise PimcError(f"unknown dataset '{spec}' (use {SPECS_HELP})")
+    return _limited(data, limit)
+
+
+def _limited(data: Dataset, limit: int | None) -> Dataset:
+    """Keep the first ``limit`` samples."""
+    if limit is None or limit >= len(data):
+        return data
+    if limit < 1:
+        raise PimcError(f"dataset limit must be positive, got {limit}")
+    y = None if data.y is None else data.y[:limit]
+    return Dataset(data.name, data.x[:limit], y)
+
+
+def digits_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed stratified split of sklearn digits: images (N, 8, 8) in [0, 1] and labels."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    bunch = load_digits()
+    images = (bunch.images / 16.0).astype(np.float32)
+    labels = bunch.target.astype(np.int64)
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, test_size=DIGITS_TEST_FRACTION, random_state=DIGITS_SPLIT_SEED, stratify=labels
+    )
+    return (x_tr, y_tr) if split == "train" else (x_te, y_te)
+
+
+def _digits(input_shape: Shape3, split: str) -> Dataset:
+    """Digits shaped and normalised for the model."""
+    images, labels = digits_split(split)
+    x = fit_shape(images[:, None, :, :], input_shape, "digits")
+    x = (x - DIGITS_MEAN) / DIGITS_STD
+    return Dataset("digits", np.ascontiguousarray(x, dtype=np.float32), labels)
+
+
+def _npz(path: Path, input_shape: Shape3) -> Dataset:
+    """Arrays ``x`` and optional ``y`` from an .npz file."""
+    if not path.is_file():
+        raise PimcError(f"{path}: no such file")
+    try:
+        with np.load(path, allow_pickle=False) as arrays:
+            if "x" not in arrays:
+                raise PimcError(f"{path}: no array named 'x' (found {', '.join(arrays.files) or 'none'})")
+            x = np.asarray(arrays["x"])
+            y = np.asarray(arrays["y"]) if "y" in arrays else None
+    except PimcError:
+        raise
+    except Exception as exc:
+        raise PimcError(f"{path}: not a readable .npz file ({type(exc).__name__})") from exc
+    x = _npz_images(x, input_shape, path)
+    if y is not None:
+        y = _npz_labels(y, len(x), path)
+    return Dataset(f"npz:{path}", x, y)
+
+
+def _npz_images(x: np.ndarray, input_shape: Shape3, path: Path) -> np.ndarray:
+    """Validate and shape the ``x`` array of an npz dataset."""
+    if not np.issubdtype(x.dtype, np.number):
+        raise PimcError(f"{path}: 'x' has non-numeric dtype {x.dtype}")
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4 or x.shape[0] == 0:
+        raise PimcError(
+            f"{path}: 'x' has shape {tuple(x.shape)}, expected (N, {', '.join(map(str, input_shape))})"
+        )
+    return np.ascontiguousarray(fit_shape(x.astype(np.float32), input_shape, str(path)))
+
+
+def _npz_labels(y: np.ndarray, count: int, path: Path) -> np.ndarray:
+    """Validate the ``y`` array of an npz dataset."""
+    if y.ndim != 1 or y.shape[0] != count:
+        raise PimcError(f"{path}: 'y' has shape {tuple(y.shape)}, expected ({count},)")
+    if not np.issubdtype(y.dtype, np.integer):
+        raise PimcError(f"{path}: 'y' must hold integer class labels, got {y.dtype}")
+    return y.astype(np.int64)
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler that can rebuild plain containers and numpy arrays but no other object."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+    }
+
+    def find_class(self, module: str, name: str) -> object:
+        """Resolve only the numpy array-reconstruction globals."""
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+        if module.startswith("numpy.") or module.startswith("numpy._"):
+            return _numpy_private(module.rsplit(".", 1)[-1], name)
+        return getattr(np, name)
+
+
+def _numpy_private(submodule: str, name: str) -> object:
+    """A numpy array-rebuilding helper, whichever package (``numpy._core``/``numpy.core``) holds it."""
+    import importlib
+
+    for package in ("numpy._core", "numpy.core"):
+        try:
+            return getattr(importlib.import_module(f"{package}.{submodule}"), name)
+        except (ImportError, AttributeError):
+            continue
+    raise pickle.UnpicklingError(f"numpy has no {submodule}.{name}")
+
+
+def safe_unpickle(data: bytes) -> object:
+    """Decode a pickle that may contain only builtin containers, bytes, numbers and numpy arrays."""
+    return _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
+
+
+def _cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 3, 32, 32) uint8 and labels from one CIFAR-10 python batch file."""
+    try:
+        batch = safe_unpickle(path.read_bytes())
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
+        raise PimcError(f"{path}: not a CIFAR-10 batch ({exc})") from exc
+    if not isinstance(batch, dict):
+        raise PimcError(f"{path}: not a CIFAR-10 batch (expected a dict)")
+    data = _key(batch, "data")
+    labels = _key(batch, "labels")
+    try:
+        images = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
+        targets = np.asarray(labels, dtype=np.int64).reshape(-1)
+    except (ValueError, TypeError) as exc:
+        raise PimcError(f"{path}: malformed CIFAR-10 batch ({exc})") from exc
+    if len(images) != len(targets):
+        raise PimcError(f"{path}: {len(images)} images but {len(targets)} labels")
+    return images, targets
+
+
+def _key(batch: dict, name: str) -> object:
+    """Look up a key stored as bytes or str."""
+    for key in (name.encode(), name):
+        if key in batch:
+            return batch[key]
+    raise PimcError(f"CIFAR-10 batch has no '{name}' entry")
+
+
+def _cifar10(folder: Path, input_shape: Shape3, split: str) -> Dataset:
+    """CIFAR-10 from the python batches in ``folder``, normalised with the CIFAR mean/std."""
+    if not folder.is_dir():
+        raise PimcError(f"{folder}: no such directory")
+    names = ["test_batch"] if split == "test" else [f"data_batch_{i}" for i in range(1, 6)]
+    paths = [folder / n for n in names if (folder / n).is_file()]
+    if not paths:
+        raise PimcError(f"{folder}: no CIFAR-10 {split} batches ({', '.join(names)})")
+    parts = [_cifar_batch(p) for p in paths]
+    images = np.concatenate([p[0] for p in parts]).astype(np.float32) / 255.0
+    x = (images - CIFAR_MEAN[None, :, None, None]) / CIFAR_STD[None, :, None, None]
+    x = fit_shape(x, input_shape, f"cifar10:{folder}")
+    return Dataset(f"cifar10:{folder}", np.ascontiguousarray(x), np.concatenate([p[1] for p in parts]))
+
+
+def _random(input_shape: Shape3, seed: int, count: int) -> Dataset:
+    """Seeded standard-normal inputs without labels."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((count, *input_shape)).astype(np.float32)
+    return Dataset("random", x, None)

@@ -1,0 +1,216 @@
+"""onnxruntime sessions, prediction and accuracy/latency evaluation."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from ..compiler.errors import PimcError
+from ..compiler.modelio import read_model
+from .datasets import Dataset, Shape3, load_dataset
+
+ModelLike = onnx.ModelProto | str | os.PathLike
+_LOG_ERRORS_ONLY = 3
+
+_ELEM_TO_NUMPY = {
+    onnx.TensorProto.FLOAT: np.float32,
+    onnx.TensorProto.FLOAT16: np.float16,
+    onnx.TensorProto.DOUBLE: np.float64,
+    onnx.TensorProto.INT8: np.int8,
+    onnx.TensorProto.UINT8: np.uint8,
+    onnx.TensorProto.INT16: np.int16,
+    onnx.TensorProto.INT32: np.int32,
+    onnx.TensorProto.INT64: np.int64,
+    onnx.TensorProto.BOOL: np.bool_,
+}
+
+
+def as_model(model: ModelLike) -> onnx.ModelProto:
+    """Return a ModelProto, reading it from disk if given a path."""
+    if isinstance(model, onnx.ModelProto):
+        return model
+    return read_model(model)
+
+
+def make_session(model: ModelLike, threads: int | None = None, spinning: bool = True) -> ort.InferenceSession:
+    """An onnxruntime CPU session; load failures become a one-line PimcError.
+
+    ``spinning=False`` stops idle worker threads from busy-waiting, which matters when several
+    sessions run alternately in one process (their spinning threads would steal each other's cores).
+    """
+    options = ort.SessionOptions()
+    options.log_severity_level = _LOG_ERRORS_ONLY
+    if not spinning:
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    proto = as_model(model)
+    try:
+        return ort.InferenceSession(
+            proto.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PimcError(f"onnxruntime cannot load the model: {message}") from exc
+
+
+def real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:
+    """Graph inputs that are not initializers."""
+    inits = {t.name for t in model.graph.initializer}
+    return [i for i in model.graph.input if i.name not in inits]
+
+
+def _dims(value: onnx.ValueInfoProto) -> list[int | None]:
+    """Static dims of a tensor input, ``None`` for symbolic or unknown ones."""
+    shape = value.type.tensor_type.shape
+    return [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
+
+
+def _dtype(value: onnx.ValueInfoProto) -> type:
+    """numpy dtype of a tensor input."""
+    elem = value.type.tensor_type.elem_type
+    if elem not in _ELEM_TO_NUMPY:
+        raise PimcError(f"input '{value.name}' has unsupported element type {elem}")
+    return _ELEM_TO_NUMPY[elem]
+
+
+def model_input(model: ModelLike) -> tuple[str, Shape3, type]:
+    """Name, (C, H, W) and numpy dtype of the model's first real input, which must be an NCHW image."""
+    proto = as_model(model)
+    inputs = real_inputs(proto)
+    if not inputs:
+        raise PimcError("model has no inputs")
+    first = inputs[0]
+    dims = _dims(first)
+    if len(dims) != 4 or any(d is None or d <= 0 for d in dims[1:]):
+        shown = "x".join("?" if d is None else str(d) for d in dims) or "scalar"
+        raise PimcError(f"input '{first.name}' has shape {shown}; an image dataset needs a static N x C x H x W input")
+    return first.name, (dims[1], dims[2], dims[3]), _dtype(first)
+
+
+def fixed_batch(session: ort.InferenceSession) -> int | None:
+    """The static batch size of the session's first input, or ``None`` if it is dynamic."""
+    shape = session.get_inputs()[0].shape
+    return shape[0] if shape and isinstance(shape[0], int) else None
+
+
+def predict(session: ort.InferenceSession, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """Run ``x`` through the session in chunks and concatenate the first output.
+
+    Models with a fixed batch size get chunks of exactly that size (the last one padded).
+    """
+    fixed = fixed_batch(session)
+    step = fixed or max(1, batch)
+    name = session.get_inputs()[0].name
+    outputs = []
+    for start in range(0, len(x), step):
+        chunk = x[start : start + step]
+        if fixed and len(chunk) < fixed:
+            outputs.append(_run_chunk(session, name, _tile(chunk, fixed))[: len(chunk)])
+        else:
+            outputs.append(_run_chunk(session, name, chunk))
+    return np.concatenate(outputs) if outputs else np.empty((0,), dtype=np.float32)
+
+
+def _run_chunk(session: ort.InferenceSession, name: str, chunk: np.ndarray) -> np.ndarray:
+    """Run one chunk, turning onnxruntime errors into PimcError."""
+    try:
+        return session.run(None, {name: chunk})[0]
+    except Exception as exc:
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PimcError(f"onnxruntime failed to run the model: {message}") from exc
+
+
+def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
+    """Top-1 accuracy of ``logits`` against ``labels``, ``None`` without labels."""
+    if labels is None or len(labels) == 0:
+        return None
+    flat = logits.reshape(len(logits), -1)
+    return float(np.mean(flat.argmax(axis=1) == labels))
+
+
+def batch_input(session: ort.InferenceSession, x: np.ndarray, batch: int) -> np.ndarray:
+    """One batch for timing: ``batch`` samples (or the model's fixed batch), repeating ``x`` if short."""
+    return _tile(x, fixed_batch(session) or batch)
+
+
+def time_run(session: ort.InferenceSession, chunk: np.ndarray) -> float:
+    """Wall-clock milliseconds of one run on ``chunk``."""
+    name = session.get_inputs()[0].name
+    start = time.perf_counter()
+    _run_chunk(session, name, chunk)
+    return (time.perf_counter() - start) * 1e3
+
+
+def time_batches(session: ort.InferenceSession, x: np.ndarray, batch: int, repeats: int) -> list[float]:
+    """Milliseconds of ``repeats`` runs on one batch, after one warm-up run."""
+    chunk = batch_input(session, x, batch)
+    time_run(session, chunk)
+    return [time_run(session, chunk) for _ in range(max(1, repeats))]
+
+
+def _tile(x: np.ndarray, count: int) -> np.ndarray:
+    """Exactly ``count`` samples from ``x``, repeating it if it is shorter."""
+    reps = -(-count // max(1, len(x)))
+    return np.ascontiguousarray(np.concatenate([x] * reps)[:count])
+
+
+def evaluate(
+    model: ModelLike, dataset: Dataset, batch: int = 64, repeats: int = 20, threads: int | None = None
+) -> dict:
+    """Accuracy over ``dataset`` and median/p90 latency of one batch on onnxruntime."""
+    proto = as_model(model)
+    session = make_session(proto, threads)
+    _, _, dtype = model_input(proto)
+    x = dataset.x.astype(dtype, copy=False)
+    logits = predict(session, x, batch)
+    times = time_batches(session, x, batch, repeats)
+    return {
+        "accuracy": accuracy(logits, dataset.y),
+        "samples": len(dataset),
+        "latency_ms_median": float(np.median(times)),
+        "latency_ms_p90": float(np.percentile(times, 90)),
+        "batch": fixed_batch(session) or batch,
+    }
+
+
+def random_feeds(model: ModelLike, count: int = 1, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """``count`` feeds of seeded random data for every real input (symbolic dims become 1)."""
+    proto = as_model(model)
+    rng = np.random.default_rng(seed)
+    feeds = []
+    for _ in range(count):
+        feed = {}
+        for value in real_inputs(proto):
+            shape = [d or 1 for d in _dims(value)]
+            feed[value.name] = _random_array(rng, shape, _dtype(value))
+        feeds.append(feed)
+    return feeds
+
+
+def _random_array(rng: np.random.Generator, shape: list[int], dtype: type) -> np.ndarray:
+    """Standard normal floats, small non-negative integers or random booleans."""
+    if np.issubdtype(dtype, np.floating):
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype is np.bool_:
+        return rng.integers(0, 2, shape).astype(np.bool_)
+    return rng.integers(0, 10, shape).astype(dtype)
+
+
+def dataset_feeds(model: ModelLike, spec: str, count: int = 32, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Calibration feeds of one sample each, drawn from the training split of dataset ``spec``."""
+    proto = as_model(model)
+    name, shape, dtype = model_input(proto)
+    if len(real_inputs(proto)) > 1:
+        raise PimcError("dataset calibration needs a model with a single image input")
+    split = "train" if spec == "digits" or spec.startswith("cifar10:") else "test"
+    data = load_dataset(spec, shape, split=split, seed=seed, limit=count if spec == "random" else None)
+    rng = np.random.default_rng(seed)
+    picks = rng.permutation(len(data))[: max(1, count)]
+    return [{name: data.x[i : i + 1].astype(dtype)} for i in sorted(picks)]
+

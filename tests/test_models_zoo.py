@@ -1,0 +1,49 @@
+"""Zoo models build, run and report errors for unknown names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+from pimc.compiler.errors import PimcError
+from pimc.models.zoo import MODELS, build_model, model_input_shape
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread() -> Iterator[None]:
+    """Avoid thread oversubscription on small shared machines."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_forward_shape(name: str) -> None:
+    spec = MODELS[name]
+    model = build_model(name).eval()
+    batch = 1 if spec.input_shape[1] > 64 else 2
+    with torch.inference_mode():
+        out = model(torch.randn(batch, *spec.input_shape))
+    assert out.shape == (batch, spec.num_classes)
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20", "mobilenetv2", "digits_cnn"])
+def test_num_classes_and_channels_overrides(name: str) -> None:
+    model = build_model(name, num_classes=7, in_channels=2).eval()
+    with torch.no_grad():
+        out = model(torch.randn(1, *model_input_shape(name, 2)))
+    assert out.shape == (1, 7)
+
+
+def test_known_parameter_counts() -> None:
+    counts = {n: sum(p.numel() for p in build_model(n).parameters()) for n in ("lenet5", "resnet50")}
+    assert counts["lenet5"] == 61706
+    assert counts["resnet50"] == 25557032
+
+
+def test_unknown_model_lists_known_ones() -> None:
+    with pytest.raises(PimcError, match="unknown model 'alexnet'.*resnet20"):
+        build_model("alexnet")

@@ -1,0 +1,74 @@
+"""Model comparison: parameter counts, agreement, CSV/PNG output and `pimc bench`."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+from click.testing import CliRunner
+from onnx import numpy_helper
+from pimc.compiler.errors import PimcError
+from pimc.models import bundled_model_path
+from pimc.runtime.bench import compare_models, count_params, write_csv, write_plot
+from pimc.runtime.commands import bench_command
+
+
+def _pruned_copy(tmp_path: Path) -> Path:
+    """The bundled model with the smallest half of its final-layer weights set to zero."""
+    model = onnx.load(bundled_model_path())
+    for tensor in model.graph.initializer:
+        if tensor.name == "fc.weight":
+            w = numpy_helper.to_array(tensor).copy()
+            w[np.abs(w) < np.median(np.abs(w))] = 0
+            tensor.CopyFrom(numpy_helper.from_array(w, tensor.name))
+    path = tmp_path / "pruned.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def test_identical_models_agree(tmp_path: Path) -> None:
+    rows = compare_models([bundled_model_path(), bundled_model_path()], "digits", batches=(1, 8), repeats=2)
+    assert [r["top1_agreement"] for r in rows] == [1.0, 1.0]
+    assert rows[1]["max_abs_diff"] == 0.0
+    assert rows[0]["params"] == rows[1]["params"] == rows[0]["nonzero_params"] > 20000
+    assert rows[0]["latency_ms_b1"] > 0 and rows[0]["latency_ms_b8"] > 0
+
+
+def test_pruned_model_counts_and_outputs(tmp_path: Path) -> None:
+    pruned = _pruned_copy(tmp_path)
+    total, nonzero = count_params(onnx.load(pruned))
+    assert nonzero == total - 320
+    rows = compare_models([bundled_model_path(), pruned], "digits", batches=(4,), repeats=2)
+    assert rows[1]["nonzero_params"] == nonzero and rows[1]["max_abs_diff"] > 0
+    assert 0.5 < rows[1]["top1_agreement"] <= 1.0
+    write_csv(rows, tmp_path / "b.csv")
+    write_plot(rows, tmp_path / "b.png")
+    with open(tmp_path / "b.csv") as handle:
+        table = list(csv.DictReader(handle))
+    assert [r["model"] for r in table] == ["digits_cnn.onnx", "pruned.onnx"] and "latency_ms_b4" in table[0]
+    assert (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_command(tmp_path: Path) -> None:
+    args = [str(bundled_model_path()), str(_pruned_copy(tmp_path)), "--repeats", "2", "--batches", "1",
+            "--csv", str(tmp_path / "o.csv"), "--plot", str(tmp_path / "o.png")]
+    res = CliRunner().invoke(bench_command, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    assert [r["model"] for r in json.loads(res.output)] == ["digits_cnn.onnx", "pruned.onnx"]
+    assert (tmp_path / "o.csv").is_file() and (tmp_path / "o.png").is_file()
+    res = CliRunner().invoke(bench_command, args[:2] + ["--repeats", "2"], terminal_width=200)
+    assert res.exit_code == 0 and "1.00x" in res.output
+
+
+def test_bench_rejects_mismatched_inputs(tmp_path: Path) -> None:
+    from pimc.models.train import export_onnx
+    from pimc.models.zoo import build_model
+
+    other = export_onnx(build_model("lenet5"), tmp_path / "l.onnx", (1, 32, 32))
+    res = CliRunner().invoke(bench_command, [str(bundled_model_path()), str(other)])
+    assert isinstance(res.exception, PimcError) and "differs" in str(res.exception)
+    res = CliRunner().invoke(bench_command, [str(bundled_model_path()), "--batches", "0"])
+    assert isinstance(res.exception, PimcError)
