@@ -1,0 +1,779 @@
+"""ESCALATE: a kernel-decomposition sparse CNN accelerator with the Basis-First dataflow (MICRO 2021).
+
+What is modelled
+================
+Every decomposed layer (a depthwise *basis* conv annotated ``role="basis"`` and a 1×1 *coefficient*
+conv annotated ``role="coefficient"``, paired by their ``layer`` annotation) runs on two pipelined units:
+
+* the **basis unit**, an ``Rb × Cb`` MAC array, convolves a tile of ``Tc = Cb`` input channels with
+  that layer's ``m`` basis kernels (``m`` = basis outputs per input channel, ``d`` in PENNI);
+* the **coefficient unit**, an ``Rc × Cc`` array of zero-skipping lanes (rows = output channels,
+  columns = output pixels), combines the streamed ``Tc·m`` intermediate maps with the non-zero
+  coefficients only; each lane walks the index list of its output channel.
+
+Basis-First order: ``for spatial tile s: for channel tile t: basis(s,t) → coefficient(s,t)``. The
+intermediate map of one (s, t) tile lives in a double-buffered stream buffer and never goes off-chip;
+the partial sums of all ``Cout`` channels of spatial tile ``s`` stay in the output buffer until every
+channel tile is done. Every other Conv / Gemm / MatMul (1×1 convs, depthwise convs, the classifier,
+layers the decompose pass skipped) takes the **dense path** on a dense ``R × C`` array.
+
+Notation: ``B`` batch, ``Cin``/``Cout`` channels, ``G`` groups, ``Cg = Cin/G``, ``Kg = Cout/G``,
+``k² = kh·kw``, output ``OH × OW``, ``P = B·OH·OW`` output pixels, ``nT = ceil(Cin/Tc)`` channel
+tiles, ``nnz[t, o]`` the non-zero coefficients of output channel ``o`` in channel tile ``t``,
+``⌈x⌉`` the ceiling, ``f`` the clock.
+
+Cost equations (per layer)
+==========================
+Basis stage (one channel tile, whole image; the cheaper of two spatial unrollings):
+    b = min( ⌈m/Rb⌉ · k² · P ,  ⌈OW/Rb⌉ · m · k² · B·OH )          (rows = basis kernels | rows = pixels)
+    MACs_basis = P · Cin · m · k²                                    (PENNI's op count, ANCHORS.md)
+Coefficient stage (channel tile t; row group g = Rc consecutive output channels):
+    c_t = Σ_g [max_{o∈g} nnz[t,o] > 0] · (max_{o∈g} nnz[t,o] + i) · ⌈OW/Cc⌉ · B·OH
+    MACs_coef = P · nnz(C);  i = index_overhead_cycles (decode bubble per list restart)
+Two-stage pipeline over the S spatial tiles × nT channel tiles (tiles of equal size 1/S):
+    L_compute = ( b + S · Σ_t max(b, c_t) − max(b, c_nT) + c_nT ) / S
+    basis_cycles = nT·b, coefficient_cycles = Σ_t c_t,
+    stall_cycles = L_compute − min(basis_cycles, coefficient_cycles)   (the faster stage waits),
+    fill_cycles  = L_compute − max(basis_cycles, coefficient_cycles)   (pipeline fill/drain)
+Spatial tiles S: the smallest count such that every per-tile working set fits its buffer:
+    intermediate: 2 · Tc·m · (P/S) · bits_int   ≤ intermediate buffer    (double buffered)
+    output:           Cout · (P/S) · bits_psum  ≤ output buffer
+    input:        2 · Tc · rows_in(S) · W · bits_act ≤ input buffer       (with the kh−1 halo)
+Occupancy (bits) of each buffer is the left-hand side at the chosen S (basis: stored basis bits,
+coefficients: nnz·bits_coef + index bits, capped by their buffer).
+Dense path (and the dense baseline), the cheaper of:
+    weight-stationary (rows = Kg, cols = Cg, one group at a time): G·⌈Kg/R⌉·⌈Cg/C⌉·k²·P
+    output-stationary (rows = Cout, cols = OW):                  ⌈Cout/R⌉·⌈OW/C⌉·B·OH·Cg·k²
+    For a perfectly tiled layer (R | Kg, C | Cg) both reduce to MACs / (R·C).
+Sparse baseline (zero-skipping on the dense weights W = Σ_j coef_j · basis_j, R × C lanes), the cheaper of:
+    rows = Cout, cols = OW:       Σ_g (max_{o∈g} nnz_o + i) · ⌈OW/C⌉ · B·OH
+    rows = Cout, cols split nnz:  Σ_g (⌈max_{o∈g} nnz_o / C⌉ + i) · P
+Memory bound: DRAM_cycles = DRAM bits / (bandwidth / f); cycles = max(L_compute, DRAM_cycles)
+(double-buffered transfers overlap compute).
+
+Traffic (bits). On-chip buffer accesses:
+    basis:  input reads = MACs_basis / r (an input word serves several basis kernels: r = min(m, Rb)
+            spatially with rows = kernels, r = m in a register with rows = pixels),
+            intermediate writes = P·Cin·m
+    coef:   intermediate reads = P·Cin·m · n_groups (broadcast once per row-group pass),
+            coefficient+index reads = Σ_t nnz_t · ⌈OW/Cc⌉·B·OH, psum read+write = 2·Cout·P·nT,
+            output writes = Cout·P (bits_act)
+    dense (weight-stationary): weights = params · S_w, inputs = MACs/min(Kg,R), psum r+w = 2·MACs/min(Cg,C)
+    dense (output-stationary): weights = MACs/min(OW,C), inputs = MACs/min(Kg,R), outputs = Cout·P
+Off-chip (DRAM): inputs B·Cin·H·W·bits_act·halo, outputs B·Cout·OH·OW·bits_act, weights once
+(re-fetched per spatial tile when they do not fit their buffer). halo = 1 when the rows of one spatial
+tile for all Cin channels fit the input buffer (the kh−1 overlap rows stay on chip), else input rows
+fetched / H. The intermediate map has no off-chip term. Dense and sparse: inputs are re-fetched per
+row pass when the input map does not fit the input buffer. Layers run one after another and every
+map goes through DRAM unless ``onchip_activations`` keeps maps that fit the input buffer on chip.
+
+Energy (J) = Σ components:
+    mac   = MACs · (E_mul8 · bw·ba/64 + E_add32 · bits_acc/32)            (multiplier ∝ bit product)
+    sram  = Σ_buffers accesses · bits · E_sram(size)/64                   (per buffer, by its size)
+    dram  = DRAM bits · E_dram/64
+    index = index bits read · E_sram(coef buffer)/64 + nnz fetched · E_add32 · bits_index/32
+E_sram(size) interpolates log-log between Horowitz's 8 KB, 32 KB and 1 MB points (extrapolated
+with the 8→32 KB slope below 8 KB). Leakage and control are not modelled.
+
+The dense view of a pair (for both baselines) has W[o,c] = Σ_j coef[o,c,j]·basis[c,j]; its zero
+structure is the support of that sum (a weight is zero when every contributing coefficient or basis
+entry is zero; exact numerical cancellation is not looked for).
+
+Compression: storage bits before (dense weights, no index) and after (basis + non-zero coefficients
++ the cheaper of coordinate / bitmap indices; dense-path layers keep dense weights), at the layer's
+bit widths; also against float32. Bit widths: ``weight_bits`` / ``act_bits`` annotations of the nodes
+(the basis and coefficient nodes carry their own: hybrid quantization; a coefficient node's
+``act_bits`` is the intermediate map's precision; a per-block ``bits`` map gives the mean width),
+otherwise the config. Baselines use the dense layer's own bits, else ``weight_bits``.
+
+Sources of default numbers
+==========================
+ESCALATE's array sizes, buffers, clock, process and bit widths are **unknown** (ANCHORS.md): every
+such default below is an assumption. Energies are the 45 nm figures of M. Horowitz, "Computing's
+energy problem (and what we can do about it)", ISSCC 2014: 8 b mult 0.2 pJ, 32 b add 0.1 pJ,
+64-bit SRAM read 10 pJ (8 KB), 20 pJ (32 KB), 100 pJ (1 MB), DRAM 1.3–2.6 nJ per 64 bits.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..compiler.errors import PimcError
+from ..compiler.target import CostReport, HardwareConfig, Target, hw_field, register_target
+from ..compiler.workload import LayerRecord, Workload, extract_workload
+
+KB_BITS = 8 * 1024
+
+
+@dataclass
+class EscalateConfig(HardwareConfig):
+    clock_mhz: float = hw_field(1000.0, "MHz", "assumption: ESCALATE's clock is unknown (ANCHORS.md)")
+    basis_rows: int = hw_field(8, "MACs", "assumption: basis-unit rows (basis kernels; PENNI uses d = 5)")
+    basis_cols: int = hw_field(16, "MACs", "assumption: basis-unit columns = input channels per tile")
+    coef_rows: int = hw_field(16, "lanes", "assumption: coefficient-unit rows (output channels)")
+    coef_cols: int = hw_field(8, "lanes", "assumption: coefficient-unit columns (output pixels)")
+    dense_rows: int = hw_field(16, "MACs", "assumption: dense array = basis + coefficient MACs (256)")
+    dense_cols: int = hw_field(16, "MACs", "assumption: dense array = basis + coefficient MACs (256)")
+    input_buffer_kb: float = hw_field(64.0, "KiB", "assumption: input activation buffer")
+    intermediate_buffer_kb: float = hw_field(16.0, "KiB", "assumption: intermediate-map stream buffer")
+    output_buffer_kb: float = hw_field(64.0, "KiB", "assumption: partial-sum / output buffer")
+    coef_buffer_kb: float = hw_field(64.0, "KiB", "assumption: coefficient + index buffer")
+    basis_buffer_kb: float = hw_field(1.0, "KiB", "assumption: basis register file")
+    dram_gbps: float = hw_field(25.6, "GB/s", "assumption: one 64-bit LPDDR4-3200 channel pair (25.6 GB/s)")
+    act_bits: int = hw_field(8, "bit", "assumption: activation width when no act_bits annotation")
+    weight_bits: int = hw_field(8, "bit", "assumption: dense weight width when no weight_bits annotation")
+    basis_bits: int = hw_field(8, "bit", "assumption: basis width when the basis node has no weight_bits")
+    coef_bits: int = hw_field(8, "bit", "assumption: coefficient width when the node has no weight_bits")
+    intermediate_bits: int = hw_field(16, "bit", "assumption: intermediate map kept at 16 b (no requantization)")
+    psum_bits: int = hw_field(32, "bit", "assumption: partial-sum accumulator width")
+    onchip_activations: bool = hw_field(
+        False, "", "assumption: layer by layer, every map goes through DRAM (as per-layer SCALE-Sim/ZigZag "
+                   "runs); true keeps a map on chip when it fits the input buffer")
+    index_overhead_cycles: int = hw_field(1, "cycles", "assumption: decode bubble per index-list restart")
+    mult_8b_pj: float = hw_field(0.2, "pJ", "Horowitz ISSCC'14, 45 nm: 8-bit integer multiply")
+    add_32b_pj: float = hw_field(0.1, "pJ", "Horowitz ISSCC'14, 45 nm: 32-bit integer add")
+    sram_8kb_pj: float = hw_field(10.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 8 KB SRAM, 64-bit read")
+    sram_32kb_pj: float = hw_field(20.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 32 KB SRAM, 64-bit read")
+    sram_1mb_pj: float = hw_field(100.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 1 MB SRAM, 64-bit read")
+    dram_pj: float = hw_field(1950.0, "pJ/64b", "Horowitz ISSCC'14: DRAM 1.3-2.6 nJ per 64 bits (midpoint)")
+
+    def validate(self) -> None:
+        super().validate()
+        positive = ("clock_mhz", "basis_rows", "basis_cols", "coef_rows", "coef_cols", "dense_rows",
+                    "dense_cols", "dram_gbps", "act_bits", "weight_bits", "basis_bits", "coef_bits",
+                    "intermediate_bits", "psum_bits")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise PimcError(f"hardware parameter '{name}' must be positive (got {getattr(self, name)})")
+
+    @property
+    def dense_weight_buffer_kb(self) -> float:
+        """The dense accelerators get ESCALATE's weight-side memories as one weight buffer."""
+        return self.coef_buffer_kb + self.intermediate_buffer_kb + self.basis_buffer_kb
+
+
+# ---------------------------------------------------------------------------------------------------
+# energy primitives
+
+
+def sram_pj_per_bit(hw: EscalateConfig, size_kb: float) -> float:
+    """Horowitz's 64-bit read energy at 8 KB / 32 KB / 1 MB, log-log interpolated, per bit."""
+    points = [(8.0, hw.sram_8kb_pj), (32.0, hw.sram_32kb_pj), (1024.0, hw.sram_1mb_pj)]
+    size = max(size_kb, 1e-3)
+    if size <= points[1][0]:
+        (s0, e0), (s1, e1) = points[0], points[1]
+    else:
+        (s0, e0), (s1, e1) = points[1], points[2]
+    slope = math.log(e1 / e0) / math.log(s1 / s0) if e0 > 0 and e1 > 0 else 0.0
+    return e0 * (size / s0) ** slope / 64.0
+
+
+def mac_pj(hw: EscalateConfig, wbits: float, abits: float, acc_bits: float) -> float:
+    return hw.mult_8b_pj * wbits * abits / 64.0 + hw.add_32b_pj * acc_bits / 32.0
+
+
+# ---------------------------------------------------------------------------------------------------
+# schedule (lower)
+
+
+@dataclass
+class Geometry:
+    batch: int
+    cin: int
+    cout: int
+    h: int
+    w: int
+    oh: int
+    ow: int
+    kh: int
+    kw: int
+    stride: int
+    dilation: int
+    groups: int
+
+    @property
+    def pixels(self) -> int:
+        return self.batch * self.oh * self.ow
+
+    @property
+    def k2(self) -> int:
+        return self.kh * self.kw
+
+    @property
+    def macs(self) -> int:
+        return self.pixels * self.cout * (self.cin // self.groups) * self.k2
+
+
+@dataclass
+class WeightStats:
+    """Zero structure of a dense weight (the dense path or the baselines' view of a layer)."""
+
+    params: int
+    nnz: int
+    row_nnz: np.ndarray
+    bits: float
+    pattern_index_bits: float | None = None
+
+
+@dataclass
+class LayerPlan:
+    name: str
+    kind: str
+    geometry: Geometry
+    dense: WeightStats
+    act_bits: float
+    members: list[str] = field(default_factory=list)
+    rank: int = 0
+    basis_bits: float = 0.0
+    coef_bits: float = 0.0
+    intermediate_bits: float = 0.0
+    basis_storage_bits: float = 0.0
+    coef_nnz: int = 0
+    coef_params: int = 0
+    tile_nnz: np.ndarray | None = None
+    tile_group_max: np.ndarray | None = None
+    coef_index_bits: float = 0.0
+    coef_index_bits_per_nnz: int = 0
+
+
+@dataclass
+class Schedule:
+    layers: list[LayerPlan]
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+
+def _geometry(rec: LayerRecord, cin: int | None = None, cout: int | None = None,
+              groups: int | None = None) -> Geometry:
+    return Geometry(
+        batch=max(rec.batch, 1), cin=cin or rec.cin, cout=cout or rec.cout, h=rec.h, w=rec.w,
+        oh=rec.out_h, ow=rec.out_w, kh=rec.kernel[0], kw=rec.kernel[1], stride=max(rec.stride[0], 1),
+        dilation=max(rec.dilation[0], 1), groups=groups or max(rec.groups, 1),
+    )
+
+
+def _mean_bits(rec: LayerRecord, default: float) -> float:
+    if "bits" in rec.maps:
+        mean = rec.annotations.get("mean_bits")
+        return float(mean) if mean else float(np.mean(rec.maps["bits"]))
+    return float(rec.weight_bits) if rec.weight_bits else float(default)
+
+
+def _pattern_index_bits(rec: LayerRecord) -> float | None:
+    pattern = rec.maps.get("pattern")
+    library = rec.annotations.get("pattern_library")
+    if pattern is None or not library:
+        return None
+    return float(pattern.size * math.ceil(math.log2(len(library) + 1)))
+
+
+def _weight_stats(weight: np.ndarray | None, cout: int, params: int, bits: float,
+                  nnz: int | None = None) -> WeightStats:
+    if weight is None:
+        return WeightStats(params, params, np.full(cout, params // max(cout, 1)), bits)
+    nnz = int(np.count_nonzero(weight)) if nnz is None else nnz
+    if nnz == weight.size:
+        return WeightStats(nnz, nnz, np.full(cout, nnz // max(cout, 1)), bits)
+    rows = weight.reshape(cout, -1) if weight.ndim == 4 else weight.T.reshape(cout, -1)
+    row_nnz = np.count_nonzero(rows, axis=1)
+    return WeightStats(int(weight.size), nnz, row_nnz, bits)
+
+
+def _dense_plan(rec: LayerRecord, hw: EscalateConfig) -> LayerPlan:
+    geo = _geometry(rec)
+    params = rec.params or geo.cout * (geo.cin // geo.groups) * geo.k2
+    nnz = rec.nonzero if rec.weight is not None and rec.params == rec.weight.size else None
+    stats = _weight_stats(rec.weight, geo.cout, params, _mean_bits(rec, hw.weight_bits), nnz)
+    stats.pattern_index_bits = _pattern_index_bits(rec)
+    return LayerPlan(rec.name, "dense", geo, stats, float(rec.act_bits or hw.act_bits), [rec.name])
+
+
+def _pair_reason(basis: LayerRecord, coef: LayerRecord) -> str | None:
+    if basis.op != "Conv" or coef.op != "Conv":
+        return "basis/coefficient node is not a Conv"
+    if basis.weight is None or coef.weight is None:
+        return "basis or coefficient weights are not constant"
+    if basis.groups != basis.cin or basis.cout % basis.cin:
+        return "basis node is not a depthwise conv with a channel multiplier"
+    if coef.kernel != (1, 1) or coef.groups != 1 or coef.cin != basis.cout:
+        return "coefficient node is not a 1x1 conv over the basis outputs"
+    if (coef.h, coef.w) != (basis.out_h, basis.out_w):
+        return "coefficient input does not match the basis output"
+    return None
+
+
+def _decomposed_plan(basis: LayerRecord, coef: LayerRecord, hw: EscalateConfig) -> LayerPlan:
+    cin, m = basis.cin, basis.cout // basis.cin
+    kh, kw = basis.kernel
+    geo = _geometry(basis, cin=cin, cout=coef.cout, groups=1)
+    bw = basis.weight.reshape(cin, m, kh * kw)
+    cw = coef.weight.reshape(coef.cout, cin, m)
+    shared = bool(np.all(bw == bw[:1]))
+    if coef.params == cw.size and coef.nonzero == coef.params:
+        per_kernel = np.full((coef.cout, cin), m, dtype=np.uint8)
+    else:
+        per_kernel = _kernel_nnz(cw)
+    basis_bits = _mean_bits(basis, hw.basis_bits)
+    plan = LayerPlan(
+        name=str(coef.annotations.get("layer") or basis.annotations.get("layer") or coef.name),
+        kind="decomposed", geometry=geo, dense=_dense_view(cw, bw, per_kernel, float(hw.weight_bits)),
+        act_bits=float(basis.act_bits or hw.act_bits), members=[basis.name, coef.name], rank=m,
+        basis_bits=basis_bits, coef_bits=_mean_bits(coef, hw.coef_bits),
+        intermediate_bits=float(coef.act_bits or hw.intermediate_bits),
+        basis_storage_bits=(m if shared else cin * m) * kh * kw * basis_bits,
+    )
+    _coefficient_tiles(plan, per_kernel, cw.size, hw)
+    return plan
+
+
+def _kernel_nnz(cw: np.ndarray) -> np.ndarray:
+    """Non-zero coefficients of every (output, input) kernel: uint8 [Cout, Cin]."""
+    mask = cw != 0
+    counts = mask[..., 0].astype(np.uint8)
+    for j in range(1, cw.shape[2]):
+        counts += mask[..., j]
+    return counts
+
+
+def _dense_view(cw: np.ndarray, bw: np.ndarray, per_kernel: np.ndarray, bits: float) -> WeightStats:
+    """Zero structure of W = Σ_j coef_j · basis_j (exact cancellations aside: support of the sum)."""
+    cout, cin, m = cw.shape
+    k2 = bw.shape[2]
+    support = bw != 0
+    if support.all():
+        row_nnz = k2 * np.count_nonzero(per_kernel, axis=1)
+    elif k2 <= 63:
+        masks = (support.astype(np.uint64) << np.arange(k2, dtype=np.uint64)).sum(axis=2, dtype=np.uint64)
+        union = np.zeros((cout, cin), dtype=np.uint64)
+        for j in range(m):
+            union |= np.where(cw[..., j] != 0, masks[:, j][None, :], np.uint64(0))
+        row_nnz = np.bitwise_count(union).sum(axis=1, dtype=np.int64)
+    else:
+        dense = np.stack([np.dot(cw[:, c], bw[c]) for c in range(cin)], axis=1)
+        row_nnz = np.count_nonzero(dense.reshape(cout, -1), axis=1)
+    return WeightStats(cout * cin * k2, int(row_nnz.sum()), row_nnz, bits)
+
+
+def _coefficient_tiles(plan: LayerPlan, per_kernel: np.ndarray, coef_params: int, hw: EscalateConfig) -> None:
+    """Per (channel tile, output channel) non-zero counts, the per-row-group maxima and index size."""
+    cout, cin = per_kernel.shape
+    m = plan.rank
+    tc = hw.basis_cols
+    n_tiles = math.ceil(cin / tc)
+    padded = np.zeros((cout, n_tiles * tc), dtype=np.int32)
+    padded[:, :cin] = per_kernel
+    tile_nnz = padded.reshape(cout, n_tiles, tc).sum(axis=2).T
+    n_groups = math.ceil(cout / hw.coef_rows)
+    grouped = np.zeros((n_tiles, n_groups * hw.coef_rows), dtype=np.int64)
+    grouped[:, :cout] = tile_nnz
+    plan.tile_nnz = tile_nnz.sum(axis=1)
+    plan.tile_group_max = grouped.reshape(n_tiles, n_groups, hw.coef_rows).max(axis=2)
+    plan.coef_nnz = int(plan.tile_nnz.sum())
+    plan.coef_params = coef_params
+    per_nnz = max(1, math.ceil(math.log2(tc * m)))
+    coordinate = plan.coef_nnz * per_nnz + cout * n_tiles * math.ceil(math.log2(tc * m + 1))
+    plan.coef_index_bits = float(min(coordinate, coef_params))
+    plan.coef_index_bits_per_nnz = per_nnz
+
+
+def lower_workload(workload: Workload, hw: EscalateConfig) -> Schedule:
+    """Pair basis/coefficient records by their ``layer`` annotation; everything else is dense."""
+    records = workload.layers
+    by_layer: dict[str, dict[str, LayerRecord]] = {}
+    for rec in records:
+        if rec.role in ("basis", "coefficient") and rec.annotations.get("layer"):
+            by_layer.setdefault(str(rec.annotations["layer"]), {})[rec.role] = rec
+    paired: dict[str, LayerPlan] = {}
+    skipped: list[dict[str, str]] = []
+    for layer, pair in by_layer.items():
+        if len(pair) != 2:
+            skipped.append({"layer": layer, "reason": "basis or coefficient node missing; dense path"})
+            continue
+        reason = _pair_reason(pair["basis"], pair["coefficient"])
+        if reason:
+            skipped.append({"layer": layer, "reason": reason + "; dense path"})
+            continue
+        plan = _decomposed_plan(pair["basis"], pair["coefficient"], hw)
+        paired[pair["basis"].name] = plan
+        paired[pair["coefficient"].name] = plan
+    plans: list[LayerPlan] = []
+    seen: set[int] = set()
+    for rec in records:
+        plan = paired.get(rec.name)
+        if plan is None:
+            plans.append(_dense_plan(rec, hw))
+        elif id(plan) not in seen:
+            seen.add(id(plan))
+            plans.append(plan)
+    return Schedule(plans, skipped)
+
+
+# ---------------------------------------------------------------------------------------------------
+# cost
+
+
+def _ceil(a: float, b: float) -> int:
+    return int(-(-a // b))
+
+
+@dataclass
+class Tally:
+    """Accumulates cycles, on-chip / off-chip bits and energy (pJ) per component of one layer."""
+
+    energy_pj: dict[str, float] = field(default_factory=lambda: dict.fromkeys(
+        ("mac", "input_buffer", "weight_buffer", "intermediate_buffer", "output_buffer", "dram", "index"), 0.0))
+    onchip_bits: dict[str, float] = field(default_factory=dict)
+    offchip_bits: dict[str, float] = field(default_factory=dict)
+
+    def sram(self, buffer: str, bits: float, pj_per_bit: float, component: str | None = None) -> None:
+        self.onchip_bits[buffer] = self.onchip_bits.get(buffer, 0.0) + bits
+        self.energy_pj[component or buffer] += bits * pj_per_bit
+
+    def dram(self, what: str, bits: float, hw: EscalateConfig) -> None:
+        self.offchip_bits[what] = self.offchip_bits.get(what, 0.0) + bits
+        self.energy_pj["dram"] += bits * hw.dram_pj / 64.0
+
+    @property
+    def dram_bits(self) -> float:
+        return sum(self.offchip_bits.values())
+
+
+def _dram_cycles(bits: float, hw: EscalateConfig) -> float:
+    return bits / (hw.dram_gbps * 8e9 / (hw.clock_mhz * 1e6))
+
+
+def _input_rows(geo: Geometry, tiles: int) -> tuple[int, float]:
+    """Input rows one spatial tile needs (with halo) and the input re-fetch factor of ``tiles`` tiles."""
+    out_rows = max(1, _ceil(geo.batch * geo.oh, tiles))
+    rows = min(geo.h, (out_rows - 1) * geo.stride + (geo.kh - 1) * geo.dilation + 1)
+    n_row_tiles = _ceil(geo.batch * geo.oh, out_rows)
+    return rows, max(1.0, n_row_tiles * rows / (geo.batch * geo.h))
+
+
+def _spatial_tiles(geo: Geometry, per_pixel_bits: list[tuple[float, float]], in_bits: float,
+                   in_buffer_bits: float) -> int:
+    tiles = 1
+    for bits_per_pixel, capacity in per_pixel_bits:
+        tiles = max(tiles, _ceil(geo.pixels * bits_per_pixel, max(capacity, 1.0)))
+    tiles = min(tiles, geo.pixels)
+    while tiles < geo.batch * geo.oh and _input_rows(geo, tiles)[0] * geo.w * in_bits > in_buffer_bits:
+        tiles = min(geo.batch * geo.oh, tiles * 2)
+    return tiles
+
+
+def _activation_bits(bits: float, hw: EscalateConfig) -> float:
+    """Off-chip bits of an activation map: none when it may stay on chip and fits the input buffer."""
+    return 0.0 if hw.onchip_activations and bits <= hw.input_buffer_kb * KB_BITS else bits
+
+
+def _weight_dram_bits(total_bits: float, capacity_bits: float, tiles: int) -> float:
+    return total_bits if total_bits <= capacity_bits else total_bits * tiles
+
+
+def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
+    geo, m = plan.geometry, plan.rank
+    tc, n_tiles = hw.basis_cols, len(plan.tile_nnz)
+    rows_out = geo.batch * geo.oh
+    col_passes = _ceil(geo.ow, hw.coef_cols) * rows_out
+    b_kernels = _ceil(m, hw.basis_rows) * geo.k2 * geo.pixels
+    b_pixels = _ceil(geo.ow, hw.basis_rows) * m * geo.k2 * rows_out
+    b = float(min(b_kernels, b_pixels))
+    basis_share = min(m, hw.basis_rows) if b_kernels <= b_pixels else m
+    group_max = plan.tile_group_max
+    c = ((group_max + (group_max > 0) * hw.index_overhead_cycles).sum(axis=1) * col_passes).astype(float)
+
+    in_buf, int_buf = hw.input_buffer_kb * KB_BITS, hw.intermediate_buffer_kb * KB_BITS
+    out_buf, coef_buf = hw.output_buffer_kb * KB_BITS, hw.coef_buffer_kb * KB_BITS
+    in_bits = 2 * min(tc, geo.cin) * plan.act_bits
+    tiles = _spatial_tiles(geo, [(2 * min(tc, geo.cin) * m * plan.intermediate_bits, int_buf),
+                                 (geo.cout * hw.psum_bits, out_buf)], in_bits, in_buf)
+    compute = (b + tiles * float(np.maximum(b, c).sum()) - max(b, c[-1]) + c[-1]) / tiles
+    basis_cycles, coef_cycles = n_tiles * b, float(c.sum())
+
+    t = Tally()
+    basis_macs = geo.pixels * geo.cin * m * geo.k2
+    coef_macs = geo.pixels * plan.coef_nnz
+    t.energy_pj["mac"] += basis_macs * mac_pj(hw, plan.basis_bits, plan.act_bits, plan.intermediate_bits)
+    t.energy_pj["mac"] += coef_macs * mac_pj(hw, plan.coef_bits, plan.intermediate_bits, hw.psum_bits)
+    e_in, e_int = sram_pj_per_bit(hw, hw.input_buffer_kb), sram_pj_per_bit(hw, hw.intermediate_buffer_kb)
+    e_out, e_coef = sram_pj_per_bit(hw, hw.output_buffer_kb), sram_pj_per_bit(hw, hw.coef_buffer_kb)
+    e_basis = sram_pj_per_bit(hw, hw.basis_buffer_kb)
+    intermediate_words = geo.pixels * geo.cin * m
+    n_groups = group_max.shape[1]
+    coef_fetches = plan.coef_nnz * col_passes
+    t.sram("input", basis_macs / basis_share * plan.act_bits, e_in, "input_buffer")
+    t.sram("basis", plan.basis_storage_bits, e_basis, "weight_buffer")
+    t.sram("intermediate", intermediate_words * plan.intermediate_bits * (1 + n_groups), e_int,
+           "intermediate_buffer")
+    t.sram("coefficient", coef_fetches * plan.coef_bits, e_coef, "weight_buffer")
+    t.sram("index", coef_fetches * plan.coef_index_bits_per_nnz, e_coef, "index")
+    t.energy_pj["index"] += coef_fetches * hw.add_32b_pj * plan.coef_index_bits_per_nnz / 32.0
+    t.sram("output", geo.cout * geo.pixels * (2 * n_tiles * hw.psum_bits + plan.act_bits), e_out,
+           "output_buffer")
+
+    in_rows, halo = _input_rows(geo, tiles)
+    if geo.cin * in_rows * geo.w * plan.act_bits <= in_buf:
+        halo = 1.0
+    weight_bits = plan.basis_storage_bits + plan.coef_nnz * plan.coef_bits + plan.coef_index_bits
+    t.dram("input", _activation_bits(geo.batch * geo.cin * geo.h * geo.w * plan.act_bits, hw) * halo, hw)
+    t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits, hw), hw)
+    t.dram("weights", _weight_dram_bits(weight_bits, coef_buf + hw.basis_buffer_kb * KB_BITS, tiles), hw)
+    dram = _dram_cycles(t.dram_bits, hw)
+    occupancy = {
+        "input": min(in_buf, geo.cin * in_rows * geo.w * plan.act_bits),
+        "intermediate": min(int_buf, _ceil(geo.pixels, tiles) * 2 * min(tc, geo.cin) * m * plan.intermediate_bits),
+        "output": min(out_buf, _ceil(geo.pixels, tiles) * geo.cout * hw.psum_bits),
+        "coefficient": min(coef_buf, plan.coef_nnz * plan.coef_bits + plan.coef_index_bits),
+        "basis": min(hw.basis_buffer_kb * KB_BITS, plan.basis_storage_bits),
+    }
+    capacity = {"input": in_buf, "intermediate": int_buf, "output": out_buf, "coefficient": coef_buf,
+                "basis": hw.basis_buffer_kb * KB_BITS}
+    cycles = max(compute, dram)
+    return {
+        "name": plan.name, "kind": "decomposed", "members": plan.members, "rank": m,
+        "cycles": cycles, "compute_cycles": compute, "dram_cycles": dram,
+        "bound": "memory" if dram > compute else "compute",
+        "basis_cycles": basis_cycles, "coefficient_cycles": coef_cycles,
+        "stall_cycles": compute - min(basis_cycles, coef_cycles),
+        "fill_cycles": compute - max(basis_cycles, coef_cycles),
+        "bottleneck": "basis" if basis_cycles >= coef_cycles else "coefficient",
+        "channel_tiles": n_tiles, "spatial_tiles": tiles,
+        "macs": geo.macs, "basis_macs": basis_macs, "coefficient_macs": coef_macs,
+        "utilization": (basis_macs + coef_macs) / (cycles * (hw.basis_rows * hw.basis_cols
+                                                             + hw.coef_rows * hw.coef_cols)),
+        "coefficient_density": plan.coef_nnz / max(plan.coef_params, 1),
+        "bits": {"act": plan.act_bits, "basis": plan.basis_bits, "coefficient": plan.coef_bits,
+                 "intermediate": plan.intermediate_bits, "index_per_nnz": plan.coef_index_bits_per_nnz},
+        "buffer_occupancy_bits": occupancy,
+        "buffer_occupancy": {k: v / capacity[k] for k, v in occupancy.items()},
+        **_finish(t),
+    }
+
+
+def _dense_cycles(geo: Geometry, rows: int, cols: int) -> tuple[int, int, str]:
+    kg, cg = geo.cout // geo.groups, geo.cin // geo.groups
+    ws = geo.groups * _ceil(kg, rows) * _ceil(cg, cols) * geo.k2 * geo.pixels
+    os_ = _ceil(geo.cout, rows) * _ceil(geo.ow, cols) * geo.batch * geo.oh * cg * geo.k2
+    return (ws, os_, "weight-stationary") if ws <= os_ else (os_, ws, "output-stationary")
+
+
+def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None) -> dict[str, Any]:
+    """The dense path: every weight (zero or not) is multiplied; same cost for the dense baseline."""
+    geo, w = plan.geometry, plan.dense
+    rows, cols = hw.dense_rows, hw.dense_cols
+    compute, _, mapping = _dense_cycles(geo, rows, cols)
+    kg, cg = geo.cout // geo.groups, geo.cin // geo.groups
+    macs = geo.macs
+    out_buf, in_buf = hw.output_buffer_kb * KB_BITS, hw.input_buffer_kb * KB_BITS
+    w_buf = hw.dense_weight_buffer_kb * KB_BITS
+    e_in, e_out = sram_pj_per_bit(hw, hw.input_buffer_kb), sram_pj_per_bit(hw, hw.output_buffer_kb)
+    e_w = sram_pj_per_bit(hw, hw.dense_weight_buffer_kb)
+    t = Tally()
+    t.energy_pj["mac"] += macs * mac_pj(hw, w.bits, plan.act_bits, hw.psum_bits)
+    t.sram("input", macs / min(kg, rows) * plan.act_bits, e_in, "input_buffer")
+    pixel_tiles = max(1, _ceil(geo.pixels * min(geo.cout, rows) * hw.psum_bits, out_buf))
+    if mapping == "weight-stationary":
+        t.sram("weight", w.params * w.bits * pixel_tiles, e_w, "weight_buffer")
+        t.sram("output", 2 * macs / min(cg, cols) * hw.psum_bits, e_out, "output_buffer")
+    else:
+        t.sram("weight", macs / min(geo.ow, cols) * w.bits, e_w, "weight_buffer")
+        t.sram("output", geo.pixels * geo.cout * plan.act_bits, e_out, "output_buffer")
+    input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits
+    passes = 1 if input_bits <= in_buf else _ceil(geo.cout, rows)
+    t.dram("input", _activation_bits(input_bits, hw) * passes, hw)
+    t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits, hw), hw)
+    t.dram("weights", _weight_dram_bits(w.params * w.bits, w_buf, pixel_tiles), hw)
+    dram = _dram_cycles(t.dram_bits, hw)
+    cycles = max(compute, dram)
+    return {
+        "name": name or plan.name, "kind": "dense", "members": plan.members, "mapping": mapping,
+        "cycles": cycles, "compute_cycles": float(compute), "dram_cycles": dram,
+        "bound": "memory" if dram > compute else "compute", "stall_cycles": 0.0,
+        "macs": macs, "utilization": macs / (cycles * rows * cols),
+        "bits": {"act": plan.act_bits, "weight": w.bits},
+        "buffer_occupancy_bits": {
+            "input": min(in_buf, input_bits), "weight": min(w_buf, w.params * w.bits),
+            "output": min(out_buf, _ceil(geo.pixels, pixel_tiles) * min(geo.cout, rows) * hw.psum_bits)},
+        **_finish(t),
+    }
+
+
+def sparse_index_bits(w: WeightStats, cin_k2: int) -> tuple[float, int]:
+    """The cheaper of coordinate (per non-zero + row pointers), bitmap, or pattern-id indices."""
+    per_nnz = max(1, math.ceil(math.log2(max(cin_k2, 2))))
+    coordinate = w.nnz * per_nnz + len(w.row_nnz) * math.ceil(math.log2(cin_k2 + 1))
+    options = [coordinate, w.params]
+    if w.pattern_index_bits is not None:
+        options.append(w.pattern_index_bits)
+    return float(min(options)), per_nnz
+
+
+def sparse_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
+    """Zero-skipping on the dense weights (each row walks its non-zeros), with index overhead."""
+    geo, w = plan.geometry, plan.dense
+    rows, cols, extra = hw.dense_rows, hw.dense_cols, hw.index_overhead_cycles
+    n_groups = _ceil(geo.cout, rows)
+    padded = np.zeros(n_groups * rows, dtype=np.int64)
+    padded[: len(w.row_nnz)] = w.row_nnz
+    gmax = padded.reshape(n_groups, rows).max(axis=1)
+    active = gmax > 0
+    by_pixels = float(((gmax + extra) * active).sum()) * _ceil(geo.ow, cols) * geo.batch * geo.oh
+    by_split = float(((-(-gmax // cols) + extra) * active).sum()) * geo.pixels
+    compute = min(by_pixels, by_split)
+    passes = _ceil(geo.ow, cols) * geo.batch * geo.oh if by_pixels <= by_split else geo.pixels
+    cg = geo.cin // geo.groups
+    index_bits, per_nnz = sparse_index_bits(w, cg * geo.k2)
+    eff = geo.pixels * w.nnz
+    e_in, e_out = sram_pj_per_bit(hw, hw.input_buffer_kb), sram_pj_per_bit(hw, hw.output_buffer_kb)
+    e_w = sram_pj_per_bit(hw, hw.dense_weight_buffer_kb)
+    t = Tally()
+    t.energy_pj["mac"] += eff * mac_pj(hw, w.bits, plan.act_bits, hw.psum_bits)
+    t.sram("input", geo.pixels * cg * geo.k2 * int(active.sum()) * plan.act_bits, e_in, "input_buffer")
+    t.sram("weight", w.nnz * passes * w.bits, e_w, "weight_buffer")
+    t.sram("index", w.nnz * passes * per_nnz, e_w, "index")
+    t.energy_pj["index"] += w.nnz * passes * hw.add_32b_pj * per_nnz / 32.0
+    t.sram("output", geo.pixels * geo.cout * plan.act_bits, e_out, "output_buffer")
+    input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits
+    in_passes = 1 if input_bits <= hw.input_buffer_kb * KB_BITS else n_groups
+    t.dram("input", _activation_bits(input_bits, hw) * in_passes, hw)
+    t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits, hw), hw)
+    stored = w.nnz * w.bits + index_bits
+    tiles = max(1, _ceil(geo.pixels * min(geo.cout, rows) * hw.psum_bits, hw.output_buffer_kb * KB_BITS))
+    t.dram("weights", _weight_dram_bits(stored, hw.dense_weight_buffer_kb * KB_BITS, tiles), hw)
+    dram = _dram_cycles(t.dram_bits, hw)
+    cycles = max(compute, dram)
+    return {"name": plan.name, "cycles": cycles, "compute_cycles": compute, "dram_cycles": dram,
+            "macs": eff, "index_bits": index_bits, **_finish(t)}
+
+
+def _finish(t: Tally) -> dict[str, Any]:
+    energy = {k: v * 1e-12 for k, v in t.energy_pj.items()}
+    return {
+        "energy_j": sum(energy.values()), "energy_breakdown_j": energy,
+        "onchip_traffic_bits": dict(t.onchip_bits), "offchip_traffic_bits": dict(t.offchip_bits),
+        "onchip_bits": sum(t.onchip_bits.values()), "offchip_bits": t.dram_bits,
+    }
+
+
+def storage_bits(plan: LayerPlan) -> dict[str, float]:
+    """Weight + index storage of a layer: dense (before), ESCALATE (after), sparse baseline, float32."""
+    w = plan.dense
+    dense = w.params * w.bits
+    sparse_idx, _ = sparse_index_bits(w, (plan.geometry.cin // plan.geometry.groups) * plan.geometry.k2)
+    if plan.kind == "decomposed":
+        after = plan.basis_storage_bits + plan.coef_nnz * plan.coef_bits + plan.coef_index_bits
+    else:
+        after = dense
+    return {"dense": dense, "escalate": after, "sparse": w.nnz * w.bits + sparse_idx, "fp32": w.params * 32.0}
+
+
+def layer_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
+    main = decomposed_cost(plan, hw) if plan.kind == "decomposed" else dense_cost(plan, hw)
+    base_dense = main if plan.kind == "dense" else dense_cost(plan, hw)
+    base_sparse = sparse_cost(plan, hw)
+    main["baselines"] = {
+        "dense": {"cycles": base_dense["cycles"], "energy_j": base_dense["energy_j"]},
+        "sparse": {"cycles": base_sparse["cycles"], "energy_j": base_sparse["energy_j"]},
+    }
+    main["storage_bits"] = storage_bits(plan)
+    main["_dense_detail"] = base_dense
+    main["_sparse_detail"] = base_sparse
+    return main
+
+
+def cost_schedule(schedule: Schedule, hw: EscalateConfig) -> CostReport:
+    layers = [layer_cost(plan, hw) for plan in schedule.layers]
+    seconds_per_cycle = 1.0 / (hw.clock_mhz * 1e6)
+    cycles = sum(layer["cycles"] for layer in layers)
+    energy = sum(layer["energy_j"] for layer in layers)
+    breakdown: dict[str, float] = {}
+    for layer in layers:
+        for key, value in layer["energy_breakdown_j"].items():
+            breakdown[key] = breakdown.get(key, 0.0) + value
+    dense_macs = sum(layer["macs"] for layer in layers)
+    latency = cycles * seconds_per_cycle
+    baselines = {}
+    for name in ("dense", "sparse"):
+        details = [layer.pop(f"_{name}_detail") for layer in layers]
+        base_cycles = sum(d["cycles"] for d in details)
+        base_breakdown: dict[str, float] = {}
+        for d in details:
+            for key, value in d["energy_breakdown_j"].items():
+                base_breakdown[key] = base_breakdown.get(key, 0.0) + value
+        baselines[name] = {
+            "latency_cycles": base_cycles, "latency_s": base_cycles * seconds_per_cycle,
+            "energy_j": sum(d["energy_j"] for d in details), "energy_breakdown_j": base_breakdown,
+            "offchip_bits": sum(d["offchip_bits"] for d in details),
+            "onchip_bits": sum(d["onchip_bits"] for d in details),
+        }
+    return CostReport(
+        latency_cycles=cycles, latency_s=latency, energy_j=energy, energy_breakdown_j=breakdown,
+        throughput_gops=2 * dense_macs / latency / 1e9 if latency else 0.0,
+        tops_per_w=2 * dense_macs / energy / 1e12 if energy else 0.0,
+        layers=layers, baselines=baselines, extra=_extra(schedule, layers, hw),
+    )
+
+
+def _extra(schedule: Schedule, layers: list[dict[str, Any]], hw: EscalateConfig) -> dict[str, Any]:
+    store = {k: sum(layer["storage_bits"][k] for layer in layers) for k in ("dense", "escalate", "sparse", "fp32")}
+    peak_macs = hw.basis_rows * hw.basis_cols + hw.coef_rows * hw.coef_cols
+    occupancy: dict[str, float] = {}
+    for layer in layers:
+        for key, value in layer["buffer_occupancy_bits"].items():
+            occupancy[key] = max(occupancy.get(key, 0.0), value)
+    seconds_per_cycle = 1.0 / (hw.clock_mhz * 1e6)
+    return {
+        "compression": {
+            "weight_index_bits_before": store["dense"], "weight_index_bits_after": store["escalate"],
+            "ratio": store["dense"] / store["escalate"] if store["escalate"] else float("inf"),
+            "ratio_vs_fp32": store["fp32"] / store["escalate"] if store["escalate"] else float("inf"),
+            "sparse_baseline_bits": store["sparse"],
+            "note": "before = the dense weights of the compiled model's layers (W = coefficients x basis for "
+                    "decomposed pairs) at the dense weight width, no index",
+        },
+        "decomposed_layers": sum(1 for p in schedule.layers if p.kind == "decomposed"),
+        "dense_layers": sum(1 for p in schedule.layers if p.kind == "dense"),
+        "skipped": schedule.skipped,
+        "peak": {
+            "macs_per_cycle": peak_macs, "gops": 2 * peak_macs * hw.clock_mhz / 1e3,
+            "dense_gops": 2 * hw.dense_rows * hw.dense_cols * hw.clock_mhz / 1e3,
+            "buffer_occupancy_bits": occupancy,
+            "dram_gbps_needed": max((layer["offchip_bits"] / 8 / (layer["compute_cycles"] * seconds_per_cycle) / 1e9
+                                     for layer in layers if layer["compute_cycles"] > 0), default=0.0),
+            "layer_energy_j": max((layer["energy_j"] for layer in layers), default=0.0),
+        },
+        "offchip_bits": sum(layer["offchip_bits"] for layer in layers),
+        "onchip_bits": sum(layer["onchip_bits"] for layer in layers),
+        "throughput_note": "GOPS and TOPS/W count the dense-equivalent operations (2 per MAC)",
+    }
+
+
+@register_target
+class EscalateTarget(Target):
+    name = "escalate"
+    summary = "ESCALATE kernel-decomposition accelerator (Basis-First dataflow) with dense and sparse baselines"
+    config_cls = EscalateConfig
+
+    def default_pipeline(self) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            ("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}),
+            ("fuse-relu", {"measure": False}), ("decompose", {}), ("shrink", {}), ("cleanup", {}),
+        ]
+
+    def lower(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> Schedule:
+        return lower_workload(extract_workload(model), _config(hw))
+
+    def cost(self, schedule: Schedule, hw: HardwareConfig | None) -> CostReport:
+        return cost_schedule(schedule, _config(hw))
+
+
+def _config(hw: HardwareConfig | None) -> EscalateConfig:
+    if hw is None:
+        return EscalateConfig()
+    if not isinstance(hw, EscalateConfig):
+        raise PimcError("the escalate target needs an escalate hardware config")
+    return hw
