@@ -1,0 +1,316 @@
+"""Training-aware pattern pruning (ADMM-NN / PatDNN) of any torch model, and its ONNX export.
+
+Constraint set of a pruned conv (see ``pattern_prune``): S = S_pattern ∩ S_connectivity, every kernel's
+support inside one of the layer's library patterns and at most N − ⌊c·N⌋ non-zero kernels. Its exact
+Euclidean projection Proj_S is ``pattern_prune.prune_kernels`` with the library fixed.
+
+ADMM (scaled form), for every pruned layer with weight W, auxiliary Z and scaled dual U:
+
+    W ← argmin  loss(W) + ρ/2 · ‖W − Z + U‖²          (SGD/Adam steps between updates)
+    Z ← Proj_S(W + U)                                   (every ``update_every`` steps, default 1 epoch)
+    U ← U + W − Z
+    ρ ← growth · ρ,  U ← U / growth                     (ρ grows ×1.1–2; U = λ/ρ is rescaled so the
+                                                          unscaled dual λ is unchanged)
+
+The library is derived once, from the weights at the start (PatDNN), then fixed. After the ADMM
+phase comes the hard projection W ← Proj_S(W) and masked retraining (the masks are re-applied after
+every optimiser step). ``oneshot`` skips ADMM: project, then masked fine-tuning.
+
+The export writes ONNX with the torch exporter and then runs the ``pattern-prune`` pass on the
+already-projected Convs: it re-derives the layer's library from the final weights, changes no weight
+(checked) and writes the same annotations the graph pass writes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ...compiler.errors import PimcError
+from ...compiler.modelio import write_model
+from ...models.train import export_onnx, train_classifier
+from .pattern_prune import (
+    PRUNED,
+    PatternConfig,
+    derive_library,
+    masks_of,
+    prune_kernels,
+    selected,
+    skip_reason,
+)
+
+
+@dataclass
+class AdmmSchedule:
+    """Training schedule of the ADMM and masked-retraining phases."""
+
+    admm_epochs: int = 20
+    retrain_epochs: int = 20
+    rho: float = 5e-2
+    rho_growth: float = 1.5
+    update_every: int | None = None
+    lr: float = 2e-3
+
+    def check(self) -> None:
+        if self.admm_epochs < 0 or self.retrain_epochs < 0:
+            raise PimcError("epochs must not be negative")
+        if self.rho <= 0:
+            raise PimcError(f"rho must be positive, got {self.rho}")
+        if not 1.0 <= self.rho_growth <= 10.0:
+            raise PimcError(f"rho growth must be in [1, 10], got {self.rho_growth}")
+        if self.update_every is not None and self.update_every < 1:
+            raise PimcError(f"update_every must be positive, got {self.update_every}")
+
+
+@dataclass
+class PrunedLayer:
+    """One pruned conv: its module, fixed library and the hard mask (set after projection)."""
+
+    name: str
+    module: nn.Conv2d
+    library: list[list[int]]
+    mask: torch.Tensor | None = None
+
+
+@dataclass
+class PatternPruneResult:
+    """What pruning did: the layers, skipped modules and the per-update ADMM trace."""
+
+    layers: dict[str, PrunedLayer]
+    skipped: list[dict[str, str]]
+    config: PatternConfig
+    trace: list[dict[str, float]] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        per_layer = {}
+        for name, layer in self.layers.items():
+            w = layer.module.weight.detach()
+            kernels = w.reshape(-1, w.shape[2] * w.shape[3])
+            per_layer[name] = {
+                "nonzero": int(torch.count_nonzero(w)),
+                "params": int(w.numel()),
+                "kernels_removed": int((~kernels.ne(0).any(dim=1)).sum()),
+                "kernels": int(kernels.shape[0]),
+            }
+        return {"layers": per_layer, "skipped": self.skipped, "trace": self.trace}
+
+
+def eligible_convs(model: nn.Module, config: PatternConfig) -> tuple[dict[str, nn.Conv2d], list[dict[str, str]]]:
+    """The convs the pass would prune (same rules), keyed by module name; and the skipped ones with reasons."""
+    chosen: dict[str, nn.Conv2d] = {}
+    skipped: list[dict[str, str]] = []
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Conv2d):
+            continue
+        if not selected(name, config):
+            skipped.append({"node": name, "reason": "excluded by include/exclude"})
+            continue
+        reason = skip_reason(tuple(module.weight.shape), module.groups)
+        if reason:
+            skipped.append({"node": name, "reason": reason})
+            continue
+        chosen[name] = module
+    if not chosen:
+        raise PimcError("no convolution is eligible for pattern pruning (see the include/exclude options)")
+    return chosen, skipped
+
+
+def prepare(model: nn.Module, config: PatternConfig) -> PatternPruneResult:
+    """Pick the layers and derive each one's library from its current weights."""
+    convs, skipped = eligible_convs(model, config)
+    layers = {}
+    for name, module in convs.items():
+        w = module.weight.detach().cpu().numpy()
+        k = w.shape[2]
+        kernels = w.reshape(-1, k * k)
+        library = derive_library(kernels, config.nonzeros_for(k), config.patterns, config.library)
+        layers[name] = PrunedLayer(name, module, library)
+    return PatternPruneResult(layers, skipped, config)
+
+
+def project_weight(weight: torch.Tensor, layer: PrunedLayer, config: PatternConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Proj_S of a weight tensor with the layer's fixed library: (projected weight, 0/1 mask)."""
+    w = weight.detach().cpu().numpy()
+    result = prune_kernels(w, config, library=layer.library)
+    k2 = w.shape[2] * w.shape[3]
+    ids = result.ids.reshape(-1)
+    masks = masks_of(layer.library, k2)[np.where(ids == PRUNED, 0, ids)]
+    masks[ids == PRUNED] = False
+    mask = torch.from_numpy(masks.reshape(w.shape).astype(np.float32)).to(weight.dtype)
+    return torch.from_numpy(result.weight).to(weight.dtype), mask
+
+
+class _Admm:
+    """State of the ADMM phase: Z, U, ρ and the step counter; hooks for ``train_classifier``."""
+
+    def __init__(self, result: PatternPruneResult, schedule: AdmmSchedule, steps_per_epoch: int):
+        self.result = result
+        self.rho = schedule.rho
+        self.growth = schedule.rho_growth
+        self.every = schedule.update_every or steps_per_epoch
+        self.steps = 0
+        self.z: dict[str, torch.Tensor] = {}
+        self.u: dict[str, torch.Tensor] = {}
+        for name, layer in result.layers.items():
+            self.z[name], _ = project_weight(layer.module.weight, layer, result.config)
+            self.u[name] = torch.zeros_like(layer.module.weight)
+
+    def penalty(self, _model: nn.Module) -> torch.Tensor:
+        total = torch.zeros(())
+        for name, layer in self.result.layers.items():
+            total = total + (layer.module.weight - self.z[name] + self.u[name]).pow(2).sum()
+        return 0.5 * self.rho * total
+
+    def after_step(self, _model: nn.Module) -> None:
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.update()
+
+    @torch.no_grad()
+    def update(self) -> None:
+        residual = 0.0
+        norm = 0.0
+        for name, layer in self.result.layers.items():
+            w = layer.module.weight.detach()
+            self.z[name], _ = project_weight(w + self.u[name], layer, self.result.config)
+            self.u[name] = self.u[name] + w - self.z[name]
+            residual += float((w - self.z[name]).pow(2).sum())
+            norm += float(w.pow(2).sum())
+        self.result.trace.append({"step": self.steps, "rho": self.rho, "primal_residual": (residual / max(norm, 1e-30)) ** 0.5})
+        self.rho *= self.growth
+        for name in self.u:
+            self.u[name] = self.u[name] / self.growth
+
+
+@torch.no_grad()
+def hard_project(result: PatternPruneResult) -> None:
+    """W ← Proj_S(W) for every layer and remember the masks."""
+    for layer in result.layers.values():
+        projected, mask = project_weight(layer.module.weight, layer, result.config)
+        layer.module.weight.copy_(projected)
+        layer.mask = mask
+
+
+@torch.no_grad()
+def apply_masks(result: PatternPruneResult) -> None:
+    for layer in result.layers.values():
+        if layer.mask is not None:
+            layer.module.weight.mul_(layer.mask)
+
+
+def masked_retrain(
+    model: nn.Module, loader: DataLoader, result: PatternPruneResult, epochs: int, lr: float, seed: int, progress: bool
+) -> None:
+    if epochs > 0:
+        train_classifier(
+            model, loader, epochs, lr=lr, seed=seed, progress=progress,
+            after_step=lambda _m: apply_masks(result), desc="masked retrain",
+        )
+    apply_masks(result)
+
+
+def admm_prune(
+    model: nn.Module, loader: DataLoader, config: PatternConfig, schedule: AdmmSchedule | None = None,
+    seed: int = 0, progress: bool = True,
+) -> PatternPruneResult:
+    """ADMM pattern + connectivity pruning of a (pre-trained) model in place, then hard projection and
+    masked retraining."""
+    schedule = schedule or AdmmSchedule()
+    schedule.check()
+    result = prepare(model, config)
+    if schedule.admm_epochs > 0:
+        state = _Admm(result, schedule, max(1, len(loader)))
+        train_classifier(
+            model, loader, schedule.admm_epochs, lr=schedule.lr, seed=seed, progress=progress,
+            extra_loss=state.penalty, after_step=state.after_step, desc="admm",
+        )
+    hard_project(result)
+    masked_retrain(model, loader, result, schedule.retrain_epochs, schedule.lr, seed + 1, progress)
+    return result
+
+
+def oneshot_prune(
+    model: nn.Module, loader: DataLoader, config: PatternConfig, finetune_epochs: int = 10, lr: float = 1e-3,
+    seed: int = 0, progress: bool = True,
+) -> PatternPruneResult:
+    """Project once (library from the current weights), then masked fine-tuning."""
+    result = prepare(model, config)
+    hard_project(result)
+    masked_retrain(model, loader, result, finetune_epochs, lr, seed + 1, progress)
+    return result
+
+
+def conv_weight_nonzeros(model: nn.Module) -> tuple[int, int]:
+    """(non-zero, total) weights over every Conv2d of a torch model."""
+    nnz = total = 0
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nnz += int(torch.count_nonzero(module.weight))
+            total += module.weight.numel()
+    return nnz, total
+
+
+def export_pattern_onnx(
+    model: nn.Module, result: PatternPruneResult, path: str | os.PathLike, input_shape: tuple[int, int, int],
+    dynamo: bool = False,
+) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Export to ONNX and annotate the pruned Convs with the pattern-prune pass (no weight may change)."""
+    from .pattern_prune import prune_model
+
+    out = Path(path)
+    export_onnx(model, out, input_shape, dynamo=dynamo)
+    proto = onnx.load(str(out))
+    nodes = match_nodes(proto, result.layers.values())
+    before = _weights(proto, nodes.values())
+    changed, stats = prune_model(proto, _pass_config(result.config), only=set(nodes.values()))
+    after = _weights(proto, nodes.values())
+    moved = [n for n in before if not np.array_equal(before[n], after[n])]
+    if moved:
+        raise PimcError(f"exported weights of {moved[0]} do not conform to the pattern constraints")
+    stats["modules"] = nodes
+    write_model(proto, out)
+    return proto, stats
+
+
+def _pass_config(config: PatternConfig) -> PatternConfig:
+    """The pass configuration that recognises the export: node selection is done by ``only``."""
+    return PatternConfig(config.patterns, config.nonzeros, config.connectivity, config.library)
+
+
+def match_nodes(proto: onnx.ModelProto, layers: Iterable[PrunedLayer]) -> dict[str, str]:
+    """Torch module name → ONNX Conv node, matched by weight shape and zero pattern (BN folding only
+    scales output channels, which keeps zeros)."""
+    inits = {t.name: t for t in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv" and len(n.input) > 1 and n.input[1] in inits]
+    taken: set[str] = set()
+    found: dict[str, str] = {}
+    for layer in layers:
+        zero = (layer.module.weight.detach().cpu().numpy() == 0)
+        for node in convs:
+            if node.name in taken:
+                continue
+            w = onnx.numpy_helper.to_array(inits[node.input[1]])
+            if w.shape == zero.shape and np.array_equal(w == 0, zero):
+                found[layer.name] = node.name
+                taken.add(node.name)
+                break
+        else:
+            raise PimcError(f"cannot find the exported Conv of module '{layer.name}'")
+    return found
+
+
+def _weights(proto: onnx.ModelProto, names: Iterable[str]) -> dict[str, np.ndarray]:
+    inits = {t.name: t for t in proto.graph.initializer}
+    by_node = {n.name: n for n in proto.graph.node}
+    return {n: onnx.numpy_helper.to_array(inits[by_node[n].input[1]]) for n in names}
+
+

@@ -1,0 +1,155 @@
+"""``pimc export pattern``: train a zoo model, pattern-prune it with ADMM (or one-shot) and export ONNX."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ...compiler.errors import PimcError
+from .pattern_prune import LIBRARIES, PatternConfig
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command("pattern")
+@click.option("--model", "model_name", required=True, help="Zoo model name (pimc models list).")
+@click.option("--data", default="digits", show_default=True, help="Training data: digits or cifar10:DIR.")
+@click.option("-o", "--output", type=_FILE, required=True, help="Pattern-pruned .onnx file.")
+@click.option("--mode", type=click.Choice(["admm", "oneshot"]), default="admm", show_default=True)
+@click.option("--patterns", type=int, default=8, show_default=True, help="Library size per layer.")
+@click.option("--nonzeros", type=int, default=0, show_default=True,
+              help="Weights kept per kernel (0: 4 for 3x3, round(4k²/9) otherwise, 11 for 5x5).")
+@click.option("--connectivity", type=float, default=0.5, show_default=True,
+              help="Fraction of kernels removed per layer.")
+@click.option("--library", type=click.Choice(LIBRARIES), default="derived", show_default=True)
+@click.option("--include", multiple=True, help="Only prune conv modules matching this glob (repeatable).")
+@click.option("--exclude", multiple=True, help="Do not prune conv modules matching this glob (repeatable).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True,
+              help="Dense pre-training epochs (as `pimc models train`).")
+@click.option("--admm-epochs", type=int, default=20, show_default=True, help="ADMM epochs (admm mode).")
+@click.option("--retrain-epochs", type=int, default=20, show_default=True,
+              help="Masked retraining / fine-tuning epochs.")
+@click.option("--rho", type=float, default=5e-2, show_default=True, help="Initial ADMM penalty ρ.")
+@click.option("--rho-growth", type=float, default=1.5, show_default=True, help="ρ multiplier per Z update.")
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training.")
+@click.option("--prune-lr", type=float, default=2e-3, show_default=True, help="Learning rate of ADMM/retraining.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--train-limit", type=int, default=None, help="Train on the first N training images only (smoke runs).")
+@click.option("--in-channels", type=int, default=None, help="Override the model's input channels.")
+@click.option("--input-size", type=int, default=None, help="Override the input height/width (e.g. 16).")
+@click.option("--dense-output", type=_FILE, default=None, help="Also export the dense pre-trained model.")
+@click.option("--dense-checkpoint", type=_FILE, default=None,
+              help="torch state_dict of the dense model: loaded if it exists, else written after pre-training.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def command(**kw) -> None:
+    """Pattern + connectivity pruning (PatDNN / ADMM-NN) of zoo model on a dataset, exported with annotations."""
+    summary = run_export(**kw)
+    if kw["as_json"]:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
+
+
+def run_export(**kw) -> dict:
+    import torch
+
+    from ...models.train import export_onnx, make_loader, train_classifier
+    from ...models.zoo import build_model, get_spec, model_input_shape
+    from ...runtime.datasets import load_dataset
+    from ...runtime.session import evaluate
+    from .admm import AdmmSchedule, admm_prune, conv_weight_nonzeros, export_pattern_onnx, oneshot_prune
+
+    get_spec(kw["model_name"])
+    config = _config(kw)
+    shape = _input_shape(model_input_shape(kw["model_name"], kw["in_channels"]), kw["input_size"])
+    if kw["batch_size"] < 1:
+        raise PimcError(f"--batch-size must be positive, got {kw['batch_size']}")
+    train = load_dataset(kw["data"], shape, split="train", limit=kw["train_limit"])
+    test = load_dataset(kw["data"], shape, split="test")
+    progress = not kw["no_progress"]
+    seed = kw["seed"]
+    torch.manual_seed(seed)
+    model = build_model(kw["model_name"], 10, kw["in_channels"])
+    loader = make_loader(train.x, train.y, kw["batch_size"], True, seed)
+    _pretrain(model, loader, kw, progress, train_classifier, torch)
+    dense_nnz, conv_params = conv_weight_nonzeros(model)
+    if kw["dense_output"]:
+        export_onnx(model, kw["dense_output"], shape)
+    if kw["mode"] == "admm":
+        schedule = AdmmSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["rho"], kw["rho_growth"], None, kw["prune_lr"])
+        result = admm_prune(model, loader, config, schedule, seed=seed, progress=progress)
+    else:
+        result = oneshot_prune(model, loader, config, kw["retrain_epochs"], kw["prune_lr"], seed=seed, progress=progress)
+    _, stats = export_pattern_onnx(model, result, kw["output"], shape)
+    pruned_nnz, _ = conv_weight_nonzeros(model)
+    summary = {
+        "model": kw["model_name"], "input_shape": list(shape), "mode": kw["mode"], "output": str(kw["output"]),
+        "config": config.__dict__ | {"include": list(config.include), "exclude": list(config.exclude)},
+        "conv_params": conv_params, "conv_nonzero_dense": dense_nnz, "conv_nonzero_pruned": pruned_nnz,
+        "conv_compression": round(dense_nnz / max(pruned_nnz, 1), 2),
+        "accuracy_pruned": evaluate(kw["output"], test, repeats=1)["accuracy"],
+        "skipped": result.skipped, "layers": stats["layers"], "rho_trace": result.trace,
+    }
+    if kw["dense_output"]:
+        summary["dense_output"] = str(kw["dense_output"])
+        summary["accuracy_dense"] = evaluate(kw["dense_output"], test, repeats=1)["accuracy"]
+    return summary
+
+
+def _pretrain(model, loader, kw: dict, progress: bool, train_classifier, torch) -> None:
+    """Dense pre-training exactly as ``pimc models train`` (or load a checkpoint)."""
+    path = kw["dense_checkpoint"]
+    if path is not None and path.exists():
+        try:
+            model.load_state_dict(torch.load(path, weights_only=True))
+        except (RuntimeError, OSError) as exc:
+            raise PimcError(f"{path}: not a checkpoint of this model ({str(exc).splitlines()[0]})") from None
+        return
+    train_classifier(model, loader, kw["epochs"], lr=kw["lr"], seed=kw["seed"], progress=progress,
+                     desc=f"train {kw['model_name']}")
+    if path is not None:
+        torch.save(model.state_dict(), path)
+
+
+def _config(kw: dict) -> PatternConfig:
+    if kw["patterns"] < 1:
+        raise PimcError(f"--patterns must be positive, got {kw['patterns']}")
+    if kw["nonzeros"] < 0:
+        raise PimcError(f"--nonzeros must not be negative, got {kw['nonzeros']}")
+    if not 0.0 <= kw["connectivity"] < 1.0:
+        raise PimcError(f"--connectivity must be in [0, 1), got {kw['connectivity']}")
+    return PatternConfig(kw["patterns"], kw["nonzeros"], kw["connectivity"], kw["library"],
+                         tuple(kw["include"]), tuple(kw["exclude"]))
+
+
+def _input_shape(shape: tuple[int, int, int], size: int | None) -> tuple[int, int, int]:
+    if size is None:
+        return shape
+    if size < 4:
+        raise PimcError(f"--input-size must be at least 4, got {size}")
+    return (shape[0], size, size)
+
+
+def _print_summary(s: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"pattern-pruned {s['model']} ({s['mode']}) → {s['output']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if "accuracy_dense" in s:
+        table.add_row("dense test accuracy (onnxruntime)", f"{s['accuracy_dense']:.2%}")
+    table.add_row("pruned test accuracy (onnxruntime)", f"{s['accuracy_pruned']:.2%}")
+    table.add_row("conv weights non-zero dense → pruned", f"{s['conv_nonzero_dense']} → {s['conv_nonzero_pruned']}")
+    table.add_row("conv compression (non-zeros)", f"{s['conv_compression']}×")
+    for name, layer in s["layers"].items():
+        table.add_row(f"  {name}", f"{layer['nonzero_after']} non-zero, "
+                      f"{layer['kernels_removed']}/{layer['kernels']} kernels removed, "
+                      f"{layer['patterns_used']} patterns")
+    for item in s["skipped"]:
+        table.add_row(f"  skipped {item['node']}", item["reason"])
+    Console().print(table)
