@@ -1,0 +1,514 @@
+"""shrink: remove channels that pruning made dead, across layers, without changing the outputs.
+
+Channel spaces. Tensors linked by channel-preserving ops (Relu and other elementwise activations,
+Identity/Dropout, MaxPool, AveragePool, GlobalAverage/MaxPool, inference BatchNormalization, Flatten of a
+1×1 map, Add/Sub/Mul/Div of two activations, or with a per-channel constant) share one set of channel
+indices — a *space*. Every space is bounded by *layers* (Conv with group 1, depthwise Conv with
+group = Cin, Gemm, MatMul with a constant weight) that produce it or read it. Any other op, a graph
+input or a graph output touching a space freezes it (reported in ``skipped``).
+
+Constant channels. Walking the graph in order, channel c of a tensor is a known constant v_c when it is
+the same value at every position: a layer output whose inputs with non-zero weights are all constant
+(a filter with all-zero weights gives its bias), provided v = 0 or the layer has no padding (zero padding
+would make borders differ); activations, BN, max/global pooling, and average pooling without counted
+padding map constants to constants.
+
+Channel c of space S may go when every reading layer K either does not use it (all of K's weights on
+input c are zero) or can absorb it exactly: for v_c = 0 nothing changes, and for v_c ≠ 0 a layer
+without padding adds v_c · Σ_{kernel} W_K[o, c] to its bias b_K[o] (Gemm: v_c · W[o, c]). A depthwise
+layer couples two spaces: input channel g may go only with all its m outputs g·m..g·m+m−1; on the output
+side besides whole groups, output index j may go from every group (an unused *basis kernel* of a
+decomposed pair, which lowers its rank d). Producers drop the filter rows of removed channels, BN and
+per-channel constants are sliced. The removable sets are found as a greatest fixed point (start from the
+locally removable channels, drop any that violate a coupling, repeat), and at least one channel of a
+space is always kept. The whole analysis repeats until nothing changes, since removing inputs can leave
+further filters all-zero. Every step is an exact algebraic identity, so the pass is exact.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ...compiler.annotations import get_node_annotation, set_node_annotation
+from ...compiler.graph import (
+    all_names,
+    attr,
+    get_initializer,
+    graph_output_names,
+    remove_value_info,
+    set_initializer,
+    unique_name,
+    value_shapes,
+)
+from ...compiler.loader import infer_shapes
+from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
+from ._common import BASIS, COEFFICIENT, has_padding
+
+_UNARY = {
+    "Relu": lambda v, n: np.maximum(v, 0.0),
+    "LeakyRelu": lambda v, n: np.where(v >= 0, v, float(attr(n, "alpha", 0.01)) * v),
+    "Sigmoid": lambda v, n: 1.0 / (1.0 + np.exp(-v)),
+    "Tanh": lambda v, n: np.tanh(v),
+    "Identity": lambda v, n: v,
+    "Dropout": lambda v, n: v,
+    "MaxPool": lambda v, n: v,
+    "GlobalAveragePool": lambda v, n: v,
+    "GlobalMaxPool": lambda v, n: v,
+    "Flatten": lambda v, n: v,
+}
+_BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
+MAX_ROUNDS = 50
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+
+    def find(self, x: str) -> str:
+        self.parent.setdefault(x, x)
+        while self.parent[x] != x:
+            self.parent[x] = self.parent[self.parent[x]]
+            x = self.parent[x]
+        return x
+
+    def union(self, a: str, b: str) -> None:
+        self.parent[self.find(a)] = self.find(b)
+
+
+@dataclass
+class _Layer:
+    node: onnx.NodeProto
+    kind: str  # conv | depthwise | gemm | matmul
+    weight: np.ndarray  # always as [out, in, ...] (Gemm/MatMul transposed to [out, in])
+    bias: np.ndarray | None
+    src: str
+    dst: str
+    padded: bool = False
+
+
+@dataclass
+class _Analysis:
+    space: dict[str, str] = field(default_factory=dict)  # tensor -> space id
+    width: dict[str, int] = field(default_factory=dict)  # space -> channels
+    frozen: dict[str, str] = field(default_factory=dict)  # space -> reason
+    layers: list[_Layer] = field(default_factory=list)
+    consts: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> per-channel value or nan
+    params: list[tuple[onnx.NodeProto, int, str]] = field(default_factory=list)  # per-channel constants
+
+
+@register_pass
+class Shrink(Pass):
+    name = "shrink"
+    summary = "Remove dead channels, unused basis kernels and all-zero filters across layers (exact)"
+    exact = True
+    tolerance = 1e-4
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+               for n in model.graph.node for a in n.attribute):
+            return PassResult(model, False, {"skipped": [{"node": "*", "reason": "graph has control-flow subgraphs"}]})
+        removed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        blocked: dict[str, str] = {}
+        changed = False
+        for _ in range(MAX_ROUNDS):
+            model = infer_shapes(model, "shrink")
+            analysis = _analyse(model)
+            removable = _removable_sets(model, analysis, blocked)
+            if not any(removable.values()):
+                break
+            _apply(model, analysis, removable, removed)
+            remove_value_info(model.graph)
+            changed = True
+        stats: dict[str, Any] = {
+            "removed": {k: dict(v) for k, v in sorted(removed.items())},
+            "channels_removed": int(sum(v.get("out_channels", 0) for v in removed.values())),
+            "skipped": [{"node": k, "reason": v} for k, v in sorted(blocked.items())],
+        }
+        return PassResult(model, changed, stats)
+
+
+def _analyse(model: onnx.ModelProto) -> _Analysis:
+    graph = model.graph
+    shapes = value_shapes(model)
+    inits = {i.name for i in graph.initializer}
+    uf = _UnionFind()
+    a = _Analysis()
+    freeze: list[tuple[str, str]] = []
+    data_tensors: set[str] = set()
+    for node in graph.node:
+        _link_node(graph, node, shapes, inits, uf, a, freeze, data_tensors)
+    for name in data_tensors:
+        a.space[name] = uf.find(name)
+    for name in data_tensors:
+        shape = shapes.get(name)
+        sid = a.space[name]
+        if not shape or len(shape) < 2 or not isinstance(shape[1], int) or shape[1] <= 0:
+            freeze.append((name, "channel count unknown"))
+            continue
+        if a.width.setdefault(sid, shape[1]) != shape[1]:
+            freeze.append((name, "channel count mismatch"))
+    for vi in list(graph.input) + list(graph.output):
+        if vi.name in data_tensors:
+            freeze.append((vi.name, "graph input" if vi.name not in graph_output_names(graph) else "graph output"))
+    for tensor, reason in freeze:
+        sid = a.space.get(tensor, uf.find(tensor))
+        a.frozen.setdefault(sid, f"{reason} ('{tensor}')")
+    _propagate_constants(graph, a)
+    return a
+
+
+def _link_node(graph, node, shapes, inits, uf, a, freeze, data_tensors) -> None:
+    acts = [n for n in node.input if n and n not in inits]
+    outs = [n for n in node.output if n]
+    data_tensors.update(acts)
+    data_tensors.update(outs)
+    layer = _as_layer(graph, node, shapes)
+    if layer is not None:
+        a.layers.append(layer)
+        return
+    op = node.op_type
+    reason = None
+    if op in _UNARY or op in ("AveragePool", "BatchNormalization", "Clip"):
+        reason = _unary_problem(graph, node, shapes, inits, a)
+        if reason is None:
+            uf.union(node.input[0], node.output[0])
+            return
+    elif op in _BINARY:
+        reason = _binary_problem(node, shapes, inits, a)
+        if reason is None:
+            for name in acts + outs:
+                uf.union(name, node.output[0])
+            return
+    for name in acts + outs:
+        freeze.append((name, reason or f"{op} node '{node.name}'"))
+
+
+def _unary_problem(graph, node, shapes, inits, a) -> str | None:
+    op = node.op_type
+    if len([o for o in node.output if o]) != 1 or node.input[0] in inits:
+        return f"{op} node '{node.name}' has extra outputs"
+    if op == "Flatten":
+        shape = shapes.get(node.input[0]) or []
+        if int(attr(node, "axis", 1)) != 1 or any(d != 1 for d in shape[2:]):
+            return f"Flatten '{node.name}' mixes channels with space"
+    if op == "BatchNormalization":
+        if attr(node, "training_mode", 0) or any(n not in inits for n in node.input[1:5]):
+            return f"BatchNormalization '{node.name}' is not inference-only with constant parameters"
+        a.params.extend((node, i, "bn") for i in range(1, 5))
+    if op == "Clip" and any(n and n not in inits for n in node.input[1:]):
+        return f"Clip '{node.name}' has computed bounds"
+    if op in ("MaxPool", "AveragePool") and len(shapes.get(node.input[0]) or []) != 4:
+        return f"{op} '{node.name}' is not 2-D"
+    return None
+
+
+def _binary_problem(node, shapes, inits, a) -> str | None:
+    if len(node.input) != 2:
+        return f"{node.op_type} '{node.name}' arity"
+    x, y = node.input
+    out = shapes.get(node.output[0]) or []
+    consts = [i for i, n in enumerate(node.input) if n in inits]
+    if not consts:
+        if shapes.get(x) != shapes.get(y) or not shapes.get(x):
+            return f"{node.op_type} '{node.name}' broadcasts two activations"
+        return None
+    if len(consts) == 2:
+        return f"{node.op_type} '{node.name}' of two constants"
+    cshape = shapes.get(node.input[consts[0]]) or []
+    axis = len(cshape) - (len(out) - 1)
+    if len(out) < 2 or len(cshape) > len(out) or any(d != 1 for i, d in enumerate(cshape) if i != axis):
+        return f"{node.op_type} '{node.name}' has a constant that is not per-channel"
+    if node.op_type in ("Sub", "Div") and consts[0] == 0:
+        return f"{node.op_type} '{node.name}' has the activation second"
+    if 0 <= axis < len(cshape) and cshape[axis] != 1:
+        a.params.append((node, consts[0], "binary"))
+    return None
+
+
+def _as_layer(graph, node, shapes) -> _Layer | None:
+    op = node.op_type
+    if op == "Conv" and len(node.input) >= 2:
+        w = get_initializer(graph, node.input[1])
+        xshape = shapes.get(node.input[0]) or []
+        if w is None or w.ndim != 4 or len(xshape) != 4 or not isinstance(xshape[1], int):
+            return None
+        group = int(attr(node, "group", 1))
+        bias = get_initializer(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if len(node.input) > 2 and node.input[2] and bias is None:
+            return None
+        if group == 1:
+            kind = "conv"
+        elif group == xshape[1] and w.shape[1] == 1 and w.shape[0] % group == 0:
+            kind = "depthwise"
+        else:
+            return None
+        return _Layer(node, kind, w, bias, node.input[0], node.output[0], has_padding(node))
+    if op == "Gemm" and len(node.input) >= 2:
+        w = get_initializer(graph, node.input[1])
+        bias = get_initializer(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+        if w is None or w.ndim != 2 or attr(node, "transA", 0) or (len(node.input) > 2 and node.input[2] and bias is None):
+            return None
+        if float(attr(node, "alpha", 1.0)) != 1.0 or float(attr(node, "beta", 1.0)) != 1.0:
+            return None
+        if bias is not None and bias.size not in (1, w.shape[0] if attr(node, "transB", 0) else w.shape[1]):
+            return None
+        weight = w if attr(node, "transB", 0) else w.T
+        return _Layer(node, "gemm", weight, bias, node.input[0], node.output[0])
+    if op == "MatMul" and len(node.input) == 2:
+        w = get_initializer(graph, node.input[1])
+        xshape = shapes.get(node.input[0]) or []
+        if w is None or w.ndim != 2 or len(xshape) != 2:
+            return None
+        return _Layer(node, "matmul", w.T, None, node.input[0], node.output[0])
+    return None
+
+
+def _propagate_constants(graph: onnx.GraphProto, a: _Analysis) -> None:
+    layers = {id(layer.node): layer for layer in a.layers}
+    for node in graph.node:
+        outs = [o for o in node.output if o]
+        if len(outs) != 1 or a.space.get(outs[0]) is None:
+            continue
+        width = a.width.get(a.space[outs[0]])
+        if width is None:
+            continue
+        value = _node_constant(graph, node, layers.get(id(node)), a)
+        if value is not None and value.shape == (width,):
+            a.consts[outs[0]] = value
+
+
+def _node_constant(graph, node, layer, a) -> np.ndarray | None:
+    if layer is not None:
+        return _layer_constant(layer, a.consts.get(layer.src))
+    op = node.op_type
+    v = a.consts.get(node.input[0]) if node.input else None
+    if op in _UNARY:
+        return None if v is None else _UNARY[op](v, node)
+    if op == "AveragePool":
+        if v is None:
+            return None
+        counted = has_padding(node) and int(attr(node, "count_include_pad", 0))
+        return np.where(v == 0, 0.0, np.nan) if counted else v
+    if op == "Clip" and v is not None:
+        lo, hi = _clip_bounds(graph, node)
+        return np.clip(v, lo, hi)
+    if op == "BatchNormalization" and v is not None:
+        scale, bias, mean, var = (get_initializer(graph, n).astype(np.float64) for n in node.input[1:5])
+        return (v - mean) / np.sqrt(var + float(attr(node, "epsilon", 1e-5))) * scale + bias
+    if op in _BINARY:
+        return _binary_constant(graph, node, a)
+    return None
+
+
+def _clip_bounds(graph, node) -> tuple[float, float]:
+    lo, hi = attr(node, "min", -np.inf), attr(node, "max", np.inf)
+    if len(node.input) > 1 and node.input[1]:
+        lo = float(get_initializer(graph, node.input[1]))
+    if len(node.input) > 2 and node.input[2]:
+        hi = float(get_initializer(graph, node.input[2]))
+    return lo, hi
+
+
+def _binary_constant(graph, node, a) -> np.ndarray | None:
+    vals = []
+    for name in node.input:
+        init = get_initializer(graph, name)
+        if init is not None:
+            vals.append(init.astype(np.float64).reshape(-1) if init.size > 1 else np.float64(init.reshape(-1)[0]))
+        else:
+            vals.append(a.consts.get(name))
+    if any(v is None for v in vals):
+        return None
+    with np.errstate(all="ignore"):
+        return _BINARY[node.op_type](vals[0], vals[1])
+
+
+def _layer_constant(layer: _Layer, v: np.ndarray | None) -> np.ndarray | None:
+    w = layer.weight.astype(np.float64)
+    out = w.shape[0]
+    bias = np.zeros(out) if layer.bias is None else np.broadcast_to(layer.bias.astype(np.float64).reshape(-1), (out,))
+    sums = w.reshape(out, w.shape[1], -1).sum(axis=2)
+    used = np.any(w.reshape(out, w.shape[1], -1) != 0, axis=2)
+    if layer.kind == "depthwise":
+        group = v.shape[0] if v is not None else None
+        if v is None:
+            return np.where(~used[:, 0], bias, np.nan)
+        vin = np.repeat(v, out // group)
+        ok = ~used[:, 0] | (vin == 0) | (not layer.padded and np.isfinite(vin))
+        return np.where(ok, bias + np.where(used[:, 0], sums[:, 0] * np.nan_to_num(vin), 0.0), np.nan)
+    if v is None:
+        v = np.full(w.shape[1], np.nan)
+    absorbable = (v == 0) | (np.isfinite(v) & (not layer.padded))
+    ok = np.all(~used | absorbable[None, :], axis=1)
+    return np.where(ok, bias + (sums * np.where(used, np.nan_to_num(v)[None, :], 0.0)).sum(axis=1), np.nan)
+
+
+def _removable_sets(model, a: _Analysis, blocked: dict[str, str]) -> dict[str, set[int]]:
+    spaces = set(a.width)
+    cand: dict[str, set[int]] = {}
+    for sid in spaces:
+        if sid in a.frozen:
+            _note_frozen(a, sid, blocked)
+            continue
+        cand[sid] = set(range(a.width[sid]))
+    for layer in a.layers:
+        sid = a.space.get(layer.src)
+        if sid not in cand:
+            continue
+        if layer.kind == "depthwise":
+            continue
+        v = a.consts.get(layer.src, np.full(a.width[sid], np.nan))
+        used = np.any(layer.weight.reshape(layer.weight.shape[0], layer.weight.shape[1], -1) != 0, axis=(0, 2))
+        for c in list(cand[sid]):
+            if not used[c]:
+                continue
+            if not np.isfinite(v[c]):
+                cand[sid].discard(c)
+            elif v[c] != 0 and (layer.padded or layer.kind == "matmul"):
+                cand[sid].discard(c)
+                blocked.setdefault(f"{layer.node.name}:in{c}", f"constant input channel {c} = {v[c]:.4g} meets "
+                                   "zero padding (cannot fold into the bias exactly)")
+    _fixed_point(a, cand)
+    return cand
+
+
+def _note_frozen(a: _Analysis, sid: str, blocked: dict[str, str]) -> None:
+    for layer in a.layers:
+        if a.space.get(layer.dst) == sid and layer.kind in ("conv", "gemm", "matmul"):
+            dead = ~np.any(layer.weight.reshape(layer.weight.shape[0], -1) != 0, axis=1)
+            if dead.any():
+                blocked.setdefault(layer.node.name, f"{int(dead.sum())} all-zero filters kept: {a.frozen[sid]}")
+
+
+def _fixed_point(a: _Analysis, cand: dict[str, set[int]]) -> None:
+    dws = [layer for layer in a.layers if layer.kind == "depthwise"]
+    while True:
+        before = {k: set(v) for k, v in cand.items()}
+        for layer in dws:
+            _couple(a, layer, cand)
+        for sid, rem in cand.items():
+            if rem and len(rem) >= a.width[sid]:
+                rem.discard(min(rem))
+        if before == cand:
+            return
+
+
+def _couple(a: _Analysis, layer: _Layer, cand: dict[str, set[int]]) -> None:
+    src = cand.get(a.space.get(layer.src))
+    dst = cand.get(a.space.get(layer.dst))
+    groups = a.width[a.space[layer.src]]
+    m = layer.weight.shape[0] // groups
+    if dst is None:
+        if src is not None:
+            src.clear()
+        return
+    if src is None:
+        src = set()
+    for g in list(src):
+        if any(g * m + j not in dst for j in range(m)):
+            src.discard(g)
+    keep_groups = [g for g in range(groups) if g not in src]
+    gone_j = {j for j in range(m) if all(g * m + j in dst for g in keep_groups)}
+    if len(gone_j) == m and keep_groups:
+        gone_j.discard(min(gone_j))
+    allowed = {g * m + j for g in range(groups) for j in range(m) if g in src or j in gone_j}
+    dst.intersection_update(allowed)
+
+
+def _apply(model, a: _Analysis, removable: dict[str, set[int]], removed) -> None:
+    graph = model.graph
+    names = all_names(graph)
+    shapes = value_shapes(model)
+    for layer in a.layers:
+        rin = removable.get(a.space.get(layer.src), set())
+        rout = removable.get(a.space.get(layer.dst), set())
+        if rin or rout:
+            _edit_layer(graph, names, layer, a, rin, rout, removed)
+    for node, index, _kind in a.params:
+        sid = a.space.get(node.output[0])
+        rem = removable.get(sid, set())
+        if rem:
+            value = get_initializer(graph, node.input[index])
+            keep = [c for c in range(a.width[sid]) if c not in rem]
+            out_rank = len(shapes.get(node.output[0]) or [])
+            axis = 0 if node.op_type == "BatchNormalization" else value.ndim - (out_rank - 1)
+            new = unique_name(names, f"{node.input[index]}.shrunk")
+            set_initializer(graph, new, np.take(value, keep, axis=axis))
+            node.input[index] = new
+
+
+def _edit_layer(graph, names, layer: _Layer, a: _Analysis, rin: set[int], rout: set[int], removed) -> None:
+    node = layer.node
+    w = layer.weight.astype(np.float64)
+    out = w.shape[0]
+    bias = None if layer.bias is None else np.broadcast_to(layer.bias.astype(np.float64).reshape(-1), (out,)).copy()
+    stat = removed[node.name]
+    if layer.kind == "depthwise":
+        groups = a.width[a.space[layer.src]]
+        m = out // groups
+        keep_out = [o for o in range(out) if o not in rout]
+        new_groups = groups - len(rin)
+        w = w[keep_out]
+        bias = None if bias is None else bias[keep_out]
+        stat["groups"] += len(rin)
+        stat["out_channels"] += len(rout)
+        new_m = len(keep_out) // max(new_groups, 1)
+        _set_group(node, new_groups)
+        if new_m != m:
+            for n in [node] + [x for x in graph.node if get_node_annotation(x, "role") == COEFFICIENT
+                               and x.input[0] == node.output[0]]:
+                if get_node_annotation(n, "role") in (BASIS, COEFFICIENT):
+                    set_node_annotation(n, "rank", int(new_m))
+            stat["basis_kernels"] += m - new_m
+    else:
+        if rin:
+            v = np.nan_to_num(a.consts.get(layer.src, np.zeros(w.shape[1])))
+            contrib = w.reshape(out, w.shape[1], -1).sum(axis=2)
+            drop = sorted(rin)
+            shift = contrib[:, drop] @ v[drop]
+            if np.any(shift != 0):
+                bias = (np.zeros(out) if bias is None else bias) + shift
+            w = np.delete(w, drop, axis=1)
+            stat["in_channels"] += len(rin)
+        if rout:
+            keep_out = [o for o in range(out) if o not in rout]
+            w = w[keep_out]
+            bias = None if bias is None else bias[keep_out]
+            stat["out_channels"] += len(rout)
+    _write_layer(graph, names, layer, w, bias)
+
+
+def _set_group(node: onnx.NodeProto, group: int) -> None:
+    for i, at in enumerate(node.attribute):
+        if at.name == "group":
+            del node.attribute[i]
+            break
+    node.attribute.append(helper.make_attribute("group", int(group)))
+
+
+def _write_layer(graph, names, layer: _Layer, w: np.ndarray, bias: np.ndarray | None) -> None:
+    node = layer.node
+    dtype = layer.weight.dtype
+    stored = w if layer.kind in ("conv", "depthwise") or (layer.kind == "gemm" and attr(node, "transB", 0)) else w.T
+    wname = unique_name(names, f"{node.input[1]}.shrunk")
+    set_initializer(graph, wname, stored.astype(dtype))
+    node.input[1] = wname
+    if bias is None:
+        return
+    if layer.kind == "matmul":
+        raise AssertionError("MatMul cannot take a bias")
+    bname = unique_name(names, f"{node.name}.bias_shrunk")
+    original = layer.bias
+    if layer.kind == "gemm" and original is not None and original.ndim == 2:
+        bias = bias.reshape(1, -1)
+    set_initializer(graph, bname, bias.astype(dtype))
+    if len(node.input) > 2:
+        node.input[2] = bname
+    else:
+        node.input.append(bname)

@@ -1,0 +1,96 @@
+"""PENNI exporter: DecomposedConv2d equals the conv, the two-conv export matches torch, pruning masks hold."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pimc.compiler.annotations import get_node_annotation
+from pimc.compiler.verify import run_model
+from pimc.passes.decompose.exporter import (
+    DecomposedConv2d,
+    PenniConfig,
+    decomposed_layers,
+    export_penni,
+    penni_compress,
+    replace_convs,
+)
+
+
+def small_net() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(8, 6, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 3),
+    )
+
+
+def test_full_rank_module_equals_conv_in_both_forms():
+    torch.manual_seed(1)
+    conv = nn.Conv2d(3, 5, (3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2))
+    layer = DecomposedConv2d(conv, rank=6)
+    x = torch.randn(2, 3, 9, 10)
+    torch.testing.assert_close(layer(x), conv(x), atol=1e-5, rtol=1e-5)
+    layer.two_conv = True
+    torch.testing.assert_close(layer(x), conv(x), atol=1e-5, rtol=1e-5)
+
+
+def test_normalize_basis_keeps_the_kernel():
+    layer = DecomposedConv2d(nn.Conv2d(4, 4, 3), rank=3)
+    with torch.no_grad():
+        layer.basis.mul_(3.0)
+    before = layer.dense_weight().detach().clone()
+    layer.normalize_basis()
+    torch.testing.assert_close(layer.dense_weight(), before)
+    norms = layer.basis.reshape(3, -1).norm(dim=1)
+    torch.testing.assert_close(norms, torch.ones(3))
+
+
+def test_replace_skips_pointwise_and_reports_empty_models():
+    net = small_net()
+    replaced = replace_convs(net, rank=4)
+    assert sorted(replaced) == ["0", "3"]
+    with pytest.raises(Exception, match="no Conv2d"):
+        replace_convs(nn.Sequential(nn.Conv2d(2, 2, 1)))
+
+
+def test_train_prune_export_matches_torch(tmp_path):
+    net = small_net()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(48, 2, 8, 8, generator=gen)
+    y = torch.randint(0, 3, (48,), generator=gen)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16)
+    stats = penni_compress(net, loader, PenniConfig(rank=4, epochs=2, swap_every=1, finetune_epochs=1,
+                                                    threshold=1.0, progress=False))
+    assert stats["layers"] == 2 and stats["decomposed_params"] < stats["decomposed_dense_params"]
+    for layer in decomposed_layers(net).values():
+        assert torch.all(layer.coefficient[layer.mask == 0] == 0)
+        assert float(layer.mask.mean()) < 1.0
+    proto = export_penni(net, tmp_path / "m.onnx", (2, 8, 8))
+    roles = [get_node_annotation(n, "role") for n in proto.graph.node if n.op_type == "Conv"]
+    assert roles.count("basis") == 2 and roles.count("coefficient") == 2
+    probe = np.random.default_rng(0).standard_normal((4, 2, 8, 8)).astype(np.float32)
+    (onnx_out,) = run_model(proto, [{"input": probe}])[0]
+    with torch.no_grad():
+        torch_out = net.eval()(torch.from_numpy(probe)).numpy()
+    np.testing.assert_allclose(onnx_out, torch_out, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_cli_digits_cnn_compiles_for_both_targets(tmp_path):
+    from click.testing import CliRunner
+
+    from pimc.compiler.compile import CompileOptions, compile_model
+    from pimc.passes.decompose.cli import command
+
+    out = tmp_path / "d.onnx"
+    result = CliRunner().invoke(command, ["--model", "digits_cnn", "-o", str(out), "--pretrain-epochs", "2",
+                                          "--epochs", "2", "--finetune-epochs", "1", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    for target in ("onnxruntime", "escalate"):
+        model, _ = compile_model(CompileOptions(input=str(out), target=target, output=str(tmp_path / f"{target}.onnx"),
+                                                verify=True))
+        assert run_model(model, [{"input": np.zeros((1, 1, 8, 8), np.float32)}])

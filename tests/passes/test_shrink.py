@@ -1,0 +1,157 @@
+"""shrink pass: removed channels never change the outputs (onnxruntime oracle) and unsafe cases are skipped."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from pimc.compiler.annotations import get_node_annotation
+from pimc.compiler.graph import get_initializer
+from pimc.compiler.loader import normalize
+from pimc.compiler.passbase import PassContext, get_pass
+from pimc.compiler.pipeline import PassManager
+from pimc.compiler.verify import compare_outputs, run_model
+from pimc.runtime.session import random_feeds
+
+RNG = np.random.default_rng(0)
+
+
+def w(*shape, dead_out=(), dead_in=()):
+    arr = RNG.standard_normal(shape).astype(np.float32)
+    arr[list(dead_out)] = 0
+    if dead_in:
+        arr[:, list(dead_in)] = 0
+    return arr
+
+
+def build(nodes, inits: dict[str, np.ndarray], x_shape, out_rank=4) -> onnx.ModelProto:
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, x_shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{i}" for i in range(out_rank)])],
+        [numpy_helper.from_array(v, k) for k, v in inits.items()])
+    return normalize(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def shrink(model):
+    feeds = random_feeds(model, 2, 0)
+    ref = run_model(model, feeds)
+    pm = PassManager([get_pass("shrink")(), get_pass("cleanup")()], PassContext(), verify=True, verify_feeds=feeds)
+    out = pm.run(onnx.ModelProto.FromString(model.SerializeToString()))
+    assert compare_outputs(ref, run_model(out, feeds)).max_rel_err < 1e-5
+    return out, pm.records[0].stats
+
+
+def conv(name, x, wname, y, bname=None, **kw):
+    return helper.make_node("Conv", [x, wname] + ([bname] if bname else []), [y], name=name, **kw)
+
+
+def weight_of(model, node_name):
+    node = next(n for n in model.graph.node if n.name == node_name)
+    return get_initializer(model.graph, node.input[1])
+
+
+def test_dead_filters_fold_into_unpadded_consumer_and_gemm():
+    nodes = [
+        conv("c1", "x", "W1", "a", "B1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["r"]),
+        conv("c2", "r", "W2", "b", "B2"), helper.make_node("Relu", ["b"], ["s"]),
+        helper.make_node("GlobalAveragePool", ["s"], ["g"]), helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "Wfc", "Bfc"], ["y"], name="fc", transB=1),
+    ]
+    inits = {"W1": w(8, 3, 3, 3, dead_out=[1, 4]), "B1": np.full(8, 0.5, np.float32),
+             "W2": w(6, 8, 1, 1, dead_out=[2]), "B2": np.full(6, 0.3, np.float32),
+             "Wfc": w(5, 6), "Bfc": w(5)}
+    out, stats = shrink(build(nodes, inits, [1, 3, 9, 7], out_rank=2))
+    assert weight_of(out, "c1").shape == (6, 3, 3, 3)
+    assert weight_of(out, "c2").shape == (5, 6, 1, 1)
+    assert weight_of(out, "fc").shape == (5, 5)
+    assert stats["removed"]["c1"]["out_channels"] == 2
+
+
+def test_nonzero_constant_into_padded_conv_is_kept_with_reason():
+    nodes = [conv("c1", "x", "W1", "a", "B1"), helper.make_node("Relu", ["a"], ["r"]),
+             conv("c2", "r", "W2", "y", pads=[1, 1, 1, 1])]
+    inits = {"W1": w(4, 2, 3, 3, dead_out=[0, 3]), "B1": np.array([0.7, 0.1, 0.2, -0.5], np.float32),
+             "W2": w(3, 4, 3, 3)}
+    out, stats = shrink(build(nodes, inits, [2, 2, 8, 8]))
+    assert weight_of(out, "c1").shape[0] == 3  # channel 3 (relu(-0.5) = 0) goes, channel 0 stays
+    assert any("zero padding" in s["reason"] for s in stats["skipped"])
+
+
+def test_residual_add_and_unused_inputs():
+    nodes = [
+        conv("stem", "x", "W0", "s0", "B0", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["s0"], ["s"]),
+        conv("c1", "s", "W1", "a", "B1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["ar"]),
+        conv("c2", "ar", "W2", "b", "B2", pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["b", "s"], ["sum"]), helper.make_node("Relu", ["sum"], ["z"]),
+        helper.make_node("MaxPool", ["z"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        conv("head", "p", "W3", "y", "B3"),
+    ]
+    inits = {"W0": w(6, 3, 3, 3), "B0": w(6), "W1": w(5, 6, 3, 3, dead_out=[1]),
+             "B1": np.array([0.1, -1.0, 0.2, 0.3, 0.4], np.float32),
+             "W2": w(6, 5, 3, 3, dead_in=[3]), "B2": w(6), "W3": w(4, 6, 1, 1, dead_in=[0]), "B3": w(4)}
+    out, stats = shrink(build(nodes, inits, [1, 3, 8, 8]))
+    assert weight_of(out, "c1").shape[0] == 3  # channel 1 (constant 0) and 3 (unused by c2)
+    assert weight_of(out, "c2").shape == (6, 3, 3, 3)  # residual space stays whole: stem channel 0 is live
+    assert weight_of(out, "head").shape[1] == 6
+
+
+def test_unsupported_ops_freeze_their_space():
+    nodes = [conv("c1", "x", "W1", "a"), helper.make_node("Concat", ["a", "a"], ["cat"], axis=1),
+             conv("c2", "cat", "W2", "y")]
+    inits = {"W1": w(4, 2, 1, 1, dead_out=[0]), "W2": w(3, 8, 1, 1)}
+    out, stats = shrink(build(nodes, inits, [1, 2, 4, 4]))
+    assert weight_of(out, "c1").shape[0] == 4
+    assert any("Concat" in s["reason"] for s in stats["skipped"])
+
+
+def test_decomposed_pairs_drop_groups_and_basis_kernels():
+    model = build([conv("c1", "x", "W1", "a", "B1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["r"]),
+                   conv("c2", "r", "W2", "y", "B2", pads=[1, 1, 1, 1])],
+                  {"W1": w(6, 3, 3, 3), "B1": w(6), "W2": w(5, 6, 3, 3), "B2": w(5)}, [1, 3, 8, 8])
+    model = get_pass("decompose")(rank=4).run(model, PassContext()).model
+    graph = model.graph
+    coef2 = next(n for n in graph.node if n.name == "c2.coefficient")
+    cw = get_initializer(graph, coef2.input[1]).reshape(5, 6, 4).copy()
+    cw[:, 2, :] = 0  # input channel 2 of c2 unused -> c1's output 2 goes, then c1's coefficient row
+    cw[:, :, 3] = 0  # basis kernel 3 of c2 unused by every channel
+    graph.initializer.remove(next(i for i in graph.initializer if i.name == coef2.input[1]))
+    graph.initializer.append(numpy_helper.from_array(cw.reshape(5, 24, 1, 1), coef2.input[1]))
+    out, stats = shrink(model)
+    basis2 = next(n for n in out.graph.node if n.name == "c2.basis")
+    assert get_node_annotation(basis2, "rank") == 3
+    assert weight_of(out, "c2.basis").shape == (5 * 3, 1, 3, 3)
+    assert weight_of(out, "c1.coefficient").shape[0] == 5
+    assert stats["removed"]["c2.basis"]["basis_kernels"] == 1
+
+
+@pytest.mark.parametrize("name", ["resnet20", pytest.param("mobilenetv2", marks=pytest.mark.slow)])
+def test_zoo_models_with_random_filter_pruning(name):
+    import torch
+
+    from pimc.models.train import export_onnx
+    from pimc.models.zoo import build_model
+
+    torch.manual_seed(0)
+    net = build_model(name)
+    with torch.no_grad():
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.bias.uniform_(-0.5, 0.5)
+                module.running_mean.uniform_(-0.2, 0.2)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        export_onnx(net, f"{tmp}/m.onnx", (3, 32, 32))
+        from pimc.compiler.loader import load_model
+
+        model = load_model(f"{tmp}/m.onnx")
+    for init in model.graph.initializer:
+        arr = numpy_helper.to_array(init)
+        if arr.ndim == 4 and arr.shape[0] > 4:
+            arr = arr.copy()
+            arr[RNG.random(arr.shape[0]) < 0.3] = 0
+            init.CopyFrom(numpy_helper.from_array(arr, init.name))
+    out, stats = shrink(model)
+    assert stats["channels_removed"] > 0
