@@ -216,6 +216,18 @@ def digits_cnn(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     return Classifier(features, 64, num_classes)
 
 
+def _cmpnet(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    from .cmpnet import build_cmpnet
+
+    return build_cmpnet(num_classes=num_classes, in_channels=in_channels)
+
+
+def _cmpnet_cnn(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    from .cmpnet import build_cmpnet_cnn
+
+    return build_cmpnet_cnn(num_classes=num_classes, in_channels=in_channels)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """A zoo entry: how to build the model and what it expects."""
@@ -237,6 +249,9 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("mobilenetv2", mobilenetv2, (3, 32, 32), 10, "CIFAR MobileNetV2, depthwise separable"),
         ModelSpec("resnet50", resnet50, (3, 224, 224), 1000, "ImageNet ResNet-50, bottleneck blocks"),
         ModelSpec("digits_cnn", digits_cnn, (1, 8, 8), 10, "small CNN for sklearn 8x8 digits"),
+        ModelSpec("cmpnet", _cmpnet, (3, 32, 32), 10,
+                  "CMPNET-style LBC network (depthwise ternary anchors, binary comparators)"),
+        ModelSpec("cmpnet_cnn", _cmpnet_cnn, (3, 32, 32), 10, "plain-CNN twin of cmpnet (ordinary convs)"),
     ]
 }
 

@@ -1,0 +1,329 @@
+"""CMP-PIM target: comparator-based CNNs on parallel computational SOT-MRAM sub-arrays (DAC 2018 model).
+
+**Substrate.** One bank of ``subarrays`` computational SOT-MRAM sub-arrays of R × C cells (256 × 256 and
+a 32 Mb bank, i.e. 512 sub-arrays: the same group's ISVLSI 2019 NVSim/CACTI set-up, the nearest public
+proxy for CMP-PIM; see ANCHORS.md). Computation is bit-serial and column-parallel: an operand of b bits
+lies vertically in one column; one in-memory operation activates two rows, the modified sense amplifiers
+of all C columns resolve the bitwise function (AND, XOR3/majority for a full-adder step, or the sign
+read of a comparison) at once and write the result bit back into a row. One operation takes one cycle
+1/f and costs, per column, E_col = E_sense + E_write. Weights are programmed once (non-volatile); feature
+maps are moved between sub-arrays over the bank's shared bus of ``bus_bits`` bits per cycle, costing
+E_mv per bit (source read + H-tree + SOT write).
+
+**Operation sequences (cycles of one column).**
+
+    add(n)        = n + 1                           ripple add, one cycle per bit + carry-out
+    mult(w, a)    = p·(q + 5) − 2,  p = min(w, a), q = max(w, a)
+                                                    p tag-predicated shift-add steps; for w = a = n this is
+                                                    n² + 5n − 2, the bit-serial in-memory multiply of Neural
+                                                    Cache (Eckert et al., ISCA 2018), which also gives add(n);
+                                                    the mixed-width form is our assumption (p = 1: q + 3)
+    mac(w, a, K)  = mult(w, a) + add(w + a + ⌈log2 K⌉)                     product, then accumulate
+    tadd(a, K)    = add(a + ⌈log2 K⌉)               ± accumulate of a ternary (±1) anchor weight; 0s skipped
+    cmp_relu(a)   = 1 + a                           sense the sign bit, then mask the a-bit value (ReLU)
+    cmp_bit       = 1                               sense the sign bit and write it (binary comparator)
+
+Bits come from a node's ``weight_bits``/``act_bits`` annotations, else from the config.
+
+**Lowering.** anchor Conv (``role=anchor``) → ternary additions/subtractions, tadd per non-zero weight;
+its output → one comparison per element (ReLU or binary bit, read from the 1×1 node's ``comparator``);
+1×1 Conv (``role=lbc_pointwise``) and every other Conv/Gemm/MatMul → in-memory MAC per non-zero weight.
+
+**Per op group (a layer's adds, compares or MACs):** with O output elements, K operations per output,
+c cycles per operation and P = subarrays · C columns,
+
+    work      W = O · K · c                         column-cycles
+    compute   T_c = ⌈O / P⌉ · K · c                 if O ≥ P (waves of whole dot products)
+              T_c = ⌈K / s⌉ · c + ⌈log2 s⌉ · (add(acc) + 1),  s = min(K, ⌊P / O⌋)   otherwise (split dot products, tree reduce)
+    movement  M = N_in · b_in · (kh·kw)/(sh·sw)     bits written into the computing sub-arrays (im2col copies;
+                                                    a comparator reads its anchor's result in place: M = 0)
+    latency   T = T_c + ⌈M / bus_bits⌉              cycles (no overlap of transfer and compute)
+    energy    E = W · (E_sense + E_write) + M · E_mv + P_static · T / f
+
+**Baselines** on the same substrate, derived from the same workload records: ``cnn`` replaces every LBC
+block (anchor + comparator + 1×1, grouped by the ``layer`` annotation) by the original k×k conv recorded
+on the 1×1 node (``original_cin``, ``original_cout``, ``kernel``, ``original_groups``), executed as dense
+in-memory MACs; ``lbcnn`` keeps the LBC layers but without the comparator mapping: the anchor conv runs
+as ordinary multiplications (mac at ``weight_bits``), the nonlinearity is a ReLU and the 1×1 conv reads
+``act_bits`` activations. Layers outside LBC blocks cost the same in all three.
+
+**What drives the ratios.** Energy vs cnn: the work ratio Σ K·c — Cin·k² MACs of c≈129 cycles (8×8 bits,
+K = 576) become k² depthwise ternary adds (≈13 cycles) per anchor plus a 1×1 MAC whose multiplier is
+one predicated step when the comparator emits one bit (≈27 cycles); movement energy (set by E_mv and the feature-map sizes) is common
+to both and limits the gain. Latency vs cnn: compute is spread over P columns while feature maps cross
+one shared bus, so ⌈M / bus_bits⌉, nearly equal for both networks, bounds the speed-up far below the
+energy gain. Energy vs lbcnn: the anchor multiplications and the multi-bit 1×1 MACs that the comparator
+mapping removes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import onnx
+
+from ..compiler.errors import PimcError
+from ..compiler.target import CostReport, HardwareConfig, Target, hw_field, register_target
+from ..compiler.workload import LayerRecord, extract_workload
+
+_PROXY = "ISVLSI 2019 proxy of CMP-PIM (ANCHORS.md): NVSim/CACTI, 256×256 sub-arrays, 32 Mb bank"
+
+
+@dataclass
+class CmpPimConfig(HardwareConfig):
+    rows: int = hw_field(256, "cells", _PROXY)
+    cols: int = hw_field(256, "cells", _PROXY)
+    subarrays: int = hw_field(512, "sub-arrays", "derived: 32 Mb bank / (256 × 256 cells) (" + _PROXY + ")")
+    clock_hz: float = hw_field(
+        500e6, "Hz", "assumption: one in-memory op (2-row read, sense, SOT write-back) per 2 ns")
+    e_sense_fj: float = hw_field(
+        10.0, "fJ/column/op", "assumption: bit-line + modified sense amplifier of a 256-row 1T1MTJ column, NVSim-style")
+    e_write_fj: float = hw_field(
+        100.0, "fJ/bit", "assumption: SOT switching ≈ 100 µA × 1 V × 1 ns per written result bit")
+    e_move_fj_per_bit: float = hw_field(
+        600.0, "fJ/bit", "assumption: source read 10 fJ + bank H-tree ≈ 0.5 pJ/bit (CACTI-style, mm wires) "
+        "+ SOT write 100 fJ")
+    bus_bits: int = hw_field(256, "bits/cycle", "assumption: one sub-array row per cycle on the bank bus")
+    static_power_w: float = hw_field(
+        0.005, "W", "assumption: CMOS periphery leakage of a 32 Mb bank (MRAM cells do not leak)")
+    weight_bits: int = hw_field(8, "bits", "assumption: weight precision where no weight_bits annotation")
+    act_bits: int = hw_field(8, "bits", "assumption: activation precision where no act_bits annotation")
+
+    def validate(self) -> None:
+        super().validate()
+        for name in ("rows", "cols", "subarrays", "bus_bits", "weight_bits", "act_bits"):
+            if getattr(self, name) < 1:
+                raise PimcError(f"hardware parameter '{name}' must be at least 1")
+        if self.clock_hz <= 0:
+            raise PimcError("hardware parameter 'clock_hz' must be positive")
+
+
+def add_cycles(bits: int) -> int:
+    return bits + 1
+
+
+def mult_cycles(weight_bits: int, act_bits: int) -> int:
+    p, q = min(weight_bits, act_bits), max(weight_bits, act_bits)
+    return p * (q + 5) - 2
+
+
+def acc_bits(weight_bits: int, act_bits: int, k: int) -> int:
+    return weight_bits + act_bits + max(0, math.ceil(math.log2(max(k, 1))))
+
+
+def mac_cycles(weight_bits: int, act_bits: int, k: int) -> int:
+    return mult_cycles(weight_bits, act_bits) + add_cycles(acc_bits(weight_bits, act_bits, k))
+
+
+def ternary_add_cycles(act_bits: int, k: int) -> int:
+    return add_cycles(act_bits + max(0, math.ceil(math.log2(max(k, 1)))))
+
+
+@dataclass
+class OpGroup:
+    """One layer's operations of one kind: O outputs, K ops each of c cycles, M bits moved in."""
+
+    name: str
+    kind: str
+    outputs: int
+    per_output: float
+    cycles_per_op: int
+    reduce_cycles: int
+    move_bits: float
+    ops: float
+
+    def work(self) -> float:
+        return self.outputs * self.per_output * self.cycles_per_op
+
+
+@dataclass
+class Schedule:
+    cmpnet: list[OpGroup]
+    cnn: list[OpGroup]
+    lbcnn: list[OpGroup]
+    lbc_blocks: list[str] = field(default_factory=list)
+
+
+@register_target
+class CmpPimTarget(Target):
+    name = "cmp-pim"
+    summary = "CMP-PIM: LBC/comparator CNNs on computational SOT-MRAM sub-arrays; cnn and lbcnn baselines"
+    config_cls = CmpPimConfig
+
+    def default_pipeline(self) -> list[tuple[str, dict[str, Any]]]:
+        return [("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}),
+                ("comparator-conv", {}), ("cleanup", {})]
+
+    def lower(self, model: onnx.ModelProto, hw: CmpPimConfig) -> Schedule:
+        return lower_workload(extract_workload(model).layers, hw)
+
+    def cost(self, schedule: Schedule, hw: CmpPimConfig) -> CostReport:
+        main = evaluate(schedule.cmpnet, hw)
+        baselines = {name: evaluate(groups, hw) for name, groups in (("cnn", schedule.cnn), ("lbcnn", schedule.lbcnn))}
+        ops = sum(g.ops for g in schedule.cmpnet)
+        return CostReport(
+            latency_cycles=main["latency_cycles"], latency_s=main["latency_s"], energy_j=main["energy_j"],
+            energy_breakdown_j=main["breakdown"],
+            throughput_gops=ops / main["latency_s"] / 1e9 if main["latency_s"] else 0.0,
+            tops_per_w=ops / main["energy_j"] / 1e12 if main["energy_j"] else 0.0,
+            layers=main["layers"],
+            baselines={name: _summary(result) for name, result in baselines.items()},
+            extra={"cmp_pim": {
+                "lbc_blocks": schedule.lbc_blocks, "parallel_columns": hw.subarrays * hw.cols,
+                "work_column_cycles": {"cmpnet": main["work"], **{k: v["work"] for k, v in baselines.items()}},
+                "movement_bits": {"cmpnet": main["move_bits"], **{k: v["move_bits"] for k, v in baselines.items()}},
+                "breakdown_baselines_j": {k: v["breakdown"] for k, v in baselines.items()},
+                "compute_cycles": {"cmpnet": main["compute_cycles"],
+                                   **{k: v["compute_cycles"] for k, v in baselines.items()}},
+                "movement_cycles": {"cmpnet": main["move_cycles"],
+                                    **{k: v["move_cycles"] for k, v in baselines.items()}},
+            }},
+        )
+
+
+def _summary(result: dict[str, Any]) -> dict[str, float]:
+    return {"latency_s": result["latency_s"], "energy_j": result["energy_j"],
+            "latency_cycles": result["latency_cycles"]}
+
+
+def lower_workload(layers: list[LayerRecord], hw: CmpPimConfig) -> Schedule:
+    """Op groups of the compiled network and of the cnn / lbcnn baselines."""
+    blocks = _lbc_blocks(layers)
+    cmpnet: list[OpGroup] = []
+    cnn: list[OpGroup] = []
+    lbcnn: list[OpGroup] = []
+    for layer in layers:
+        role = layer.role
+        block = blocks.get(layer.annotations.get("layer")) if role in ("anchor", "lbc_pointwise") else None
+        if block is None:
+            groups = [_mac_group(layer, hw)]
+            cmpnet += groups
+            cnn += groups
+            lbcnn += groups
+            continue
+        anchor, pointwise = block
+        comparator = str(pointwise.annotations.get("comparator", "relu"))
+        if role == "anchor":
+            cmpnet += [_anchor_group(layer, hw), _compare_group(layer, comparator, hw)]
+            lbcnn += [_mac_group(layer, hw, weight_bits=hw.weight_bits), _compare_group(layer, "relu", hw)]
+            cnn.append(_original_conv_group(anchor, pointwise, hw))
+        else:
+            cmpnet.append(_mac_group(layer, hw))
+            lbcnn.append(_mac_group(layer, hw, act_bits=_bits(anchor.act_bits, hw.act_bits)))
+    return Schedule(cmpnet, cnn, lbcnn, sorted(blocks))
+
+
+def _lbc_blocks(layers: list[LayerRecord]) -> dict[str, tuple[LayerRecord, LayerRecord]]:
+    """``layer`` → (anchor, pointwise) for every complete LBC block."""
+    anchors = {r.annotations.get("layer"): r for r in layers if r.role == "anchor"}
+    pointwise = {r.annotations.get("layer"): r for r in layers if r.role == "lbc_pointwise"}
+    return {name: (anchors[name], pointwise[name]) for name in anchors if name in pointwise and name is not None}
+
+
+def _bits(value: Any, default: int) -> int:
+    return int(value) if value else default
+
+
+def _outputs(layer: LayerRecord) -> int:
+    return layer.batch * layer.out_h * layer.out_w * layer.cout
+
+
+def _replication(layer: LayerRecord) -> float:
+    kh, kw = layer.kernel
+    sh, sw = layer.stride
+    return kh * kw / (sh * sw) if layer.op == "Conv" else 1.0
+
+
+def _input_elements(layer: LayerRecord) -> int:
+    return layer.batch * layer.cin * layer.h * layer.w
+
+
+def _mac_group(layer: LayerRecord, hw: CmpPimConfig, weight_bits: int | None = None,
+               act_bits: int | None = None) -> OpGroup:
+    wb = weight_bits or _bits(layer.weight_bits, hw.weight_bits)
+    ab = act_bits or _bits(layer.act_bits, hw.act_bits)
+    outputs = _outputs(layer)
+    k = layer.macs / outputs if outputs else 0
+    per_output = layer.effective_macs / outputs if outputs else 0
+    acc = acc_bits(wb, ab, int(k))
+    return OpGroup(layer.name, "mac", outputs, per_output, mac_cycles(wb, ab, int(k)), add_cycles(acc),
+                   _input_elements(layer) * ab * _replication(layer), 2.0 * layer.effective_macs)
+
+
+def _anchor_group(layer: LayerRecord, hw: CmpPimConfig) -> OpGroup:
+    ab = _bits(layer.act_bits, hw.act_bits)
+    outputs = _outputs(layer)
+    k = int(layer.macs / outputs) if outputs else 0
+    per_output = layer.effective_macs / outputs if outputs else 0
+    return OpGroup(layer.name, "add", outputs, per_output, ternary_add_cycles(ab, k),
+                   add_cycles(acc_bits(0, ab, k)), _input_elements(layer) * ab * _replication(layer),
+                   float(layer.effective_macs))
+
+
+def _compare_group(layer: LayerRecord, comparator: str, hw: CmpPimConfig) -> OpGroup:
+    ab = _bits(layer.act_bits, hw.act_bits)
+    cycles = 1 if comparator == "binary" else 1 + ab
+    outputs = _outputs(layer)
+    return OpGroup(f"{layer.name}:compare", "compare", outputs, 1.0, cycles, 0, 0.0, float(outputs))
+
+
+def _original_conv_group(anchor: LayerRecord, pointwise: LayerRecord, hw: CmpPimConfig) -> OpGroup:
+    notes = pointwise.annotations
+    kernel = tuple(notes.get("kernel") or anchor.kernel)
+    original = LayerRecord(
+        name=str(notes.get("layer", pointwise.name)), op="Conv", batch=anchor.batch,
+        cin=int(notes.get("original_cin", anchor.cin)), cout=int(notes.get("original_cout", pointwise.cout)),
+        h=anchor.h, w=anchor.w, out_h=pointwise.out_h, out_w=pointwise.out_w, kernel=kernel,
+        stride=anchor.stride, groups=int(notes.get("original_groups", 1)),
+    )
+    return _mac_group(original, hw, weight_bits=hw.weight_bits, act_bits=_bits(anchor.act_bits, hw.act_bits))
+
+
+def group_cycles(group: OpGroup, hw: CmpPimConfig) -> tuple[float, float]:
+    """(compute cycles, movement cycles) of one op group."""
+    columns = hw.subarrays * hw.cols
+    k = group.per_output
+    if group.outputs == 0 or k == 0:
+        compute = 0.0
+    elif group.outputs >= columns:
+        compute = math.ceil(group.outputs / columns) * k * group.cycles_per_op
+    else:
+        split = max(1, min(int(math.ceil(k)), columns // group.outputs))
+        compute = math.ceil(k / split) * group.cycles_per_op
+        if split > 1:
+            compute += math.ceil(math.log2(split)) * (group.reduce_cycles + 1)
+    return compute, math.ceil(group.move_bits / hw.bus_bits)
+
+
+def evaluate(groups: list[OpGroup], hw: CmpPimConfig) -> dict[str, Any]:
+    """Latency, energy, breakdown and per-group rows of a list of op groups."""
+    e_col = (hw.e_sense_fj + hw.e_write_fj) * 1e-15
+    breakdown = {"add": 0.0, "compare": 0.0, "mac": 0.0, "movement": 0.0, "static": 0.0}
+    rows = []
+    total_compute = total_move = work = move_bits = 0.0
+    for group in groups:
+        compute, move = group_cycles(group, hw)
+        energy_compute = group.work() * e_col
+        energy_move = group.move_bits * hw.e_move_fj_per_bit * 1e-15
+        energy_static = hw.static_power_w * (compute + move) / hw.clock_hz
+        breakdown[group.kind] += energy_compute
+        breakdown["movement"] += energy_move
+        breakdown["static"] += energy_static
+        total_compute += compute
+        total_move += move
+        work += group.work()
+        move_bits += group.move_bits
+        rows.append({
+            "name": group.name, "kind": group.kind, "cycles": compute + move, "compute_cycles": compute,
+            "movement_cycles": move, "energy_j": energy_compute + energy_move + energy_static,
+            "ops": group.ops, "outputs": group.outputs, "ops_per_output": group.per_output,
+            "cycles_per_op": group.cycles_per_op, "movement_bits": group.move_bits,
+        })
+    cycles = total_compute + total_move
+    return {
+        "latency_cycles": cycles, "latency_s": cycles / hw.clock_hz, "energy_j": sum(breakdown.values()),
+        "breakdown": breakdown, "layers": rows, "work": work, "move_bits": move_bits,
+        "compute_cycles": total_compute, "move_cycles": total_move,
+    }

@@ -1,0 +1,460 @@
+"""comparator-conv: replace k×k convolutions by local-binary (LBCNN / CMPNET) comparator blocks.
+
+A convolution ``y = W * x + b`` (W: Cout × Cin × k × k) becomes, in standard ONNX ops,
+
+    a = A * x                 anchor Conv, A ∈ {−1, 0, +1}^(m × Cin × k × k), fixed, never trained
+    h = cmp(a)                comparison with zero: ReLU(a) = a·[a > 0]  (LBCNN), or [a > 0] ∈ {0, 1}
+                              (``comparator=binary``, the local-binary-pattern bit of CMPNET)
+    ŷ = P * h + c             learnable 1×1 Conv, P: Cout × m, bias c
+
+**Anchors.** Each entry of A is non-zero with probability ``density`` (LBCNN's "sparsity" is the fraction
+of non-zeros, default 0.9) and then ±1 with probability ½, drawn from ``numpy.random.default_rng((seed,
+crc32(layer)))``, so the same seed and layer name give the same anchors. With ``paired=true`` the second
+half of the anchors is the negation of the first: since ReLU(u) − ReLU(−u) = u, a 1×1 conv on the m
+ReLU responses then represents every linear function in the span of the m/2 anchor rows exactly, and
+the block can reproduce the original conv when m/2 ≥ Cin·k² (the fit error measures how close a
+smaller m gets). ``variant=separable`` (CMPNET) uses a depthwise anchor conv instead: group = Cin, q
+ternary k×k kernels per input channel (m = Cin·q), followed by the 1×1 conv.
+
+**Post-training fit.** For every substituted layer the pass draws ``max_rows`` output positions from the
+calibration inputs (``--data``; seeded random inputs otherwise), forms the input patches X_p
+(rows × Cin·k²), the comparator features H = cmp(X_p Aᵀ) and the targets Y = the original conv's output
+at those positions, and solves the ridge problem
+
+    min_{P,c} ‖[H 1] [P c]ᵀ − Y‖²_F + λ·(tr(HᵀH)/m)·‖P‖²_F
+
+by its normal equations (the bias is not penalised). With ``sequential=true`` the inputs come from the
+model in which earlier layers are already substituted while the targets stay the original model's, so
+later layers also correct the error of earlier ones. The reported ``fit_error`` of a layer is the
+relative error ‖Ŷ − Y‖_F / ‖Y‖_F on a held-out fifth of the rows. With real data (``--data``) the pass
+also reports top-1 accuracy on the dataset's test split before and after the substitution.
+
+**Annotations** (read by the cmp-pim target): anchor Conv ``role=anchor``, ``anchor_density`` (measured
+fraction of non-zeros), ``seed``, ``layer``; the comparison node ``role=comparator``; the 1×1 Conv
+``role=lbc_pointwise`` with ``layer``, ``comparator``, ``original_cin``, ``original_cout``, ``kernel``,
+``original_groups``, ``anchors``, ``variant``, ``fit_error`` and, for binary comparators, ``act_bits=1``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from ...compiler import annotations as ann
+from ...compiler.errors import PimcError
+from ...compiler.graph import all_names, attr, get_initializer, set_initializer, unique_name, value_shapes
+from ...compiler.loader import infer_shapes
+from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.verify import run_model
+
+LBC_ROLES = ("anchor", "lbc_pointwise", "comparator")
+
+
+@dataclass
+class ConvSite:
+    """One convolution chosen for substitution, with everything the fit needs."""
+
+    node: onnx.NodeProto
+    weight: np.ndarray
+    bias: np.ndarray | None
+    strides: tuple[int, int]
+    pads: tuple[int, int, int, int]
+    dilations: tuple[int, int]
+    out_hw: tuple[int, int]
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def cout(self) -> int:
+        return int(self.weight.shape[0])
+
+    @property
+    def cin(self) -> int:
+        return int(self.weight.shape[1])
+
+    @property
+    def kernel(self) -> tuple[int, int]:
+        return int(self.weight.shape[2]), int(self.weight.shape[3])
+
+
+@register_pass
+class ComparatorConv(Pass):
+    name = "comparator-conv"
+    summary = "Replace k×k convs by LBC comparator blocks (ternary anchors → compare → fitted 1×1 conv)"
+    options = (
+        Option("variant", str, "lbc", "lbc: dense anchor conv Cin→m; separable: depthwise anchors (CMPNET)",
+               choices=("lbc", "separable")),
+        Option("anchors", int, 0, "lbc: anchor count m (0 = auto: Cin·k²); separable: anchors per input "
+               "channel q (0 = auto: k²)", minimum=0),
+        Option("max_anchors", int, 2048, "upper bound on m for the automatic choice", minimum=2),
+        Option("density", float, 0.9, "fraction of non-zero anchor weights", minimum=0.01, maximum=1.0),
+        Option("paired", bool, True, "anchors come in ± pairs (the 1×1 conv can then form any linear map "
+               "of the anchors' span)"),
+        Option("comparator", str, "relu", "relu (LBCNN) or binary: the {0,1} comparison bit (CMPNET)",
+               choices=("relu", "binary")),
+        Option("ridge", float, 1e-4, "ridge strength λ relative to the mean feature energy", minimum=0.0),
+        Option("samples", int, 64, "calibration samples used for the fit", minimum=1),
+        Option("max_rows", int, 20000, "output positions sampled per layer for the fit", minimum=16),
+        Option("sequential", bool, True, "fit each layer on inputs produced by the already-substituted model"),
+        Option("min_kernel", int, 2, "substitute only convs whose kernel has at least this many rows/cols",
+               minimum=1),
+        Option("layers", list, [], "substitute only these conv nodes (default: every eligible conv)"),
+        Option("skip", list, [], "conv nodes to leave untouched"),
+        Option("force", bool, False, "also substitute when the model already contains LBC blocks"),
+        Option("evaluate", bool, True, "with --data, report test accuracy before and after"),
+    )
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        skipped: list[dict[str, str]] = []
+        sites = self._select(model, skipped)
+        if not sites:
+            return PassResult(model, False, {"replaced": [], "skipped": skipped})
+        original = onnx.ModelProto()
+        original.CopyFrom(model)
+        feeds = ctx.calibration_feeds(model, count=self.opts["samples"])[: self.opts["samples"]]
+        layers: list[dict[str, Any]] = []
+        for index, site in enumerate(sites):
+            reference = _capture(original, [site.node.input[0], site.node.output[0]], feeds)
+            if self.opts["sequential"] and index > 0:
+                inputs = _capture(model, [site.node.input[0]], feeds)[site.node.input[0]]
+            else:
+                inputs = reference[site.node.input[0]]
+            layers.append(self._substitute(model, site, inputs, reference[site.node.output[0]], ctx.seed))
+            del reference, inputs
+            model = infer_shapes(model, "comparator-conv")
+        stats: dict[str, Any] = {
+            "replaced": [item["layer"] for item in layers], "layers": layers, "skipped": skipped,
+            "calibration": ctx.data_spec if ctx.has_real_data else "random", "samples": len(feeds),
+            "mean_fit_error": float(np.mean([item["fit_error"] for item in layers])),
+        }
+        if self.opts["evaluate"] and ctx.has_real_data and ctx.data_spec:
+            stats.update(_accuracy_before_after(original, model, ctx.data_spec, ctx.seed))
+        return PassResult(model, True, stats)
+
+    def _select(self, model: onnx.ModelProto, skipped: list[dict[str, str]]) -> list[ConvSite]:
+        graph = model.graph
+        names = {n.name for n in graph.node}
+        for wanted in [*self.opts["layers"], *self.opts["skip"]]:
+            if wanted not in names:
+                raise PimcError(f"comparator-conv: no node named '{wanted}' in the model")
+        has_lbc = any(ann.get_node_annotation(n, "role") in LBC_ROLES for n in graph.node)
+        shapes = value_shapes(model)
+        sites = []
+        for node in graph.node:
+            if node.op_type != "Conv":
+                continue
+            reason = self._reject_reason(node, model, has_lbc)
+            if reason is None:
+                site, reason = _site(node, model, shapes)
+                if site is not None:
+                    sites.append(site)
+                    continue
+            if reason:
+                skipped.append({"node": node.name, "reason": reason})
+        return sites
+
+    def _reject_reason(self, node: onnx.NodeProto, model: onnx.ModelProto, has_lbc: bool) -> str | None:
+        role = ann.get_node_annotation(node, "role")
+        if role is not None:
+            return f"already has role '{role}'"
+        if self.opts["layers"] and node.name not in self.opts["layers"]:
+            return "not in the layers option"
+        if node.name in self.opts["skip"]:
+            return "in the skip option"
+        if has_lbc and not self.opts["force"]:
+            return "the model already contains LBC blocks (set force=true to substitute the other convs)"
+        weight = get_initializer(model.graph, node.input[1]) if len(node.input) > 1 else None
+        if weight is None:
+            return "weight is not a constant initializer"
+        if weight.ndim != 4:
+            return "not a 2-D convolution"
+        if min(weight.shape[2:]) < self.opts["min_kernel"]:
+            return f"kernel {weight.shape[2]}×{weight.shape[3]} is below min_kernel"
+        if int(attr(node, "group", 1)) != 1:
+            return "grouped/depthwise conv (already cheap; executed as in-memory MAC)"
+        if weight.dtype != np.float32:
+            return f"weight dtype {weight.dtype} (only float32 is fitted)"
+        return None
+
+    def _substitute(
+        self, model: onnx.ModelProto, site: ConvSite, inputs: list[np.ndarray], outputs: list[np.ndarray], seed: int
+    ) -> dict[str, Any]:
+        anchors = self._anchors(site, seed)
+        rng = np.random.default_rng((seed, _crc(site.name), 1))
+        patches, target = _sample_rows(site, inputs, outputs, self.opts["max_rows"], rng)
+        features = _features(patches, anchors, self.opts["variant"], site.cin, self.opts["comparator"])
+        pointwise, bias, fit_error, train_error = _ridge_fit(features, target, self.opts["ridge"], rng)
+        _rewrite(model, site, anchors, pointwise, bias, {**self.opts, "seed": seed, "fit_error": fit_error})
+        info = {
+            "layer": site.name, "cin": site.cin, "cout": site.cout, "kernel": list(site.kernel),
+            "anchors": int(anchors.shape[0]), "anchor_density": float(np.count_nonzero(anchors) / anchors.size),
+            "rows": int(len(target)), "fit_error": fit_error, "train_fit_error": train_error,
+            "params_before": int(site.weight.size), "params_learnable_after": int(pointwise.size + bias.size),
+        }
+        return info
+
+    def _anchors(self, site: ConvSite, seed: int) -> np.ndarray:
+        kh, kw = site.kernel
+        per_input = site.cin if self.opts["variant"] == "lbc" else 1
+        count = self.opts["anchors"]
+        if count == 0:
+            count = per_input * kh * kw if self.opts["variant"] == "lbc" else kh * kw
+            count = min(count, self.opts["max_anchors"])
+        groups = 1 if self.opts["variant"] == "lbc" else site.cin
+        rng = np.random.default_rng((seed, _crc(site.name)))
+        blocks = [
+            ternary_anchors(count, per_input, (kh, kw), self.opts["density"], self.opts["paired"], rng)
+            for _ in range(groups)
+        ]
+        return np.concatenate(blocks, axis=0)
+
+
+def ternary_anchors(
+    count: int, cin: int, kernel: tuple[int, int], density: float, paired: bool, rng: np.random.Generator
+) -> np.ndarray:
+    """``count`` sparse ternary anchors of shape (cin, kh, kw); every anchor has at least one non-zero."""
+    base = count - count // 2 if paired and count >= 2 else count
+    size = cin * kernel[0] * kernel[1]
+    mask = rng.random((base, size)) < density
+    empty = ~mask.any(axis=1)
+    mask[np.flatnonzero(empty), rng.integers(0, size, int(empty.sum()))] = True
+    signs = np.where(rng.random((base, size)) < 0.5, -1.0, 1.0)
+    rows = (mask * signs).astype(np.float32)
+    if base != count:
+        rows = np.concatenate([rows, -rows[: count - base]], axis=0)
+    return rows.reshape(count, cin, *kernel)
+
+
+def _crc(text: str) -> int:
+    return zlib.crc32(text.encode())
+
+
+def _site(node: onnx.NodeProto, model: onnx.ModelProto, shapes: dict) -> tuple[ConvSite | None, str]:
+    weight = get_initializer(model.graph, node.input[1])
+    bias = get_initializer(model.graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
+    if len(node.input) > 2 and node.input[2] and bias is None:
+        return None, "bias is not a constant initializer"
+    in_shape = shapes.get(node.input[0])
+    out_shape = shapes.get(node.output[0])
+    if not in_shape or not out_shape or len(in_shape) != 4 or not all(isinstance(d, int) for d in out_shape[2:]):
+        return None, "input/output shape unknown"
+    if not all(isinstance(d, int) for d in in_shape[2:]):
+        return None, "input spatial shape unknown"
+    strides = tuple(attr(node, "strides", [1, 1]))
+    dilations = tuple(attr(node, "dilations", [1, 1]))
+    pads = _explicit_pads(node, in_shape[2:], out_shape[2:], weight.shape[2:], strides, dilations)
+    return ConvSite(node, weight, bias, strides, pads, dilations, (out_shape[2], out_shape[3])), ""
+
+
+def _explicit_pads(node, in_hw, out_hw, kernel, strides, dilations) -> tuple[int, int, int, int]:
+    mode = attr(node, "auto_pad", b"NOTSET")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode in ("NOTSET", ""):
+        return tuple(attr(node, "pads", [0, 0, 0, 0]))
+    if mode == "VALID":
+        return (0, 0, 0, 0)
+    total = [
+        max(0, (o - 1) * s + (k - 1) * d + 1 - i)
+        for i, o, k, s, d in zip(in_hw, out_hw, kernel, strides, dilations, strict=True)
+    ]
+    if mode == "SAME_UPPER":
+        return (total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2)
+    return (total[0] - total[0] // 2, total[1] - total[1] // 2, total[0] // 2, total[1] // 2)
+
+
+def _capture(model: onnx.ModelProto, tensors: list[str], feeds: list[dict]) -> dict[str, list[np.ndarray]]:
+    """Values of ``tensors`` (graph outputs added as needed) for every feed."""
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    existing = {o.name for o in probe.graph.output}
+    for name in dict.fromkeys(tensors):
+        if name not in existing:
+            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+    names = [o.name for o in probe.graph.output]
+    wanted = set(tensors)
+    captured: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
+    for outs in run_model(probe, feeds):
+        for name, value in zip(names, outs, strict=True):
+            if name in wanted:
+                captured[name].append(np.asarray(value, dtype=np.float32))
+    return captured
+
+
+def _sample_rows(
+    site: ConvSite, inputs: list[np.ndarray], outputs: list[np.ndarray], max_rows: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Input patches (rows × Cin·kh·kw) and original outputs (rows × Cout) at random output positions."""
+    x = np.concatenate(inputs, axis=0)
+    y = np.concatenate(outputs, axis=0)
+    n, oh, ow = y.shape[0], y.shape[2], y.shape[3]
+    total = n * oh * ow
+    picks = rng.choice(total, size=min(max_rows, total), replace=False)
+    ni, rest = np.divmod(picks, oh * ow)
+    oy, ox = np.divmod(rest, ow)
+    top, left, bottom, right = site.pads
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    kh, kw = site.kernel
+    (sh, sw), (dh, dw) = site.strides, site.dilations
+    ky = oy[:, None] * sh + np.arange(kh)[None, :] * dh
+    kx = ox[:, None] * sw + np.arange(kw)[None, :] * dw
+    patches = padded[ni[:, None, None, None], np.arange(x.shape[1])[None, :, None, None],
+                     ky[:, None, :, None], kx[:, None, None, :]]
+    target = y[ni, :, oy, ox]
+    return patches.reshape(len(picks), -1), target.astype(np.float64)
+
+
+def _features(patches: np.ndarray, anchors: np.ndarray, variant: str, cin: int, comparator: str) -> np.ndarray:
+    """Comparator responses of the anchor conv at the sampled positions (rows × m)."""
+    m = anchors.shape[0]
+    if variant == "lbc":
+        pre = patches.astype(np.float64) @ anchors.reshape(m, -1).T.astype(np.float64)
+    else:
+        q = m // cin
+        per_channel = patches.reshape(len(patches), cin, -1).astype(np.float64)
+        kernels = anchors.reshape(cin, q, -1).astype(np.float64)
+        pre = np.einsum("rck,cqk->rcq", per_channel, kernels).reshape(len(patches), m)
+    if comparator == "binary":
+        return (pre > 0).astype(np.float64)
+    return np.maximum(pre, 0.0)
+
+
+def _ridge_fit(
+    features: np.ndarray, target: np.ndarray, ridge: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, float, float]:
+    """Ridge regression of ``target`` on ``[features, 1]``; returns P, c, held-out and train rel. error."""
+    rows = len(features)
+    order = rng.permutation(rows)
+    held = order[: max(1, rows // 5)] if rows >= 10 else order
+    train = order[len(held):] if rows >= 10 else order
+    design = np.concatenate([features, np.ones((rows, 1))], axis=1)
+    a = design[train]
+    gram = a.T @ a
+    m = features.shape[1]
+    scale = np.trace(gram[:m, :m]) / max(m, 1)
+    gram[np.arange(m), np.arange(m)] += ridge * max(scale, 1e-12) + 1e-12
+    solution = np.linalg.solve(gram, a.T @ target[train])
+    return (
+        solution[:m].T.astype(np.float32), solution[m].astype(np.float32),
+        _relative_error(design[held] @ solution, target[held]), _relative_error(a @ solution, target[train]),
+    )
+
+
+def _relative_error(prediction: np.ndarray, target: np.ndarray) -> float:
+    norm = float(np.linalg.norm(target))
+    return float(np.linalg.norm(prediction - target) / norm) if norm > 0 else float(np.linalg.norm(prediction))
+
+
+def _rewrite(
+    model: onnx.ModelProto, site: ConvSite, anchors: np.ndarray, pointwise: np.ndarray, bias: np.ndarray,
+    opts: dict[str, Any],
+) -> None:
+    """Replace the conv node by anchor Conv → comparator → 1×1 Conv, keeping its output name."""
+    graph = model.graph
+    names = all_names(graph)
+    node = _node_by_name(model, site.name)
+    anchor_w = unique_name(names, f"{site.name}.anchor.weight")
+    pw_w = unique_name(names, f"{site.name}.lbc_pointwise.weight")
+    pw_b = unique_name(names, f"{site.name}.lbc_pointwise.bias")
+    set_initializer(graph, anchor_w, anchors.astype(np.float32))
+    set_initializer(graph, pw_w, pointwise.reshape(site.cout, -1, 1, 1))
+    set_initializer(graph, pw_b, bias.reshape(-1))
+    anchor_out = unique_name(names, f"{site.name}.anchor_out")
+    compared = unique_name(names, f"{site.name}.compared")
+    groups = 1 if opts["variant"] == "lbc" else site.cin
+    kept = {a.name: helper.get_attribute_value(a) for a in node.attribute if a.name not in ("group",)}
+    anchor = helper.make_node("Conv", [node.input[0], anchor_w], [anchor_out],
+                              name=unique_name(names, f"{site.name}.anchor"), group=groups, **kept)
+    comparison, comparator = _comparison_nodes(names, site.name, anchor_out, compared, opts["comparator"])
+    pw = helper.make_node("Conv", [compared, pw_w, pw_b], [node.output[0]],
+                          name=unique_name(names, f"{site.name}.lbc_pointwise"), kernel_shape=[1, 1])
+    _annotate(site, anchor, comparator, pw, anchors, opts)
+    position = list(graph.node).index(node)
+    graph.node.remove(node)
+    for offset, new in enumerate([anchor, *comparison, pw]):
+        graph.node.insert(position + offset, new)
+    _drop_if_unused(graph, [i for i in node.input[1:] if i])
+
+
+def _comparison_nodes(
+    names: set[str], layer: str, source: str, dest: str, comparator: str
+) -> tuple[list[onnx.NodeProto], onnx.NodeProto]:
+    """The comparison with zero (Relu, or Greater → Cast for the binary bit) and its comparing node."""
+    if comparator == "relu":
+        relu = helper.make_node("Relu", [source], [dest], name=unique_name(names, f"{layer}.comparator"))
+        return [relu], relu
+    zero = unique_name(names, f"{layer}.comparator.zero")
+    bits = unique_name(names, f"{layer}.comparator_bits")
+    greater = helper.make_node("Greater", [source, zero], [bits], name=unique_name(names, f"{layer}.comparator"))
+    return [
+        helper.make_node("Constant", [], [zero], name=unique_name(names, f"{layer}.comparator_zero"),
+                         value=helper.make_tensor(zero, TensorProto.FLOAT, [], [0.0])),
+        greater,
+        helper.make_node("Cast", [bits], [dest], name=unique_name(names, f"{layer}.comparator_cast"),
+                         to=TensorProto.FLOAT),
+    ], greater
+
+
+def _annotate(site: ConvSite, anchor, comparison, pw, anchors: np.ndarray, opts: dict[str, Any]) -> None:
+    density = float(np.count_nonzero(anchors) / anchors.size)
+    for key, value in (("role", "anchor"), ("layer", site.name), ("anchor_density", round(density, 6)),
+                       ("seed", opts["seed"]), ("variant", opts["variant"])):
+        ann.set_node_annotation(anchor, key, value)
+    ann.set_node_annotation(comparison, "role", "comparator")
+    ann.set_node_annotation(comparison, "layer", site.name)
+    ann.set_node_annotation(comparison, "comparator", opts["comparator"])
+    annotate_pointwise(pw, site.name, site.cin, site.cout, list(site.kernel), 1, int(anchors.shape[0]),
+                       opts["variant"], opts["comparator"])
+    ann.set_node_annotation(pw, "fit_error", round(float(opts["fit_error"]), 6))
+
+
+def annotate_pointwise(
+    node: onnx.NodeProto, layer: str, cin: int, cout: int, kernel: list[int], groups: int, anchors: int,
+    variant: str, comparator: str,
+) -> None:
+    """The pointwise node's annotations: role, the original conv's shape (for the cnn baseline), ..."""
+    values = {
+        "role": "lbc_pointwise", "layer": layer, "original_cin": cin, "original_cout": cout, "kernel": kernel,
+        "original_groups": groups, "anchors": anchors, "variant": variant, "comparator": comparator,
+    }
+    if comparator == "binary":
+        values["act_bits"] = 1
+    for key, value in values.items():
+        ann.set_node_annotation(node, key, value)
+
+
+def _drop_if_unused(graph: onnx.GraphProto, names: list[str]) -> None:
+    used = {i for n in graph.node for i in n.input}
+    keep = [init for init in graph.initializer if init.name not in names or init.name in used]
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+
+def _node_by_name(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
+    for node in model.graph.node:
+        if node.name == name:
+            return node
+    raise PimcError(f"comparator-conv: internal error, node '{name}' not found")
+
+
+def _accuracy_before_after(
+    original: onnx.ModelProto, model: onnx.ModelProto, spec: str, seed: int
+) -> dict[str, Any]:
+    from ...runtime.datasets import load_dataset
+    from ...runtime.session import accuracy, make_session, model_input, predict
+
+    _, shape, dtype = model_input(original)
+    data = load_dataset(spec, shape, split="test", seed=seed)
+    if data.y is None:
+        return {}
+    x = data.x.astype(dtype, copy=False)
+    before = accuracy(predict(make_session(original), x, 64), data.y)
+    after = accuracy(predict(make_session(model), x, 64), data.y)
+    return {"accuracy_data": f"{spec} (test split, {len(x)} samples)", "accuracy_before": before,
+            "accuracy_after": after}
