@@ -6,6 +6,8 @@ derivation, and how each documented parameter moves them (×½ and ×2 sweeps).
 
 ``--cnn`` (the plain twin, exported by ``pimc export comparator --model cmpnet-cnn``) is compiled too, as a
 check that the cnn baseline derived from the annotations equals the real plain network's cost.
+``derivation`` lists each network's energy by op kind (µJ) and the gain there would be if one kind of
+CMPNET energy were free (how much each kind bounds the ratio).
 """
 
 from __future__ import annotations
@@ -20,13 +22,25 @@ from pimc.compiler.target import get_target
 
 PUBLISHED = {"energy_gain_vs_cnn": 94.0, "energy_gain_vs_lbcnn": 3.0, "speedup_vs_cnn": 4.3}
 SWEEP = ("e_move_fj_per_bit", "bus_bits", "e_write_fj", "e_sense_fj", "static_power_w", "subarrays",
-         "weight_bits", "act_bits")
+         "weight_bits", "act_bits", "baseline_bits")
 
 
 def ratios(cost: dict) -> dict[str, float]:
     return {"energy_gain_vs_cnn": cost["energy_gain_vs"]["cnn"],
             "energy_gain_vs_lbcnn": cost["energy_gain_vs"]["lbcnn"], "speedup_vs_cnn": cost["speedup_vs"]["cnn"],
             "speedup_vs_lbcnn": cost["speedup_vs"]["lbcnn"]}
+
+
+def derivation(cost: dict) -> dict[str, dict[str, float]]:
+    """Each network's energy by op kind (µJ) and each kind's share of the cnn / lbcnn energy gains."""
+    extra = cost["cmp_pim"]
+    parts = {"cmpnet": cost["energy_breakdown_j"], **extra["breakdown_baselines_j"]}
+    out: dict[str, dict[str, float]] = {name: {k: round(v * 1e6, 3) for k, v in bd.items()} for name, bd in parts.items()}
+    total = sum(parts["cmpnet"].values())
+    for base in ("cnn", "lbcnn"):
+        out[f"gain_vs_{base}_if_only_kind_were_free"] = {
+            k: round(sum(parts[base].values()) / (total - v), 2) for k, v in parts["cmpnet"].items() if total > v}
+    return out
 
 
 def cost_of(path: str, hw: str | None = None) -> dict:
@@ -97,8 +111,10 @@ def main() -> None:
         "breakdown_j": {"cmpnet": cost["energy_breakdown_j"], **extra["breakdown_baselines_j"]},
         "work_column_cycles": extra["work_column_cycles"], "movement_bits": extra["movement_bits"],
         "compute_cycles": extra["compute_cycles"], "movement_cycles": extra["movement_cycles"],
-        "per_op_cycles": {"cnn_mac_8x8_K144": mac_cycles(8, 8, 144), "pointwise_mac_8x1_K64": mac_cycles(8, 1, 64),
-                          "anchor_tadd_8b_K9": ternary_add_cycles(8, 9), "lbcnn_anchor_mac_8x8_K9": mac_cycles(8, 8, 9)},
+        "per_op_cycles": {"cnn_mac_8x8_K144": mac_cycles(8, 8, 144), "pointwise_mac_8x1_K128": mac_cycles(8, 1, 128),
+                          "anchor_tadd_8b_K9": ternary_add_cycles(8, 9),
+                          "lbcnn_pointwise_mac_8x8_K128": mac_cycles(8, 8, 128)},
+        "derivation": derivation(cost),
         "sensitivity": sweep(args.cmpnet),
     }
     if args.cnn:

@@ -67,6 +67,14 @@ def test_cycle_formulas_match_the_documented_equations():
     assert ternary_add_cycles(8, 9) == 13
 
 
+def test_one_bit_input_mac_is_one_predicated_accumulate():
+    for k in (16, 64, 512):
+        accumulate = add_cycles(acc_bits(8, 1, k))
+        assert mac_cycles(8, 1, k) == mac_cycles(1, 8, k) == 1 + accumulate
+        assert mac_cycles(8, 1, k) < mult_cycles(8, 1) + accumulate
+    assert mac_cycles(8, 2, 64) == mult_cycles(8, 2) + add_cycles(acc_bits(8, 2, 64))
+
+
 def test_lbc_block_lowering_counts_adds_compares_and_pointwise_macs():
     model, anchor = lbc_block_model()
     hw = CmpPimConfig()
@@ -83,8 +91,21 @@ def test_lbc_block_lowering_counts_adds_compares_and_pointwise_macs():
     assert cnn.outputs == 32 * 64 and cnn.per_output == 16 * 9 and cnn.cycles_per_op == mac_cycles(8, 8, 144)
     assert cnn.move_bits == 16 * 64 * 8 * 9
     lb_anchor, lb_relu, lb_pw = schedule.lbcnn
-    assert lb_anchor.kind == "mac" and lb_anchor.cycles_per_op == mac_cycles(8, 8, 9)
+    assert lb_anchor.kind == "add" and lb_anchor.work() == add.work() and lb_anchor.move_bits == add.move_bits
     assert lb_relu.cycles_per_op == 9 and lb_pw.cycles_per_op == mac_cycles(8, 8, 32)
+    assert lb_pw.move_bits == 32 * 64 * 8
+
+
+def test_baseline_bits_change_only_the_cnn_baseline():
+    model, _ = lbc_block_model()
+    target = get_target("cmp-pim")
+    low, high = CmpPimConfig(), CmpPimConfig(baseline_bits=16)
+    a, b = (target.cost(target.lower(model, hw), hw) for hw in (low, high))
+    assert a.energy_j == pytest.approx(b.energy_j)
+    assert a.baselines["lbcnn"]["energy_j"] == pytest.approx(b.baselines["lbcnn"]["energy_j"])
+    cnn, = target.lower(model, high).cnn
+    assert cnn.cycles_per_op == mac_cycles(16, 16, 144) and cnn.move_bits == 16 * 64 * 16 * 9
+    assert b.energy_gain_vs["cnn"] > a.energy_gain_vs["cnn"]
 
 
 def test_report_has_baselines_and_the_comparator_mapping_wins_on_energy():
