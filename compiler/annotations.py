@@ -119,7 +119,7 @@ def set_node_map(model: onnx.ModelProto, node: onnx.NodeProto, kind: str, array:
     Returns the initializer name ``pimc.map.<kind>.<node name>``.
     """
     name = f"{MAP_PREFIX}{kind}.{node.name}"
-    tensor = numpy_helper.from_array(np.ascontiguousarray(array), name)
+    tensor = numpy_helper.from_array(np.asarray(array, order="C"), name)
     inits = model.graph.initializer
     for i, init in enumerate(inits):
         if init.name == name:

@@ -13,8 +13,68 @@ from rich.table import Table
 
 from .errors import PimcError
 
+_PLUGINS = {
+    "run": ("pimc.runtime.commands", "run_command"),
+    "bench": ("pimc.runtime.commands", "bench_command"),
+    "models": ("pimc.models.commands", "models_group"),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+def _plugin(module: str, attr: str) -> click.Command | None:
+    try:
+        mod = importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name == module:
+            return None
+        raise
+    return getattr(mod, attr, None)
+
+
+def _export_commands() -> dict[str, click.Command]:
+    """``pimc export <algo>``: the module-level ``command`` of every ``passes/<algo>/cli.py``."""
+    import pimc.passes as passes_pkg
+
+    commands = {}
+    for info in pkgutil.iter_modules(passes_pkg.__path__):
+        if info.ispkg:
+            command = _plugin(f"pimc.passes.{info.name}.cli", "command")
+            if command is not None:
+                commands[command.name] = command
+    return commands
+
+
+class _LazyGroup(click.Group):
+    """Imports plugin modules (torch, runtime) only when their command runs or help lists them, so
+    ``pimc compile`` does not pay for importing torch."""
+
+    def __init__(self, *args, plugins=None, loader=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._plugins = plugins or {}
+        self._loader = loader
+        self._loaded: dict[str, click.Command] | None = None
+
+    def _lazy(self) -> dict[str, click.Command]:
+        if self._loaded is None:
+            if self._loader is not None:
+                self._loaded = self._loader()
+            else:
+                found = {name: _plugin(*spec) for name, spec in self._plugins.items()}
+                self._loaded = {name: cmd for name, cmd in found.items() if cmd is not None}
+        return self._loaded
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(self._lazy()))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is not None:
+            return command
+        if self._loader is None and name in self._plugins:
+            return _plugin(*self._plugins[name])
+        return self._lazy().get(name)
+
+
+@click.group(cls=_LazyGroup, plugins=_PLUGINS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
 @click.version_option(package_name="pimc")
 def cli(debug: bool) -> None:
@@ -116,40 +176,9 @@ def targets_cmd(as_json):
             console.print(f"  {f['name']} = {f['default']} {f['unit']}  [dim]({f['source']})[/]")
 
 
-@cli.group("export")
+@cli.group("export", cls=_LazyGroup, loader=_export_commands)
 def export_group():
     """Training-aware exporters: train under an algorithm's constraint and export ONNX."""
-
-
-def _add_plugin_commands() -> None:
-    """Commands contributed by runtime/, models/ and each algorithm's ``passes/<algo>/cli.py``."""
-    for module, attr, group in (
-        ("pimc.runtime.commands", "run_command", cli),
-        ("pimc.runtime.commands", "bench_command", cli),
-        ("pimc.models.commands", "models_group", cli),
-        ("pimc.compiler.demo", "demo_command", cli),
-    ):
-        _try_add(module, attr, group)
-    import pimc.passes as passes_pkg
-
-    for info in pkgutil.iter_modules(passes_pkg.__path__):
-        if info.ispkg:
-            _try_add(f"pimc.passes.{info.name}.cli", "command", export_group)
-
-
-def _try_add(module: str, attr: str, group: click.Group) -> None:
-    try:
-        mod = importlib.import_module(module)
-    except ModuleNotFoundError as exc:
-        if exc.name == module:
-            return
-        raise
-    command = getattr(mod, attr, None)
-    if command is not None:
-        group.add_command(command)
-
-
-_add_plugin_commands()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -65,14 +65,14 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     verify_feeds = _verify_feeds(model, feeds, opts.seed) if opts.verify else None
     original_outputs = run_model(model, verify_feeds) if verify_feeds else None
     manager = PassManager(passes, ctx, verify=opts.verify, verify_feeds=verify_feeds)
-    model = manager.run(model)
+    model = manager.run(model, before)
     verify = None
     if original_outputs is not None:
         verify = compare_outputs(original_outputs, run_model(model, verify_feeds)).to_dict()
-    after = model_stats(model)
+    after = manager.final_stats or model_stats(model)
     cost = target.cost(target.lower(model, hw), hw)
     if output:
-        write_model(model, output)
+        write_model(model, output, manager.output_bytes(model))
     report = build_report(
         opts.input, output, opts.target, manager.records, before, after, verify,
         cost.to_dict() if cost is not None else None, hw.to_dict() if hw is not None else None,

@@ -11,7 +11,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph import opset_version
+from .graph import attr, opset_version
 
 _NEVER_FOLD = {
     "QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear",
@@ -37,34 +37,42 @@ def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
     return None
 
 
-def _evaluate(node: onnx.NodeProto, values: list[np.ndarray], opset: int) -> list[np.ndarray] | None:
+def _evaluate(node: onnx.NodeProto, values: list[np.ndarray | None], opset: int) -> list[np.ndarray] | None:
+    """Run one node on onnx's reference evaluator; ``None`` values are omitted optional inputs."""
     from onnx.reference import ReferenceEvaluator
 
-    inputs = [helper.make_tensor_value_info(f"i{k}", onnx.TensorProto.UNDEFINED, None) for k in range(len(values))]
+    present = [k for k, v in enumerate(values) if v is not None]
+    inputs = [helper.make_tensor_value_info(f"i{k}", onnx.TensorProto.UNDEFINED, None) for k in present]
     outputs = [helper.make_tensor_value_info(f"o{k}", onnx.TensorProto.UNDEFINED, None) for k in range(len(node.output))]
     clone = onnx.NodeProto()
     clone.CopyFrom(node)
-    for k, name in enumerate(node.input):
-        clone.input[k] = f"i{k}" if name else ""
-    for k in range(len(node.output)):
-        clone.output[k] = f"o{k}"
-    graph = helper.make_graph([clone], "fold", inputs, outputs)
+    for k in range(len(node.input)):
+        clone.input[k] = f"i{k}" if values[k] is not None else ""
+    for k, name in enumerate(node.output):
+        clone.output[k] = f"o{k}" if name else ""
+    graph = helper.make_graph([clone], "fold", inputs, [o for k, o in enumerate(outputs) if node.output[k]])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     try:
-        feeds = {f"i{k}": v for k, v in enumerate(values)}
-        return [np.asarray(o) for o in ReferenceEvaluator(model).run(None, feeds)]
+        feeds = {f"i{k}": values[k] for k in present}
+        results = iter(np.asarray(o) for o in ReferenceEvaluator(model).run(None, feeds))
+        return [next(results) if name else None for name in node.output]
     except Exception:
         return None
 
 
 def fold_constants(model: onnx.ModelProto) -> int:
-    """Fold in place; returns how many nodes were removed."""
+    """Fold in place; returns how many nodes were removed.
+
+    Besides nodes whose inputs are all constant, two cases need only types and shapes: ``Shape`` of a
+    tensor whose shape is fully static, and ``CastLike`` whose second input only lends its element type.
+    """
     graph = model.graph
     opset = opset_version(model)
-    known: dict[str, np.ndarray] = {}
-    init_names = {init.name for init in graph.initializer}
-    graph_inputs = {i.name for i in graph.input} - init_names
+    inits = {init.name: init for init in graph.initializer}
+    graph_inputs = {i.name for i in graph.input} - set(inits)
     outputs = {o.name for o in graph.output}
+    types = _known_types(graph)
+    known: dict[str, np.ndarray] = {}
     new_inits: list[onnx.TensorProto] = []
     keep: list[onnx.NodeProto] = []
     folded = 0
@@ -72,20 +80,21 @@ def fold_constants(model: onnx.ModelProto) -> int:
     def value(name: str) -> np.ndarray | None:
         if name in known:
             return known[name]
-        if name in init_names and name not in graph_inputs:
-            arr = numpy_helper.to_array(next(i for i in graph.initializer if i.name == name))
+        if name in inits and name not in graph_inputs:
+            arr = numpy_helper.to_array(inits[name])
             known[name] = arr
             return arr
         return None
 
     for node in graph.node:
-        result = _fold_one(node, value, opset)
-        if result is None or any(o in outputs for o in node.output):
+        result = _fold_one(node, value, types, opset)
+        if result is None or any(o in outputs for o in node.output if o):
             keep.append(node)
             continue
         for name, arr in zip(node.output, result, strict=True):
-            known[name] = arr
-            new_inits.append(numpy_helper.from_array(arr, name))
+            if name:
+                known[name] = arr
+                new_inits.append(numpy_helper.from_array(np.asarray(arr, order="C"), name))
         folded += 1
     if folded:
         del graph.node[:]
@@ -94,7 +103,23 @@ def fold_constants(model: onnx.ModelProto) -> int:
     return folded
 
 
-def _fold_one(node: onnx.NodeProto, value, opset: int) -> list[np.ndarray] | None:
+def _known_types(graph: onnx.GraphProto) -> dict[str, tuple[int, list[int] | None]]:
+    """Element type and static shape (None when any dimension is symbolic) of every typed value."""
+    types: dict[str, tuple[int, list[int] | None]] = {}
+    for vi in list(graph.input) + list(graph.value_info) + list(graph.output):
+        t = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or t.elem_type == onnx.TensorProto.UNDEFINED:
+            continue
+        shape = None
+        if t.HasField("shape") and all(d.HasField("dim_value") for d in t.shape.dim):
+            shape = [d.dim_value for d in t.shape.dim]
+        types[vi.name] = (t.elem_type, shape)
+    for init in graph.initializer:
+        types[init.name] = (init.data_type, list(init.dims))
+    return types
+
+
+def _fold_one(node: onnx.NodeProto, value, types, opset: int) -> list[np.ndarray] | None:
     if node.domain not in ("", "ai.onnx") or node.op_type in _NEVER_FOLD:
         return None
     if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
@@ -104,7 +129,11 @@ def _fold_one(node: onnx.NodeProto, value, opset: int) -> list[np.ndarray] | Non
         return None if v is None else [v]
     if not node.input:
         return None
-    values = []
+    if node.op_type in ("Shape", "CastLike"):
+        typed = _fold_by_type(node, value, types)
+        if typed is not None:
+            return typed
+    values: list[np.ndarray | None] = []
     for name in node.input:
         if not name:
             values.append(None)
@@ -116,11 +145,27 @@ def _fold_one(node: onnx.NodeProto, value, opset: int) -> list[np.ndarray] | Non
     if node.op_type == "Identity":
         return [values[0]]
     present = [v for v in values if v is not None]
-    if sum(v.size for v in present) > _MAX_FOLDED_ELEMENTS:
-        return None
-    if None in values:
+    if not present or sum(v.size for v in present) > _MAX_FOLDED_ELEMENTS:
         return None
     result = _evaluate(node, values, opset)
-    if result is None or sum(r.size for r in result) > _MAX_FOLDED_ELEMENTS:
+    if result is None or sum(r.size for r in result if r is not None) > _MAX_FOLDED_ELEMENTS:
         return None
     return result
+
+
+def _fold_by_type(node: onnx.NodeProto, value, types) -> list[np.ndarray] | None:
+    if node.op_type == "Shape":
+        known = types.get(node.input[0])
+        if known is None or known[1] is None:
+            return None
+        dims = np.array(known[1], dtype=np.int64)
+        start, end = attr(node, "start", 0), attr(node, "end", None)
+        return [dims[start:end]]
+    source = value(node.input[0])
+    like = types.get(node.input[1])
+    if source is None or like is None:
+        return None
+    try:
+        return [source.astype(helper.tensor_dtype_to_np_dtype(like[0]))]
+    except (KeyError, TypeError, ValueError):
+        return None

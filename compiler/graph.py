@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -23,7 +24,7 @@ def get_initializer(graph: onnx.GraphProto, name: str) -> np.ndarray | None:
 
 def set_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> None:
     """Replace (or add) an initializer, keeping its position so output files stay deterministic."""
-    tensor = numpy_helper.from_array(np.ascontiguousarray(array), name)
+    tensor = numpy_helper.from_array(np.asarray(array, order="C"), name)
     for i, init in enumerate(graph.initializer):
         if init.name == name:
             graph.initializer[i].CopyFrom(tensor)
@@ -158,3 +159,71 @@ def bypass(graph: onnx.GraphProto, node: onnx.NodeProto) -> bool:
 
 def remove_value_info(graph: onnx.GraphProto) -> None:
     del graph.value_info[:]
+
+
+def subgraph_reads(node: onnx.NodeProto) -> set[str]:
+    """Every tensor name read inside the node's subgraphs (If/Loop/Scan bodies), recursively."""
+    reads: set[str] = set()
+    for a in node.attribute:
+        if a.type == onnx.AttributeProto.GRAPH:
+            subgraphs = [a.g]
+        elif a.type == onnx.AttributeProto.GRAPHS:
+            subgraphs = list(a.graphs)
+        else:
+            continue
+        for g in subgraphs:
+            for n in g.node:
+                reads.update(i for i in n.input if i)
+                reads.update(subgraph_reads(n))
+    return reads
+
+
+def _kahn(graph: onnx.GraphProto) -> list[int]:
+    """Stable Kahn order of node indices; nodes on (or behind) a cycle are missing from it."""
+    nodes = list(graph.node)
+    producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
+    users: list[list[int]] = [[] for _ in nodes]
+    waiting = [0] * len(nodes)
+    for i, node in enumerate(nodes):
+        deps = {producer[r] for r in ({x for x in node.input if x} | subgraph_reads(node)) if r in producer}
+        deps.discard(i)
+        waiting[i] = len(deps)
+        for j in deps:
+            users[j].append(i)
+    ready = [i for i, w in enumerate(waiting) if w == 0]
+    heapq.heapify(ready)
+    order: list[int] = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    return order
+
+
+def topological_order(graph: onnx.GraphProto) -> list[int] | None:
+    """A stable topological order of the node indices (original order wherever dependencies allow);
+    None when the graph has a cycle."""
+    order = _kahn(graph)
+    return order if len(order) == len(graph.node) else None
+
+
+def cycle_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Names (or op types) of the nodes no topological order can place: a cycle and what depends on it."""
+    placed = set(_kahn(graph))
+    return [n.name or n.op_type for i, n in enumerate(graph.node) if i not in placed]
+
+
+def sort_nodes(graph: onnx.GraphProto) -> bool | None:
+    """Sort the nodes topologically in place (stable). True if the order changed, None on a cycle."""
+    order = topological_order(graph)
+    if order is None:
+        return None
+    if order == list(range(len(order))):
+        return False
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes[i] for i in order)
+    return True

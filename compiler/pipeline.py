@@ -20,7 +20,7 @@ import tomllib
 
 from .errors import PassError, PimcError
 from .loader import infer_shapes, name_nodes
-from .modelio import TWO_GB
+from .modelio import serialize_model, structure_fingerprint
 from .passbase import Pass, PassContext, get_pass
 from .stats import ModelStats, model_stats
 from .verify import compare_outputs, run_model
@@ -117,11 +117,13 @@ class PassRecord:
         }
 
 
-def check_model_full(model: onnx.ModelProto, pass_name: str) -> None:
-    if model.ByteSize() >= TWO_GB:
-        return  # checked by path when written; full_check needs an in-memory proto below 2 GB
+def check_model_full(model: onnx.ModelProto, pass_name: str, data: bytes | None = None) -> None:
+    """``onnx.checker.check_model(full_check=True)``; pass ``data`` (the serialized model) to reuse it."""
+    data = data if data is not None else serialize_model(model)
+    if data is None:
+        return  # full_check needs an in-memory proto below 2 GB; write_model saves such models externally
     try:
-        onnx.checker.check_model(model, full_check=True)
+        onnx.checker.check_model(data, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
         raise PassError(pass_name, f"produced an invalid model: {str(exc).strip().splitlines()[0]}") from exc
 
@@ -139,13 +141,27 @@ class PassManager:
         self.verify = verify
         self.verify_feeds = verify_feeds
         self.records: list[PassRecord] = []
+        self.final_stats: ModelStats | None = None
+        self.final_bytes: bytes | None = None
+        self._final_fingerprint: str | None = None
 
-    def run(self, model: onnx.ModelProto) -> onnx.ModelProto:
-        stats = model_stats(model)
+    def run(self, model: onnx.ModelProto, stats: ModelStats | None = None) -> onnx.ModelProto:
+        """Run every pass; ``stats`` are the input model's statistics if already known.
+        ``self.final_stats`` holds the output model's statistics afterwards, ``self.final_bytes`` its
+        serialization when a pass changed it (passes that report no change must not modify the model)."""
+        stats = stats if stats is not None else model_stats(model)
         reference = run_model(model, self.verify_feeds) if self.verify and self.verify_feeds else None
+        self.final_bytes = None
         for p in self.passes:
             model, stats, reference = self._run_one(p, model, stats, reference)
+        self.final_stats = stats
         return model
+
+    def output_bytes(self, model: onnx.ModelProto) -> bytes | None:
+        """The serialization made after the last changed pass, if ``model`` still matches it."""
+        if self.final_bytes is None or structure_fingerprint(model) != self._final_fingerprint:
+            return None
+        return self.final_bytes
 
     def _run_one(self, p: Pass, model, stats_before, reference):
         start = time.perf_counter()
@@ -156,16 +172,20 @@ class PassManager:
         except Exception as exc:
             raise PassError(p.name, f"{type(exc).__name__}: {exc}") from exc
         model = result.model
+        data = None
         if result.changed:
             name_nodes(model)
             model = infer_shapes(model, f"after pass '{p.name}'")
-            check_model_full(model, p.name)
+            data = serialize_model(model)
+            check_model_full(model, p.name, data)
+            self.final_bytes = data
+            self._final_fingerprint = structure_fingerprint(model) if data is not None else None
         seconds = time.perf_counter() - start
         stats_after = model_stats(model) if result.changed else stats_before
         record = PassRecord(p.name, dict(p.opts), result.changed, seconds, stats_before, stats_after,
                             stats=result.stats)
         if reference is not None:
-            outputs = run_model(model, self.verify_feeds) if result.changed else reference
+            outputs = run_model(data or model, self.verify_feeds) if result.changed else reference
             cmp = compare_outputs(reference, outputs)
             record.max_abs_err, record.max_rel_err = cmp.max_abs_err, cmp.max_rel_err
             if p.is_exact() and cmp.max_rel_err > p.tolerance:

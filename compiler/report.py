@@ -81,7 +81,11 @@ def render_report(report: dict[str, Any], console: Console | None = None) -> Non
                   f" → {report['output'] or '(not written)'}")
     table = Table(title="passes", show_lines=False)
     for col in ("pass", "changed", "nodes", "params (nz)", "MACs (eff.)", "max rel err", "s"):
-        table.add_column(col, justify="right" if col not in ("pass",) else "left")
+        if col == "pass":
+            table.add_column(col, justify="left", no_wrap=True, min_width=len(max((p["name"] for p in report["passes"]),
+                                                                                 key=len, default="pass")))
+        else:
+            table.add_column(col, justify="right")
     for p in report["passes"]:
         nodes = f"{sum(p['nodes_before'].values())}→{sum(p['nodes_after'].values())}"
         params = f"{_si(p['params_after'])} ({_si(p['nonzero_params_after'])})"

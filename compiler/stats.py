@@ -10,6 +10,7 @@ import onnx
 from onnx import numpy_helper
 
 from .annotations import MAP_PREFIX
+from .graph import subgraph_reads
 from .workload import extract_workload
 
 _QDQ = {"QuantizeLinear", "DequantizeLinear"}
@@ -37,11 +38,15 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 
 def _parameter_names(model: onnx.ModelProto) -> list[onnx.TensorProto]:
-    """Learnable-weight initializers: numeric tensors that are not pimc maps nor QDQ scales/zero points."""
+    """Learnable-weight initializers: numeric tensors some node reads that are not pimc maps nor QDQ
+    scales/zero points (initializers nothing reads, e.g. weights a pass replaced, are not parameters)."""
     qdq_side = {name for n in model.graph.node if n.op_type in _QDQ for name in n.input[1:]}
+    read = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
+    for n in model.graph.node:
+        read |= subgraph_reads(n)
     return [
         init for init in model.graph.initializer
-        if not init.name.startswith(MAP_PREFIX) and init.name not in qdq_side
+        if init.name in read and not init.name.startswith(MAP_PREFIX) and init.name not in qdq_side
         and init.data_type in _COUNTED_TYPES
     ]
 
@@ -56,9 +61,17 @@ def parameter_counts(model: onnx.ModelProto) -> tuple[int, int]:
 
 
 def model_stats(model: onnx.ModelProto) -> ModelStats:
-    params, nonzero = parameter_counts(model)
+    """Op counts, parameters and MACs; every weight is converted and counted once."""
+    arrays: dict[str, np.ndarray] = {}
+    nonzeros: dict[str, int] = {}
+    for init in _parameter_names(model):
+        arr = numpy_helper.to_array(init)
+        arrays[init.name] = arr
+        nonzeros[init.name] = int(np.count_nonzero(arr))
+    params = sum(a.size for a in arrays.values())
+    nonzero = sum(nonzeros.values())
     try:
-        workload = extract_workload(model)
+        workload = extract_workload(model, _known=(arrays, nonzeros))
         macs, effective = workload.macs, workload.effective_macs
     except Exception:
         macs = effective = 0

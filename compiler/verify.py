@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from .errors import PimcError
-from .modelio import TWO_GB
+from .modelio import TWO_GB, serialize_model
 
 
 @dataclass
@@ -26,20 +26,22 @@ class Comparison:
         return {"max_abs_err": self.max_abs_err, "max_rel_err": self.max_rel_err, "inputs": self.inputs}
 
 
-def session_for(model: onnx.ModelProto):
+def session_for(model: onnx.ModelProto | bytes):
+    """An onnxruntime CPU session for a model (or its serialized bytes)."""
     import onnxruntime as ort
 
-    if model.ByteSize() >= TWO_GB:
+    data = model if isinstance(model, bytes) else serialize_model(model)
+    if data is None or len(data) >= TWO_GB:
         raise PimcError("verification of models above 2 GB is not supported; run without --verify")
     options = ort.SessionOptions()
     options.log_severity_level = 3
     try:
-        return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise PimcError(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0]}") from exc
 
 
-def run_model(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
+def run_model(model: onnx.ModelProto | bytes, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
     session = session_for(model)
     names = {i.name for i in session.get_inputs()}
     try:

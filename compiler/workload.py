@@ -7,6 +7,10 @@ annotation of the node, plus the per-element maps the node references.
 
 MACs of a layer: ``batch · outH · outW · Cout · (Cin / groups) · kh · kw``. Effective MACs count only
 non-zero weights: ``batch · outH · outW · nnz(W)``.
+
+1-D convolutions are records with ``h = out_h = kh = 1``. 3-D convolutions fold depth into the height
+axis (``h = D·H``, ``out_h = outD·outH``, ``kh = kd·kh``, stride/pads/dilation of H and W), which keeps
+the MAC counts exact; ``spatial_dims`` says which case a record is.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ class LayerRecord:
     pads: tuple[int, int, int, int] = (0, 0, 0, 0)
     dilation: tuple[int, int] = (1, 1)
     groups: int = 1
+    spatial_dims: int = 2
     params: int = 0
     nonzero: int = 0
     weight_bits: int | None = None
@@ -101,19 +106,23 @@ class Workload:
         return {layer.name: layer for layer in self.layers}
 
 
-def constant_value(model: onnx.ModelProto, name: str, _inits=None, _prods=None) -> np.ndarray | None:
+def constant_value(
+    model: onnx.ModelProto, name: str, _inits=None, _prods=None, _arrays=None
+) -> np.ndarray | None:
     """The value of a tensor that is an initializer, possibly behind Identity / DequantizeLinear."""
     inits = _inits if _inits is not None else initializer_map(model.graph)
     prods = _prods if _prods is not None else producers(model.graph)
+    if _arrays is not None and name in _arrays:
+        return _arrays[name]
     if name in inits:
         return numpy_helper.to_array(inits[name])
     node = prods.get(name)
     if node is None:
         return None
     if node.op_type == "Identity":
-        return constant_value(model, node.input[0], inits, prods)
+        return constant_value(model, node.input[0], inits, prods, _arrays)
     if node.op_type == "DequantizeLinear":
-        q = constant_value(model, node.input[0], inits, prods)
+        q = constant_value(model, node.input[0], inits, prods, _arrays)
         if q is None:
             return None
         scale = constant_value(model, node.input[1], inits, prods)
@@ -139,19 +148,31 @@ def _dims(shape: list | None, name: str, node: onnx.NodeProto) -> list[int]:
     return [d if isinstance(d, int) and d > 0 else 1 for d in shape]
 
 
-def _conv_record(node, shapes, weight, model_batch_default=1) -> LayerRecord:
+def _conv_record(node, shapes, weight) -> LayerRecord:
     x = _dims(shapes.get(node.input[0]), node.input[0], node)
     y = _dims(shapes.get(node.output[0]), node.output[0], node)
-    if len(x) != 4 or len(y) != 4:
-        raise PimcError(f"node '{node.name}': only 2-D convolutions are supported (input rank {len(x)})")
+    if len(x) != len(y) or len(x) not in (3, 4, 5):
+        raise PimcError(f"node '{node.name}': only 1-D, 2-D and 3-D convolutions are supported (input rank {len(x)})")
     wshape = list(weight.shape) if weight is not None else _dims(shapes.get(node.input[1]), node.input[1], node)
-    kh, kw = int(wshape[2]), int(wshape[3])
-    pads = attr(node, "pads", [0, 0, 0, 0])
+    spatial = len(x) - 2
+    kernel = [int(k) for k in wshape[2:]]
+    strides = list(attr(node, "strides", [1] * spatial))
+    dilations = list(attr(node, "dilations", [1] * spatial))
+    pads = list(attr(node, "pads", [0] * (2 * spatial)))
+    in_sp, out_sp = x[2:], y[2:]
+    if spatial == 1:
+        in_sp, out_sp, kernel = [1, *in_sp], [1, *out_sp], [1, *kernel]
+        strides, dilations, pads = [1, *strides], [1, *dilations], [0, pads[0], 0, pads[1]]
+    elif spatial == 3:
+        in_sp, out_sp = [in_sp[0] * in_sp[1], in_sp[2]], [out_sp[0] * out_sp[1], out_sp[2]]
+        kernel = [kernel[0] * kernel[1], kernel[2]]
+        strides, dilations = strides[1:], dilations[1:]
+        pads = [pads[1], pads[2], pads[4], pads[5]]
     return LayerRecord(
-        name=node.name, op="Conv", batch=x[0], cin=x[1], cout=y[1], h=x[2], w=x[3], out_h=y[2], out_w=y[3],
-        kernel=(kh, kw), stride=tuple(attr(node, "strides", [1, 1])), pads=tuple(pads),
-        dilation=tuple(attr(node, "dilations", [1, 1])), groups=int(attr(node, "group", 1)),
-        input=node.input[0], output=node.output[0],
+        name=node.name, op="Conv", batch=x[0], cin=x[1], cout=y[1], h=in_sp[0], w=in_sp[1],
+        out_h=out_sp[0], out_w=out_sp[1], kernel=(kernel[0], kernel[1]), stride=(strides[0], strides[1]),
+        pads=tuple(pads), dilation=(dilations[0], dilations[1]), groups=int(attr(node, "group", 1)),
+        spatial_dims=spatial, input=node.input[0], output=node.output[0],
     )
 
 
@@ -176,8 +197,12 @@ def _fused_activation(node, consumers_of, annotations: dict[str, Any]) -> str | 
     return None
 
 
-def extract_workload(model: onnx.ModelProto) -> Workload:
-    """Layer records of every compute node, in graph order. Needs shape-inferred models."""
+def extract_workload(model: onnx.ModelProto, _known=None) -> Workload:
+    """Layer records of every compute node, in graph order. Needs shape-inferred models.
+
+    ``_known`` (internal): ``(arrays, nonzeros)`` by initializer name, already computed by the caller.
+    """
+    arrays, nonzeros = _known if _known is not None else (None, {})
     graph = model.graph
     shapes = value_shapes(model)
     inits = initializer_map(graph)
@@ -186,7 +211,7 @@ def extract_workload(model: onnx.ModelProto) -> Workload:
     for node in graph.node:
         if node.op_type not in COMPUTE_OPS:
             continue
-        weight = constant_value(model, node.input[1], inits, prods) if len(node.input) > 1 else None
+        weight = constant_value(model, node.input[1], inits, prods, arrays) if len(node.input) > 1 else None
         if node.op_type == "Conv":
             record = _conv_record(node, shapes, weight)
         else:
@@ -198,7 +223,8 @@ def extract_workload(model: onnx.ModelProto) -> Workload:
         record.weight = weight
         if weight is not None:
             record.params = int(weight.size)
-            record.nonzero = int(np.count_nonzero(weight))
+            known = nonzeros.get(node.input[1])
+            record.nonzero = known if known is not None else int(np.count_nonzero(weight))
         record.weight_bits = notes.get("weight_bits")
         record.act_bits = notes.get("act_bits")
         record.fused_activation = _fused_activation(node, None, notes)

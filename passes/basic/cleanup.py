@@ -1,4 +1,4 @@
-"""cleanup: remove dead nodes and unused initializers, then sort the graph topologically.
+"""cleanup: remove dead nodes and unused initializers, after sorting the graph topologically.
 
 A node is dead when none of its outputs reaches a graph output. Initializers referenced by a node's
 ``pimc.maps`` annotation are kept (they carry per-element compression maps). The sort is stable: nodes
@@ -11,7 +11,7 @@ import onnx
 
 from ...compiler.annotations import referenced_map_names
 from ...compiler.errors import PimcError
-from ...compiler.graph import graph_output_names, remove_initializers
+from ...compiler.graph import cycle_nodes, graph_output_names, remove_initializers, sort_nodes, subgraph_reads
 from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
 
 
@@ -23,14 +23,15 @@ class Cleanup(Pass):
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         graph = model.graph
+        reordered = toposort(graph)
         dead = remove_dead_nodes(graph)
         unused = remove_unused_initializers(model)
-        reordered = toposort(graph)
         changed = bool(dead or unused or reordered)
         return PassResult(model, changed, {"dead_nodes": dead, "unused_initializers": unused, "reordered": reordered})
 
 
 def remove_dead_nodes(graph: onnx.GraphProto) -> list[str]:
+    """Drop nodes no graph output depends on; the graph must be topologically sorted."""
     live: set[str] = set(graph_output_names(graph))
     keep: list[onnx.NodeProto] = []
     dead: list[str] = []
@@ -49,14 +50,7 @@ def remove_dead_nodes(graph: onnx.GraphProto) -> list[str]:
 
 
 def _subgraph_reads(node: onnx.NodeProto) -> set[str]:
-    reads: set[str] = set()
-    for a in node.attribute:
-        subgraphs = [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs)
-        for g in subgraphs:
-            for n in g.node:
-                reads.update(n.input)
-                reads.update(_subgraph_reads(n))
-    return reads
+    return subgraph_reads(node)
 
 
 def remove_unused_initializers(model: onnx.ModelProto) -> list[str]:
@@ -77,35 +71,7 @@ def remove_unused_initializers(model: onnx.ModelProto) -> list[str]:
 
 def toposort(graph: onnx.GraphProto) -> bool:
     """Stable Kahn sort; True when the order changed. A cycle is an error."""
-    nodes = list(graph.node)
-    producer = {out: i for i, n in enumerate(nodes) for out in n.output if out}
-    deps: list[set[int]] = []
-    for node in nodes:
-        reads = {i for i in node.input if i} | _subgraph_reads(node)
-        deps.append({producer[r] for r in reads if r in producer} - set())
-    waiting = [len(d) for d in deps]
-    users: list[list[int]] = [[] for _ in nodes]
-    for i, d in enumerate(deps):
-        for j in d:
-            users[j].append(i)
-    import heapq
-
-    ready = [i for i, w in enumerate(waiting) if w == 0]
-    heapq.heapify(ready)
-    order: list[int] = []
-    while ready:
-        i = heapq.heappop(ready)
-        order.append(i)
-        for u in users[i]:
-            waiting[u] -= 1
-            if waiting[u] == 0:
-                heapq.heappush(ready, u)
-    if len(order) != len(nodes):
-        raise PimcError("the graph has a cycle")
-    if order == list(range(len(nodes))):
-        return False
-    del graph.node[:]
-    graph.node.extend(nodes[i] for i in order)
-    return True
-
-
+    changed = sort_nodes(graph)
+    if changed is None:
+        raise PimcError(f"the graph has a cycle through {', '.join(cycle_nodes(graph)[:5])}")
+    return changed
