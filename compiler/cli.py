@@ -17,6 +17,7 @@ _PLUGINS = {
     "run": ("pimc.runtime.commands", "run_command"),
     "bench": ("pimc.runtime.commands", "bench_command"),
     "models": ("pimc.models.commands", "models_group"),
+    "demo": ("pimc.compiler.demo", "demo_command"),
 }
 
 
