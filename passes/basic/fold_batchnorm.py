@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ...compiler.graph import all_names, attr, consumers, graph_output_names, unique_name
+from ...compiler.graph import all_names, attr, consumers, graph_output_names, subgraph_reads, unique_name
 from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
 
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
@@ -33,6 +33,7 @@ class FoldBatchnorm(Pass):
         inits = {init.name: init for init in graph.initializer}
         pairs = find_foldable(graph, inits)
         names = all_names(graph)
+        replaced = {name for conv, bn in pairs for name in [*conv.input[1:3], *bn.input[1:5]] if name}
         for conv, bn in pairs:
             _fold(graph, inits, names, conv, bn)
         if pairs:
@@ -40,7 +41,21 @@ class FoldBatchnorm(Pass):
             keep = [n for n in graph.node if id(n) not in folded_bns]
             del graph.node[:]
             graph.node.extend(keep)
+            _drop_unread(graph, replaced)
         return PassResult(model, bool(pairs), {"folded": [conv.name for conv, _ in pairs]})
+
+
+def _drop_unread(graph: onnx.GraphProto, candidates: set[str]) -> None:
+    """Remove the replaced weights and BN parameters nothing reads any more (cleanup would otherwise
+    have to rewrite the whole model once more just for them)."""
+    read = {name for node in graph.node for name in [*node.input, *subgraph_reads(node)]}
+    read |= graph_output_names(graph)
+    read |= {i.name for i in graph.input}
+    dead = candidates - read
+    if dead:
+        keep = [init for init in graph.initializer if init.name not in dead]
+        del graph.initializer[:]
+        graph.initializer.extend(keep)
 
 
 def find_foldable(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto]):
