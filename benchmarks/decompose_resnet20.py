@@ -1,16 +1,18 @@
 """End-to-end PENNI measurement on ResNet-20 / digits (issue 3, "Done when").
 
 Runs, printing every command:
-  1. pimc export decompose --model resnet20 --data digits ... --dense-output dense.onnx   (skipped with --reuse)
+  1. OMP_NUM_THREADS=2 pimc export decompose --model resnet20 --data digits ... --dense-output dense.onnx
+     --threads 2   (skipped with --reuse; the dense baseline is the pre-trained model PENNI starts from)
   2. pimc compile penni.onnx --target onnxruntime --verify    (shrink + recompose, exact)
   3. pimc compile penni.onnx --target escalate --report        (the accelerator path)
   4. pimc run dense.onnx / penni.onnxruntime.onnx --data digits --json
   5. pimc bench dense.onnx penni.onnxruntime.onnx --data digits --batches 1,64
-and prints the conv-parameter reduction: stored conv weights of the dense model (all non-zero) against
-the compressed one, where a decomposed layer stores its d·kh·kw shared basis once plus the non-zero
-coefficients, and every other conv its non-zero weights.
+and prints the conv-parameter reduction (``stored_conv_params``: a decomposed layer stores its d·kh·kw
+shared basis once plus the non-zero coefficients, every other conv its non-zero weights; the dense
+model's weights are all counted), the accuracies, the onnxruntime speed-ups and the ESCALATE report's
+speedup_vs / energy_gain_vs against its dense and sparse baselines.
 
-    python -m pimc.benchmarks.decompose_resnet20 --out /tmp/penni [--reuse] [--pretrain-epochs 3 ...]
+    python -m pimc.benchmarks.decompose_resnet20 --out /tmp/penni [--reuse] [--pretrain-epochs 4 ...]
 """
 
 from __future__ import annotations
@@ -21,11 +23,9 @@ import shlex
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import onnx
 
-from pimc.compiler.annotations import get_node_annotation
-from pimc.compiler.graph import get_initializer
+from pimc.passes.decompose._common import stored_conv_params
 
 
 def sh(args: list[str]) -> str:
@@ -35,28 +35,23 @@ def sh(args: list[str]) -> str:
 
 
 def conv_params(path: Path) -> int:
-    model = onnx.load(str(path))
-    total = 0
-    for node in model.graph.node:
-        if node.op_type != "Conv":
-            continue
-        weight = get_initializer(model.graph, node.input[1])
-        if get_node_annotation(node, "role") == "basis":
-            total += int(get_node_annotation(node, "rank")) * weight.shape[2] * weight.shape[3]
-        else:
-            total += int(np.count_nonzero(weight))
-    return total
+    return stored_conv_params(onnx.load(str(path)))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("/tmp/penni"))
     parser.add_argument("--reuse", action="store_true", help="reuse dense.onnx / penni.onnx in --out")
-    parser.add_argument("--pretrain-epochs", default="3")
-    parser.add_argument("--epochs", default="4")
-    parser.add_argument("--swap-every", default="1")
-    parser.add_argument("--finetune-epochs", default="2")
+    parser.add_argument("--pretrain-epochs", default="4")
+    parser.add_argument("--epochs", default="10")
+    parser.add_argument("--swap-every", default="2")
+    parser.add_argument("--prune-rounds", default="3")
+    parser.add_argument("--finetune-epochs", default="4")
     parser.add_argument("--threshold", default="1.0")
+    parser.add_argument("--group-l1", default="1e-2")
+    parser.add_argument("--group-threshold", default="1.0")
+    parser.add_argument("--threads", default="2")
+    parser.add_argument("--repeats", default="50")
     parser.add_argument("--seed", default="0")
     args = parser.parse_args()
     out = args.out
@@ -66,15 +61,17 @@ def main() -> None:
     if not args.reuse:
         print(sh(["pimc", "export", "decompose", "--model", "resnet20", "--data", "digits", "-o", str(penni),
                   "--dense-output", str(dense), "--pretrain-epochs", args.pretrain_epochs, "--epochs", args.epochs,
-                  "--swap-every", args.swap_every, "--finetune-epochs", args.finetune_epochs,
-                  "--threshold", args.threshold, "--seed", args.seed, "--no-progress"]))
+                  "--swap-every", args.swap_every, "--prune-rounds", args.prune_rounds,
+                  "--finetune-epochs", args.finetune_epochs, "--threshold", args.threshold,
+                  "--group-l1", args.group_l1, "--group-threshold", args.group_threshold,
+                  "--threads", args.threads, "--seed", args.seed, "--no-progress"]))
     sh(["pimc", "compile", str(penni), "--target", "onnxruntime", "-o", str(ort_model), "--verify",
         "--report", str(out / "ort_report.json")])
     sh(["pimc", "compile", str(penni), "--target", "escalate", "-o", str(esc_model),
         "--report", str(out / "escalate_report.json")])
     runs = {p.name: json.loads(sh(["pimc", "run", str(p), "--data", "digits", "--json"])) for p in (dense, ort_model)}
     bench = json.loads(sh(["pimc", "bench", str(dense), str(ort_model), "--data", "digits", "--batches", "1,64",
-                           "--repeats", "50", "--json"]))
+                           "--repeats", args.repeats, "--json"]))
     before, after = conv_params(dense), conv_params(penni)
     acc_dense, acc_penni = runs[dense.name]["accuracy"], runs[ort_model.name]["accuracy"]
     print(f"conv parameters: dense {before}, compressed {after}, removed {1 - after / before:.2%}")
@@ -85,7 +82,9 @@ def main() -> None:
         print(f"batch {batch}: dense {bench[0][key]:.3f} ms, compressed+recomposed {bench[1][key]:.3f} ms, "
               f"speed-up {bench[0][key] / bench[1][key]:.2f}x")
     esc = json.loads((out / "escalate_report.json").read_text())
-    print("escalate report sections:", ", ".join(sorted(esc)))
+    cost = esc.get("cost", esc)
+    for key in ("speedup_vs", "energy_gain_vs"):
+        print(f"escalate {key}: " + ", ".join(f"{k} {v:.2f}x" for k, v in sorted(cost.get(key, {}).items())))
 
 
 if __name__ == "__main__":

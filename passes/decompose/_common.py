@@ -127,3 +127,22 @@ def dense_weight(basis_w: np.ndarray, coef_w: np.ndarray, cin: int) -> np.ndarra
 
 def producer_of(graph: onnx.GraphProto, name: str) -> onnx.NodeProto | None:
     return producers(graph).get(name)
+
+
+def stored_conv_params(model: onnx.ModelProto) -> int:
+    """Conv weights a compressed model stores: d·kh·kw per basis node (shared), non-zeros elsewhere.
+
+    A basis node's weight repeats the layer's d kernels for every input channel, but they are one shared
+    basis; every other Conv (coefficient, recomposed or plain) counts its non-zero weights.
+    """
+    total = 0
+    for node in model.graph.node:
+        weight = conv_weight(model.graph, node)
+        if weight is None:
+            continue
+        if get_node_annotation(node, "role") == BASIS:
+            total += int(get_node_annotation(node, "rank") or weight.shape[0] // int(attr(node, "group", 1))) \
+                * int(weight.shape[2] * weight.shape[3])
+        else:
+            total += int(np.count_nonzero(weight))
+    return total

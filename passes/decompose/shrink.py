@@ -23,6 +23,10 @@ per-channel constants are sliced. The removable sets are found as a greatest fix
 locally removable channels, drop any that violate a coupling, repeat), and at least one channel of a
 space is always kept. The whole analysis repeats until nothing changes, since removing inputs can leave
 further filters all-zero. Every step is an exact algebraic identity, so the pass is exact.
+
+Per-element maps travel with the weights: a ``pattern`` map ([Cout, Cin/groups] pattern ids of
+pattern-prune) loses the rows of removed filters and the columns of removed input channels; other maps
+lose rows when they have one row per filter (see ``_slice_maps``).
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ...compiler.annotations import get_node_annotation, set_node_annotation
+from ...compiler.annotations import get_node_annotation, get_node_map, set_node_annotation, set_node_map
 from ...compiler.graph import (
     all_names,
     attr,
@@ -430,6 +434,7 @@ def _apply(model, a: _Analysis, removable: dict[str, set[int]], removed) -> None
         rout = removable.get(a.space.get(layer.dst), set())
         if rin or rout:
             _edit_layer(graph, names, layer, a, rin, rout, removed)
+            _slice_maps(model, layer, rin, rout, removed)
     for node, index, _kind in a.params:
         sid = a.space.get(node.output[0])
         rem = removable.get(sid, set())
@@ -482,6 +487,29 @@ def _edit_layer(graph, names, layer: _Layer, a: _Analysis, rin: set[int], rout: 
             bias = None if bias is None else bias[keep_out]
             stat["out_channels"] += len(rout)
     _write_layer(graph, names, layer, w, bias)
+
+
+def _slice_maps(model: onnx.ModelProto, layer: _Layer, rin: set[int], rout: set[int], removed) -> None:
+    """Cut the node's per-element maps like its weight: rows of removed filters, columns of removed inputs.
+
+    The ``pattern`` map is [Cout, Cin/groups] by contract, so both axes follow the weight. Another map
+    (e.g. the block-wise ``bits`` map) is cut along rows only when it has one row per filter and no input
+    channel went; otherwise it is left as it was and the node is listed under ``maps_not_resized``.
+    """
+    node = layer.node
+    out, cin = layer.weight.shape[:2]
+    keep_out = [o for o in range(out) if o not in rout]
+    keep_in = [c for c in range(cin) if c not in rin] if layer.kind == "conv" else list(range(cin))
+    for kind in sorted(get_node_annotation(node, "maps", {}) or {}):
+        array = get_node_map(model, node, kind)
+        if array is None or array.ndim < 1:
+            continue
+        if kind == "pattern" and array.shape[:2] == (out, cin):
+            set_node_map(model, node, kind, array[keep_out][:, keep_in])
+        elif array.shape[0] == out and (layer.kind != "conv" or not rin):
+            set_node_map(model, node, kind, array[keep_out])
+        else:
+            removed[node.name]["maps_not_resized"] += 1
 
 
 def _set_group(node: onnx.NodeProto, group: int) -> None:

@@ -94,3 +94,68 @@ def test_cli_digits_cnn_compiles_for_both_targets(tmp_path):
         model, _ = compile_model(CompileOptions(input=str(out), target=target, output=str(tmp_path / f"{target}.onnx"),
                                                 verify=True))
         assert run_model(model, [{"input": np.zeros((1, 1, 8, 8), np.float32)}])
+
+
+def test_group_prune_zeroes_whole_slices():
+    torch.manual_seed(2)
+    layer = DecomposedConv2d(nn.Conv2d(4, 5, 3), rank=3)
+    with torch.no_grad():
+        layer.coefficient.copy_(torch.randn(5, 4, 3).sign() * (1 + torch.rand(5, 4, 3)))
+        layer.coefficient[2] *= 0.05  # filter 2 weak as a whole
+        layer.coefficient[:, 1] *= 0.05  # input channel 1 weak as a whole
+    layer.prune(threshold=0.0, group_threshold=0.5)
+    assert layer.dead_outputs().tolist() == [False, False, True, False, False]
+    assert torch.all(layer.mask[:, 1] == 0) and int(layer.mask.sum()) == 4 * 3 * 3
+    layer.prune(threshold=0.0, group_threshold=0.5)  # pruned slices count as 0: a second round is stable
+    assert int(layer.mask.sum()) == 4 * 3 * 3
+    layer.prune(threshold=0.0, group_threshold=100.0)  # the largest coefficient always survives
+    assert int(layer.mask.sum()) == 1
+
+
+def test_sparsity_penalty_is_l1_plus_slice_norms():
+    from pimc.passes.decompose.exporter import sparsity_penalty
+
+    layer = DecomposedConv2d(nn.Conv2d(3, 2, 3), rank=2)
+    with torch.no_grad():
+        layer.coefficient.copy_(torch.arange(12, dtype=torch.float32).reshape(2, 3, 2) - 5)
+    c = layer.coefficient.detach().double()
+    expected = 0.1 * c.abs().sum() + 0.01 * (c.square().sum((1, 2)).sqrt().sum() + c.square().sum((0, 2)).sqrt().sum())
+    got = sparsity_penalty({"l": layer}, 0.1, 0.01)
+    assert abs(float(got.detach()) - float(expected)) < 1e-4
+    assert sparsity_penalty({"l": layer}, 0.0, 0.0) is None
+
+
+def test_dead_filters_become_zero_and_shrink_removes_them_exactly(tmp_path):
+    from pimc.passes.decompose.exporter import find_followers
+
+    net = small_net()
+    layers = replace_convs(net, rank=4)
+    assert find_followers(net, layers, torch.randn(2, 2, 8, 8)) == {"0": net[1]}
+    with torch.no_grad():
+        layers["0"].mask[[1, 5]] = 0  # filters 1 and 5 of conv 0 dead: BN 1 must output 0
+        layers["3"].mask[[2]] = 0  # filter 2 of conv 3 dead: its bias must become 0
+        net[1].bias.fill_(0.3)
+        layers["3"].bias.fill_(0.2)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 2, 8, 8, generator=gen)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.randint(0, 3, (32,), generator=gen)),
+                                         batch_size=16)
+    stats = penni_compress(net, loader, PenniConfig(rank=4, epochs=1, finetune_epochs=1, threshold=0.0,
+                                                    group_threshold=0.0, progress=False))
+    assert stats["dead_filters"] == {"0": 2, "3": 1}
+    assert torch.all(net[1].weight[[1, 5]] == 0) and torch.all(net[1].bias[[1, 5]] == 0)
+    assert float(layers["3"].bias.detach()[2]) == 0.0 and float(layers["3"].bias.detach()[0]) != 0.0
+    proto = export_penni(net, tmp_path / "m.onnx", (2, 8, 8))
+    coefs = [get_initializer_shape(proto, n) for n in proto.graph.node if get_node_annotation(n, "role") == "coefficient"]
+    assert [c[0] for c in coefs] == [6, 7]  # the dead filters are gone from the exported graph
+    probe = np.random.default_rng(1).standard_normal((3, 2, 8, 8)).astype(np.float32)
+    (onnx_out,) = run_model(proto, [{"input": probe}])[0]
+    with torch.no_grad():
+        torch_out = net.eval()(torch.from_numpy(probe)).numpy()
+    np.testing.assert_allclose(onnx_out, torch_out, rtol=1e-4, atol=1e-5)
+
+
+def get_initializer_shape(proto, node):
+    from pimc.compiler.graph import get_initializer
+
+    return get_initializer(proto.graph, node.input[1]).shape

@@ -155,3 +155,43 @@ def test_zoo_models_with_random_filter_pruning(name):
             init.CopyFrom(numpy_helper.from_array(arr, init.name))
     out, stats = shrink(model)
     assert stats["channels_removed"] > 0
+
+
+def test_pattern_maps_follow_removed_filters_and_inputs():
+    from pimc.backends.cim import pattern_row_mask
+    from pimc.compiler.annotations import get_node_map, set_node_map
+    from pimc.compiler.workload import extract_workload
+
+    nodes = [conv("c1", "x", "W1", "a", "B1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["r"]),
+             conv("c2", "r", "W2", "b", "B2", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["b"], ["s"]),
+             conv("c3", "s", "W3", "y", "B3", pads=[1, 1, 1, 1])]
+    inits = {"W1": w(6, 3, 3, 3), "B1": w(6), "W2": w(8, 6, 3, 3, dead_out=[0, 5]),
+             "B2": np.array([0, 0.2, 0.1, 0.3, 0.4, -2.0, 0.5, 0.6], np.float32),
+             "W3": w(4, 8, 3, 3, dead_in=[3]), "B3": w(4)}
+    model = get_pass("pattern-prune")(connectivity=0.25).run(build(nodes, inits, [1, 3, 8, 8]), PassContext()).model
+    nodes_by_name = {n.name: n for n in model.graph.node}
+    before = {name: get_node_map(model, nodes_by_name[name], "pattern") for name in ("c2", "c3")}
+    assert before["c2"].shape == (8, 6) and before["c3"].shape == (4, 8)
+    weight = weight_of(model, "c2").copy()  # make c2's input 4 unused: c1's filter 4 goes too
+    weight[:, 4] = 0
+    set_initializer_array(model, "c2", weight)
+    marked = before["c2"].copy()
+    marked[:, 4] = -1
+    set_node_map(model, nodes_by_name["c2"], "pattern", marked)
+    out, stats = shrink(model)
+    after = {n.name: get_node_map(out, n, "pattern") for n in out.graph.node if n.name in ("c1", "c2", "c3")}
+    # c2's filters 0 and 5 give relu(0) and relu(-2), constant 0; c3 never reads input 3; c1's filter 4 unused
+    assert weight_of(out, "c2").shape == (5, 5, 3, 3)
+    np.testing.assert_array_equal(after["c2"], marked[[1, 2, 4, 6, 7]][:, [0, 1, 2, 3, 5]])
+    np.testing.assert_array_equal(after["c3"], before["c3"][:, [1, 2, 4, 6, 7]])
+    assert after["c1"].shape == (5, 3)
+    for record in extract_workload(out).layers:
+        assert pattern_row_mask(record).shape[0] == record.cout  # the CiM backend accepts the shrunk maps
+    assert stats["removed"]["c2"]["out_channels"] == 3
+
+
+def set_initializer_array(model, node_name, array):
+    from pimc.compiler.graph import set_initializer
+
+    node = next(n for n in model.graph.node if n.name == node_name)
+    set_initializer(model.graph, node.input[1], array)
