@@ -39,15 +39,17 @@ def op_counts(model: onnx.ModelProto) -> dict[str, int]:
 
 def _parameter_names(model: onnx.ModelProto) -> list[onnx.TensorProto]:
     """Learnable-weight initializers: numeric tensors some node reads that are not pimc maps nor QDQ
-    scales/zero points (initializers nothing reads, e.g. weights a pass replaced, are not parameters)."""
+    scales/zero points (initializers nothing reads, e.g. weights a pass replaced, are not parameters).
+    Any tensor a DequantizeLinear expands (int8 weights, int32 biases) is a parameter."""
     qdq_side = {name for n in model.graph.node if n.op_type in _QDQ for name in n.input[1:]}
+    dequantized = {n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
     read = {name for n in model.graph.node for name in n.input} | {o.name for o in model.graph.output}
     for n in model.graph.node:
         read |= subgraph_reads(n)
     return [
         init for init in model.graph.initializer
         if init.name in read and not init.name.startswith(MAP_PREFIX) and init.name not in qdq_side
-        and init.data_type in _COUNTED_TYPES
+        and (init.data_type in _COUNTED_TYPES or init.name in dequantized)
     ]
 
 

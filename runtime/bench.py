@@ -11,31 +11,16 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
+from ..compiler.stats import parameter_counts
 from .datasets import Dataset, load_dataset
 from .session import accuracy, batch_input, make_session, model_input, predict, time_run
 
 CSV_FIELDS = [
     "model", "params", "nonzero_params", "sparsity", "accuracy", "top1_agreement", "max_abs_diff",
 ]
-_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
-
-
-def count_params(model: onnx.ModelProto) -> tuple[int, int]:
-    """Total and non-zero element counts of the model's floating-point initializers."""
-    total = nonzero = 0
-    for tensor in model.graph.initializer:
-        if tensor.data_type not in _FLOAT_TYPES:
-            continue
-        values = numpy_helper.to_array(tensor)
-        total += int(values.size)
-        nonzero += int(np.count_nonzero(values))
-    return total, nonzero
-
-
 def compare_models(
     paths: Sequence[str | os.PathLike],
     data_spec: str = "digits",
@@ -93,7 +78,7 @@ def _row(
     latency: dict[int, float],
 ) -> dict:
     """One result row."""
-    params, nonzero = count_params(proto)
+    params, nonzero = parameter_counts(proto)
     row = {
         "model": name,
         "params": params,

@@ -12,6 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+
 from pimc.compiler.errors import PimcError
 from pimc.models import bundled_model_path
 from pimc.models.commands import models_group

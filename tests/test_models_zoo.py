@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 import torch
+
 from pimc.compiler.errors import PimcError
 from pimc.models.zoo import MODELS, build_model, model_input_shape
 

@@ -10,9 +10,11 @@ import numpy as np
 import onnx
 from click.testing import CliRunner
 from onnx import numpy_helper
+
 from pimc.compiler.errors import PimcError
+from pimc.compiler.stats import parameter_counts
 from pimc.models import bundled_model_path
-from pimc.runtime.bench import compare_models, count_params, write_csv, write_plot
+from pimc.runtime.bench import compare_models, write_csv, write_plot
 from pimc.runtime.commands import bench_command
 
 
@@ -39,7 +41,7 @@ def test_identical_models_agree(tmp_path: Path) -> None:
 
 def test_pruned_model_counts_and_outputs(tmp_path: Path) -> None:
     pruned = _pruned_copy(tmp_path)
-    total, nonzero = count_params(onnx.load(pruned))
+    total, nonzero = parameter_counts(onnx.load(pruned))
     assert nonzero == total - 320
     rows = compare_models([bundled_model_path(), pruned], "digits", batches=(4,), repeats=2)
     assert rows[1]["nonzero_params"] == nonzero and rows[1]["max_abs_diff"] > 0
@@ -72,3 +74,16 @@ def test_bench_rejects_mismatched_inputs(tmp_path: Path) -> None:
     assert isinstance(res.exception, PimcError) and "differs" in str(res.exception)
     res = CliRunner().invoke(bench_command, [str(bundled_model_path()), "--batches", "0"])
     assert isinstance(res.exception, PimcError)
+
+
+def test_quantized_weights_count_as_parameters(tmp_path: Path) -> None:
+    """int8 weights and int32 biases behind DequantizeLinear are parameters like the float ones."""
+    from pimc.compiler.compile import CompileOptions, compile_model
+
+    out = tmp_path / "q.onnx"
+    compile_model(CompileOptions(input=str(bundled_model_path()), target="onnxruntime", output=str(out),
+                                 passes="quantize", data="digits"))
+    dense, _ = parameter_counts(onnx.load(bundled_model_path()))
+    rows = compare_models([bundled_model_path(), out], "digits", batches=(4,), repeats=1)
+    assert rows[1]["params"] == dense
+    assert rows[1]["accuracy"] >= rows[0]["accuracy"] - 0.01

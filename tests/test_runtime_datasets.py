@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from pimc.compiler.errors import PimcError
 from pimc.runtime.datasets import CIFAR_MEAN, CIFAR_STD, load_dataset, resize_bilinear, safe_unpickle
 

@@ -9,6 +9,7 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
+
 from pimc.compiler.errors import PimcError
 from pimc.models import bundled_model_path
 from pimc.runtime.commands import run_command
