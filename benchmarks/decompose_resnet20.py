@@ -42,14 +42,16 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("/tmp/penni"))
     parser.add_argument("--reuse", action="store_true", help="reuse dense.onnx / penni.onnx in --out")
-    parser.add_argument("--pretrain-epochs", default="4")
-    parser.add_argument("--epochs", default="10")
+    parser.add_argument("--pretrain-epochs", default="15")
+    parser.add_argument("--epochs", default="12")
     parser.add_argument("--swap-every", default="2")
     parser.add_argument("--prune-rounds", default="3")
-    parser.add_argument("--finetune-epochs", default="4")
+    parser.add_argument("--finetune-epochs", default="6")
     parser.add_argument("--threshold", default="1.0")
     parser.add_argument("--group-l1", default="1e-2")
     parser.add_argument("--group-threshold", default="1.0")
+    parser.add_argument("--residual-l1", default="1e-2")
+    parser.add_argument("--residual-threshold", default="1.1")
     parser.add_argument("--threads", default="2")
     parser.add_argument("--repeats", default="50")
     parser.add_argument("--seed", default="0")
@@ -64,11 +66,16 @@ def main() -> None:
                   "--swap-every", args.swap_every, "--prune-rounds", args.prune_rounds,
                   "--finetune-epochs", args.finetune_epochs, "--threshold", args.threshold,
                   "--group-l1", args.group_l1, "--group-threshold", args.group_threshold,
+                  "--residual-l1", args.residual_l1, "--residual-threshold", args.residual_threshold,
                   "--threads", args.threads, "--seed", args.seed, "--no-progress"]))
     sh(["pimc", "compile", str(penni), "--target", "onnxruntime", "-o", str(ort_model), "--verify",
         "--report", str(out / "ort_report.json")])
-    sh(["pimc", "compile", str(penni), "--target", "escalate", "-o", str(esc_model),
-        "--report", str(out / "escalate_report.json")])
+    try:
+        sh(["pimc", "compile", str(penni), "--target", "escalate", "-o", str(esc_model),
+            "--report", str(out / "escalate_report.json")])
+        escalate_error = None
+    except subprocess.CalledProcessError as exc:
+        escalate_error = (exc.stderr or "").strip().splitlines()[-1:] or ["failed"]
     runs = {p.name: json.loads(sh(["pimc", "run", str(p), "--data", "digits", "--json"])) for p in (dense, ort_model)}
     bench = json.loads(sh(["pimc", "bench", str(dense), str(ort_model), "--data", "digits", "--batches", "1,64",
                            "--repeats", args.repeats, "--json"]))
@@ -81,6 +88,9 @@ def main() -> None:
         key = f"latency_ms_b{batch}"
         print(f"batch {batch}: dense {bench[0][key]:.3f} ms, compressed+recomposed {bench[1][key]:.3f} ms, "
               f"speed-up {bench[0][key] / bench[1][key]:.2f}x")
+    if escalate_error:
+        print(f"escalate compile failed: {escalate_error[0]}")
+        return
     esc = json.loads((out / "escalate_report.json").read_text())
     cost = esc.get("cost", esc)
     for key in ("speedup_vs", "energy_gain_vs"):

@@ -27,6 +27,10 @@ from ...compiler.errors import PimcError
               help="Prune |c| < threshold x std(C) per layer.")
 @click.option("--group-threshold", type=float, default=1.0, show_default=True,
               help="Prune whole slices whose RMS < group-threshold x std(C) (0 = off).")
+@click.option("--residual-l1", type=float, default=1e-2, show_default=True,
+              help="Group-lasso weight on residual-stream channels (all writers' and readers' slices together).")
+@click.option("--residual-threshold", type=float, default=1.1, show_default=True,
+              help="Kill residual channels whose group norm < this x the stream's mean (0 = off).")
 @click.option("--prune-rounds", type=int, default=3, show_default=True,
               help="Prune after each of this many equal parts of the alternating epochs.")
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate (cosine decay).")
@@ -38,7 +42,8 @@ from ...compiler.errors import PimcError
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 def command(model_name: str, data: str, output: Path, rank: int, pretrain_epochs: int, epochs: int,
             swap_every: int, finetune_epochs: int, l1: float, group_l1: float, threshold: float,
-            group_threshold: float, prune_rounds: int, lr: float, batch_size: int, seed: int,
+            group_threshold: float, residual_l1: float,
+            residual_threshold: float, prune_rounds: int, lr: float, batch_size: int, seed: int,
             dense_output: Path | None, threads: int | None, no_progress: bool) -> None:
     """Train zoo MODEL with PENNI (decompose, alternate, L1, prune, fine-tune, shrink) and export ONNX."""
     import torch
@@ -73,6 +78,7 @@ def command(model_name: str, data: str, output: Path, rank: int, pretrain_epochs
         click.echo(f"wrote {dense_output}: dense test accuracy {dense_acc:.2%}")
     config = PenniConfig(rank=rank, epochs=epochs, swap_every=swap_every, l1=l1, group_l1=group_l1,
                          threshold=threshold, group_threshold=group_threshold, prune_rounds=prune_rounds,
+                         residual_l1=residual_l1, residual_threshold=residual_threshold,
                          finetune_epochs=finetune_epochs, lr=lr, seed=seed, progress=not no_progress)
     stats = penni_compress(model, loader, config)
     proto = export_penni(model, output, shape)
@@ -85,6 +91,8 @@ def command(model_name: str, data: str, output: Path, rank: int, pretrain_epochs
         "decomposed_params": stats["decomposed_params"],
         "kept_coefficient_fraction": {k: round(v, 4) for k, v in stats["kept_fraction"].items()},
         "dead_filters": stats["dead_filters"],
+        "residual_streams": stats["residual_streams"],
+        **({"residual_note": stats["residual_note"]} if stats["residual_note"] else {}),
         "dense_conv_params": dense_params,
         "stored_conv_params": stored,
         "conv_params_removed": round(1 - stored / max(dense_params, 1), 4),

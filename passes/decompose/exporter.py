@@ -35,7 +35,18 @@ so that ``shrink`` can remove whole channels):
    training (re-applied after every optimiser step). The channel is then 0 everywhere, relu(0) = 0, and
    ``shrink`` removes it and the consumer's input slice exactly. Inside a residual block the channel
    space ends at the Add, whose shortcut keeps it alive; only a channel dead in every producer of the
-   residual stream can go, so the removable width is mainly the inner channels of each block.
+   residual stream can go. Hence the residual-aware term (``residual_l1`` / ``residual_threshold``):
+   ``find_residual_spaces`` traces the model with torch.fx (decomposed layers as leaves) and joins into
+   one *stream* every tensor linked by BatchNorm, zero-preserving activations (f(0) = 0), pooling,
+   flatten and ``+``; its *writers* are the Conv2d / Linear / decomposed layers producing it, its
+   *readers* the decomposed layers consuming it. For channel c of a stream the group
+   g_c = (C_w[c, :, :] of every decomposed writer, W_w[c] of every other writer, C_r[:, c, :] of every
+   decomposed reader) gets the penalty ``residual_l1`` · Σ_c ‖g_c‖₂, and a pruning round kills channel c
+   when ‖g_c‖₂ < ``residual_threshold`` × mean_c ‖g_c‖₂ (one channel always survives): every writer row,
+   writer bias and the γ, β, μ of every BatchNorm in the stream are then held at zero, so the channel is
+   exactly 0 through every Add and ``shrink`` removes it from the whole stream. A stream that any other
+   op feeds (graph input, concat, product, an unknown module) is left out, and a model torch.fx cannot
+   trace keeps only the per-layer groups (reported as ``residual_note``).
 5. Masked fine-tuning of basis and surviving coefficients (masked coefficients and dead-channel BN
    parameters stay exactly zero).
 6. ``export_penni`` exports the two-conv form (depthwise basis conv with Cin·d outputs, channel c·d+j =
@@ -46,6 +57,7 @@ so that ``shrink`` can remove whole channels):
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,6 +198,8 @@ class PenniConfig:
     threshold: float = 1.0
     group_threshold: float = 1.0
     prune_rounds: int = 3
+    residual_l1: float = 0.0
+    residual_threshold: float = 0.0
     finetune_epochs: int = 6
     lr: float = 3e-3
     weight_decay: float = 5e-4
@@ -196,13 +210,17 @@ class PenniConfig:
 class DeadChannels:
     """Keeps dead filters exactly zero: the layer's bias entry and the following BatchNorm's γ, β, μ."""
 
-    def __init__(self, layers: dict[str, DecomposedConv2d], followers: dict[str, nn.Module]):
+    def __init__(self, layers: dict[str, DecomposedConv2d], followers: dict[str, nn.Module],
+                 residual: list[ResidualSpace] | None = None):
         self.layers = layers
         self.followers = followers
+        self.residual = residual or []
 
     @torch.no_grad()
     def apply(self) -> int:
         """Zero every dead channel's bias / BN entries; return how many channels are dead."""
+        for space in self.residual:
+            space.apply()
         total = 0
         for name, layer in self.layers.items():
             dead = layer.dead_outputs()
@@ -255,6 +273,146 @@ def find_followers(model: nn.Module, layers: dict[str, DecomposedConv2d], sample
     return followers
 
 
+_ZERO_PRESERVING = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.SiLU, nn.GELU, nn.Hardswish, nn.Tanh, nn.Identity,
+                    nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
+_ZERO_PRESERVING_FUNCTIONS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.silu, F.gelu, F.hardswish, torch.tanh,
+                              F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d,
+                              torch.flatten, F.dropout}
+_ZERO_PRESERVING_METHODS = {"relu", "relu_", "flatten", "contiguous", "clone"}
+_ADDS = {operator.add, operator.iadd, torch.add}
+
+
+class ResidualSpace:
+    """The channels of one residual stream: every layer writing into it (through BN, zero-preserving
+    activations, pooling and ``+``) and every decomposed layer reading it.
+
+    Channel c of the stream is zero everywhere only when it is zero in every writer, so the group of
+    channel c joins the writers' output slices (C[c, :, :] of a decomposed writer, W[c] of any other
+    Conv2d / Linear writer) and the decomposed readers' input slices C[:, c, :]. ``penalty`` is the
+    group lasso Σ_c ‖group_c‖₂; ``prune`` kills channels whose group norm is below ``ratio`` × the mean
+    over the stream (at least one channel survives); ``apply`` keeps a dead channel exactly zero: writer
+    rows and biases, and γ, β, running mean of every BatchNorm inside the stream.
+    """
+
+    def __init__(self, channels: int, writers: list[nn.Module], readers: list[DecomposedConv2d],
+                 norms: list[nn.Module]):
+        self.channels, self.writers, self.readers, self.norms = channels, writers, readers, norms
+        self.dead = torch.zeros(channels, dtype=torch.bool)
+
+    def group_norms(self) -> torch.Tensor:
+        total = torch.zeros(self.channels)
+        for writer in self.writers:
+            weight = writer.masked_coefficient() if isinstance(writer, DecomposedConv2d) else writer.weight
+            total = total + weight.reshape(self.channels, -1).square().sum(dim=1)
+        for reader in self.readers:
+            total = total + reader.masked_coefficient().square().sum(dim=(0, 2))
+        return (total + 1e-12).sqrt()
+
+    def penalty(self) -> torch.Tensor:
+        return self.group_norms().sum()
+
+    @torch.no_grad()
+    def prune(self, ratio: float) -> int:
+        norms = self.group_norms()
+        dead = self.dead | (norms < ratio * float(norms.mean()))
+        if bool(dead.all()):
+            dead[int(torch.argmax(norms))] = False
+        self.dead = dead
+        self.apply()
+        return int(dead.sum())
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        if not bool(self.dead.any()):
+            return
+        dead = self.dead
+        for writer in self.writers:
+            if isinstance(writer, DecomposedConv2d):
+                writer.mask[dead] = 0
+                writer.coefficient.mul_(writer.mask)
+            else:
+                writer.weight[dead] = 0
+            if writer.bias is not None:
+                writer.bias[dead] = 0
+        for reader in self.readers:
+            reader.mask[:, dead] = 0
+            reader.coefficient.mul_(reader.mask)
+        for bn in self.norms:
+            for tensor in (bn.weight, bn.bias, bn.running_mean):
+                if tensor is not None:
+                    tensor[dead] = 0
+
+
+class _LeafTracer(torch.fx.Tracer):
+    def is_leaf_module(self, module: nn.Module, qualname: str) -> bool:
+        return isinstance(module, DecomposedConv2d) or super().is_leaf_module(module, qualname)
+
+
+def find_residual_spaces(model: nn.Module) -> tuple[list[ResidualSpace], str | None]:
+    """Residual streams of ``model`` (channel spaces joined by ``+`` with two or more writers), via torch.fx.
+
+    A stream that any other op feeds (a graph input, a concat, a multiplication, an unknown module...)
+    is left out, since zeroing its known writers would not make its channels zero. Returns the streams
+    and, when the model cannot be traced symbolically, the reason (then no stream is grouped and the
+    per-layer group lasso still applies).
+    """
+    try:
+        graph = _LeafTracer().trace(model)
+    except Exception as exc:  # noqa: BLE001 - any tracing failure means "no residual grouping"
+        return [], f"torch.fx could not trace the model: {type(exc).__name__}"
+    modules = dict(model.named_modules())
+    parent: dict[Any, Any] = {}
+
+    def find(node: Any) -> Any:
+        while parent.setdefault(node, node) is not node:
+            node = parent[node]
+        return node
+
+    def union(a: Any, b: Any) -> None:
+        parent[find(a)] = find(b)
+
+    layers: list[tuple[Any, nn.Module]] = []
+    reads: list[tuple[Any, DecomposedConv2d]] = []
+    norms: list[tuple[Any, nn.Module]] = []
+    foreign, added = set(), set()
+    for node in graph.nodes:
+        find(node)
+        first = node.args[0] if node.args and isinstance(node.args[0], torch.fx.Node) else None
+        module = modules.get(node.target) if node.op == "call_module" else None
+        if isinstance(module, (nn.Conv2d, nn.Linear, DecomposedConv2d)):
+            layers.append((node, module))
+            if isinstance(module, DecomposedConv2d) and first is not None:
+                reads.append((first, module))
+        elif first is not None and isinstance(module, nn.modules.batchnorm._BatchNorm):
+            norms.append((node, module))
+            union(node, first)
+        elif first is not None and (isinstance(module, _ZERO_PRESERVING)
+                                    or (node.op == "call_function" and node.target in _ZERO_PRESERVING_FUNCTIONS)
+                                    or (node.op == "call_method" and node.target in _ZERO_PRESERVING_METHODS)):
+            union(node, first)
+        elif ((node.op == "call_function" and node.target in _ADDS) or (node.op == "call_method"
+              and node.target in ("add", "add_"))) and all(isinstance(a, torch.fx.Node) for a in node.args[:2]):
+            union(node, node.args[0])
+            union(node, node.args[1])
+            added.add(node)
+        elif node.op != "output":
+            foreign.add(node)
+    roots = {find(n) for n in added} - {find(n) for n in foreign}
+    spaces = []
+    for root in roots:
+        writers = [m for n, m in layers if find(n) is root]
+        channels = {_out_channels(m) for m in writers}
+        if len(writers) < 2 or len(channels) != 1:
+            continue
+        spaces.append(ResidualSpace(channels.pop(), writers, [m for n, m in reads if find(n) is root],
+                                    [m for n, m in norms if find(n) is root]))
+    return spaces, None
+
+
+def _out_channels(module: nn.Module) -> int:
+    return module.out_features if isinstance(module, nn.Linear) else module.out_channels
+
+
 def _first_inputs(loader: Iterable) -> torch.Tensor | None:
     for batch in loader:
         return batch[0][:2] if isinstance(batch, (list, tuple)) else batch[:2]
@@ -273,11 +431,15 @@ def penni_compress(model: nn.Module, train_loader: Iterable, config: PenniConfig
     torch.manual_seed(cfg.seed)
     layers = decomposed_layers(model) or replace_convs(model, cfg.rank)
     sample = _first_inputs(train_loader)
-    dead = DeadChannels(layers, find_followers(model, layers, sample) if sample is not None else {})
+    residual, residual_note = find_residual_spaces(model) if cfg.residual_l1 or cfg.residual_threshold else ([], None)
+    dead = DeadChannels(layers, find_followers(model, layers, sample) if sample is not None else {}, residual)
     loss_fn = loss_fn or nn.CrossEntropyLoss()
     kept: dict[str, float] = {}
 
     def prune() -> None:
+        if cfg.residual_threshold > 0:
+            for space in residual:
+                space.prune(cfg.residual_threshold)
         kept.update({name: layer.prune(cfg.threshold, cfg.group_threshold) for name, layer in layers.items()})
         dead.apply()
 
@@ -293,8 +455,11 @@ def penni_compress(model: nn.Module, train_loader: Iterable, config: PenniConfig
                           desc="penni fine-tune", dead=dead)
     model.eval()
     channels = {name: int(layer.dead_outputs().sum()) for name, layer in layers.items()}
+    streams = [{"channels": space.channels, "dead": int(space.dead.sum()), "writers": len(space.writers),
+                "readers": len(space.readers)} for space in residual]
     return {"layers": len(layers), "kept_fraction": kept, "dead_filters": channels,
-            "bn_followers": sorted(dead.followers), "loss": history, **parameter_counts(model)}
+            "bn_followers": sorted(dead.followers), "residual_streams": streams, "residual_note": residual_note,
+            "loss": history, **parameter_counts(model)}
 
 
 def parameter_counts(model: nn.Module) -> dict[str, int]:
@@ -307,9 +472,10 @@ def parameter_counts(model: nn.Module) -> dict[str, int]:
     return {"decomposed_dense_params": dense, "decomposed_params": compressed}
 
 
-def sparsity_penalty(layers: dict[str, DecomposedConv2d], l1: float, group_l1: float) -> torch.Tensor | None:
-    """l1 · Σ|C| + group_l1 · Σ slice norms over all decomposed layers (None when both weights are 0)."""
-    terms = []
+def sparsity_penalty(layers: dict[str, DecomposedConv2d], l1: float, group_l1: float,
+                     residual: list[ResidualSpace] | None = None, residual_l1: float = 0.0) -> torch.Tensor | None:
+    """l1 · Σ|C| + group_l1 · Σ slice norms + residual_l1 · Σ residual channel-group norms (None when all 0)."""
+    terms = [residual_l1 * space.penalty() for space in residual or [] if residual_l1]
     for layer in layers.values():
         if l1:
             terms.append(l1 * layer.masked_coefficient().abs().sum())
@@ -352,7 +518,8 @@ def _epoch(model, layers, loader, opt, sched, loss_fn, cfg, frozen: str | None, 
     for xb, yb in loader:
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(xb), yb)
-        penalty = sparsity_penalty(layers, cfg.l1, cfg.group_l1) if frozen != "coefficient" else None
+        penalty = (sparsity_penalty(layers, cfg.l1, cfg.group_l1, dead.residual, cfg.residual_l1)
+                   if frozen != "coefficient" else None)
         if penalty is not None:
             loss = loss + penalty
         loss.backward()

@@ -159,3 +159,91 @@ def get_initializer_shape(proto, node):
     from pimc.compiler.graph import get_initializer
 
     return get_initializer(proto.graph, node.input[1]).shape
+
+
+class ResidualNet(nn.Module):
+    """Stem + one identity block + one projection block: two residual streams of 6 and 8 channels."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(3)
+        self.stem = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1, bias=False), nn.BatchNorm2d(6), nn.ReLU())
+        self.a1, self.b1 = nn.Conv2d(6, 6, 3, padding=1), nn.BatchNorm2d(6)
+        self.a2, self.b2 = nn.Conv2d(6, 8, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.proj = nn.Sequential(nn.Conv2d(6, 8, 1, stride=2, bias=False), nn.BatchNorm2d(8))
+        self.fc = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = torch.relu(self.b1(self.a1(x)) + x)
+        x = torch.relu(self.b2(self.a2(x)) + self.proj(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_residual_streams_are_found_generically():
+    from pimc.passes.decompose.exporter import find_residual_spaces
+
+    net = ResidualNet()
+    layers = replace_convs(net, rank=4)
+    spaces, note = find_residual_spaces(net)
+    assert note is None
+    by_width = {s.channels: s for s in spaces}
+    assert sorted(by_width) == [6, 8]
+    assert by_width[6].writers == [layers["stem.0"], layers["a1"]]
+    assert by_width[6].readers == [layers["a1"], layers["a2"]] and by_width[6].norms == [net.stem[1], net.b1]
+    assert by_width[8].writers == [layers["a2"], net.proj[0]] and by_width[8].readers == []
+    assert find_residual_spaces(nn.Sequential(nn.Conv2d(2, 2, 3), nn.ReLU()))[0] == []
+
+    class Gated(ResidualNet):  # a stream fed by an op the grouping cannot zero is left out
+        def forward(self, x):
+            x = self.stem(x)
+            x = torch.relu(self.b1(self.a1(x)) + x * 2.0)
+            return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x[:, :1].expand(-1, 8, -1, -1), 1), 1))
+
+    gated = Gated()
+    replace_convs(gated, rank=4)
+    assert find_residual_spaces(gated)[0] == []
+
+
+def test_residual_channels_die_in_every_writer_and_shrink_removes_them(tmp_path):
+    from pimc.passes.decompose.exporter import find_residual_spaces, sparsity_penalty
+
+    net = ResidualNet()
+    layers = replace_convs(net, rank=4)
+    spaces, _ = find_residual_spaces(net)
+    stream = next(s for s in spaces if s.channels == 6)
+    with torch.no_grad():
+        for writer in stream.writers:
+            writer.coefficient[[2, 4]] *= 0.01
+        for reader in stream.readers:
+            reader.coefficient[:, [2, 4]] *= 0.01
+    norms = stream.group_norms().detach()
+    expected = sum(w.coefficient[:, :, :].detach().square().sum((1, 2)) for w in stream.writers)
+    expected = (expected + sum(r.coefficient.detach().square().sum((0, 2)) for r in stream.readers)).sqrt()
+    torch.testing.assert_close(norms, expected, atol=1e-5, rtol=1e-5)
+    penalty = sparsity_penalty(layers, 0.0, 0.0, spaces, 0.5)
+    assert abs(float(penalty.detach()) - 0.5 * sum(float(s.group_norms().detach().sum()) for s in spaces)) < 1e-4
+    assert stream.prune(0.3) == 2 and stream.dead.nonzero().flatten().tolist() == [2, 4]
+    with torch.no_grad():
+        for bn in stream.norms:
+            bn.running_var.uniform_(0.5, 2.0)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(32, 2, 8, 8, generator=gen)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.randint(0, 3, (32,), generator=gen)),
+                                         batch_size=16)
+    stats = penni_compress(net, loader, PenniConfig(rank=4, epochs=2, swap_every=1, finetune_epochs=1, threshold=0.0,
+                                                    group_threshold=0.0, residual_l1=1e-2, residual_threshold=0.3,
+                                                    prune_rounds=2, progress=False))
+    dead6 = next(s for s in stats["residual_streams"] if s["channels"] == 6)["dead"]
+    assert dead6 >= 2
+    probe = torch.from_numpy(np.random.default_rng(2).standard_normal((3, 2, 8, 8)).astype(np.float32))
+    with torch.no_grad():
+        stream_out = net.eval().stem(probe)
+        assert torch.all(stream_out[:, [2, 4]] == 0)
+        torch_out = net(probe).numpy()
+    proto = export_penni(net, tmp_path / "m.onnx", (2, 8, 8))
+    widths = [get_initializer_shape(proto, n)[0] for n in proto.graph.node
+              if get_node_annotation(n, "role") == "coefficient"]
+    assert widths[0] == widths[1] == 6 - dead6  # stem and a1 (graph order): the channels left the whole stream
+    (onnx_out,) = run_model(proto, [{"input": probe.numpy()}])[0]
+    np.testing.assert_allclose(onnx_out, torch_out, rtol=1e-4, atol=1e-5)
