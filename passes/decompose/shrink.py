@@ -129,12 +129,36 @@ class Shrink(Pass):
             _apply(model, analysis, removable, removed)
             remove_value_info(model.graph)
             changed = True
+        changed = _sync_ranks(model.graph) or changed
         stats: dict[str, Any] = {
             "removed": {k: dict(v) for k, v in sorted(removed.items())},
             "channels_removed": int(sum(v.get("out_channels", 0) for v in removed.values())),
             "skipped": [{"node": k, "reason": v} for k, v in sorted(blocked.items())],
         }
         return PassResult(model, changed, stats)
+
+
+def _sync_ranks(graph: onnx.GraphProto) -> bool:
+    """``rank`` of every basis node (and its coefficient partner) = basis outputs per input channel.
+
+    A basis conv whose input shrank to one channel has group 1 and is shrunk as a dense conv, which does
+    not update the annotation itself. True when an annotation changed."""
+    synced = False
+    for node in graph.node:
+        if get_node_annotation(node, "role") != BASIS:
+            continue
+        weight = get_initializer(graph, node.input[1])
+        groups = int(next((a.i for a in node.attribute if a.name == "group"), 1))
+        if weight is None or weight.shape[0] % groups:
+            continue
+        rank = weight.shape[0] // groups
+        if get_node_annotation(node, "rank") == rank:
+            continue
+        for n in graph.node:
+            if n is node or (get_node_annotation(n, "role") == COEFFICIENT and n.input[0] == node.output[0]):
+                set_node_annotation(n, "rank", rank)
+                synced = True
+    return synced
 
 
 def _analyse(model: onnx.ModelProto) -> _Analysis:

@@ -195,3 +195,32 @@ def set_initializer_array(model, node_name, array):
 
     node = next(n for n in model.graph.node if n.name == node_name)
     set_initializer(model.graph, node.input[1], array)
+
+
+def test_rank_follows_a_basis_conv_shrunk_to_one_input_channel() -> None:
+    """A basis conv left with one input channel has group 1; its rank annotation must still match."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from pimc.compiler.annotations import get_node_annotation, set_node_annotation
+    from pimc.compiler.passbase import PassContext, get_pass
+
+    basis = helper.make_node("Conv", ["x", "wb"], ["h"], name="basis", group=1, pads=[1, 1, 1, 1])
+    coef = helper.make_node("Conv", ["h", "wc"], ["y"], name="coef")
+    for node in (basis, coef):
+        set_node_annotation(node, "role", "basis" if node is basis else "coefficient")
+        set_node_annotation(node, "rank", 5)
+        set_node_annotation(node, "layer", "conv")
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(
+        [basis, coef], "g",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 1, 6, 6])],
+        [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 3, 6, 6])],
+        [numpy_helper.from_array(rng.standard_normal((4, 1, 3, 3)).astype(np.float32), "wb"),
+         numpy_helper.from_array(rng.standard_normal((3, 4, 1, 1)).astype(np.float32), "wc")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    result = get_pass("shrink")().run(model, PassContext())
+    assert result.changed
+    assert [get_node_annotation(n, "rank") for n in result.model.graph.node] == [4, 4]
