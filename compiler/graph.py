@@ -227,3 +227,14 @@ def sort_nodes(graph: onnx.GraphProto) -> bool | None:
     del graph.node[:]
     graph.node.extend(nodes[i] for i in order)
     return True
+
+
+def selection_miss(name: str, include: list[str], exclude: list[str]) -> str | None:
+    """Why a node name is left out by ``include``/``exclude`` glob patterns, or None if it is selected."""
+    import fnmatch
+
+    if include and not any(fnmatch.fnmatchcase(name, p) for p in include):
+        return "not matched by include"
+    if any(fnmatch.fnmatchcase(name, p) for p in exclude):
+        return "matched by exclude"
+    return None

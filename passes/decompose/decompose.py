@@ -24,7 +24,6 @@ are validated, missing annotations are completed, and they are not decomposed ag
 
 from __future__ import annotations
 
-import fnmatch
 from typing import Any
 
 import numpy as np
@@ -33,7 +32,7 @@ from onnx import helper
 
 from ...compiler.annotations import get_node_annotation
 from ...compiler.errors import PimcError
-from ...compiler.graph import all_names, attr, set_initializer, unique_name
+from ...compiler.graph import all_names, attr, selection_miss, set_initializer, unique_name
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 from ._common import (
     BASIS,
@@ -113,10 +112,9 @@ class Decompose(Pass):
             return f"already a {role} conv"
         if role is not None:
             return f"carries role '{role}' from another pass"
-        if self.opts["include"] and not any(fnmatch.fnmatchcase(node.name, p) for p in self.opts["include"]):
-            return "not matched by include"
-        if any(fnmatch.fnmatchcase(node.name, p) for p in self.opts["exclude"]):
-            return "matched by exclude"
+        missed = selection_miss(node.name, self.opts["include"], self.opts["exclude"])
+        if missed:
+            return missed
         if int(attr(node, "group", 1)) != 1:
             return f"grouped conv (group={attr(node, 'group', 1)})"
         weight = conv_weight(graph, node)

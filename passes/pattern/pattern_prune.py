@@ -40,7 +40,6 @@ with the reason in ``stats["skipped"]``.
 
 from __future__ import annotations
 
-import fnmatch
 import itertools
 import math
 from dataclasses import dataclass, field, replace
@@ -50,7 +49,7 @@ import numpy as np
 import onnx
 
 from ...compiler import annotations as ann
-from ...compiler.graph import attr, consumers, initializer_map, set_initializer
+from ...compiler.graph import attr, consumers, initializer_map, selection_miss, set_initializer
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 
 LIBRARIES = ("derived", "greedy", "canonical")
@@ -272,9 +271,7 @@ def skip_reason(weight_shape: tuple[int, ...], groups: int) -> str | None:
 
 
 def selected(name: str, config: PatternConfig) -> bool:
-    if config.include and not any(fnmatch.fnmatchcase(name, p) for p in config.include):
-        return False
-    return not any(fnmatch.fnmatchcase(name, p) for p in config.exclude)
+    return selection_miss(name, list(config.include), list(config.exclude)) is None
 
 
 def annotate(model: onnx.ModelProto, node: onnx.NodeProto, result: LayerPruning, config: PatternConfig) -> None:
