@@ -15,12 +15,15 @@ import pkgutil
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import onnx
 
 from .errors import PimcError
+
+if TYPE_CHECKING:
+    from .budget import AccuracyBudget
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -98,12 +101,15 @@ class PassResult:
 
 @dataclass
 class PassContext:
-    """What a pass may know beyond the model: the target, calibration inputs and a seed."""
+    """What a pass may know beyond the model: the target, calibration inputs, a seed, the accuracy budget
+    (validation data; None without labels) and the target's cost of a whole model (None for onnxruntime)."""
 
     target: str | None = None
     calibration: list[dict[str, np.ndarray]] | None = None
     seed: int = 0
     data_spec: str | None = None
+    budget: AccuracyBudget | None = None
+    cost_fn: Callable[[onnx.ModelProto], tuple[float, float]] | None = None  # target (latency_s, energy_j)
 
     def calibration_feeds(self, model: onnx.ModelProto, count: int = 8) -> list[dict[str, np.ndarray]]:
         """Calibration feeds from ``--data``, else seeded random inputs (``count`` of them)."""

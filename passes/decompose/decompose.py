@@ -14,9 +14,19 @@ The layer then becomes
     coefficient:  1×1 Conv, weight[o, c·d + j] = C[o·Cin + c, j], with the original bias,
 so  y[o] = Σ_c Σ_j C[o, c, j] · (x_c ∗ B_j) = Σ_c x_c ∗ (Σ_j C[o, c, j] B_j) = Σ_c x_c ∗ W[o, c].
 
-Rank choice: ``rank`` d (capped at min(k², Cout·Cin)) or, if ``energy`` is given, the smallest d with
-Σ_{i<d} σ_i² ≥ energy · Σ σ_i². Optional pruning zeroes coefficients per layer: ``prune`` = t zeroes
-|c| < t·std(C); ``sparsity`` = s zeroes the fraction s of smallest |c|.
+Rank choice. By default (``rank`` and ``energy`` unset) the rank d and the coefficient sparsity s of
+every layer are *searched* under the accuracy budget (``compiler.layerwise``): candidates d ∈ RANKS ×
+s ∈ SPARSITIES, each refitted by layer-wise reconstruction, the cheapest within the budget wins, and a
+layer where none pays off or fits stays dense (listed under ``skipped`` with the reason). Without labelled
+data nothing lossy happens. A user may force ``rank`` d (capped at min(k², Cout·Cin)) or ``energy`` (the
+smallest d with Σ_{i<d} σ_i² ≥ energy · Σ σ_i²), and ``prune`` (zero |c| < t·std(C)) or ``sparsity``
+(zero the fraction s of smallest |c|).
+
+Reconstruction (``refit``, with calibration data): the basis stays the SVD basis; the kept coefficients
+and the bias are refitted by ridge least squares so that the 1×1 conv reproduces the *original* layer's
+output from the basis maps of the already-compressed model (``compiler.reconstruct``). With z_(c,j) =
+Σ_t B[j,t] x_(c,t) the statistics transform by T = I_Cin ⊗ B. Coefficients are pruned by the saliency
+c² · E[z²] of the dense refit (the output energy each one carries), then refitted on what is left.
 
 Models already in decomposed form (from this pass or the PENNI exporter) are recognised: their pairs
 are validated, missing annotations are completed, and they are not decomposed again.
@@ -24,6 +34,7 @@ are validated, missing annotations are completed, and they are not decomposed ag
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -32,8 +43,10 @@ from onnx import helper
 
 from ...compiler.annotations import get_node_annotation
 from ...compiler.errors import PimcError
-from ...compiler.graph import all_names, attr, selection_miss, set_initializer, unique_name
+from ...compiler.graph import all_names, attr, selection_miss, set_initializer, unique_name, value_shapes
+from ...compiler.layerwise import Candidate, Site, compress_layerwise
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.reconstruct import ConvGeometry, LayerStats, conv_stats, relative_error, solve
 from ._common import (
     BASIS,
     COEFFICIENT,
@@ -46,6 +59,8 @@ from ._common import (
 )
 
 _COPIED_ATTRS = ("strides", "pads", "dilations", "auto_pad")
+RANKS = (2, 3, 4, 5, 6)
+SPARSITIES = (0.0, 0.3, 0.5, 0.7)
 
 
 @register_pass
@@ -53,7 +68,8 @@ class Decompose(Pass):
     name = "decompose"
     summary = "PENNI: split k×k convs into a shared-basis depthwise conv and a 1×1 coefficient conv (SVD)"
     options = (
-        Option("rank", int, 5, "basis size d per layer (capped at kh·kw); ignored when energy is set", minimum=1),
+        Option("rank", int, None, "force basis size d per layer (capped at kh·kw); unset: searched per layer "
+               "under the accuracy budget", minimum=1),
         Option("energy", float, None, "keep the smallest d holding this fraction of kernel energy",
                minimum=0.0, maximum=1.0),
         Option("prune", float, None, "zero coefficients with |c| < prune·std(C), per layer", minimum=0.0),
@@ -61,6 +77,7 @@ class Decompose(Pass):
                minimum=0.0, maximum=1.0),
         Option("include", list, [], "only decompose convs whose name matches one of these glob patterns"),
         Option("exclude", list, [], "never decompose convs whose name matches one of these glob patterns"),
+        Option("refit", bool, True, "refit kept coefficients and bias to the original outputs (calibration data)"),
     )
     exact = False
     tolerance = 1e-5
@@ -75,15 +92,21 @@ class Decompose(Pass):
         lossless = self.opts["prune"] is None and self.opts["sparsity"] in (None, 0.0)
         if self._all_full_rank is not None:
             return lossless and self._all_full_rank
-        return lossless and (self.opts["energy"] == 1.0 or self.opts["energy"] is None and self.opts["rank"] >= 49)
+        rank = self.opts["rank"]
+        return lossless and (self.opts["energy"] == 1.0 or self.opts["energy"] is None and rank is not None
+                             and rank >= 49)
+
+    @property
+    def searching(self) -> bool:
+        return self.opts["rank"] is None and self.opts["energy"] is None
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         graph = model.graph
         existing = _adopt_existing(model)
         in_pairs = {n.name for p in existing for n in (p["basis"], p["coefficient"])}
-        layers: list[dict[str, Any]] = []
         skipped: list[dict[str, str]] = []
-        full_rank = True
+        sites = []
+        shapes = value_shapes(model)
         for node in list(graph.node):
             if node.op_type != "Conv" or node.name in in_pairs:
                 continue
@@ -91,9 +114,12 @@ class Decompose(Pass):
             if reason:
                 skipped.append({"node": node.name, "reason": reason})
                 continue
-            info = self._decompose(model, node)
-            full_rank &= info["rank"] == min(info["kernel"][0] * info["kernel"][1], info["cout"] * info["cin"])
-            layers.append(info)
+            sites.append(Site(node.name, node.input[0], _dense_macs(graph, node, shapes)))
+        result = compress_layerwise(model, sites, self._propose, ctx, force=not self.searching)
+        model = result.model
+        skipped += result.skipped
+        layers = result.chosen
+        full_rank = all(x["rank"] == min(x["kernel"][0] * x["kernel"][1], x["cout"] * x["cin"]) for x in layers)
         self._all_full_rank = full_rank
         changed = bool(layers) or any(p["completed"] for p in existing)
         stats = {
@@ -138,28 +164,73 @@ class Decompose(Pass):
         d = int(np.searchsorted(energy / energy[-1], self.opts["energy"] - 1e-12) + 1)
         return max(1, min(d, limit))
 
-    def _decompose(self, model: onnx.ModelProto, node: onnx.NodeProto) -> dict[str, Any]:
+    def _propose(self, model: onnx.ModelProto, site: Site, x_comp: np.ndarray | None,
+                 x_ref: np.ndarray | None) -> list[Candidate]:
+        """Every (rank, sparsity) candidate for one conv, refitted on the calibration data when given."""
         graph = model.graph
+        node = next(n for n in graph.node if n.name == site.node)
         weight = conv_weight(graph, node)
+        bias = conv_bias(graph, node)
         cout, cin, kh, kw = weight.shape
-        matrix = weight.reshape(cout * cin, kh * kw).astype(np.float64)
-        u, sigma, vt = np.linalg.svd(matrix, full_matrices=False)
-        d = self._rank(sigma, kh * kw, cout * cin)
-        basis = vt[:d]
-        coef = u[:, :d] * sigma[:d]
-        pruned = self._prune(coef)
-        coef = np.where(pruned, 0.0, coef)
-        err = np.linalg.norm(matrix - coef @ basis) / max(np.linalg.norm(matrix), 1e-30)
-        basis_w = np.tile(basis.reshape(1, d, kh, kw), (cin, 1, 1, 1)).reshape(cin * d, 1, kh, kw)
-        coef_w = coef.reshape(cout, cin, d).reshape(cout, cin * d, 1, 1)
-        _rewrite(model, node, basis_w.astype(weight.dtype), coef_w.astype(weight.dtype), cin)
+        k2 = kh * kw
+        u, sigma, vt = np.linalg.svd(weight.reshape(cout * cin, k2).astype(np.float64), full_matrices=False)
+        stats = None
+        if self.opts["refit"] and x_comp is not None and x_ref is not None:
+            stats = conv_stats(x_comp, x_ref, weight, bias, ConvGeometry.of(node, (kh, kw), x_comp.shape[2:]))
+        layer = _LayerFit(node.name, weight, bias, u, sigma, vt, site.macs / (cout * cin * k2))
+        candidates = []
+        for d, sparsities in self._settings(sigma, k2, cout * cin):
+            candidates += [self._candidate(layer, stats, d, s) for s in sparsities]
+        return sorted(candidates, key=lambda c: c.cost)
+
+    def _settings(self, sigma: np.ndarray, k2: int, rows: int) -> list[tuple[int, tuple[float | None, ...]]]:
+        if self.searching:
+            return [(d, SPARSITIES) for d in RANKS if d < min(k2, rows)]
+        return [(self._rank(sigma, k2, rows), (None,))]
+
+    def _candidate(self, layer: _LayerFit, stats: LayerStats | None, d: int, sparsity: float | None) -> Candidate:
+        cout, cin, kh, kw = layer.weight.shape
+        basis = layer.vt[:d]
+        svd_coef = (layer.u[:, :d] * layer.sigma[:d]).reshape(cout, cin * d)
+        bias = np.zeros(cout) if layer.bias is None else layer.bias.astype(np.float64)
+        zstats = stats.transform(np.kron(np.eye(cin), basis)) if stats is not None else None
+        if zstats is not None:
+            dense_coef, bias = solve(zstats, np.ones(svd_coef.shape, dtype=bool))
+            saliency = dense_coef**2 * np.diag(zstats.gram)[None, :-1]
+        else:
+            dense_coef, saliency = svd_coef, svd_coef**2
+        keep = self._keep(svd_coef, saliency, sparsity)
+        coef, fitted_bias = (solve(zstats, keep) if zstats is not None and not keep.all()
+                             else (np.where(keep, dense_coef, 0.0), bias))
+        error = relative_error(zstats, coef, fitted_bias) if zstats is not None else _weight_error(layer, basis, coef)
         nnz = int(np.count_nonzero(coef))
-        return {
-            "layer": node.name, "cout": int(cout), "cin": int(cin), "kernel": [int(kh), int(kw)], "rank": int(d),
-            "energy_kept": float(np.sum(sigma[:d] ** 2) / max(np.sum(sigma**2), 1e-30)),
-            "relative_error": float(err), "coefficients": int(coef.size), "coefficients_nonzero": nnz,
-            "params_before": int(weight.size), "params_after": int(d * kh * kw + nnz),
+        dense_macs = layer.pixels * cout * cin * kh * kw
+        info = {
+            "layer": layer.name, "cout": int(cout), "cin": int(cin), "kernel": [int(kh), int(kw)], "rank": int(d),
+            "coefficient_sparsity": round(1.0 - nnz / coef.size, 4),
+            "energy_kept": float(np.sum(layer.sigma[:d] ** 2) / max(np.sum(layer.sigma**2), 1e-30)),
+            "relative_error": float(error), "refitted": zstats is not None,
+            "coefficients": int(coef.size), "coefficients_nonzero": nnz,
+            "params_before": int(layer.weight.size), "params_after": int(d * kh * kw + nnz),
+            "macs_before": int(dense_macs), "macs_after": int(layer.pixels * (cin * d * kh * kw + nnz)),
+            "dense_cost": float(dense_macs),
         }
+        write_bias = fitted_bias if (zstats is not None or layer.bias is not None) else None
+
+        def apply(target: onnx.ModelProto) -> None:
+            _write_pair(target, layer.name, basis, coef, write_bias, layer.weight.dtype)
+
+        return Candidate(float(info["macs_after"]), apply, info)
+
+    def _keep(self, svd_coef: np.ndarray, saliency: np.ndarray, sparsity: float | None) -> np.ndarray:
+        """Which coefficients survive: a forced ``prune``/``sparsity`` works on the SVD coefficients as
+        before; a searched sparsity drops the least salient ones."""
+        if sparsity is None:
+            return ~self._prune(svd_coef)
+        count = int(round(sparsity * saliency.size))
+        keep = np.ones(saliency.size, dtype=bool)
+        keep[np.argsort(saliency, axis=None, kind="stable")[:count]] = False
+        return keep.reshape(saliency.shape)
 
     def _prune(self, coef: np.ndarray) -> np.ndarray:
         mags = np.abs(coef)
@@ -173,7 +244,45 @@ class Decompose(Pass):
         return np.zeros(coef.shape, dtype=bool)
 
 
-def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto, basis_w, coef_w, cin: int) -> None:
+@dataclass
+class _LayerFit:
+    name: str
+    weight: np.ndarray
+    bias: np.ndarray | None
+    u: np.ndarray
+    sigma: np.ndarray
+    vt: np.ndarray
+    pixels: float
+
+
+def _dense_macs(graph: onnx.GraphProto, node: onnx.NodeProto, shapes: dict[str, list]) -> float:
+    weight = conv_weight(graph, node)
+    out = shapes.get(node.output[0]) or []
+    pixels = int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in out[:1] + out[2:]])) if out else 1
+    return float(pixels * weight.size)
+
+
+def _weight_error(layer: _LayerFit, basis: np.ndarray, coef: np.ndarray) -> float:
+    cout, cin, kh, kw = layer.weight.shape
+    matrix = layer.weight.reshape(cout * cin, kh * kw).astype(np.float64)
+    approx = coef.reshape(cout * cin, -1) @ basis
+    return float(np.linalg.norm(matrix - approx) / max(np.linalg.norm(matrix), 1e-30))
+
+
+def _write_pair(model: onnx.ModelProto, layer: str, basis: np.ndarray, coef: np.ndarray,
+                bias: np.ndarray | None, dtype: np.dtype) -> None:
+    node = next(n for n in model.graph.node if n.name == layer)
+    cin = conv_weight(model.graph, node).shape[1]
+    d, k2 = basis.shape
+    kh, kw = conv_weight(model.graph, node).shape[2:]
+    basis_w = np.tile(basis.reshape(1, d, kh, kw), (cin, 1, 1, 1)).reshape(cin * d, 1, kh, kw)
+    coef_w = coef.reshape(coef.shape[0], cin * d, 1, 1)
+    _rewrite(model, node, basis_w.astype(dtype), coef_w.astype(dtype), cin,
+             None if bias is None else bias.astype(dtype))
+
+
+def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto, basis_w, coef_w, cin: int,
+             bias: np.ndarray | None = None) -> None:
     graph = model.graph
     names = all_names(graph)
     layer = node.name
@@ -187,7 +296,13 @@ def _rewrite(model: onnx.ModelProto, node: onnx.NodeProto, basis_w, coef_w, cin:
     basis.attribute.extend(basis_attrs.values())
     basis.attribute.append(helper.make_attribute("group", cin))
     basis.attribute.append(helper.make_attribute("kernel_shape", list(basis_w.shape[2:])))
-    coef_inputs = [mid, cw_name] + ([node.input[2]] if len(node.input) > 2 and node.input[2] else [])
+    coef_inputs = [mid, cw_name]
+    if bias is not None:
+        bias_name = unique_name(names, f"{layer}.coefficient_bias")
+        set_initializer(graph, bias_name, bias)
+        coef_inputs.append(bias_name)
+    elif len(node.input) > 2 and node.input[2]:
+        coef_inputs.append(node.input[2])
     coef = helper.make_node("Conv", coef_inputs, list(node.output), name=unique_name(names, f"{layer}.coefficient"),
                             kernel_shape=[1, 1])
     for prop in node.metadata_props:

@@ -35,7 +35,7 @@ def copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def run_pass(model, **opts):
-    p = get_pass("decompose")(**opts)
+    p = get_pass("decompose")(**{"rank": 5, **opts})
     result = p.run(copy(model), PassContext())
     return p, result
 

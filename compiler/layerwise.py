@@ -1,0 +1,162 @@
+"""The layer-by-layer driver shared by every lossy pass: reconstruction inputs, budget, cost filter.
+
+A lossy pass names its *sites* (one node each, in graph order) and, per site, proposes *candidates*: ways
+to rewrite that layer, each with a cost key (lower = cheaper) and an ``apply`` that rewrites a copy of the
+model. For every site the driver
+  1. captures the site's input on the calibration samples twice: from the reference model (the model the
+     pass received) and from the model compressed so far, and hands both to the pass, which refits the
+     layer's free weights with ``compiler.reconstruct`` (target: the reference output);
+  2. drops candidates that the target's cost model (``PassContext.cost_fn``, wired in by the compile
+     driver; passes never import backends) says are not cheaper in latency and energy than leaving the
+     layer as it is, or, without a cost model, whose MACs are not lower;
+  3. with an accuracy budget, keeps the cheapest candidate whose validation accuracy stays within the
+     allowance released so far (``compiler.budget``); without one the layer stays as it is;
+  4. records the choice, or the reason the layer was left alone.
+With ``force`` (the user fixed the pass's setting) each site gets its one proposed candidate, refitted but
+neither filtered nor searched; the compile driver's final budget check still applies.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .budget import cheapest_within
+from .passbase import PassContext
+from .reconstruct import capture
+
+RECONSTRUCTION_SAMPLES = 64
+
+
+@dataclass
+class Site:
+    node: str
+    input: str
+    macs: float
+
+
+@dataclass
+class Candidate:
+    cost: float
+    apply: Callable[[onnx.ModelProto], None]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+Proposer = Callable[[onnx.ModelProto, Site, np.ndarray | None, np.ndarray | None], list[Candidate]]
+
+
+@dataclass
+class LayerwiseResult:
+    model: onnx.ModelProto
+    chosen: list[dict[str, Any]]
+    skipped: list[dict[str, str]]
+
+
+def reconstruction_feeds(ctx: PassContext) -> list[dict[str, np.ndarray]] | None:
+    """The calibration samples used to refit layers, or None without real calibration data."""
+    if not ctx.has_real_data:
+        return None
+    feeds = ctx.calibration or []
+    step = max(1, len(feeds) // RECONSTRUCTION_SAMPLES)
+    return feeds[::step][:RECONSTRUCTION_SAMPLES]
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def compress_layerwise(model: onnx.ModelProto, sites: list[Site], propose: Proposer, ctx: PassContext,
+                       force: bool) -> LayerwiseResult:
+    """Walk ``sites`` in order, choosing one candidate (or none) per layer; see the module docstring."""
+    reference = _copy(model)
+    feeds = reconstruction_feeds(ctx)
+    budget = ctx.budget
+    spent_before = 0.0
+    if budget is not None:
+        if budget.reference_accuracy is None:
+            budget.set_reference(reference)
+        spent_before = max(0.0, budget.drop_points(budget.accuracy(model)))
+    total_macs = sum(s.macs for s in sites) or 1.0
+    covered = 0.0
+    chosen: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+    current = model
+    base_cost = ctx.cost_fn(current) if ctx.cost_fn else None
+    for site in sites:
+        covered += site.macs
+        x_ref = x_comp = None
+        if feeds is not None:
+            x_ref = capture(reference, [site.input], feeds)[site.input]
+            x_comp = capture(current, [site.input], feeds)[site.input]
+        candidates = propose(current, site, x_comp, x_ref)
+        if force and candidates:
+            current = _applied(current, candidates[-1])
+            chosen.append({"node": site.node, **candidates[-1].info, "forced": True})
+            continue
+        candidates, base_cost, reason = _paying(current, candidates, ctx, base_cost)
+        if not candidates:
+            skipped.append({"node": site.node, "reason": reason})
+            continue
+        if budget is None:
+            skipped.append({"node": site.node, "reason": "no labelled validation data for the accuracy budget"})
+            continue
+        allowance = spent_before + budget.allowance(covered / total_macs)
+        pick = cheapest_within(candidates, partial(_applied, current), budget, allowance)
+        if pick is None:
+            skipped.append({"node": site.node,
+                            "reason": f"every candidate breaks the accuracy budget ({allowance:.2f} points here)"})
+            continue
+        current = pick.model
+        if ctx.cost_fn:
+            base_cost = ctx.cost_fn(current)
+        chosen.append({"node": site.node, **candidates[pick.index].info,
+                       "validation_drop_points": round(budget.drop_points(pick.accuracy), 3),
+                       "candidates": len(candidates), "evaluated": pick.tried})
+    return LayerwiseResult(current, chosen, skipped)
+
+
+def _applied(model: onnx.ModelProto, candidate: Candidate) -> onnx.ModelProto:
+    trial = _copy(model)
+    candidate.apply(trial)
+    return trial
+
+
+def _paying(model: onnx.ModelProto, candidates: list[Candidate], ctx: PassContext,
+            base_cost: tuple[float, float] | None) -> tuple[list[Candidate], tuple[float, float] | None, str]:
+    """Candidates that make the model cheaper, ordered cheapest first, and the reason when none does."""
+    if not candidates:
+        return [], base_cost, "no candidate applies to this layer"
+    if ctx.cost_fn is None or base_cost is None:
+        kept = sorted((c for c in candidates if c.cost < c.info.get("dense_cost", float("inf"))),
+                      key=lambda c: c.cost)
+        return _pareto(kept), base_cost, "compression would not reduce the layer's MACs"
+    scored = []
+    for c in candidates:
+        latency, energy = ctx.cost_fn(_applied(model, c))
+        if latency < base_cost[0] and energy <= base_cost[1]:
+            c.info = {**c.info, "target_latency_s": latency, "target_energy_j": energy}
+            scored.append((latency, energy, c))
+    scored.sort(key=lambda t: (t[0], t[1]))
+    return _pareto([c for *_, c in scored]), base_cost, "compression would not make the layer faster and cheaper on the target"
+
+
+def _pareto(candidates: list[Candidate]) -> list[Candidate]:
+    """Of candidates ordered cheapest first, those more accurate (lower ``relative_error``) than every
+    cheaper one: the list bisection needs, where error falls as cost rises."""
+    kept: list[Candidate] = []
+    best = float("inf")
+    for c in candidates:
+        err = c.info.get("relative_error")
+        if err is None:
+            kept.append(c)
+        elif err < best:
+            kept.append(c)
+            best = err
+    return kept

@@ -1,0 +1,226 @@
+"""Layer-wise reconstruction: refit a compressed layer's free weights to the original layer's output.
+
+One mechanism for every lossy pass (decompose, pattern-prune, comparator-conv, prune). A layer is a Conv
+(any kernel, stride, pad, dilation; group 1) or a Gemm/MatMul seen as a 1×1 conv. With x the im2col patch
+of the layer's input (F = Cin·kh·kw features, plus a constant 1 for the bias), the original layer computes
+    y_o = w_ref,o · x_ref + b_ref,o,
+where x_ref comes from the *reference* model (the model as the lossy pass received it). After compressing
+the layers before it, the layer sees x_c instead (from the *compressed* model). Each output row o then
+solves the ridge problem over the weights S_o that the compression kept (its support):
+    min_w  Σ_pixels (w · x_c[S_o] − y_o)² + λ_o ‖w‖²
+    ⇔  (G[S_o, S_o] + λ_o I) w = h_o[S_o],    G = Σ x_c x_cᵀ,  h_o = Σ x_c y_o,
+    λ_o = ridge · mean(diag G[S_o, S_o])            (scale-free; the bias feature is not regularised).
+The target uses x_ref, not x_c, so a refit also corrects the error the earlier layers left behind.
+
+A fixed linear map of the features, z = T x (the shared basis kernels of a decomposed layer: z_(c,j) =
+Σ_t B[j,t] x_(c,t)), maps the statistics to G_z = T G Tᵀ and h_z = T h. So one pair (G, H) per layer,
+gathered in one pass over the calibration data, serves every candidate rank, basis and sparsity.
+
+The relative reconstruction error of a solution follows from the same statistics:
+    err = Σ_o (wᵀ G w − 2 wᵀ h_o + ‖y_o‖²) / Σ_o ‖y_o‖².
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from .errors import PimcError
+from .graph import attr
+
+DEFAULT_RIDGE = 1e-3
+_CHUNK_BYTES = 64 * 2**20
+
+
+@dataclass
+class ConvGeometry:
+    """What im2col needs of a Conv node (2-D, group 1)."""
+
+    kernel: tuple[int, int]
+    strides: tuple[int, int] = (1, 1)
+    pads: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilations: tuple[int, int] = (1, 1)
+
+    @classmethod
+    def of(cls, node: onnx.NodeProto, kernel: tuple[int, int], input_hw: tuple[int, int]) -> ConvGeometry:
+        strides = tuple(int(s) for s in (attr(node, "strides", None) or [1, 1]))
+        dilations = tuple(int(d) for d in (attr(node, "dilations", None) or [1, 1]))
+        pads = tuple(int(p) for p in (attr(node, "pads", None) or [0, 0, 0, 0]))
+        auto_pad = attr(node, "auto_pad", b"NOTSET")
+        auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+        if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            pads = _same_pads(kernel, strides, dilations, input_hw, upper=auto_pad == "SAME_UPPER")
+        return cls(kernel, strides, pads, dilations)  # type: ignore[arg-type]
+
+
+def _same_pads(kernel, strides, dilations, input_hw, upper: bool) -> tuple[int, int, int, int]:
+    begin, end = [], []
+    for k, s, d, size in zip(kernel, strides, dilations, input_hw, strict=True):
+        out = -(-size // s)
+        total = max(0, (out - 1) * s + (k - 1) * d + 1 - size)
+        small, large = total // 2, total - total // 2
+        begin.append(small if upper else large)
+        end.append(large if upper else small)
+    return (begin[0], begin[1], end[0], end[1])
+
+
+def im2col(x: np.ndarray, geo: ConvGeometry) -> np.ndarray:
+    """Patches of an NCHW array as rows: (N·OH·OW, C·kh·kw), feature order (c, i, j) like a Conv weight."""
+    kh, kw = geo.kernel
+    top, left, bottom, right = geo.pads
+    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+    dh, dw = geo.dilations
+    sh, sw = geo.strides
+    span_h, span_w = (kh - 1) * dh + 1, (kw - 1) * dw + 1
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (span_h, span_w), axis=(2, 3))
+    windows = windows[:, :, ::sh, ::sw, ::dh, ::dw]  # (N, C, OH, OW, kh, kw)
+    n, c, oh, ow = windows.shape[:4]
+    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, c * kh * kw)
+
+
+def _rows(x: np.ndarray) -> np.ndarray:
+    """A Gemm/MatMul input as rows of features."""
+    return x.reshape(-1, x.shape[-1]) if x.ndim <= 2 else x.reshape(x.shape[0], -1)
+
+
+@dataclass
+class LayerStats:
+    """Second moments of the compressed input and cross moments with the reference output.
+
+    ``gram`` is (F+1, F+1) and ``cross`` (F+1, Cout) in float64, the last feature being the constant 1;
+    ``target_energy`` is Σ y_o² per output; ``rows`` the number of patches (pixels × samples)."""
+
+    gram: np.ndarray
+    cross: np.ndarray
+    target_energy: np.ndarray
+    rows: int
+
+    @property
+    def features(self) -> int:
+        return self.gram.shape[0] - 1
+
+    def transform(self, t: np.ndarray) -> LayerStats:
+        """Statistics of the features z = T x (the bias feature carried along unchanged)."""
+        full = np.zeros((t.shape[0] + 1, t.shape[1] + 1))
+        full[:-1, :-1] = t
+        full[-1, -1] = 1.0
+        return LayerStats(full @ self.gram @ full.T, full @ self.cross, self.target_energy, self.rows)
+
+
+def conv_stats(x_comp: np.ndarray, x_ref: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
+               geo: ConvGeometry) -> LayerStats:
+    """Statistics of a 2-D conv (group 1) with reference weights ``weight`` (Cout, Cin, kh, kw)."""
+    if x_comp.shape != x_ref.shape:
+        raise PimcError(f"reconstruction: compressed input {x_comp.shape} and reference {x_ref.shape} differ")
+    w = weight.reshape(weight.shape[0], -1).astype(np.float64)
+    b = np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
+    return _accumulate(_patch_chunks(x_comp, x_ref, geo), w, b)
+
+
+def dense_stats(x_comp: np.ndarray, x_ref: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> LayerStats:
+    """Statistics of y = x W + b with ``weight`` (F, Cout) as a Gemm/MatMul stores it."""
+    w = weight.T.astype(np.float64)
+    b = np.zeros(weight.shape[1]) if bias is None else bias.astype(np.float64)
+    return _accumulate(iter([(_rows(x_comp), _rows(x_ref))]), w, b)
+
+
+def _patch_chunks(x_comp: np.ndarray, x_ref: np.ndarray, geo: ConvGeometry) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    per_sample = max(1, x_comp[:1].nbytes * geo.kernel[0] * geo.kernel[1])
+    step = max(1, _CHUNK_BYTES // per_sample)
+    for start in range(0, x_comp.shape[0], step):
+        yield im2col(x_comp[start:start + step], geo), im2col(x_ref[start:start + step], geo)
+
+
+def _accumulate(chunks: Iterator[tuple[np.ndarray, np.ndarray]], w: np.ndarray, b: np.ndarray) -> LayerStats:
+    features = w.shape[1]
+    gram = np.zeros((features + 1, features + 1))
+    cross = np.zeros((features + 1, w.shape[0]))
+    energy = np.zeros(w.shape[0])
+    rows = 0
+    for comp, ref in chunks:
+        xc = np.hstack([comp.astype(np.float64), np.ones((comp.shape[0], 1))])
+        y = ref.astype(np.float64) @ w.T + b
+        gram += xc.T @ xc
+        cross += xc.T @ y
+        energy += np.einsum("pj,pj->j", y, y)
+        rows += comp.shape[0]
+    return LayerStats(gram, cross, energy, rows)
+
+
+def solve(stats: LayerStats, support: np.ndarray, ridge: float = DEFAULT_RIDGE,
+          fit_bias: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Ridge refit of every output row on its support (Cout, F) bool; returns weights (Cout, F), bias (Cout,)."""
+    cout, features = support.shape
+    if features != stats.features:
+        raise PimcError(f"reconstruction: support has {features} features, statistics {stats.features}")
+    weights = np.zeros((cout, features))
+    bias = np.zeros(cout)
+    bias_index = features
+    for o in range(cout):
+        keep = np.flatnonzero(support[o])
+        index = np.append(keep, bias_index) if fit_bias else keep
+        if index.size == 0:
+            continue
+        g = stats.gram[np.ix_(index, index)]
+        reg = np.full(index.size, ridge * (float(np.mean(np.diag(g)[: keep.size])) if keep.size else 0.0))
+        if fit_bias:
+            reg[-1] = 0.0
+        solution = _solve_spd(g + np.diag(reg), stats.cross[index, o])
+        weights[o, keep] = solution[: keep.size]
+        if fit_bias:
+            bias[o] = solution[-1]
+    return weights, bias
+
+
+def _solve_spd(a: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    try:
+        return np.linalg.solve(a, rhs)
+    except np.linalg.LinAlgError:
+        return np.linalg.lstsq(a, rhs, rcond=None)[0]
+
+
+def relative_error(stats: LayerStats, weights: np.ndarray, bias: np.ndarray) -> float:
+    """Σ_o ‖w_o x_c + b_o − y_o‖² / Σ_o ‖y_o‖² on the calibration patches."""
+    full = np.hstack([weights, bias[:, None]])
+    quad = np.einsum("of,fg,og->", full, stats.gram, full)
+    linear = np.einsum("of,fo->", full, stats.cross)
+    total = float(stats.target_energy.sum())
+    return max(0.0, quad - 2 * linear + total) / max(total, 1e-30)
+
+
+def capture(model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The values of tensors ``names`` over every feed, concatenated along the batch axis."""
+    from ..runtime.session import make_session
+
+    given = {k for feed in feeds for k in feed}
+    wanted = [n for n in dict.fromkeys(names) if n not in given]
+    probe = _with_outputs(model, wanted)
+    session = make_session(probe, spinning=False)
+    inputs = {i.name for i in session.get_inputs()}
+    out_names = [o.name for o in session.get_outputs()]
+    collected: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    for feed in feeds:
+        values = dict(zip(out_names, session.run(None, {k: v for k, v in feed.items() if k in inputs}), strict=True))
+        values.update(feed)
+        for n in names:
+            collected[n].append(np.asarray(values[n]))
+    return {n: np.concatenate(v, axis=0) for n, v in collected.items()}
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = {o.name for o in probe.graph.output}
+    types = {v.name: v for v in probe.graph.value_info}
+    for name in names:
+        if name in present:
+            continue
+        if name in types:
+            probe.graph.output.append(types[name])
+        else:
+            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+    return probe
