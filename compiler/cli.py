@@ -88,7 +88,7 @@ def cli(debug: bool) -> None:
 @click.option("--output", "-o", type=click.Path(), help="Output ONNX path (default: <stem>.<target>.onnx).")
 @click.option("--report", "-r", "report_path", type=click.Path(), help="Write the JSON report here.")
 @click.option("--verify", is_flag=True, help="Run before/after every pass on onnxruntime and record errors.")
-@click.option("--data", help="Calibration/verification data: digits, npz:PATH, cifar10:DIR or random.")
+@click.option("--data", help="Calibration/verification data: digits, mnist, npz:PATH, cifar10:DIR or random.")
 @click.option("--passes", help="Comma-separated pass list replacing the target's default pipeline.")
 @click.option("--pipeline", "pipeline_file", type=click.Path(), help="TOML pipeline file.")
 @click.option("--set", "sets", multiple=True, help="PASS.OPTION=VALUE (repeatable).")

@@ -9,11 +9,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ..compiler.errors import PimcError
-from ..runtime.datasets import load_dataset
 from ..runtime.session import evaluate
 from .zoo import MODELS, build_model, get_spec, model_input_shape
 
-TRAINABLE = "digits or cifar10:DIR"
+TRAINABLE = "digits, mnist, npz:PATH (with labels) or cifar10:DIR"
 
 
 @click.group("models")
@@ -76,23 +75,18 @@ def train_command(
     """Train zoo model NAME on a dataset, export it and report its onnxruntime test accuracy."""
     import torch
 
-    from .train import export_onnx, make_loader, train_classifier
+    from .train import export_onnx, train_classifier, training_data
 
-    if data != "digits" and not data.startswith("cifar10:"):
-        raise PimcError(f"cannot train on '{data}' (use {TRAINABLE})")
-    if batch_size < 1:
-        raise PimcError(f"--batch-size must be positive, got {batch_size}")
     if threads is not None:
         if threads < 1:
             raise PimcError(f"--threads must be positive, got {threads}")
         torch.set_num_threads(threads)
     get_spec(name)
     shape = model_input_shape(name, in_channels)
-    train = load_dataset(data, shape, split="train")
+    sets = training_data(data, shape, batch_size, seed)
     torch.manual_seed(seed)
-    model = build_model(name, num_classes if num_classes is not None else 10, in_channels)
-    loader = make_loader(train.x, train.y, batch_size, True, seed)
-    train_classifier(model, loader, epochs, lr=lr, seed=seed, desc=f"train {name}")
+    model = build_model(name, num_classes if num_classes is not None else max(10, sets.num_classes), in_channels)
+    train_classifier(model, sets.loader, epochs, lr=lr, seed=seed, desc=f"train {name}")
     export_onnx(model, output, shape, dynamo=dynamo, opset=opset)
-    result = evaluate(output, load_dataset(data, shape, split="test"))
+    result = evaluate(output, sets.test)
     click.echo(f"wrote {output}: test accuracy {result['accuracy']:.2%} on {result['samples']} samples")

@@ -10,6 +10,7 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,43 @@ from tqdm import tqdm
 
 from ..compiler.errors import PimcError
 from ..compiler.modelio import write_model
-from ..runtime.datasets import load_dataset
+from ..runtime.datasets import Dataset, load_dataset, train_test_sets
 
 LEGACY_OPSET = 17
 DYNAMO_OPSET = 18
+TRAINABLE = "digits, mnist, npz:PATH (with labels) or cifar10:DIR"
+
+
+@dataclass
+class TrainingData:
+    """What a training command needs from a data spec: the labelled train part as a seeded DataLoader,
+    and the held-out test part (``data_splits``' test set; its calibration/validation lie in ``train``)."""
+
+    train: Dataset
+    test: Dataset
+    loader: DataLoader
+
+    @property
+    def num_classes(self) -> int:
+        """Classes seen in either part (labels are 0..K-1)."""
+        assert self.train.y is not None and self.test.y is not None
+        return int(max(self.train.y.max(), self.test.y.max())) + 1
+
+
+def training_data(
+    spec: str, input_shape: tuple[int, int, int], batch_size: int, seed: int = 0, limit: int | None = None
+) -> TrainingData:
+    """The one place that maps a data spec to torch training data (``limit``: first N training samples)."""
+    if batch_size < 1:
+        raise PimcError(f"--batch-size must be positive, got {batch_size}")
+    kind = spec.partition(":")[0]
+    if kind not in ("digits", "mnist", "npz", "cifar10"):
+        raise PimcError(f"cannot train on '{spec}' (use {TRAINABLE})")
+    train, test = train_test_sets(spec, input_shape)
+    if limit is not None:
+        train = load_dataset(spec, input_shape, split="train", limit=limit) if limit < len(train) else train
+    assert train.y is not None
+    return TrainingData(train, test, make_loader(train.x, train.y, batch_size, True, seed))
 
 
 def digits_arrays(

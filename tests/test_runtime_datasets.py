@@ -40,9 +40,11 @@ def test_resize_bilinear_constant_and_mean() -> None:
 
 def test_npz(tmp_path: Path) -> None:
     path = tmp_path / "d.npz"
-    np.savez(path, x=np.zeros((4, 1, 8, 8), np.float32), y=np.arange(4))
-    data = load_dataset(f"npz:{path}", (1, 8, 8))
-    assert data.x.shape == (4, 1, 8, 8) and list(data.y) == [0, 1, 2, 3]
+    np.savez(path, x=np.zeros((10, 1, 8, 8), np.float32), y=np.arange(10))
+    test = load_dataset(f"npz:{path}", (1, 8, 8))
+    train = load_dataset(f"npz:{path}", (1, 8, 8), split="train", seed=3)
+    assert test.x.shape == (2, 1, 8, 8) and len(train) == 8
+    assert sorted([*test.y, *train.y]) == list(range(10))
     np.savez(path, x=np.zeros((4, 8, 8), np.uint8))
     assert load_dataset(f"npz:{path}", (3, 16, 16)).x.shape == (4, 3, 16, 16)
 
@@ -112,7 +114,7 @@ def test_random_is_seeded() -> None:
     np.testing.assert_array_equal(a.x, load_dataset("random", (3, 4, 4), seed=1, limit=3).x)
 
 
-@pytest.mark.parametrize("spec", ["mnist", "npz:/no/such.npz", "cifar10:/no/such/dir", "digits:x", "npz:"])
+@pytest.mark.parametrize("spec", ["mnist:x", "emnist", "npz:/no/such.npz", "cifar10:/no/such/dir", "digits:x", "npz:"])
 def test_bad_specs(spec: str) -> None:
     with pytest.raises(PimcError):
         load_dataset(spec, (1, 8, 8))

@@ -16,7 +16,7 @@ SPECIAL = ("cmpnet", "cmpnet-cnn")
 @click.option("--model", "model_name", default="cmpnet", show_default=True,
               help="cmpnet (CMPNET-style LBC network), cmpnet-cnn (its plain-CNN twin) or a zoo model "
                    "whose k×k convs are replaced by LBC layers.")
-@click.option("--data", default="digits", show_default=True, help="Training data: digits or cifar10:DIR.")
+@click.option("--data", default="digits", show_default=True, help="Training data: digits, mnist, npz:PATH (with labels) or cifar10:DIR.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=20, show_default=True)
@@ -39,13 +39,10 @@ def command(
     """Train a comparator (LBC) network on a dataset and export annotated ONNX."""
     import torch
 
-    from ...models.train import make_loader, train_classifier
-    from ...runtime.datasets import load_dataset
+    from ...models.train import train_classifier, training_data
     from ...runtime.session import evaluate
     from .exporter import export_lbc_onnx, freeze_all_but_pointwise
 
-    if data != "digits" and not data.startswith("cifar10:"):
-        raise PimcError(f"cannot train on '{data}' (use digits or cifar10:DIR)")
     if batch_size < 1 or epochs < 1:
         raise PimcError("--epochs and --batch-size must be positive")
     if not 0 < density <= 1:
@@ -54,11 +51,10 @@ def command(
     model, shape, replaced = _build(model_name, anchors, density, variant, comparator, seed)
     if train_what == "pointwise":
         freeze_all_but_pointwise(model)
-    train = load_dataset(data, shape, split="train")
-    loader = make_loader(train.x, train.y, batch_size, True, seed)
-    train_classifier(model, loader, epochs, lr=lr, seed=seed, desc=f"train {model_name}")
+    sets = training_data(data, shape, batch_size, seed)
+    train_classifier(model, sets.loader, epochs, lr=lr, seed=seed, desc=f"train {model_name}")
     annotated = export_lbc_onnx(model, output, shape)
-    result = evaluate(output, load_dataset(data, shape, split="test"), repeats=1)
+    result = evaluate(output, sets.test, repeats=1)
     click.echo(f"replaced {len(replaced)} convs by LBC layers; annotated {len(annotated)} LBC blocks")
     click.echo(f"wrote {output}: test accuracy {result['accuracy']:.2%} on {result['samples']} samples")
 

@@ -12,7 +12,7 @@ from ...compiler.errors import PimcError
 
 @click.command("decompose")
 @click.option("--model", "model_name", required=True, help="Zoo model (see `pimc models list`).")
-@click.option("--data", default="digits", show_default=True, help="Training data: digits or cifar10:DIR.")
+@click.option("--data", default="digits", show_default=True, help="Training data: digits, mnist, npz:PATH (with labels) or cifar10:DIR.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .onnx (two-conv decomposed form, annotated, shrunk).")
 @click.option("--rank", type=int, default=5, show_default=True, help="Basis kernels per layer (d).")
@@ -48,9 +48,8 @@ def command(model_name: str, data: str, output: Path, rank: int, pretrain_epochs
     """Train zoo MODEL with PENNI (decompose, alternate, L1, prune, fine-tune, shrink) and export ONNX."""
     import torch
 
-    from ...models.train import export_onnx, make_loader, train_classifier
+    from ...models.train import export_onnx, train_classifier, training_data
     from ...models.zoo import build_model, get_spec, model_input_shape
-    from ...runtime.datasets import load_dataset
     from ...runtime.session import evaluate
     from ._common import stored_conv_params
     from .exporter import PenniConfig, export_penni, penni_compress
@@ -63,11 +62,10 @@ def command(model_name: str, data: str, output: Path, rank: int, pretrain_epochs
         torch.set_num_threads(threads)
     get_spec(model_name)
     shape = model_input_shape(model_name)
-    train = load_dataset(data, shape, split="train", seed=seed)
-    test = load_dataset(data, shape, split="test", seed=seed)
+    sets = training_data(data, shape, batch_size, seed)
+    test, loader = sets.test, sets.loader
     torch.manual_seed(seed)
-    model = build_model(model_name, num_classes=int(max(train.y.max(), test.y.max())) + 1)
-    loader = make_loader(train.x, train.y, batch_size, True, seed)
+    model = build_model(model_name, num_classes=sets.num_classes)
     if pretrain_epochs:
         train_classifier(model, loader, pretrain_epochs, lr=lr, seed=seed, progress=not no_progress,
                          desc=f"dense {model_name}")

@@ -15,7 +15,7 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 
 @click.command("pattern")
 @click.option("--model", "model_name", required=True, help="Zoo model name (pimc models list).")
-@click.option("--data", default="digits", show_default=True, help="Training data: digits or cifar10:DIR.")
+@click.option("--data", default="digits", show_default=True, help="Training data: digits, mnist, npz:PATH (with labels) or cifar10:DIR.")
 @click.option("-o", "--output", type=_FILE, required=True, help="Pattern-pruned .onnx file.")
 @click.option("--mode", type=click.Choice(["admm", "oneshot"]), default="admm", show_default=True)
 @click.option("--patterns", type=int, default=8, show_default=True, help="Library size per layer.")
@@ -57,24 +57,20 @@ def command(**kw) -> None:
 def run_export(**kw) -> dict:
     import torch
 
-    from ...models.train import export_onnx, make_loader, train_classifier
+    from ...models.train import export_onnx, train_classifier, training_data
     from ...models.zoo import build_model, get_spec, model_input_shape
-    from ...runtime.datasets import load_dataset
     from ...runtime.session import evaluate
     from .admm import AdmmSchedule, admm_prune, conv_weight_nonzeros, export_pattern_onnx, oneshot_prune
 
     get_spec(kw["model_name"])
     config = _config(kw)
     shape = _input_shape(model_input_shape(kw["model_name"], kw["in_channels"]), kw["input_size"])
-    if kw["batch_size"] < 1:
-        raise PimcError(f"--batch-size must be positive, got {kw['batch_size']}")
-    train = load_dataset(kw["data"], shape, split="train", limit=kw["train_limit"])
-    test = load_dataset(kw["data"], shape, split="test")
-    progress = not kw["no_progress"]
     seed = kw["seed"]
+    sets = training_data(kw["data"], shape, kw["batch_size"], seed, limit=kw["train_limit"])
+    test, loader = sets.test, sets.loader
+    progress = not kw["no_progress"]
     torch.manual_seed(seed)
-    model = build_model(kw["model_name"], 10, kw["in_channels"])
-    loader = make_loader(train.x, train.y, kw["batch_size"], True, seed)
+    model = build_model(kw["model_name"], max(10, sets.num_classes), kw["in_channels"])
     _pretrain(model, loader, kw, progress, train_classifier, torch)
     dense_nnz, conv_params = conv_weight_nonzeros(model)
     if kw["dense_output"]:

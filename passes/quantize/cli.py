@@ -38,23 +38,19 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     """Train float, quantize (qat or admm), export; returns accuracies along the way."""
     import torch
 
-    from ...models.train import evaluate_torch, make_loader, train_classifier
+    from ...models.train import evaluate_torch, train_classifier, training_data
     from ...models.zoo import build_model, get_spec, model_input_shape
-    from ...runtime.datasets import load_dataset
     from ...runtime.session import evaluate
     from . import qat
 
-    if cfg.data != "digits":
-        raise PimcError(f"--data {cfg.data}: the quantization exporter trains on 'digits'")
     if not 2 <= cfg.bits <= 8 or not 2 <= (cfg.act_bits or cfg.bits) <= 8:
         raise PimcError("--bits and --act-bits must lie between 2 and 8")
     get_spec(cfg.model)
     shape = model_input_shape(cfg.model)
-    train = load_dataset(cfg.data, shape, split="train", seed=cfg.seed)
-    test = load_dataset(cfg.data, shape, split="test", seed=cfg.seed)
-    loader = make_loader(train.x, train.y, cfg.batch_size, shuffle=True, seed=cfg.seed)
+    sets = training_data(cfg.data, shape, cfg.batch_size, cfg.seed)
+    train, test, loader = sets.train, sets.test, sets.loader
     torch.manual_seed(cfg.seed)
-    net = build_model(cfg.model)
+    net = build_model(cfg.model, max(10, sets.num_classes))
     train_classifier(net, loader, cfg.epochs, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, desc="float")
     result: dict[str, Any] = {"config": {k: str(v) for k, v in asdict(cfg).items()},
                               "float_accuracy_torch": evaluate_torch(net, test.x, test.y)}
@@ -111,7 +107,8 @@ def _quantize(net, cfg: ExportConfig, act_bits: int, loader, result: dict[str, A
 
 @click.command("quantize")
 @click.option("--model", "model_name", required=True, help="Zoo model name (pimc models list).")
-@click.option("--data", default="digits", show_default=True, help="Training data.")
+@click.option("--data", default="digits", show_default=True,
+              help="Training data: digits, mnist, npz:PATH (with labels) or cifar10:DIR.")
 @click.option("--bits", type=int, default=8, show_default=True, help="Weight bit width (2-8).")
 @click.option("--act-bits", type=int, default=None, help="Activation bit width (default: --bits).")
 @click.option("--mode", type=click.Choice(["qat", "admm"]), default="qat", show_default=True,
