@@ -752,9 +752,6 @@ def _extra(schedule: Schedule, layers: list[dict[str, Any]], hw: EscalateConfig)
     }
 
 
-DEFAULT_DECOMPOSE_ENERGY = 0.97
-
-
 @register_target
 class EscalateTarget(Target):
     name = "escalate"
@@ -762,14 +759,13 @@ class EscalateTarget(Target):
     config_cls = EscalateConfig
 
     def default_pipeline(self) -> list[tuple[str, dict[str, Any]]]:
-        """Post-training decomposition keeps 97 % of each layer's kernel energy, so a dense model keeps its
-        accuracy (rank 5 without fine-tuning cost the bundled digits model 30 points). ESCALATE's gains come
-        from sparse coefficients: train with ``pimc export decompose`` (PENNI), whose exported pairs this
-        pipeline recognises and keeps, or set ``--set decompose.rank=5 --set decompose.energy=none``."""
+        """Post-training decomposition chooses each layer's rank and coefficient sparsity under the accuracy
+        budget, refitting the coefficients to the original outputs (``decompose`` without ``rank``); without
+        labelled data it changes nothing lossy. Pairs exported by ``pimc export decompose`` (PENNI) are
+        recognised and kept."""
         return [
             ("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}),
-            ("fuse-relu", {"measure": False}), ("decompose", {"energy": DEFAULT_DECOMPOSE_ENERGY}),
-            ("shrink", {}), ("cleanup", {}),
+            ("fuse-relu", {"measure": False}), ("decompose", {}), ("shrink", {}), ("cleanup", {}),
         ]
 
     def lower(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> Schedule:

@@ -94,15 +94,20 @@ def cli(debug: bool) -> None:
 @click.option("--set", "sets", multiple=True, help="PASS.OPTION=VALUE (repeatable).")
 @click.option("--hw", type=click.Path(), help="Hardware config file (TOML or YAML) for the target.")
 @click.option("--seed", default=0, show_default=True, help="Seed for random inputs and pass choices.")
+@click.option("--eval-data", help="Labelled evaluation data (default: the held-out test part of --data).")
+@click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None,
+              help="Accuracy budget in points on the held-out samples (default 1.0 with labelled data).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of tables.")
-def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed, as_json):
-    """Compile MODEL for a target: passes, verification, cost report."""
+def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed,
+                eval_data, max_accuracy_drop, as_json):
+    """Compile MODEL for a target: passes, verification, accuracy, cost report."""
     from .compile import CompileOptions, compile_model
     from .report import render_report, report_json
 
     opts = CompileOptions(
         input=model, target=target, output=output, report=report_path, verify=verify, data=data,
         passes=passes, pipeline_file=pipeline_file, sets=tuple(sets), hw=hw, seed=seed,
+        eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
     )
     _, report = compile_model(opts)
     if as_json:

@@ -1,8 +1,15 @@
-"""The compile driver: load → passes → write → lower → cost → report. Used by the CLI and by tests."""
+"""The compile driver: load → passes → write → lower → cost → report. Used by the CLI and by tests.
+
+With ``--data`` the data is split once (``runtime.datasets.data_splits``): calibration samples feed the
+passes, labelled validation samples drive the accuracy budget (``compiler.budget``), and the held-out test
+samples, which neither calibrated nor chose anything, measure the input and the output model on
+onnxruntime. A drop beyond ``--max-accuracy-drop`` is an error and no output is written.
+"""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,8 +17,9 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .budget import DEFAULT_MAX_DROP_POINTS, AccuracyBudget
 from .errors import PimcError
-from .loader import load_model
+from .loader import infer_shapes, load_model
 from .modelio import write_model, write_text_atomic
 from .passbase import PassContext
 from .pipeline import PassManager, build_pipeline
@@ -36,18 +44,71 @@ class CompileOptions:
     seed: int = 0
     calibration_samples: int = 256
     write_output: bool = True
+    eval_data: str | None = None
+    max_accuracy_drop: float | None = None  # points; None: DEFAULT_MAX_DROP_POINTS when labels exist
 
 
 def default_output_path(input_path: str, target: str) -> str:
     return f"{Path(input_path).stem}.{target}.onnx"
 
 
-def calibration_feeds(model: onnx.ModelProto, spec: str | None, samples: int, seed: int):
-    if not spec:
-        return None
-    from ..runtime.session import dataset_feeds
+@dataclass
+class CompileData:
+    """What ``--data`` / ``--eval-data`` give one compile."""
 
-    return dataset_feeds(model, spec, samples, seed)
+    calibration: list[dict[str, np.ndarray]] | None = None
+    budget: AccuracyBudget | None = None
+    test: Any = None  # runtime.datasets.Dataset with labels, or None
+    description: str | None = None
+
+
+def prepare_data(model: onnx.ModelProto, opts: CompileOptions) -> CompileData:
+    if not opts.data:
+        if opts.eval_data:
+            raise PimcError("--eval-data needs --data for calibration")
+        return CompileData()
+    from ..runtime.datasets import data_splits
+    from ..runtime.session import feeds, model_input, real_inputs
+
+    if len(real_inputs(model)) > 1:
+        raise PimcError("--data needs a model with a single image input")
+    _, shape, _ = model_input(model)
+    splits = data_splits(opts.data, shape, seed=opts.seed, eval_spec=opts.eval_data,
+                         calibration_samples=opts.calibration_samples)
+    budget = None
+    max_drop = DEFAULT_MAX_DROP_POINTS if opts.max_accuracy_drop is None else opts.max_accuracy_drop
+    if splits.validation is not None and splits.validation.y is not None and len(splits.validation):
+        budget = AccuracyBudget(splits.validation.x, splits.validation.y, max_drop)
+    test = splits.test if splits.test is not None and splits.test.y is not None else None
+    return CompileData(feeds(model, splits.calibration), budget, test, splits.description)
+
+
+def measure_accuracy(input_model: onnx.ModelProto, output_model: onnx.ModelProto, data: CompileData,
+                     max_drop: float | None) -> dict[str, Any]:
+    """Top-1 of the input and the output model on the same held-out samples (fractions; drop in points)."""
+    if data.test is None:
+        return {"measured": False, "note": "accuracy not measured: no labelled evaluation data "
+                                           "(give --data digits|mnist|cifar10:DIR|npz:PATH with labels)"}
+    from ..runtime.session import model_accuracy
+
+    before = model_accuracy(input_model, data.test)
+    after = model_accuracy(output_model, data.test)
+    budget = DEFAULT_MAX_DROP_POINTS if max_drop is None else max_drop
+    return {"measured": True, "input": before, "output": after, "drop_points": round(100 * (before - after), 4),
+            "samples": len(data.test), "data": data.description, "max_drop_points": budget,
+            "validation_evaluations": data.budget.evaluations if data.budget else 0}
+
+
+def target_cost_fn(target, hw) -> Callable[[onnx.ModelProto], tuple[float, float]] | None:
+    """The target's (latency_s, energy_j) of a whole model, for passes that compare candidates."""
+    if hw is None:
+        return None
+
+    def cost(model: onnx.ModelProto) -> tuple[float, float]:
+        report = target.cost(target.lower(infer_shapes(model, "candidate model"), hw), hw)
+        return report.latency_s, report.energy_j
+
+    return cost
 
 
 def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]]:
@@ -59,9 +120,12 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
         _check_output_path(opts.report, opts.input)
     passes = build_pipeline(target.default_pipeline(), opts.passes, opts.pipeline_file, list(opts.sets))
     model = load_model(opts.input)
+    input_model = _copy(model)
     before = model_stats(model)
-    feeds = calibration_feeds(model, opts.data, opts.calibration_samples, opts.seed)
-    ctx = PassContext(target=opts.target, calibration=feeds, seed=opts.seed, data_spec=opts.data)
+    data = prepare_data(model, opts)
+    feeds = data.calibration
+    ctx = PassContext(target=opts.target, calibration=feeds, seed=opts.seed, data_spec=opts.data,
+                      budget=data.budget, cost_fn=target_cost_fn(target, hw))
     verify_feeds = _verify_feeds(model, feeds, opts.seed) if opts.verify else None
     original_outputs = run_model(model, verify_feeds) if verify_feeds else None
     manager = PassManager(passes, ctx, verify=opts.verify, verify_feeds=verify_feeds)
@@ -69,6 +133,8 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     verify = None
     if original_outputs is not None:
         verify = compare_outputs(original_outputs, run_model(model, verify_feeds)).to_dict()
+    accuracy = measure_accuracy(input_model, model, data, opts.max_accuracy_drop)
+    _check_budget(accuracy)
     after = manager.final_stats or model_stats(model)
     cost = target.cost(target.lower(model, hw), hw)
     if output:
@@ -77,9 +143,27 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
         opts.input, output, opts.target, manager.records, before, after, verify,
         cost.to_dict() if cost is not None else None, hw.to_dict() if hw is not None else None,
     )
+    report["accuracy"] = accuracy
     if opts.report:
         write_text_atomic(report_json(report), opts.report)
     return model, report
+
+
+def _check_budget(accuracy: dict[str, Any]) -> None:
+    if not accuracy.get("measured"):
+        return
+    if accuracy["drop_points"] > accuracy["max_drop_points"] + 1e-9:
+        raise PimcError(
+            f"accuracy budget exceeded: {accuracy['drop_points']:.2f} points lost "
+            f"({100 * accuracy['input']:.2f} % -> {100 * accuracy['output']:.2f} % on {accuracy['samples']} "
+            f"held-out samples) > --max-accuracy-drop {accuracy['max_drop_points']:g}; no output written"
+        )
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
 
 
 def _verify_feeds(model: onnx.ModelProto, feeds, seed: int) -> list[dict[str, np.ndarray]]:

@@ -42,9 +42,13 @@ class Site:
 
 @dataclass
 class Candidate:
+    """One way to rewrite a layer. ``apply`` rewrites a model copy (refitting as needed); ``preview``, if
+    given, writes the same structure without the refit, for costing many candidates cheaply."""
+
     cost: float
     apply: Callable[[onnx.ModelProto], None]
     info: dict[str, Any] = field(default_factory=dict)
+    preview: Callable[[onnx.ModelProto], None] | None = None
 
 
 Proposer = Callable[[onnx.ModelProto, Site, np.ndarray | None, np.ndarray | None], list[Candidate]]
@@ -128,6 +132,12 @@ def _applied(model: onnx.ModelProto, candidate: Candidate) -> onnx.ModelProto:
     return trial
 
 
+def _previewed(model: onnx.ModelProto, candidate: Candidate) -> onnx.ModelProto:
+    trial = _copy(model)
+    (candidate.preview or candidate.apply)(trial)
+    return trial
+
+
 def _paying(model: onnx.ModelProto, candidates: list[Candidate], ctx: PassContext,
             base_cost: tuple[float, float] | None) -> tuple[list[Candidate], tuple[float, float] | None, str]:
     """Candidates that make the model cheaper, ordered cheapest first, and the reason when none does."""
@@ -139,7 +149,7 @@ def _paying(model: onnx.ModelProto, candidates: list[Candidate], ctx: PassContex
         return _pareto(kept), base_cost, "compression would not reduce the layer's MACs"
     scored = []
     for c in candidates:
-        latency, energy = ctx.cost_fn(_applied(model, c))
+        latency, energy = ctx.cost_fn(_previewed(model, c))
         if latency < base_cost[0] and energy <= base_cost[1]:
             c.info = {**c.info, "target_latency_s": latency, "target_energy_j": energy}
             scored.append((latency, energy, c))

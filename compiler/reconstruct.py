@@ -153,34 +153,62 @@ def _accumulate(chunks: Iterator[tuple[np.ndarray, np.ndarray]], w: np.ndarray, 
 
 def solve(stats: LayerStats, support: np.ndarray, ridge: float = DEFAULT_RIDGE,
           fit_bias: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """Ridge refit of every output row on its support (Cout, F) bool; returns weights (Cout, F), bias (Cout,)."""
+    """Ridge refit of every output row on its support (Cout, F) bool; returns weights (Cout, F), bias (Cout,).
+
+    Rows are solved in batches: row o's system is G restricted to S_o, embedded in the full size with the
+    identity on the dropped features (whose right-hand side is 0), so one batched LAPACK call serves rows
+    of different supports."""
     cout, features = support.shape
     if features != stats.features:
         raise PimcError(f"reconstruction: support has {features} features, statistics {stats.features}")
-    weights = np.zeros((cout, features))
-    bias = np.zeros(cout)
-    bias_index = features
-    for o in range(cout):
-        keep = np.flatnonzero(support[o])
-        index = np.append(keep, bias_index) if fit_bias else keep
-        if index.size == 0:
-            continue
-        g = stats.gram[np.ix_(index, index)]
-        reg = np.full(index.size, ridge * (float(np.mean(np.diag(g)[: keep.size])) if keep.size else 0.0))
-        if fit_bias:
-            reg[-1] = 0.0
-        solution = _solve_spd(g + np.diag(reg), stats.cross[index, o])
-        weights[o, keep] = solution[: keep.size]
-        if fit_bias:
-            bias[o] = solution[-1]
+    if support.all():
+        return _solve_dense(stats, ridge, fit_bias)
+    mask = np.hstack([support, np.full((cout, 1), fit_bias)]).astype(np.float64)
+    diag = np.diag(stats.gram)[:-1]
+    kept = np.maximum(support.sum(axis=1), 1)
+    lam = ridge * (support * diag).sum(axis=1) / kept
+    solution = np.zeros((cout, features + 1))
+    step = max(1, _CHUNK_BYTES // (8 * (features + 1) ** 2))
+    for start in range(0, cout, step):
+        rows = slice(start, min(cout, start + step))
+        m = mask[rows]
+        a = m[:, :, None] * stats.gram[None] * m[:, None, :]
+        reg = np.concatenate([np.broadcast_to(lam[rows, None], (m.shape[0], features)),
+                              np.zeros((m.shape[0], 1))], axis=1) * m
+        a += _batched_diag(reg + (1.0 - m))
+        rhs = m * stats.cross[:, rows].T
+        solution[rows] = _solve_batched(a, rhs)
+    solution *= mask
+    return solution[:, :-1], solution[:, -1]
+
+
+def _solve_dense(stats: LayerStats, ridge: float, fit_bias: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Every row on the full support: one system with Cout right-hand sides."""
+    features = stats.features
+    index = np.arange(features + 1 if fit_bias else features)
+    g = stats.gram[np.ix_(index, index)].copy()
+    g[np.arange(features), np.arange(features)] += ridge * float(np.mean(np.diag(stats.gram)[:features]))
+    try:
+        solution = np.linalg.solve(g, stats.cross[index])
+    except np.linalg.LinAlgError:
+        solution = np.linalg.lstsq(g, stats.cross[index], rcond=None)[0]
+    weights = solution[:features].T
+    bias = solution[features] if fit_bias else np.zeros(stats.cross.shape[1])
     return weights, bias
 
 
-def _solve_spd(a: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+def _batched_diag(values: np.ndarray) -> np.ndarray:
+    out = np.zeros(values.shape + (values.shape[-1],))
+    idx = np.arange(values.shape[-1])
+    out[:, idx, idx] = values
+    return out
+
+
+def _solve_batched(a: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     try:
-        return np.linalg.solve(a, rhs)
+        return np.linalg.solve(a, rhs[..., None])[..., 0]
     except np.linalg.LinAlgError:
-        return np.linalg.lstsq(a, rhs, rcond=None)[0]
+        return np.stack([np.linalg.lstsq(ai, bi, rcond=None)[0] for ai, bi in zip(a, rhs, strict=True)])
 
 
 def relative_error(stats: LayerStats, weights: np.ndarray, bias: np.ndarray) -> float:

@@ -102,8 +102,22 @@ def render_report(report: dict[str, Any], console: Console | None = None) -> Non
         v = report["verify"]
         console.print(f"verify: max abs err {_err(v['max_abs_err'])}, max rel err {_err(v['max_rel_err'])} "
                       f"over {v['inputs']} input batch(es)")
+    render_accuracy(report.get("accuracy"), console)
     if report["cost"]:
         render_cost(report["cost"], console)
+
+
+def render_accuracy(accuracy: dict[str, Any] | None, console: Console) -> None:
+    if not accuracy:
+        return
+    if not accuracy.get("measured"):
+        console.print(accuracy.get("note", "accuracy not measured"))
+        return
+    console.print(
+        f"accuracy: {100 * accuracy['input']:.2f} % → {100 * accuracy['output']:.2f} % "
+        f"(drop {accuracy['drop_points']:.2f} points of a {accuracy['max_drop_points']:g}-point budget) on "
+        f"{accuracy['samples']} held-out samples [{accuracy['data']}]"
+    )
 
 
 def render_cost(cost: dict[str, Any], console: Console) -> None:

@@ -60,6 +60,7 @@ from ._common import (
 
 _COPIED_ATTRS = ("strides", "pads", "dilations", "auto_pad")
 RANKS = (2, 3, 4, 5, 6)
+FORCED_DEFAULT_RANK = 5  # PENNI's d, when only prune/sparsity is forced
 SPARSITIES = (0.0, 0.3, 0.5, 0.7)
 
 
@@ -68,8 +69,9 @@ class Decompose(Pass):
     name = "decompose"
     summary = "PENNI: split k×k convs into a shared-basis depthwise conv and a 1×1 coefficient conv (SVD)"
     options = (
-        Option("rank", int, None, "force basis size d per layer (capped at kh·kw); unset: searched per layer "
-               "under the accuracy budget", minimum=1),
+        Option("rank", int, None, "force basis size d per layer (capped at kh·kw; 5 when only prune/sparsity "
+               "is forced); with rank, energy, prune and sparsity all unset, rank and sparsity are searched per "
+               "layer under the accuracy budget", minimum=1),
         Option("energy", float, None, "keep the smallest d holding this fraction of kernel energy",
                minimum=0.0, maximum=1.0),
         Option("prune", float, None, "zero coefficients with |c| < prune·std(C), per layer", minimum=0.0),
@@ -98,7 +100,7 @@ class Decompose(Pass):
 
     @property
     def searching(self) -> bool:
-        return self.opts["rank"] is None and self.opts["energy"] is None
+        return all(self.opts[k] is None for k in ("rank", "energy", "prune", "sparsity"))
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         graph = model.graph
@@ -157,7 +159,7 @@ class Decompose(Pass):
     def _rank(self, sigma: np.ndarray, k2: int, rows: int) -> int:
         limit = min(k2, rows)
         if self.opts["energy"] is None:
-            return min(self.opts["rank"], limit)
+            return min(self.opts["rank"] or FORCED_DEFAULT_RANK, limit)
         energy = np.cumsum(sigma.astype(np.float64) ** 2)
         if energy[-1] == 0:
             return 1
@@ -200,27 +202,32 @@ class Decompose(Pass):
         else:
             dense_coef, saliency = svd_coef, svd_coef**2
         keep = self._keep(svd_coef, saliency, sparsity)
-        coef, fitted_bias = (solve(zstats, keep) if zstats is not None and not keep.all()
-                             else (np.where(keep, dense_coef, 0.0), bias))
-        error = relative_error(zstats, coef, fitted_bias) if zstats is not None else _weight_error(layer, basis, coef)
-        nnz = int(np.count_nonzero(coef))
+        masked = np.where(keep, dense_coef, 0.0)
+        error = relative_error(zstats, masked, bias) if zstats is not None else _weight_error(layer, basis, masked)
+        nnz = int(np.count_nonzero(masked))
         dense_macs = layer.pixels * cout * cin * kh * kw
         info = {
             "layer": layer.name, "cout": int(cout), "cin": int(cin), "kernel": [int(kh), int(kw)], "rank": int(d),
-            "coefficient_sparsity": round(1.0 - nnz / coef.size, 4),
+            "coefficient_sparsity": round(1.0 - nnz / masked.size, 4),
             "energy_kept": float(np.sum(layer.sigma[:d] ** 2) / max(np.sum(layer.sigma**2), 1e-30)),
             "relative_error": float(error), "refitted": zstats is not None,
-            "coefficients": int(coef.size), "coefficients_nonzero": nnz,
+            "coefficients": int(masked.size), "coefficients_nonzero": nnz,
             "params_before": int(layer.weight.size), "params_after": int(d * kh * kw + nnz),
             "macs_before": int(dense_macs), "macs_after": int(layer.pixels * (cin * d * kh * kw + nnz)),
             "dense_cost": float(dense_macs),
         }
-        write_bias = fitted_bias if (zstats is not None or layer.bias is not None) else None
+        write_bias = bias if (zstats is not None or layer.bias is not None) else None
+        refit = _Refit(zstats, keep, masked, bias)
 
         def apply(target: onnx.ModelProto) -> None:
-            _write_pair(target, layer.name, basis, coef, write_bias, layer.weight.dtype)
+            coef, fitted_bias = refit.result()
+            _write_pair(target, layer.name, basis, coef, None if write_bias is None else fitted_bias,
+                        layer.weight.dtype)
 
-        return Candidate(float(info["macs_after"]), apply, info)
+        def preview(target: onnx.ModelProto) -> None:
+            _write_pair(target, layer.name, basis, masked, write_bias, layer.weight.dtype)
+
+        return Candidate(float(info["macs_after"]), apply, info, preview)
 
     def _keep(self, svd_coef: np.ndarray, saliency: np.ndarray, sparsity: float | None) -> np.ndarray:
         """Which coefficients survive: a forced ``prune``/``sparsity`` works on the SVD coefficients as
@@ -242,6 +249,25 @@ class Decompose(Pass):
             mask[np.argsort(mags, axis=None, kind="stable")[:count]] = True
             return mask.reshape(coef.shape)
         return np.zeros(coef.shape, dtype=bool)
+
+
+@dataclass
+class _Refit:
+    """The ridge refit of one candidate, solved on first use: most candidates are never evaluated."""
+
+    stats: LayerStats | None
+    keep: np.ndarray
+    masked: np.ndarray
+    bias: np.ndarray
+    _done: tuple[np.ndarray, np.ndarray] | None = None
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._done is None:
+            if self.stats is None or self.keep.all():
+                self._done = (self.masked, self.bias)
+            else:
+                self._done = solve(self.stats, self.keep)
+        return self._done
 
 
 @dataclass
