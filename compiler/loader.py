@@ -40,6 +40,8 @@ def normalize(model: onnx.ModelProto, source: str = "model", data: bytes | None 
     upgraded = _check_opset(model, source)
     if upgraded is not model:
         model, data = upgraded, None
+    if _separate_initializers_from_inputs(model):
+        data = None
     _check_references(model, source)
     if _sort_nodes(model, source) or _complete_io_types(model, source):
         data = None
@@ -81,6 +83,27 @@ def _upgrade(model: onnx.ModelProto, version: int, source: str) -> onnx.ModelPro
         raise PimcError(
             f"{source}: opset {version} cannot be upgraded to {MIN_OPSET}: {_first_line(str(exc))}"
         ) from None
+
+
+MIN_IR_SEPARATE_INITIALIZERS = 4
+
+
+def _separate_initializers_from_inputs(model: onnx.ModelProto) -> bool:
+    """IR 3 files list every initializer as a graph input too (and IR >= 4 exports may, e.g. torch's
+    ``keep_initializers_as_inputs=True``). pimc treats initializers as constants, so such inputs are not
+    fed: drop them, keeping the real inputs, and raise the IR version to 4, which lets initializers stand
+    alone (passes add initializers without listing them). True if the model changed."""
+    changed = False
+    if model.ir_version < MIN_IR_SEPARATE_INITIALIZERS:
+        model.ir_version = MIN_IR_SEPARATE_INITIALIZERS
+        changed = True
+    inits = {init.name for init in model.graph.initializer}
+    if any(vi.name in inits for vi in model.graph.input):
+        keep = [vi for vi in model.graph.input if vi.name not in inits]
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        changed = True
+    return changed
 
 
 def _check_references(model: onnx.ModelProto, source: str) -> None:

@@ -60,12 +60,7 @@ def remove_unused_initializers(model: onnx.ModelProto) -> list[str]:
         used.update(node.input)
         used.update(_subgraph_reads(node))
     unused = sorted(init.name for init in graph.initializer if init.name not in used)
-    if unused:
-        remove_initializers(graph, unused)
-        drop = set(unused)
-        inputs = [i for i in graph.input if i.name not in drop]
-        del graph.input[:]
-        graph.input.extend(inputs)
+    remove_initializers(graph, unused)
     return unused
 
 
