@@ -6,6 +6,9 @@ pytorch-converted cases shipped with onnx) are upgraded to opset 7 with onnx's v
 25 is the highest opset torch 2.13's exporter emits natively; onnx 1.23 and onnxruntime 1.32 run it.
 Before the checker runs, references are resolved (a tensor nobody produces is named), the nodes are
 sorted topologically (a cycle is named) and graph outputs without a type/shape get the inferred one.
+IR 3 files (every initializer also a graph input) are raised to IR 4 without those inputs. After
+folding, shape inference runs in strict mode and ``validate`` checks weights (NaN/inf, BatchNorm
+variance) and Conv geometry, each failure one line naming the node or tensor.
 Nodes pimc does not rewrite pass through untouched.
 """
 
@@ -20,6 +23,7 @@ from .errors import PimcError
 from .folding import fold_constants
 from .graph import cycle_nodes, opset_version, producers, real_inputs, sort_nodes
 from .modelio import read_model_bytes, serialize_model
+from .validate import validate_model
 
 MIN_OPSET = 7
 MAX_OPSET = 25
@@ -48,9 +52,10 @@ def normalize(model: onnx.ModelProto, source: str = "model", data: bytes | None 
     _check_structure(model, source, data)
     name_nodes(model)
     fold_constants(model)
-    model = infer_shapes(model, source)
+    model = infer_shapes(model, source, strict=True)
     if fold_constants(model):  # Shape of static tensors needs the inferred shapes
-        model = infer_shapes(model, source)
+        model = infer_shapes(model, source, strict=True)
+    validate_model(model, source)
     _check_conv_weights(model, source)
     return model
 
@@ -205,8 +210,10 @@ def name_nodes(model: onnx.ModelProto) -> None:
         seen.add(name)
 
 
-def infer_shapes(model: onnx.ModelProto, source: str = "model") -> onnx.ModelProto:
+def infer_shapes(model: onnx.ModelProto, source: str = "model", strict: bool = False) -> onnx.ModelProto:
     """Fresh shape inference (stale value_info is dropped first), in place; returns ``model``.
+
+    ``strict`` (on load): any inference error, e.g. inputs whose types or shapes an op rejects, fails.
 
     Inference runs on a skeleton of the model: large weights are declared as typed graph inputs instead
     of being copied, so neither their bytes nor the 2 GB protobuf limit matter. Integer tensors up to
@@ -217,7 +224,7 @@ def infer_shapes(model: onnx.ModelProto, source: str = "model") -> onnx.ModelPro
     del model.graph.value_info[:]
     skeleton = _skeleton(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=strict, data_prop=True)
     except (onnx.shape_inference.InferenceError, ValueError, RuntimeError) as exc:
         raise PimcError(f"{source}: shape inference failed: {_first_line(str(exc))}") from None
     graph = model.graph
