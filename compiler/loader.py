@@ -19,6 +19,7 @@ import os
 import onnx
 from onnx import numpy_helper
 
+from .annotations import MAP_DOMAIN, migrate_legacy_maps
 from .errors import PimcError
 from .folding import fold_constants
 from .graph import cycle_nodes, opset_version, producers, real_inputs, sort_nodes
@@ -44,7 +45,7 @@ def normalize(model: onnx.ModelProto, source: str = "model", data: bytes | None 
     upgraded = _check_opset(model, source)
     if upgraded is not model:
         model, data = upgraded, None
-    if _separate_initializers_from_inputs(model):
+    if _separate_initializers_from_inputs(model) | migrate_legacy_maps(model):
         data = None
     _check_references(model, source)
     if _sort_nodes(model, source) or _complete_io_types(model, source):
@@ -247,7 +248,7 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     skeleton = onnx.ModelProto()
     skeleton.ir_version = model.ir_version
     skeleton.opset_import.extend(model.opset_import)
-    skeleton.functions.extend(model.functions)
+    skeleton.functions.extend(f for f in model.functions if f.domain != MAP_DOMAIN)  # maps: data only
     src, dst = model.graph, skeleton.graph
     dst.name = src.name
     dst.node.extend(src.node)
