@@ -18,6 +18,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from pimc.compiler.verify import session_options
+
 SHAPES = [  # batch, cin, cout, hw, d
     (1, 16, 16, 32, 5), (1, 32, 32, 16, 5), (1, 64, 64, 8, 5), (1, 64, 64, 8, 2),
     (64, 16, 16, 32, 5), (64, 32, 32, 16, 5), (64, 64, 64, 8, 5), (64, 64, 64, 8, 2), (64, 16, 16, 32, 2),
@@ -45,7 +47,7 @@ def decomposed_model(batch, cin, cout, hw, d, rng):
 
 
 def median_ms(model: onnx.ModelProto, x: np.ndarray, repeats: int, threads: int | None) -> float:
-    opts = ort.SessionOptions()
+    opts = session_options()
     if threads:
         opts.intra_op_num_threads = threads
     sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])

@@ -5,8 +5,17 @@ Three places, all of which survive ``onnx.save``/``onnx.load`` and are ignored b
 * node ``metadata_props`` with keys ``pimc.<key>``; values are JSON text (numbers, strings, lists, dicts);
 * ``graph.quantization_annotation``: per-tensor data types (``pimc.dtype``, ``pimc.bits``, ...), the place
   qonnx keeps ``finn_datatype``;
-* initializers named ``pimc.map.<...>`` for per-element maps (pattern ids, per-block bit widths). A node
-  names its maps in a ``pimc.maps`` annotation, so cleanup keeps them alive.
+* per-element maps (pattern ids, per-block bit widths) as model-local functions in ``model.functions``:
+  the map ``pimc.map.<kind>.<node>`` is the FunctionProto of domain ``pimc.map`` and name
+  ``<kind>.<node>`` with no inputs and one output ``value``, made by a single ``Constant`` node that holds
+  the tensor. A node names its maps in a ``pimc.maps`` annotation (cleanup drops maps nobody names).
+
+Why functions: they are standard ONNX (IR 8; the checker accepts them), lossless, and a runtime
+ignores functions no node calls. onnxruntime, in particular, loads them silently, whereas an initializer
+no node reads (the layout before: initializers named ``pimc.map.*``) makes it warn "Removing initializer
+..." on every session, and a sparse initializer is densified and warned about the same way.
+``training_info`` would be silent too, but it describes training, which maps are not. The old layout is
+still read, and ``migrate_legacy_maps`` (run on load) moves it into functions.
 """
 
 from __future__ import annotations
@@ -16,7 +25,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+from onnx import helper, numpy_helper
+
+from .graph import opset_version
 
 PREFIX = "pimc."
 MAP_PREFIX = "pimc.map."
@@ -113,39 +124,102 @@ def _tensor_entry(model: onnx.ModelProto, tensor: str, create: bool):
     return entry
 
 
-def set_node_map(model: onnx.ModelProto, node: onnx.NodeProto, kind: str, array: np.ndarray) -> str:
-    """Store a per-element map for ``node`` as an initializer and reference it from the node.
+MAP_DOMAIN = "pimc.map"
+MAP_OUTPUT = "value"
+MIN_IR_FUNCTIONS = 8
 
-    Returns the initializer name ``pimc.map.<kind>.<node name>``.
+
+def set_node_map(model: onnx.ModelProto, node: onnx.NodeProto, kind: str, array: np.ndarray) -> str:
+    """Store a per-element map for ``node`` and reference it from the node.
+
+    Returns the map name ``pimc.map.<kind>.<node name>``.
     """
     name = f"{MAP_PREFIX}{kind}.{node.name}"
-    tensor = numpy_helper.from_array(np.asarray(array, order="C"), name)
-    inits = model.graph.initializer
-    for i, init in enumerate(inits):
-        if init.name == name:
-            inits[i].CopyFrom(tensor)
-            break
-    else:
-        inits.append(tensor)
+    store_map(model, name, array)
     maps = dict(get_node_annotation(node, "maps", {}) or {})
     maps[kind] = name
     set_node_annotation(node, "maps", maps)
     return name
 
 
-def get_node_map(model: onnx.ModelProto, node: onnx.NodeProto, kind: str) -> np.ndarray | None:
-    name = (get_node_annotation(node, "maps", {}) or {}).get(kind)
-    if name is None:
-        return None
+def store_map(model: onnx.ModelProto, name: str, array: np.ndarray) -> None:
+    """Write (or replace) the map ``name`` as a model-local function; drops an old-layout initializer."""
+    function = _map_function(name, np.asarray(array, order="C"), opset_version(model) or 1)
+    for i, existing in enumerate(model.functions):
+        if _is_map(existing, name):
+            model.functions[i].CopyFrom(function)
+            break
+    else:
+        model.functions.append(function)
+    _remove_legacy_map(model, name)
+    model.ir_version = max(model.ir_version, MIN_IR_FUNCTIONS)
+
+
+def _map_function(name: str, array: np.ndarray, opset: int) -> onnx.FunctionProto:
+    constant = helper.make_node("Constant", [], [MAP_OUTPUT], value=numpy_helper.from_array(array, MAP_OUTPUT))
+    return helper.make_function(MAP_DOMAIN, name[len(MAP_PREFIX):], [], [MAP_OUTPUT], [constant],
+                                [helper.make_opsetid("", opset)])
+
+
+def _is_map(function: onnx.FunctionProto, name: str | None = None) -> bool:
+    if function.domain != MAP_DOMAIN:
+        return False
+    return name is None or MAP_PREFIX + function.name == name
+
+
+def map_names(model: onnx.ModelProto) -> list[str]:
+    """Every stored map (both layouts)."""
+    names = [MAP_PREFIX + f.name for f in model.functions if _is_map(f)]
+    return names + [init.name for init in model.graph.initializer if init.name.startswith(MAP_PREFIX)]
+
+
+def get_map(model: onnx.ModelProto, name: str) -> np.ndarray | None:
+    """The map stored under ``name`` (a function, or an old-layout initializer), or None."""
+    for function in model.functions:
+        if _is_map(function, name):
+            return numpy_helper.to_array(function.node[0].attribute[0].t)
     for init in model.graph.initializer:
         if init.name == name:
             return numpy_helper.to_array(init)
     return None
 
 
+def get_node_map(model: onnx.ModelProto, node: onnx.NodeProto, kind: str) -> np.ndarray | None:
+    name = (get_node_annotation(node, "maps", {}) or {}).get(kind)
+    return None if name is None else get_map(model, name)
+
+
 def referenced_map_names(model: onnx.ModelProto) -> set[str]:
-    """Initializer names of every map some node references (cleanup must keep them)."""
+    """Names of every map some node references (cleanup must keep them)."""
     names: set[str] = set()
     for node in model.graph.node:
         names.update((get_node_annotation(node, "maps", {}) or {}).values())
     return names
+
+
+def prune_maps(model: onnx.ModelProto) -> list[str]:
+    """Remove the map functions no node references; returns their names."""
+    used = referenced_map_names(model)
+    dropped = [MAP_PREFIX + f.name for f in model.functions if _is_map(f) and MAP_PREFIX + f.name not in used]
+    if dropped:
+        keep = [f for f in model.functions if not (_is_map(f) and MAP_PREFIX + f.name not in used)]
+        del model.functions[:]
+        model.functions.extend(keep)
+    return sorted(dropped)
+
+
+def migrate_legacy_maps(model: onnx.ModelProto) -> bool:
+    """Move old-layout maps (initializers named ``pimc.map.*`` that no node reads) into functions."""
+    read = {name for node in model.graph.node for name in node.input}
+    legacy = [init for init in model.graph.initializer if init.name.startswith(MAP_PREFIX) and init.name not in read]
+    for init in legacy:
+        store_map(model, init.name, numpy_helper.to_array(init))
+    return bool(legacy)
+
+
+def _remove_legacy_map(model: onnx.ModelProto, name: str) -> None:
+    inits = model.graph.initializer
+    for i, init in enumerate(inits):
+        if init.name == name:
+            del inits[i]
+            return

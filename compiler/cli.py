@@ -8,10 +8,9 @@ import pkgutil
 import sys
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from .errors import PimcError
+from .tables import Table, console
 
 _PLUGINS = {
     "run": ("pimc.runtime.commands", "run_command"),
@@ -154,7 +153,7 @@ def passes_cmd(as_json):
     for name, cls in passes.items():
         opts = "\n".join(f"{o.name}: {o.type.__name__} = {o.default!r} — {o.help}" for o in cls.options)
         table.add_row(name, cls.summary, opts or "-")
-    Console().print(table)
+    console().print(table)
 
 
 @cli.command("targets")
@@ -174,12 +173,12 @@ def targets_cmd(as_json):
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return
-    console = Console()
+    out = console()
     for name, info in data.items():
-        console.print(f"[bold]{name}[/]: {info['summary']}")
-        console.print(f"  pipeline: {' → '.join(info['pipeline'])}")
+        out.print(f"[bold]{name}[/]: {info['summary']}")
+        out.print(f"  pipeline: {' → '.join(info['pipeline'])}")
         for f in info["hardware"]:
-            console.print(f"  {f['name']} = {f['default']} {f['unit']}  [dim]({f['source']})[/]")
+            out.print(f"  {f['name']} = {f['default']} {f['unit']}  [dim]({f['source']})[/]")
 
 
 @cli.group("export", cls=_LazyGroup, loader=_export_commands)

@@ -117,7 +117,7 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     output = opts.output or (default_output_path(opts.input, opts.target) if opts.write_output else None)
     _check_output_path(output, opts.input)
     if opts.report:
-        _check_output_path(opts.report, opts.input)
+        _check_output_path(opts.report, opts.input, output)
     passes = build_pipeline(target.default_pipeline(), opts.passes, opts.pipeline_file, list(opts.sets))
     model = load_model(opts.input)
     input_model = _copy(model)
@@ -132,7 +132,10 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     model = manager.run(model, before)
     verify = None
     if original_outputs is not None:
-        verify = compare_outputs(original_outputs, run_model(model, verify_feeds)).to_dict()
+        comparison = compare_outputs(original_outputs, run_model(model, verify_feeds))
+        if comparison.failure():
+            raise PimcError(f"--verify: the compiled model is wrong: {comparison.failure()}")
+        verify = comparison.to_dict()
     accuracy = measure_accuracy(input_model, model, data, opts.max_accuracy_drop)
     _check_budget(accuracy)
     after = manager.final_stats or model_stats(model)
@@ -174,12 +177,16 @@ def _verify_feeds(model: onnx.ModelProto, feeds, seed: int) -> list[dict[str, np
     return random_feeds(model, 2, seed)
 
 
-def _check_output_path(path: str | None, input_path: str) -> None:
+def _check_output_path(path: str | None, input_path: str, model_output: str | None = None) -> None:
     if path is None:
         return
     p = Path(path)
     if p.is_dir():
         raise PimcError(f"{p}: output path is a directory")
+    if p.exists() and not p.is_file():
+        raise PimcError(f"{p}: output path exists and is not a regular file")
+    if model_output is not None and p.resolve() == Path(model_output).resolve():
+        raise PimcError(f"{p}: the report and the output model would be the same file")
     folder = p.parent if str(p.parent) else Path(".")
     if not folder.is_dir():
         raise PimcError(f"{p}: output folder {folder} does not exist")

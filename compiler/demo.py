@@ -11,10 +11,11 @@ from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.table import Table
 
 from .compile import CompileOptions, compile_model
 from .report import render_report
+from .tables import Table
+from .tables import console as make_console
 from .target import all_targets
 
 
@@ -58,6 +59,6 @@ def demo_command(out_dir: str, model_path: str | None) -> None:
     """Compile the bundled digits model for every target and measure its accuracy."""
     from ..models import bundled_model_path
 
-    console = Console()
+    console = make_console()
     rows = run_demo(Path(out_dir), Path(model_path) if model_path else bundled_model_path(), console)
     render_accuracy(rows, console)

@@ -3,6 +3,11 @@ evaluated once (with onnx's reference evaluator) and replaced by initializers.
 
 Quantize/Dequantize nodes are never folded: they carry the quantization onnxruntime must execute.
 Random ops, nodes with subgraphs and nodes outside the default domain are left alone.
+
+Size limit: a node whose inputs or outputs exceed ``_MAX_FOLDED_ELEMENTS`` (64 Mi elements, at most
+512 MiB) stays unfolded. The output size is predicted with onnx's shape inference on the node and its
+constant inputs *before* evaluating it, so a 730-byte ``ConstantOfShape([30000, 30000])`` is never
+materialised; a generator op whose output size cannot be predicted is not folded either.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ _NEVER_FOLD = {
     "If", "Loop", "Scan", "SequenceConstruct", "SequenceEmpty", "Optional",
 }
 _MAX_FOLDED_ELEMENTS = 64 * 2**20
+_GENERATORS = {"ConstantOfShape", "Expand", "Tile", "Range", "Resize", "Upsample", "Pad", "OneHot", "EyeLike"}
+_SHAPE_INPUT_MAX = 1024  # constant inputs up to this size feed inference's data propagation
 
 
 def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
@@ -147,10 +154,57 @@ def _fold_one(node: onnx.NodeProto, value, types, opset: int) -> list[np.ndarray
     present = [v for v in values if v is not None]
     if not present or sum(v.size for v in present) > _MAX_FOLDED_ELEMENTS:
         return None
+    if not _output_fits(node, values, opset):
+        return None
     result = _evaluate(node, values, opset)
     if result is None or sum(r.size for r in result if r is not None) > _MAX_FOLDED_ELEMENTS:
         return None
     return result
+
+
+def _output_fits(node: onnx.NodeProto, values: list[np.ndarray | None], opset: int) -> bool:
+    """Whether the node's outputs, predicted before evaluation, stay within the folding limit."""
+    predicted = _predicted_elements(node, values, opset)
+    if predicted is None:
+        return node.op_type not in _GENERATORS
+    return predicted <= _MAX_FOLDED_ELEMENTS
+
+
+def _predicted_elements(node: onnx.NodeProto, values: list[np.ndarray | None], opset: int) -> int | None:
+    """Total elements of the node's outputs from onnx shape inference (small constant inputs are given
+    as values, larger ones as typed shapes); None when some output shape stays unknown."""
+    inputs, inits = [], []
+    clone = onnx.NodeProto()
+    clone.CopyFrom(node)
+    for k, v in enumerate(values):
+        clone.input[k] = f"i{k}" if v is not None else ""
+        if v is None:
+            continue
+        if v.size <= _SHAPE_INPUT_MAX:
+            inits.append(numpy_helper.from_array(np.asarray(v), f"i{k}"))
+        else:
+            elem = helper.np_dtype_to_tensor_dtype(v.dtype)
+            inputs.append(helper.make_tensor_value_info(f"i{k}", elem, list(v.shape)))
+    outputs = [helper.make_empty_tensor_value_info(f"o{k}") for k, name in enumerate(node.output) if name]
+    for k, name in enumerate(node.output):
+        clone.output[k] = f"o{k}" if name else ""
+    graph = helper.make_graph([clone], "size", inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return None
+    known = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    total = 0
+    for out in outputs:
+        vi = known.get(out.name)
+        if vi is None or not vi.type.tensor_type.HasField("shape"):
+            return None
+        dims = vi.type.tensor_type.shape.dim
+        if not all(d.HasField("dim_value") for d in dims):
+            return None
+        total += int(np.prod([d.dim_value for d in dims], dtype=np.int64)) if dims else 1
+    return total
 
 
 def _fold_by_type(node: onnx.NodeProto, value, types) -> list[np.ndarray] | None:

@@ -33,10 +33,20 @@ def set_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> Non
 
 
 def remove_initializers(graph: onnx.GraphProto, names: Iterable[str]) -> None:
+    """Remove initializers and the graph inputs that list them (IR 3 style, or
+    ``keep_initializers_as_inputs``), so no removed weight is left behind as a required feed.
+
+    Every pass that drops initializers goes through here: inputs and initializers stay in step."""
     drop = set(names)
+    if not drop:
+        return
     keep = [init for init in graph.initializer if init.name not in drop]
     del graph.initializer[:]
     graph.initializer.extend(keep)
+    inputs = [vi for vi in graph.input if vi.name not in drop]
+    if len(inputs) != len(graph.input):
+        del graph.input[:]
+        graph.input.extend(inputs)
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):

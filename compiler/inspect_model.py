@@ -7,11 +7,12 @@ from typing import Any
 import numpy as np
 import onnx
 from rich.console import Console
-from rich.table import Table
 
 from . import annotations as ann
 from .graph import opset_version, real_inputs, value_shapes
 from .stats import model_stats
+from .tables import Table
+from .tables import console as make_console
 
 
 def inspect_model(model: onnx.ModelProto) -> dict[str, Any]:
@@ -55,7 +56,7 @@ def _map_summary(arr: np.ndarray) -> dict[str, Any]:
 
 
 def render_inspection(info: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or make_console()
     console.print(f"[bold]opset {info['opset']}[/], IR {info['ir_version']}, producer {info['producer'] or '-'}")
     for i in info["inputs"]:
         console.print(f"input  {i['name']}: {i['shape']}")

@@ -6,6 +6,9 @@ pytorch-converted cases shipped with onnx) are upgraded to opset 7 with onnx's v
 25 is the highest opset torch 2.13's exporter emits natively; onnx 1.23 and onnxruntime 1.32 run it.
 Before the checker runs, references are resolved (a tensor nobody produces is named), the nodes are
 sorted topologically (a cycle is named) and graph outputs without a type/shape get the inferred one.
+IR 3 files (every initializer also a graph input) are raised to IR 4 without those inputs. After
+folding, shape inference runs in strict mode and ``validate`` checks weights (NaN/inf, BatchNorm
+variance) and Conv geometry, each failure one line naming the node or tensor.
 Nodes pimc does not rewrite pass through untouched.
 """
 
@@ -16,10 +19,12 @@ import os
 import onnx
 from onnx import numpy_helper
 
+from .annotations import MAP_DOMAIN, migrate_legacy_maps
 from .errors import PimcError
 from .folding import fold_constants
 from .graph import cycle_nodes, opset_version, producers, real_inputs, sort_nodes
 from .modelio import read_model_bytes, serialize_model
+from .validate import validate_model
 
 MIN_OPSET = 7
 MAX_OPSET = 25
@@ -40,15 +45,18 @@ def normalize(model: onnx.ModelProto, source: str = "model", data: bytes | None 
     upgraded = _check_opset(model, source)
     if upgraded is not model:
         model, data = upgraded, None
+    if _separate_initializers_from_inputs(model) | migrate_legacy_maps(model):
+        data = None
     _check_references(model, source)
     if _sort_nodes(model, source) or _complete_io_types(model, source):
         data = None
     _check_structure(model, source, data)
     name_nodes(model)
     fold_constants(model)
-    model = infer_shapes(model, source)
+    model = infer_shapes(model, source, strict=True)
     if fold_constants(model):  # Shape of static tensors needs the inferred shapes
-        model = infer_shapes(model, source)
+        model = infer_shapes(model, source, strict=True)
+    validate_model(model, source)
     _check_conv_weights(model, source)
     return model
 
@@ -81,6 +89,27 @@ def _upgrade(model: onnx.ModelProto, version: int, source: str) -> onnx.ModelPro
         raise PimcError(
             f"{source}: opset {version} cannot be upgraded to {MIN_OPSET}: {_first_line(str(exc))}"
         ) from None
+
+
+MIN_IR_SEPARATE_INITIALIZERS = 4
+
+
+def _separate_initializers_from_inputs(model: onnx.ModelProto) -> bool:
+    """IR 3 files list every initializer as a graph input too (and IR >= 4 exports may, e.g. torch's
+    ``keep_initializers_as_inputs=True``). pimc treats initializers as constants, so such inputs are not
+    fed: drop them, keeping the real inputs, and raise the IR version to 4, which lets initializers stand
+    alone (passes add initializers without listing them). True if the model changed."""
+    changed = False
+    if model.ir_version < MIN_IR_SEPARATE_INITIALIZERS:
+        model.ir_version = MIN_IR_SEPARATE_INITIALIZERS
+        changed = True
+    inits = {init.name for init in model.graph.initializer}
+    if any(vi.name in inits for vi in model.graph.input):
+        keep = [vi for vi in model.graph.input if vi.name not in inits]
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+        changed = True
+    return changed
 
 
 def _check_references(model: onnx.ModelProto, source: str) -> None:
@@ -182,8 +211,10 @@ def name_nodes(model: onnx.ModelProto) -> None:
         seen.add(name)
 
 
-def infer_shapes(model: onnx.ModelProto, source: str = "model") -> onnx.ModelProto:
+def infer_shapes(model: onnx.ModelProto, source: str = "model", strict: bool = False) -> onnx.ModelProto:
     """Fresh shape inference (stale value_info is dropped first), in place; returns ``model``.
+
+    ``strict`` (on load): any inference error, e.g. inputs whose types or shapes an op rejects, fails.
 
     Inference runs on a skeleton of the model: large weights are declared as typed graph inputs instead
     of being copied, so neither their bytes nor the 2 GB protobuf limit matter. Integer tensors up to
@@ -194,7 +225,7 @@ def infer_shapes(model: onnx.ModelProto, source: str = "model") -> onnx.ModelPro
     del model.graph.value_info[:]
     skeleton = _skeleton(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=False, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=strict, data_prop=True)
     except (onnx.shape_inference.InferenceError, ValueError, RuntimeError) as exc:
         raise PimcError(f"{source}: shape inference failed: {_first_line(str(exc))}") from None
     graph = model.graph
@@ -217,7 +248,7 @@ def _skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
     skeleton = onnx.ModelProto()
     skeleton.ir_version = model.ir_version
     skeleton.opset_import.extend(model.opset_import)
-    skeleton.functions.extend(model.functions)
+    skeleton.functions.extend(f for f in model.functions if f.domain != MAP_DOMAIN)  # maps: data only
     src, dst = model.graph, skeleton.graph
     dst.name = src.name
     dst.node.extend(src.node)

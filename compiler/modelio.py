@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -24,18 +26,63 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
     return read_model_bytes(path)[0]
 
 
+MAX_MODEL_FILE_BYTES = TWO_GB  # one protobuf; larger weights live in external data files
+MAX_TEXT_FILE_BYTES = 64 * 2**20  # pipelines, hardware configs
+
+
+def read_input_file(path: str | os.PathLike, limit: int, what: str = "file") -> bytes:
+    """The bytes of a regular input file of at most ``limit`` bytes, or a one-line PimcError.
+
+    Symlinks are followed; a loop, a FIFO (which would block forever), a device such as /dev/zero
+    (which never ends) or a directory is refused before anything is read."""
+    p = Path(path)
+    try:
+        info = p.stat()
+    except OSError as exc:
+        raise PimcError(f"{p}: {_stat_problem(p, exc)}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise PimcError(f"{p}: is a directory, expected {_article(what)}")
+    if not stat.S_ISREG(info.st_mode):
+        raise PimcError(f"{p}: not a regular file ({_file_kind(info.st_mode)}), expected {_article(what)}")
+    if info.st_size > limit:
+        raise PimcError(f"{p}: {info.st_size} bytes, larger than {_article(what)} can be ({limit} bytes)")
+    try:
+        with open(p, "rb") as fh:
+            data = fh.read(limit + 1)
+    except OSError as exc:
+        raise PimcError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    if len(data) > limit:
+        raise PimcError(f"{p}: larger than {_article(what)} can be ({limit} bytes)")
+    return data
+
+
+def _article(what: str) -> str:
+    return f"{'an' if what[:1].lower() in 'aeiou' else 'a'} {what}"
+
+
+def _stat_problem(p: Path, exc: OSError) -> str:
+    if exc.errno == errno.ELOOP:
+        return "symlink loop"
+    if exc.errno == errno.ENOENT:
+        if p.is_symlink():
+            return f"no such file (dangling symlink to {os.readlink(p)})"
+        return "no such file"
+    if exc.errno == errno.EACCES:
+        return "permission denied"
+    return f"cannot read ({exc.strerror or exc})"
+
+
+def _file_kind(mode: int) -> str:
+    kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+             (stat.S_ISSOCK, "a socket")]
+    return next((name for test, name in kinds if test(mode)), "not a file")
+
+
 def read_model_bytes(path: str | os.PathLike) -> tuple[onnx.ModelProto, bytes | None]:
     """Like ``read_model``, also returning the file's bytes when they are the whole model (no external
     data), so a checker can use them without serializing the model again."""
     p = Path(path)
-    if not p.exists():
-        raise PimcError(f"{p}: no such file")
-    if p.is_dir():
-        raise PimcError(f"{p}: is a directory, expected an .onnx file")
-    try:
-        data = p.read_bytes()
-    except OSError as exc:
-        raise PimcError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    data = read_input_file(p, MAX_MODEL_FILE_BYTES, "ONNX file")
     if not data:
         raise PimcError(f"{p}: file is empty")
     model = onnx.ModelProto()

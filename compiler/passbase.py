@@ -3,7 +3,8 @@
 A pass is a class with a ``name``, a one-line ``summary``, typed ``options`` and
 ``run(model, ctx) -> PassResult``. A pass that changes anything in the model (graph, annotations or
 weights) must return ``changed=True``: the manager re-checks, re-infers and re-serializes only then. Passes that claim ``exact = True`` are checked by ``--verify``
-against ``tolerance`` (relative to the largest reference output) and fail with an error naming the pass.
+against ``tolerance`` (relative to the largest reference output; widened for float16 outputs by
+``verify.Comparison.tolerance``) and fail with an error naming the pass.
 Modules under ``pimc.passes`` are discovered automatically; a pass registers itself with
 ``@register_pass``.
 """

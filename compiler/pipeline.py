@@ -20,7 +20,7 @@ import tomllib
 
 from .errors import PassError, PimcError
 from .loader import infer_shapes, name_nodes
-from .modelio import serialize_model, structure_fingerprint
+from .modelio import MAX_TEXT_FILE_BYTES, read_input_file, serialize_model, structure_fingerprint
 from .passbase import Pass, PassContext, get_pass
 from .stats import ModelStats, model_stats
 from .verify import compare_outputs, run_model
@@ -38,10 +38,10 @@ def parse_pass_list(text: str) -> list[PassSpec]:
 def read_pipeline_file(path: str | Path) -> tuple[list[PassSpec] | None, dict[str, dict[str, Any]]]:
     """A TOML pipeline: optional ``passes = [...]`` and ``[options.<pass>]`` tables."""
     p = Path(path)
+    if not p.exists() and not p.is_symlink():
+        raise PimcError(f"{p}: no such pipeline file")
     try:
-        data = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise PimcError(f"{p}: no such pipeline file") from None
+        data = tomllib.loads(read_input_file(p, MAX_TEXT_FILE_BYTES, "pipeline file").decode())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise PimcError(f"{p}: not a valid TOML pipeline ({str(exc).splitlines()[0]})") from None
     unknown = set(data) - {"passes", "options"}
@@ -188,11 +188,13 @@ class PassManager:
             outputs = run_model(data or model, self.verify_feeds) if result.changed else reference
             cmp = compare_outputs(reference, outputs)
             record.max_abs_err, record.max_rel_err = cmp.max_abs_err, cmp.max_rel_err
-            if p.is_exact() and cmp.max_rel_err > p.tolerance:
+            if cmp.failure():
+                raise PassError(p.name, f"--verify: {cmp.failure()}")
+            if p.is_exact() and not cmp.within(p.tolerance):
                 raise PassError(
                     p.name,
                     f"declared exact but changed the outputs (max relative error {cmp.max_rel_err:.3g} "
-                    f"> tolerance {p.tolerance:g})",
+                    f"> tolerance {cmp.tolerance(p.tolerance):g})",
                 )
             reference = outputs
         self.records.append(record)

@@ -7,11 +7,12 @@ import math
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from .. import __version__
 from .pipeline import PassRecord
 from .stats import ModelStats
+from .tables import Table
+from .tables import console as make_console
 
 
 def build_report(
@@ -76,7 +77,7 @@ def _err(value: float | None) -> str:
 
 
 def render_report(report: dict[str, Any], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or make_console()
     console.print(f"[bold]pimc {report['pimc_version']}[/] · target [bold]{report['target']}[/] · {report['input']}"
                   f" → {report['output'] or '(not written)'}")
     table = Table(title="passes", show_lines=False)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import pkgutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import onnx
 import tomllib
 
 from .errors import PimcError
+from .modelio import MAX_TEXT_FILE_BYTES, read_input_file
 
 
 def hw_field(default: Any, unit: str, source: str) -> Any:
@@ -56,9 +58,14 @@ class HardwareConfig:
         return config
 
     def validate(self) -> None:
+        """Every number is finite and non-negative (NaN would silently poison every cost)."""
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue
+            if not math.isfinite(value):
+                raise PimcError(f"hardware parameter '{f.name}' must be a finite number (got {value})")
+            if value < 0:
                 raise PimcError(f"hardware parameter '{f.name}' must not be negative (got {value})")
 
     def replace(self, **changes: Any) -> HardwareConfig:
@@ -89,9 +96,9 @@ def _coerce(value: Any, default: Any, where: str) -> Any:
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
     p = Path(path)
-    if not p.is_file():
+    if not p.exists() and not p.is_symlink():
         raise PimcError(f"{p}: no such hardware config file")
-    text = p.read_text(errors="replace")
+    text = read_input_file(p, MAX_TEXT_FILE_BYTES, "hardware config file").decode(errors="replace")
     try:
         if p.suffix.lower() in (".yaml", ".yml"):
             import yaml

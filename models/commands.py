@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from ..compiler.errors import PimcError
+from ..compiler.tables import Table, console
 from ..runtime.session import evaluate
 from .zoo import MODELS, build_model, get_spec, model_input_shape
 
@@ -28,7 +27,7 @@ def list_command() -> None:
         table.add_column(column)
     for spec in MODELS.values():
         table.add_row(spec.name, "x".join(map(str, spec.input_shape)), str(spec.num_classes), spec.description)
-    Console().print(table)
+    console().print(table)
 
 
 def _export_options(func: click.decorators.FC) -> click.decorators.FC:

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
 from ..compiler.errors import PimcError
+from ..compiler.graph import remove_initializers
 from ..compiler.modelio import write_model
 from ..runtime.datasets import Dataset, load_dataset, train_test_sets
 
@@ -227,9 +228,7 @@ def _unshare_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(keep)
     used = {name for node in graph.node for name in node.input}
-    kept_inits = [t for t in graph.initializer if t.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(kept_inits)
+    remove_initializers(graph, [t.name for t in graph.initializer if t.name not in used])
     return proto
 
 

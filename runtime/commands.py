@@ -6,32 +6,32 @@ import json
 from pathlib import Path
 
 import click
-from rich.console import Console
-from rich.table import Table
+import onnx
 
 from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
+from ..compiler.tables import Table, console
 from .datasets import SPECS_HELP, load_dataset
-from .session import evaluate, model_input
+from .session import evaluate, model_input, real_inputs
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
+_POSITIVE = click.IntRange(min=1)
 
 
 @click.command("run")
 @click.argument("model", type=_FILE)
 @click.option("--data", default="digits", show_default=True, help=f"Dataset: {SPECS_HELP}.")
-@click.option("--batch", type=int, default=64, show_default=True, help="Batch size.")
-@click.option("--limit", type=int, default=None, help="Use only the first N samples.")
-@click.option("--repeats", type=int, default=20, show_default=True, help="Timed runs for the latency.")
-@click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads.")
+@click.option("--batch", type=_POSITIVE, default=64, show_default=True, help="Batch size.")
+@click.option("--limit", type=_POSITIVE, default=None, help="Use only the first N samples.")
+@click.option("--repeats", type=_POSITIVE, default=20, show_default=True, help="Timed runs for the latency.")
+@click.option("--threads", type=_POSITIVE, default=None, help="onnxruntime intra-op threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def run_command(
     model: Path, data: str, batch: int, limit: int | None, repeats: int, threads: int | None, as_json: bool
 ) -> None:
     """Run MODEL on onnxruntime over a dataset: accuracy and latency."""
-    _positive(batch=batch, repeats=repeats)
     proto = read_model(model)
-    _, shape, _ = model_input(proto)
+    _, shape, _ = dataset_input(proto, model)
     result = {"model": str(model), "data": data, **evaluate(
         proto, load_dataset(data, shape, limit=limit), batch=batch, repeats=repeats, threads=threads
     )}
@@ -45,16 +45,16 @@ def run_command(
     table.add_row("samples", str(result["samples"]))
     table.add_row(f"latency median (batch {result['batch']})", f"{result['latency_ms_median']:.3f} ms")
     table.add_row(f"latency p90 (batch {result['batch']})", f"{result['latency_ms_p90']:.3f} ms")
-    Console().print(table)
+    console().print(table)
 
 
 @click.command("bench")
 @click.argument("models", type=_FILE, nargs=-1, required=True)
 @click.option("--data", default="digits", show_default=True, help=f"Dataset: {SPECS_HELP}.")
 @click.option("--batches", default="1,64", show_default=True, help="Comma-separated batch sizes to time.")
-@click.option("--repeats", type=int, default=20, show_default=True, help="Timed runs per model and batch.")
-@click.option("--limit", type=int, default=None, help="Use only the first N samples.")
-@click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads.")
+@click.option("--repeats", type=_POSITIVE, default=20, show_default=True, help="Timed runs per model and batch.")
+@click.option("--limit", type=_POSITIVE, default=None, help="Use only the first N samples.")
+@click.option("--threads", type=_POSITIVE, default=None, help="onnxruntime intra-op threads.")
 @click.option("--csv", "csv_path", type=_FILE, default=None, help="Also write the results as CSV.")
 @click.option("--plot", "plot_path", type=_FILE, default=None, help="Also write a PNG bar chart.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -65,7 +65,8 @@ def bench_command(
     """Compare MODELS (the first is the reference): size, sparsity, latency, accuracy, agreement."""
     from .bench import compare_models, write_csv, write_plot
 
-    _positive(repeats=repeats)
+    for path in models:
+        dataset_input(read_model(path), path)
     sizes = _batch_sizes(batches)
     rows = compare_models(list(models), data, sizes, repeats, limit=limit, threads=threads)
     if csv_path:
@@ -75,7 +76,7 @@ def bench_command(
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     else:
-        Console().print(_bench_table(rows, sizes, data))
+        console().print(_bench_table(rows, sizes, data))
 
 
 def _bench_table(rows: list[dict], sizes: list[int], data: str) -> Table:
@@ -113,11 +114,14 @@ def _batch_sizes(text: str) -> list[int]:
     return list(dict.fromkeys(sizes))
 
 
-def _positive(**values: int) -> None:
-    """Reject non-positive integer options."""
-    for name, value in values.items():
-        if value < 1:
-            raise PimcError(f"--{name} must be positive, got {value}")
+def dataset_input(proto: onnx.ModelProto, path: Path) -> tuple[str, tuple[int, int, int], type]:
+    """The single image input the dataset feeds; a model with more inputs is refused by name."""
+    inputs = [vi.name for vi in real_inputs(proto)]
+    if len(inputs) > 1:
+        names = ", ".join(f"'{n}'" for n in inputs)
+        raise PimcError(f"{path}: the model has {len(inputs)} inputs ({names}); the datasets feed single-input "
+                        "image models only")
+    return model_input(proto)
 
 
 def _ratio(value: float, reference: float) -> str:

@@ -7,14 +7,15 @@ import time
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 
 from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
+from ..compiler.verify import quiet_onnxruntime, session_options
 from .datasets import Dataset, Shape3, data_splits
 
+ort = quiet_onnxruntime()
+
 ModelLike = onnx.ModelProto | str | os.PathLike
-_LOG_ERRORS_ONLY = 3
 
 _ELEM_TO_NUMPY = {
     onnx.TensorProto.FLOAT: np.float32,
@@ -42,8 +43,7 @@ def make_session(model: ModelLike, threads: int | None = None, spinning: bool = 
     ``spinning=False`` stops idle worker threads from busy-waiting, which matters when several
     sessions run alternately in one process (their spinning threads would steal each other's cores).
     """
-    options = ort.SessionOptions()
-    options.log_severity_level = _LOG_ERRORS_ONLY
+    options = session_options()
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:

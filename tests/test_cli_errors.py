@@ -271,7 +271,21 @@ def test_debug_shows_traceback(tmp_path: Path):
     assert "Traceback" in result.stderr and "no such file" in result.stderr
 
 
+def _console_script() -> str:
+    """The ``pimc`` script installed beside this interpreter (a venv's bin/ need not be on PATH)."""
+    script = Path(sys.executable).parent / "pimc"
+    if not script.exists():
+        pytest.skip(f"no console script beside {sys.executable} (package not installed with pip)")
+    return str(script)
+
+
 def test_console_script_exit_code(tmp_path: Path):
-    result = subprocess.run(["pimc", "compile", str(tmp_path / "nope.onnx"), "-t", "onnxruntime"],
+    result = subprocess.run([_console_script(), "compile", str(tmp_path / "nope.onnx"), "-t", "onnxruntime"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_python_dash_m_pimc(tmp_path: Path):
+    result = subprocess.run([sys.executable, "-m", "pimc", "compile", str(tmp_path / "nope.onnx"), "-t",
+                             "onnxruntime"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and result.stderr == f"pimc: error: {tmp_path / 'nope.onnx'}: no such file\n"

@@ -1,15 +1,15 @@
 """cleanup: remove dead nodes and unused initializers, after sorting the graph topologically.
 
-A node is dead when none of its outputs reaches a graph output. Initializers referenced by a node's
-``pimc.maps`` annotation are kept (they carry per-element compression maps). The sort is stable: nodes
-keep their relative order wherever the data dependencies allow it.
+A node is dead when none of its outputs reaches a graph output. Per-element compression maps that no
+node's ``pimc.maps`` annotation names any more are dropped (named old-layout map initializers are kept).
+The sort is stable: nodes keep their relative order wherever the data dependencies allow it.
 """
 
 from __future__ import annotations
 
 import onnx
 
-from ...compiler.annotations import referenced_map_names
+from ...compiler.annotations import prune_maps, referenced_map_names
 from ...compiler.errors import PimcError
 from ...compiler.graph import cycle_nodes, graph_output_names, remove_initializers, sort_nodes, subgraph_reads
 from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
@@ -26,8 +26,10 @@ class Cleanup(Pass):
         reordered = toposort(graph)
         dead = remove_dead_nodes(graph)
         unused = remove_unused_initializers(model)
-        changed = bool(dead or unused or reordered)
-        return PassResult(model, changed, {"dead_nodes": dead, "unused_initializers": unused, "reordered": reordered})
+        stale_maps = prune_maps(model)
+        changed = bool(dead or unused or reordered or stale_maps)
+        stats = {"dead_nodes": dead, "unused_initializers": unused, "unused_maps": stale_maps, "reordered": reordered}
+        return PassResult(model, changed, stats)
 
 
 def remove_dead_nodes(graph: onnx.GraphProto) -> list[str]:
@@ -60,12 +62,7 @@ def remove_unused_initializers(model: onnx.ModelProto) -> list[str]:
         used.update(node.input)
         used.update(_subgraph_reads(node))
     unused = sorted(init.name for init in graph.initializer if init.name not in used)
-    if unused:
-        remove_initializers(graph, unused)
-        drop = set(unused)
-        inputs = [i for i in graph.input if i.name not in drop]
-        del graph.input[:]
-        graph.input.extend(inputs)
+    remove_initializers(graph, unused)
     return unused
 
 

@@ -16,7 +16,15 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from ...compiler.graph import all_names, attr, consumers, graph_output_names, subgraph_reads, unique_name
+from ...compiler.graph import (
+    all_names,
+    attr,
+    consumers,
+    graph_output_names,
+    remove_initializers,
+    subgraph_reads,
+    unique_name,
+)
 from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
 
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
@@ -50,12 +58,7 @@ def _drop_unread(graph: onnx.GraphProto, candidates: set[str]) -> None:
     have to rewrite the whole model once more just for them)."""
     read = {name for node in graph.node for name in [*node.input, *subgraph_reads(node)]}
     read |= graph_output_names(graph)
-    read |= {i.name for i in graph.input}
-    dead = candidates - read
-    if dead:
-        keep = [init for init in graph.initializer if init.name not in dead]
-        del graph.initializer[:]
-        graph.initializer.extend(keep)
+    remove_initializers(graph, candidates - read)
 
 
 def find_foldable(graph: onnx.GraphProto, inits: dict[str, onnx.TensorProto]):

@@ -47,7 +47,15 @@ from onnx import TensorProto, helper
 
 from ...compiler import annotations as ann
 from ...compiler.errors import PimcError
-from ...compiler.graph import all_names, attr, get_initializer, set_initializer, unique_name, value_shapes
+from ...compiler.graph import (
+    all_names,
+    attr,
+    get_initializer,
+    remove_initializers,
+    set_initializer,
+    unique_name,
+    value_shapes,
+)
 from ...compiler.loader import infer_shapes
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 from ...compiler.verify import run_model
@@ -431,9 +439,7 @@ def annotate_pointwise(
 
 def _drop_if_unused(graph: onnx.GraphProto, names: list[str]) -> None:
     used = {i for n in graph.node for i in n.input}
-    keep = [init for init in graph.initializer if init.name not in names or init.name in used]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+    remove_initializers(graph, [name for name in names if name not in used])
 
 
 def _node_by_name(model: onnx.ModelProto, name: str) -> onnx.NodeProto:

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ...compiler.errors import PimcError
+from ...compiler.tables import Table, console
 from .pattern_prune import LIBRARIES, PatternConfig
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
@@ -37,7 +38,7 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training.")
 @click.option("--prune-lr", type=float, default=2e-3, show_default=True, help="Learning rate of ADMM/retraining.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--train-limit", type=int, default=None, help="Train on the first N training images only (smoke runs).")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Train on the first N training images only (smoke runs).")
 @click.option("--in-channels", type=int, default=None, help="Override the model's input channels.")
 @click.option("--input-size", type=int, default=None, help="Override the input height/width (e.g. 16).")
 @click.option("--dense-output", type=_FILE, default=None, help="Also export the dense pre-trained model.")
@@ -131,9 +132,6 @@ def _input_shape(shape: tuple[int, int, int], size: int | None) -> tuple[int, in
 
 
 def _print_summary(s: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
     table = Table(title=f"pattern-pruned {s['model']} ({s['mode']}) → {s['output']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
@@ -148,4 +146,4 @@ def _print_summary(s: dict) -> None:
                       f"{layer['patterns_used']} patterns")
     for item in s["skipped"]:
         table.add_row(f"  skipped {item['node']}", item["reason"])
-    Console().print(table)
+    console().print(table)

@@ -4,7 +4,7 @@
 (feature), ``i`` the input channel within its group (``Cin/groups``), ``k`` the flattened kernel position
 (``kh·kw``; 1 for Gemm/MatMul, whose ``[K, N]`` weights are transposed to ``[N, K]`` first). A block is
 ``block_cout`` consecutive output channels × ``block_cin`` consecutive input channels × the whole kernel
-(default 1 × 16 × kh·kw). The map of a node is the initializer ``pimc.map.bits.<node>``, **uint8
+(default 1 × 16 × kh·kw). The map of a node is ``pimc.map.bits.<node>`` (see compiler/annotations.py), **uint8
 ``[ceil(Cout / block_cout), ceil((Cin/groups) / block_cin)]``**: entry ``[r, c]`` is the bit width of
 output channels ``r·block_cout …`` and input channels ``c·block_cin …`` (of the output channel's group),
 all kernel positions; the last row/column blocks may be partial. ``block_cin`` is clipped to

@@ -32,6 +32,11 @@ dequantized tensors the compute node reads.
 
 Per-axis DequantizeLinear needs opset ≥ 13: an older model is converted with ``onnx.version_converter``
 and accepted only if onnxruntime gives the same outputs on the calibration feeds.
+
+float16 models: QuantizeLinear/DequantizeLinear take float16 (scales of the input's type) from opset 19,
+so such a model is raised to opset ≥ 19 the same way; every scale and Clip bound is stored in the float
+type of the tensor it applies to (the DequantizeLinear output type is the scale's), and the graph stays
+float16 end to end, which onnxruntime's CPU provider runs.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ from ...compiler.verify import compare_outputs, run_model
 
 COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
 QDQ_OPSET = 13
+FLOAT16_QDQ_OPSET = 19
 _MAX_CALIB_VALUES = 2_000_000
 
 
@@ -115,6 +121,7 @@ class QuantPlan:
     acts: dict[str, ActQuant] = field(default_factory=dict)
     node_acts: dict[str, str] = field(default_factory=dict)
     quantize_bias: bool = True
+    float_dtypes: dict[str, type] = field(default_factory=dict)
 
 
 def weight_axis(node: onnx.NodeProto, rank: int) -> int:
@@ -228,27 +235,49 @@ def collect_tensors(
     return result
 
 
+def float_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every typed value and initializer (``TensorProto`` enum)."""
+    types = {init.name: init.data_type for init in model.graph.initializer}
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type:
+            types.setdefault(vi.name, vi.type.tensor_type.elem_type)
+    return types
+
+
+def needed_qdq_opset(model: onnx.ModelProto) -> int:
+    """13 (per-axis DequantizeLinear), or 19 when a compute node reads float16 (float16 Q/DQ)."""
+    types = float_types(model)
+    fp16 = any(types.get(name) == TensorProto.FLOAT16 for n in compute_nodes(model) for name in n.input[:2])
+    return FLOAT16_QDQ_OPSET if fp16 else QDQ_OPSET
+
+
 def ensure_qdq_opset(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]]) -> tuple[onnx.ModelProto, int | None]:
-    """Raise the default-domain opset to 13 if needed; returns (model, the old opset if it was raised)."""
+    """Raise the default-domain opset to what QDQ needs (``needed_qdq_opset``); returns (model, the old
+    opset if it was raised)."""
     version = opset_version(model)
-    if version >= QDQ_OPSET:
+    target = needed_qdq_opset(model)
+    if version >= target:
         return model, None
     from onnx import version_converter
 
     try:
-        converted = version_converter.convert_version(model, QDQ_OPSET)
+        converted = version_converter.convert_version(model, target)
         same = compare_outputs(run_model(model, feeds[:4]), run_model(converted, feeds[:4]))
     except Exception as exc:
         raise PimcError(
-            f"per-channel QDQ needs opset >= {QDQ_OPSET}; converting from opset {version} failed "
+            f"{_qdq_kind(target)} needs opset >= {target}; converting from opset {version} failed "
             f"({str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__})"
         ) from exc
-    if same.max_rel_err > 1e-4:
+    if not same.within(1e-4):
         raise PimcError(
-            f"per-channel QDQ needs opset >= {QDQ_OPSET}; converting from opset {version} changed the outputs "
-            f"(relative error {same.max_rel_err:.3g}); re-export the model at opset {QDQ_OPSET} or later"
+            f"{_qdq_kind(target)} needs opset >= {target}; converting from opset {version} changed the outputs "
+            f"(relative error {same.max_rel_err:.3g}); re-export the model at opset {target} or later"
         )
     return converted, version
+
+
+def _qdq_kind(opset: int) -> str:
+    return "float16 QDQ" if opset == FLOAT16_QDQ_OPSET else "per-channel QDQ"
 
 
 def calibrate_acts(
@@ -279,8 +308,10 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan) -> None:
     old_weights = {by_name[n].input[1] for n in plan.weights}
     pending: dict[str, list[onnx.NodeProto]] = {}
     act_out: dict[str, str] = {}
+    types = float_types(model)
+    plan.float_dtypes = {name: _np_float(types.get(name)) for name in [*plan.acts, *old_weights]}
     for tensor, aq in plan.acts.items():
-        nodes, out = _act_nodes(model, tensor, aq, names)
+        nodes, out = _act_nodes(model, tensor, aq, names, plan.float_dtypes[tensor])
         pending[tensor], act_out[tensor] = nodes, out
     new_nodes: list[onnx.NodeProto] = []
     emitted: set[str] = set()
@@ -301,15 +332,20 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan) -> None:
     remove_initializers(graph, [w for w in old_weights if w not in still_used])
 
 
+def _np_float(elem: int | None) -> type:
+    """numpy type of a float tensor's values: float16 stays float16, everything else computes in float32."""
+    return np.float16 if elem == TensorProto.FLOAT16 else np.float32
+
+
 def _act_nodes(
-    model: onnx.ModelProto, tensor: str, aq: ActQuant, names: set[str]
+    model: onnx.ModelProto, tensor: str, aq: ActQuant, names: set[str], dtype: type = np.float32
 ) -> tuple[list[onnx.NodeProto], str]:
     graph = model.graph
     base = tensor.strip("/").replace("/", "_") or "act"
     qtype = np.int8 if aq.signed else np.uint8
     scale_name = unique_name(names, f"{base}.act_scale")
     zero_name = unique_name(names, f"{base}.act_zero_point")
-    set_initializer(graph, scale_name, np.array(aq.scale, np.float32))
+    set_initializer(graph, scale_name, np.array(aq.scale, dtype))
     set_initializer(graph, zero_name, np.array(aq.zero_point, qtype))
     nodes = []
     source = tensor
@@ -317,8 +353,8 @@ def _act_nodes(
         low, high = aq.code_range()
         lo_name = unique_name(names, f"{base}.act_clip_min")
         hi_name = unique_name(names, f"{base}.act_clip_max")
-        set_initializer(graph, lo_name, np.array((low - aq.zero_point) * aq.scale, np.float32))
-        set_initializer(graph, hi_name, np.array((high - aq.zero_point) * aq.scale, np.float32))
+        set_initializer(graph, lo_name, np.array((low - aq.zero_point) * aq.scale, dtype))
+        set_initializer(graph, hi_name, np.array((high - aq.zero_point) * aq.scale, dtype))
         clipped = unique_name(names, f"{base}.act_clipped")
         nodes.append(helper.make_node("Clip", [tensor, lo_name, hi_name], [clipped],
                                       name=unique_name(names, f"{base}/act_clip")))
@@ -350,8 +386,9 @@ def _rewrite_compute(
     scale_name = unique_name(names, f"{base}.weight_scale")
     zero_name = unique_name(names, f"{base}.weight_zero_point")
     dq_out = unique_name(names, f"{base}.weight_dq")
+    float_type = plan.float_dtypes.get(node.input[1], np.float32)
     set_initializer(graph, code_name, wq.codes.astype(np.int8))
-    set_initializer(graph, scale_name, wq.scale.astype(np.float32))
+    set_initializer(graph, scale_name, wq.scale.astype(float_type))
     set_initializer(graph, zero_name, np.zeros(wq.scale.shape, np.int8))
     nodes = [helper.make_node("DequantizeLinear", [code_name, scale_name, zero_name], [dq_out],
                               name=unique_name(names, f"{base}/weight_dequantize"), axis=wq.axis)]
@@ -367,7 +404,7 @@ def _rewrite_compute(
     node.input[0] = act_out[tensor]
     ann.set_node_annotation(node, "act_bits", int(aq.bits))
     if plan.quantize_bias and _has_constant_bias(model, node, wq):
-        nodes.extend(_bias_nodes(model, node, wq, aq, names, base))
+        nodes.extend(_bias_nodes(model, node, wq, aq, names, base, float_type))
     return nodes
 
 
@@ -379,12 +416,13 @@ def _has_constant_bias(model: onnx.ModelProto, node: onnx.NodeProto, wq: WeightQ
 
 
 def _bias_nodes(
-    model: onnx.ModelProto, node: onnx.NodeProto, wq: WeightQuant, aq: ActQuant, names: set[str], base: str
+    model: onnx.ModelProto, node: onnx.NodeProto, wq: WeightQuant, aq: ActQuant, names: set[str], base: str,
+    dtype: type = np.float32,
 ) -> list[onnx.NodeProto]:
     graph = model.graph
     old = node.input[2]
     bias = numpy_helper.to_array(initializer_map(graph)[old]).astype(np.float64)
-    scale = (aq.scale * wq.scale.astype(np.float64)).astype(np.float32)
+    scale = (aq.scale * wq.scale.astype(np.float64)).astype(dtype)
     limit = np.iinfo(np.int32).max
     codes = np.clip(np.round(bias / scale.astype(np.float64)), -limit, limit).astype(np.int32)
     code_name = unique_name(names, f"{base}.bias_q")

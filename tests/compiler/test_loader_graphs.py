@@ -293,3 +293,23 @@ def test_model_above_two_gb_round_trips(tmp_path):
     assert out.stat().st_size < 10_000
     x = np.random.default_rng(0).standard_normal((1, n)).astype(np.float32)
     np.testing.assert_allclose(run_ort(out, {"x": x})[0], 4 * np.maximum(x, 0))
+
+
+def test_remove_initializers_drops_their_graph_inputs_too():
+    from pimc.compiler.graph import remove_initializers
+
+    model = conv_bn_net()
+    weight = model.graph.initializer[0]
+    model.graph.input.append(helper.make_tensor_value_info(weight.name, weight.data_type, list(weight.dims)))
+    remove_initializers(model.graph, [weight.name])
+    assert weight.name not in {i.name for i in model.graph.initializer}
+    assert [i.name for i in model.graph.input] == ["x"]
+
+
+def test_ir3_initializer_inputs_are_dropped_on_load(save):
+    model = conv_bn_net(opset=9)
+    model.ir_version = 3
+    for init in model.graph.initializer:
+        model.graph.input.append(helper.make_tensor_value_info(init.name, init.data_type, list(init.dims)))
+    loaded = load_model(save(model))
+    assert loaded.ir_version >= 4 and [i.name for i in loaded.graph.input] == ["x"]

@@ -113,3 +113,21 @@ def test_resnet18_compiles_within_1e4(dynamo: bool, tmp_path: Path, capsys):
     assert data["verify"]["max_rel_err"] <= 1e-4
     assert data["model"]["nodes"] < data["model"]["nodes_before"]
     _check_against_torch(model, out, (3, 32, 32))
+
+
+@pytest.mark.parametrize("target", ["cim", "onnxruntime"])
+def test_keep_initializers_as_inputs_export_needs_only_the_image(target: str, tmp_path: Path, capsys):
+    """Weights listed as graph inputs are constants: the compiled model asks for the image alone, even
+    after passes removed or replaced those weights."""
+    model = _small_cnn()
+    src = _export(model, tmp_path / "m.onnx", (3, 16, 16), dynamo=False, keep_initializers_as_inputs=True,
+                  input_names=["input"])
+    assert len(onnx.load(str(src)).graph.input) > 1
+    out = tmp_path / "out.onnx"
+    assert main(["compile", str(src), "--target", target, "-o", str(out), "--json"]) == 0
+    capsys.readouterr()
+    onnx.checker.check_model(str(out), full_check=True)
+    session_inputs = [i.name for i in onnx.load(str(out)).graph.input]
+    assert session_inputs == ["input"]
+    x = torch.randn(1, 3, 16, 16)
+    assert run_ort(out, {"input": x.numpy()})[0].shape == (1, 5)

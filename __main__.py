@@ -1,0 +1,8 @@
+"""``python -m pimc``: the same command line as the ``pimc`` console script."""
+
+import sys
+
+from pimc.compiler.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
