@@ -95,7 +95,10 @@ def cli(debug: bool) -> None:
 @click.option("--hw", type=click.Path(), help="Hardware config file (TOML or YAML) for the target.")
 @click.option("--seed", default=0, show_default=True, help="Seed for random inputs and pass choices.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of tables.")
-def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed, as_json):
+@click.option("--baseline-model", "baseline_models", multiple=True, metavar="NAME=FILE",
+              help="Cost baseline NAME on FILE instead of the input model (repeatable; e.g. dense=DENSE.onnx).")
+def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed, as_json,
+                baseline_models):
     """Compile MODEL for a target: passes, verification, cost report."""
     from .compile import CompileOptions, compile_model
     from .report import render_report, report_json
@@ -103,6 +106,7 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
     opts = CompileOptions(
         input=model, target=target, output=output, report=report_path, verify=verify, data=data,
         passes=passes, pipeline_file=pipeline_file, sets=tuple(sets), hw=hw, seed=seed,
+        baseline_models=tuple(baseline_models),
     )
     _, report = compile_model(opts)
     if as_json:

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .baselines import cost_baselines, parse_baseline_models
 from .errors import PimcError
 from .loader import load_model
 from .modelio import write_model, write_text_atomic
@@ -17,8 +18,9 @@ from .passbase import PassContext
 from .pipeline import PassManager, build_pipeline
 from .report import build_report, report_json
 from .stats import model_stats
-from .target import get_target
+from .target import CostReport, get_target
 from .verify import compare_outputs, run_model
+from .warnings import compile_warnings
 
 
 @dataclass
@@ -36,6 +38,7 @@ class CompileOptions:
     seed: int = 0
     calibration_samples: int = 256
     write_output: bool = True
+    baseline_models: tuple[str, ...] = ()
 
 
 def default_output_path(input_path: str, target: str) -> str:
@@ -58,10 +61,12 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     if opts.report:
         _check_output_path(opts.report, opts.input)
     passes = build_pipeline(target.default_pipeline(), opts.passes, opts.pipeline_file, list(opts.sets))
+    overrides = parse_baseline_models(opts.baseline_models, target)
     model = load_model(opts.input)
     before = model_stats(model)
+    baselines = cost_baselines(target, model, hw, overrides, opts.seed)  # before any pass touches the model
     feeds = calibration_feeds(model, opts.data, opts.calibration_samples, opts.seed)
-    ctx = PassContext(target=opts.target, calibration=feeds, seed=opts.seed, data_spec=opts.data)
+    ctx = PassContext(target=opts.target, calibration=feeds, seed=opts.seed, data_spec=opts.data, hw=hw)
     verify_feeds = _verify_feeds(model, feeds, opts.seed) if opts.verify else None
     original_outputs = run_model(model, verify_feeds) if verify_feeds else None
     manager = PassManager(passes, ctx, verify=opts.verify, verify_feeds=verify_feeds)
@@ -70,16 +75,26 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     if original_outputs is not None:
         verify = compare_outputs(original_outputs, run_model(model, verify_feeds)).to_dict()
     after = manager.final_stats or model_stats(model)
-    cost = target.cost(target.lower(model, hw), hw)
+    cost = _merge_baselines(target.cost(target.lower(model, hw), hw), baselines, before.macs)
     if output:
         write_model(model, output, manager.output_bytes(model))
     report = build_report(
         opts.input, output, opts.target, manager.records, before, after, verify,
         cost.to_dict() if cost is not None else None, hw.to_dict() if hw is not None else None,
     )
+    report["warnings"] += compile_warnings(report)
     if opts.report:
         write_text_atomic(report_json(report), opts.report)
     return model, report
+
+
+def _merge_baselines(cost: CostReport | None, baselines: dict[str, dict], input_macs: int) -> CostReport | None:
+    """The input-model baselines next to the backend's own, and throughput counted on the input model."""
+    if cost is None:
+        return None
+    cost.baselines.update(baselines)
+    cost.count_input_ops(input_macs)
+    return cost
 
 
 def _verify_feeds(model: onnx.ModelProto, feeds, seed: int) -> list[dict[str, np.ndarray]]:

@@ -104,6 +104,7 @@ class PassContext:
     calibration: list[dict[str, np.ndarray]] | None = None
     seed: int = 0
     data_spec: str | None = None
+    hw: Any = None  # the target's hardware description (HardwareConfig), for cost-aware passes
 
     def calibration_feeds(self, model: onnx.ModelProto, count: int = 8) -> list[dict[str, np.ndarray]]:
         """Calibration feeds from ``--data``, else seeded random inputs (``count`` of them)."""
