@@ -88,6 +88,10 @@ The dense view of a pair (for the same-shape baselines) has W[o,c] = Σ_j coef[o
 structure is the support of that sum (a weight is zero when every contributing coefficient or basis
 entry is zero; exact numerical cancellation is not looked for).
 
+Throughput: the report's ``throughput_gops`` / ``tops_per_w`` count 2 ops per dense MAC of the input model
+(compiler/target.py ``count_input_ops``); ``executed_gops`` / ``executed_tops_per_w`` count 2 per MAC the
+arrays perform (basis MACs + non-zero coefficient MACs of decomposed layers, every dense-path MAC).
+
 Compression: storage bits before (dense weights, no index) and after (basis + non-zero coefficients
 + the cheaper of coordinate / bitmap indices; dense-path layers keep dense weights), at the layer's
 bit widths; also against float32. Bit widths: ``weight_bits`` / ``act_bits`` annotations of the nodes

@@ -168,6 +168,7 @@ def targets_cmd(as_json):
         data[name] = {
             "summary": t.summary,
             "pipeline": [n for n, _ in t.default_pipeline()],
+            "baselines": {plan.name: plan.what for plan in t.baseline_plans()},
             "hardware": cls.config_cls.describe() if cls.config_cls else [],
         }
     if as_json:
@@ -177,6 +178,8 @@ def targets_cmd(as_json):
     for name, info in data.items():
         console.print(f"[bold]{name}[/]: {info['summary']}")
         console.print(f"  pipeline: {' → '.join(info['pipeline'])}")
+        for base, what in info["baselines"].items():
+            console.print(f"  baseline {base}: {what} (--baseline-model {base}=FILE)", markup=False)
         for f in info["hardware"]:
             console.print(f"  {f['name']} = {f['default']} {f['unit']}  [dim]({f['source']})[/]")
 

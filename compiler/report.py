@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .. import __version__
@@ -111,7 +112,7 @@ def render_report(report: dict[str, Any], console: Console | None = None) -> Non
 
 def render_warnings(warnings: list[str], console: Console) -> None:
     for text in warnings:
-        console.print(f"[bold yellow]warning:[/] {text}", highlight=False)
+        console.print("[bold yellow]warning:[/] " + escape(text), highlight=False)
 
 
 def render_cost(cost: dict[str, Any], console: Console) -> None:
@@ -138,7 +139,7 @@ def render_cost(cost: dict[str, Any], console: Console) -> None:
     if "executed_gops" in cost:
         console.print(f"executed: {cost['executed_gops']:.4g} GOPS, {cost['executed_tops_per_w']:.4g} TOPS/W "
                       f"({cost.get('executed_note', '')}); GOPS and TOPS/W above count the input model's dense MACs",
-                      highlight=False)
+                      highlight=False, markup=False)
     render_baselines(cost, console)
 
 
@@ -147,10 +148,10 @@ def render_baselines(cost: dict[str, Any], console: Console) -> None:
         speed = cost["speedup_vs"].get(name)
         gain = cost["energy_gain_vs"].get(name)
         where = entry.get("model", "")
-        source = "" if where in ("", "input", "output") else f" [{where}]"
-        what = f" — {entry['what']}{source}" if entry.get("what") else ""
+        source = "" if where in ("", "input", "output") else f" (model {where})"
+        what = f" — {entry['what']}{source}" if entry.get("what") else source
         console.print(f"vs {name}: speed-up {_ratio_text(speed)}, energy gain {_ratio_text(gain)}{what}",
-                      highlight=False)
+                      highlight=False, markup=False)
 
 
 def _ratio_text(value: float | None) -> str:

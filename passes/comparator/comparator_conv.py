@@ -35,7 +35,7 @@ the fixed anchors are not learnable) or, when the pass runs for a target (``ctx.
 on that target than the ordinary conv: the target's own energy estimate of the layer records
 (``Target.estimate_energy``, e.g. cmp-pim's cost model, with ``--hw``), else MACs (the anchor conv counted
 in full, as a generic executor runs it). The decision uses the drawn anchors only (before any fit), so a
-rejected layer costs no fitting time.
+rejected layer costs no fitting time. ``cost_rule=false`` substitutes anyway.
 
 **Annotations** (read by the cmp-pim target): anchor Conv ``role=anchor``, ``anchor_density`` (measured
 fraction of non-zeros), ``seed``, ``layer``; the comparison node ``role=comparator``; the 1×1 Conv
@@ -120,6 +120,8 @@ class ComparatorConv(Pass):
         Option("skip", list, [], "conv nodes to leave untouched"),
         Option("force", bool, False, "also substitute when the model already contains LBC blocks"),
         Option("evaluate", bool, True, "with --data, report test accuracy before and after"),
+        Option("cost_rule", bool, True, "leave a layer as it is when substitution gives it more learnable "
+               "params or costs more on the target (false: substitute anyway, e.g. to study the fit)"),
     )
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
@@ -133,7 +135,8 @@ class ComparatorConv(Pass):
         records = extract_workload(model).by_name()
         for site in sites:
             anchors = self._anchors(site, ctx.seed)
-            reason = substitution_penalty(site, records[site.name], anchors, self.opts, ctx)
+            reason = substitution_penalty(site, records[site.name], anchors, self.opts, ctx) \
+                if self.opts["cost_rule"] else None
             if reason:
                 skipped.append({"node": site.name, "reason": reason})
             else:
