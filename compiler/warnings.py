@@ -64,6 +64,12 @@ def _escalate_hint(report: Report) -> str | None:
     layers = [layer for layer in report["cost"].get("layers", []) if layer.get("kind") == "decomposed"]
     if not layers:
         return None
+    basis = sum(layer["basis_cycles"] for layer in layers)
+    coef = sum(layer["coefficient_cycles"] for layer in layers)
+    if basis > coef:
+        return (f"the basis stage bounds the decomposed layers ({basis:,.0f} basis vs {coef:,.0f} coefficient "
+                "cycles): layers with few input channels or large kernels leave the basis unit's columns "
+                "idle, where the dense array unrolls output channels")
     density = sum(layer["coefficient_density"] for layer in layers) / len(layers)
     if density > 0.5:
         return (f"decomposed layers keep {density:.0%} of their coefficients, so they run two stages for "

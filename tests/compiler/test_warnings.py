@@ -46,3 +46,13 @@ def test_no_cost_section_gives_only_model_warnings():
     data = report(params=11)
     data["cost"] = None
     assert compile_warnings(data) == [compile_warnings(report(params=11))[0]]
+
+
+def test_escalate_hint_names_the_bounding_stage():
+    data = report(speedup=0.5)
+    data["cost"]["layers"] = [{"kind": "decomposed", "basis_cycles": 900.0, "coefficient_cycles": 100.0,
+                               "coefficient_density": 0.2}]
+    assert "the basis stage bounds the decomposed layers (900 basis vs 100 coefficient cycles)" in \
+        compile_warnings(data)[0]
+    data["cost"]["layers"][0].update(basis_cycles=10.0, coefficient_density=0.9)
+    assert "keep 90% of their coefficients" in compile_warnings(data)[0]
