@@ -81,10 +81,17 @@ def cost_with_baselines(
 ) -> CostReport | None:
     """The target's cost of ``model`` with every baseline of ``input_model`` merged into ``baselines`` and
     throughput counted on the input model's dense MACs (``CostReport.count_input_ops``)."""
-    cost = target.cost(target.lower(model, hw), hw)
+    baselines = cost_baselines(target, input_model, hw, overrides or {}, seed)
+    return merge_baselines(target.cost(target.lower(model, hw), hw), baselines, input_macs)
+
+
+def merge_baselines(
+    cost: CostReport | None, baselines: dict[str, dict[str, Any]], input_macs: int | None
+) -> CostReport | None:
+    """The input-model baselines next to the backend's own, and throughput counted on the input model."""
     if cost is None:
         return None
-    cost.baselines.update(cost_baselines(target, input_model, hw, overrides or {}, seed))
+    cost.baselines.update(baselines)
     if input_macs is not None:
         cost.count_input_ops(input_macs)
     return cost

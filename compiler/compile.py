@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .baselines import cost_baselines, parse_baseline_models
+from .baselines import cost_baselines, merge_baselines, parse_baseline_models
 from .errors import PimcError
 from .loader import load_model
 from .modelio import write_model, write_text_atomic
@@ -18,7 +18,7 @@ from .passbase import PassContext
 from .pipeline import PassManager, build_pipeline
 from .report import build_report, report_json
 from .stats import model_stats
-from .target import CostReport, get_target
+from .target import get_target
 from .verify import compare_outputs, run_model
 from .warnings import compile_warnings
 
@@ -75,7 +75,7 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     if original_outputs is not None:
         verify = compare_outputs(original_outputs, run_model(model, verify_feeds)).to_dict()
     after = manager.final_stats or model_stats(model)
-    cost = _merge_baselines(target.cost(target.lower(model, hw), hw), baselines, before.macs)
+    cost = merge_baselines(target.cost(target.lower(model, hw), hw), baselines, before.macs)
     if output:
         write_model(model, output, manager.output_bytes(model))
     report = build_report(
@@ -86,15 +86,6 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     if opts.report:
         write_text_atomic(report_json(report), opts.report)
     return model, report
-
-
-def _merge_baselines(cost: CostReport | None, baselines: dict[str, dict], input_macs: int) -> CostReport | None:
-    """The input-model baselines next to the backend's own, and throughput counted on the input model."""
-    if cost is None:
-        return None
-    cost.baselines.update(baselines)
-    cost.count_input_ops(input_macs)
-    return cost
 
 
 def _verify_feeds(model: onnx.ModelProto, feeds, seed: int) -> list[dict[str, np.ndarray]]:
