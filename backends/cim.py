@@ -56,8 +56,29 @@ Defaults: 2·N·f = 2·64·400 MHz = 51.2 GOPS (ANCHORS: N·f fixed by 51.2 GOPS
 Power = 51.2 GOPS / 10.3 TOPS/W = 4.97 mW, i.e. 12.427 pJ per cycle = 194.2 fJ per 8b MAC (N = 64). The
 split between array and ADC is an assumption: ADC 4.971 pJ per conversion (40 %), array 116.5 fJ per row
 (60 %, 7.456 pJ per cycle) → 128 ops / 12.427 pJ = 10.30 TOPS/W.
-Network ``throughput_gops`` and ``tops_per_w`` count 2 ops per effective (non-zero-weight) MAC over the
-whole latency / energy including buffers, digital accumulation and weight writes.
+Throughput: the report's ``throughput_gops`` / ``tops_per_w`` count 2 ops per dense MAC of the input
+model (compiler/target.py ``count_input_ops``); ``executed_gops`` / ``executed_tops_per_w`` count 2 ops per
+MAC the macro evaluates (stored weights × positions, zero weights included, unused rows excluded), over
+the whole latency / energy including buffers, digital accumulation and weight writes.
+
+Baselines (``compiler/baselines.py``; costed on the INPUT model after the exact normalisations only, or on
+``--baseline-model NAME=FILE``)
+------------------------------------------------------------------------------------------------
+* ``input``: this macro, same hardware description, running the input model as loaded: no fuse-relu
+  marks (no ADC saving), 8b assumed where there are no bit annotations.
+* ``digital``: a digital 8-bit MAC array at the same node (65 nm), at **equal peak throughput**: N = ``rows``
+  8b×8b multipliers with an adder tree and accumulator per macro at the same clock, 2·N·f·M = 51.2 GOPS.
+  It gets the macro's own storage (``rows × columns × 8b`` SRAM per macro, 1 KiB), mapping, cycles, buffers,
+  partial-sum adds and weight writes; the analog adder network and the ADC are replaced by reading each
+  evaluated column's 8b weights out of that SRAM and by N digital MACs:
+      E_mac   = MACs · s · (E_mult8 + E_add32)           (one 8b multiply + one 32b accumulate per MAC)
+      E_wread = MACs · 8 · s · e_sram(1 KiB)             (the weight of every MAC read from the SRAM)
+      MACs    = bit passes · positions · Σ_column-tiles rows used; latency = the macro's cycles
+  E_mult8 = 0.2 pJ, E_add32 = 0.1 pJ, 8 KB / 32 KB SRAM 64-bit reads 10 / 20 pJ: Horowitz, ISSCC 2014,
+  45 nm, 0.9 V. e_sram(size) extrapolates below 8 KB along the 8→32 KB log-log slope (as the escalate
+  target does): 1 KiB → 10·(1/8)^0.5 = 3.54 pJ per 64 bits. Node scaling 45 → 65 nm: s = (65/45)·(1.0/0.9)²
+  = 1.783 (classical E ∝ C·V², C ∝ L; 1.0 V at 65 nm is an assumption, the macro's VDD is unknown).
+  Per MAC: 1.783·(0.3 + 8·3.54/64) = 1.32 pJ → peak 1.51 TOPS/W (macro only, no buffers) vs 10.3.
 """
 
 from __future__ import annotations
@@ -71,7 +92,7 @@ import numpy as np
 import onnx
 
 from ..compiler.errors import PimcError
-from ..compiler.target import CostReport, HardwareConfig, Target, hw_field, register_target
+from ..compiler.target import BaselinePlan, CostReport, HardwareConfig, Target, hw_field, register_target
 from ..compiler.workload import LayerRecord, extract_workload
 
 MACRO_BITS = 8
@@ -106,6 +127,13 @@ class CimConfig(HardwareConfig):
     overlap_weight_writes: bool = hw_field(
         False, "flag", "assumption: a macro cannot compute while its weights are rewritten")
     replicate: bool = hw_field(True, "flag", "assumption: small layers are copied onto idle macros")
+    digital_mult_8b_pj: float = hw_field(0.2, "pJ", "Horowitz ISSCC'14, 45 nm 0.9 V: 8-bit multiply (digital baseline)")
+    digital_add_32b_pj: float = hw_field(0.1, "pJ", "Horowitz ISSCC'14, 45 nm 0.9 V: 32-bit add (digital MAC accumulate)")
+    digital_sram_8kb_pj: float = hw_field(10.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 8 KB SRAM 64-bit read")
+    digital_sram_32kb_pj: float = hw_field(20.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 32 KB SRAM 64-bit read")
+    digital_node_scale: float = hw_field(
+        1.783, "x", "derived: 45 → 65 nm by E ∝ C·V², C ∝ L: (65/45)·(1.0 V/0.9 V)²; 0.9 V is Horowitz's "
+        "supply, 1.0 V at 65 nm an assumption")
 
     def validate(self) -> None:
         super().validate()
@@ -131,6 +159,21 @@ class CimConfig(HardwareConfig):
     @property
     def peak_tops_per_w(self) -> float:
         return 2 * self.rows / self.cycle_energy_j / 1e12
+
+    @property
+    def digital_sram_pj_per_bit(self) -> float:
+        """45 nm read energy per bit of the macro-sized weight SRAM (rows·columns·8b), log-log from 8/32 KB."""
+        size_kb = self.rows * self.columns * MACRO_BITS / 8 / 1024
+        e8, e32 = self.digital_sram_8kb_pj, self.digital_sram_32kb_pj
+        slope = math.log(e32 / e8) / math.log(4.0) if e8 > 0 and e32 > 0 else 0.0
+        return e8 * (max(size_kb, 1e-3) / 8.0) ** slope / 64.0
+
+    @property
+    def digital_pj_per_mac(self) -> dict[str, float]:
+        """Digital baseline energy per 8b MAC at 65 nm: arithmetic and the weight read."""
+        s = self.digital_node_scale
+        return {"mac": s * (self.digital_mult_8b_pj + self.digital_add_32b_pj),
+                "weight_read": s * MACRO_BITS * self.digital_sram_pj_per_bit}
 
     @property
     def write_cycles_per_block(self) -> int:
@@ -443,6 +486,7 @@ def schedule_cost(schedule: CimSchedule, hw: CimConfig) -> CostReport:
     latency = cycles / hw.clock_hz
     total = sum(e.total for e in energies)
     ops = 2 * sum(p.effective_macs for p in schedule.plans)
+    executed = 2 * sum(executed_macs(p) for p in schedule.plans)
     breakdown = {
         "array": sum(e.array for e in energies), "adc": sum(e.adc for e in energies),
         "digital": sum(e.digital for e in energies), "buffers": sum(e.buffers for e in energies),
@@ -458,6 +502,7 @@ def schedule_cost(schedule: CimSchedule, hw: CimConfig) -> CostReport:
         "conversions": sum(p.conversions for p in schedule.plans),
         "relu_fusion": _fusion_summary(schedule.plans, energies, hw, unfused),
         "skipped": schedule.skipped,
+        "digital_baseline": digital_summary(hw),
     }
     if schedule.emulated:
         extra["cim_emulation"] = schedule.emulated
@@ -468,7 +513,11 @@ def schedule_cost(schedule: CimSchedule, hw: CimConfig) -> CostReport:
         latency_cycles=cycles, latency_s=latency, energy_j=total, energy_breakdown_j=breakdown,
         throughput_gops=ops / latency / 1e9 if latency else 0.0,
         tops_per_w=ops / total / 1e12 if total else 0.0, layers=rows,
-        baselines={"no_relu_fusion": {"latency_s": latency, "energy_j": no_fusion}}, extra=extra,
+        baselines={"no_relu_fusion": {
+            "latency_s": latency, "latency_cycles": cycles, "energy_j": no_fusion, "model": "output",
+            "what": "this macro on the compiled model without the ReLU-aware A/D conversion"}},
+        extra=extra, executed_ops=float(executed),
+        executed_note="2 ops per MAC the macro evaluates (stored weights x positions, zeros included)",
     )
 
 
@@ -492,6 +541,51 @@ def _fusion_summary(plans: list[LayerPlan], energies: list[LayerEnergy], hw: Cim
     }
 
 
+def executed_macs(plan: LayerPlan) -> int:
+    """MACs the macro evaluates: stored rows of every column-tile × positions × bit passes."""
+    return plan.bit_passes * plan.positions * int(plan.layout.tile_rows.sum())
+
+
+def digital_summary(hw: CimConfig) -> dict[str, Any]:
+    """The digital baseline's array and peak figures (equal peak throughput, same node)."""
+    per_mac = hw.digital_pj_per_mac
+    pj = sum(per_mac.values())
+    return {
+        "equal": "peak throughput", "node_nm": 65, "macs_per_cycle": hw.rows * hw.macros,
+        "clock_mhz": hw.clock_mhz, "peak_gops": hw.peak_gops, "pj_per_mac": pj, "pj_per_mac_breakdown": per_mac,
+        "peak_tops_per_w": 2 / (pj * 1e-12) / 1e12 if pj else 0.0,
+        "weight_sram_kib": hw.rows * hw.columns * MACRO_BITS / 8 / 1024,
+    }
+
+
+def digital_cost(schedule: CimSchedule, hw: CimConfig) -> CostReport:
+    """The digital 8b MAC array (equal peak throughput) on the macro's mapping: see the header."""
+    per_mac = hw.digital_pj_per_mac
+    breakdown = dict.fromkeys(("mac", "weight_read", "digital", "buffers", "weight_writes"), 0.0)
+    rows, macs = [], 0
+    for plan in schedule.plans:
+        cim = layer_energy(plan, hw)
+        n = executed_macs(plan)
+        parts = {"mac": n * per_mac["mac"] * 1e-12, "weight_read": n * per_mac["weight_read"] * 1e-12,
+                 "digital": cim.digital, "buffers": cim.buffers, "weight_writes": cim.weight_writes}
+        for key, value in parts.items():
+            breakdown[key] += value
+        macs += n
+        rows.append({"name": plan.name, "cycles": plan.cycles, "energy_j": sum(parts.values()), "macs": n})
+    cycles = sum(p.cycles for p in schedule.plans)
+    latency, energy = cycles / hw.clock_hz, sum(breakdown.values())
+    return CostReport(
+        latency_cycles=cycles, latency_s=latency, energy_j=energy, energy_breakdown_j=breakdown,
+        throughput_gops=2 * macs / latency / 1e9 if latency else 0.0,
+        tops_per_w=2 * macs / energy / 1e12 if energy else 0.0, layers=rows, executed_ops=2.0 * macs,
+    )
+
+
+def _lower_model(model: onnx.ModelProto, hw: HardwareConfig | None) -> tuple[CimSchedule, CimConfig]:
+    cfg = _config(hw)
+    return lower_workload(extract_workload(model).layers, cfg), cfg
+
+
 @register_target
 class CimTarget(Target):
     name = "cim"
@@ -509,6 +603,16 @@ class CimTarget(Target):
 
     def cost(self, schedule: CimSchedule, hw: HardwareConfig | None) -> CostReport:
         return schedule_cost(schedule, _config(hw))
+
+    def baseline_plans(self) -> list[BaselinePlan]:
+        return [
+            BaselinePlan("input", "this macro (same hardware description) running the input model: no ReLU "
+                         "marks, 8b where unannotated", lambda m, hw: schedule_cost(*_lower_model(m, hw)),
+                         reference=True),
+            BaselinePlan("digital", "a digital 8b MAC array at 65 nm, equal peak throughput (rows MACs per "
+                         "macro at the same clock), same SRAM, mapping and buffers, running the input model",
+                         lambda m, hw: digital_cost(*_lower_model(m, hw))),
+        ]
 
 
 def _config(hw: HardwareConfig | None) -> CimConfig:

@@ -56,13 +56,27 @@ c cycles per operation and P = subarrays · C columns,
     latency   T = T_c + ⌈M / bus_bits⌉              cycles (no overlap of transfer and compute)
     energy    E = W · (E_sense + E_write) + M · E_mv + P_static · T / f
 
-**Baselines** on the same substrate, derived from the same workload records: ``cnn`` replaces every LBC
-block (anchor + comparator + 1×1, grouped by the ``layer`` annotation) by the original k×k conv recorded
-on the 1×1 node (``original_cin``, ``original_cout``, ``kernel``, ``original_groups``), executed as dense
-in-memory MACs with ``baseline_bits`` weights and activations; ``lbcnn`` keeps the LBC layers but without
-the comparator mapping: the ternary anchor conv is additions/subtractions as in CMPNET (LBCNN's own
-premise), the nonlinearity is a ReLU (cmp_relu) and the 1×1 conv multiplies ``act_bits`` activations.
-Layers outside LBC blocks cost the same in all three.
+**Baselines** on the same substrate, costed by ``compiler/baselines.py`` on the INPUT model (after the
+exact normalisations only; ``--baseline-model cnn=FILE`` / ``lbcnn=FILE`` replace it), never on the
+compiled model:
+
+* ``cnn``: the input network with ordinary convs. Every LBC block of the input (anchor + comparator +
+  1×1, grouped by the ``layer`` annotation) becomes the original k×k conv recorded on the 1×1 node
+  (``original_cin``, ``original_cout``, ``kernel``, ``original_groups``), executed as dense in-memory MACs
+  with ``baseline_bits`` weights and activations; every other layer is costed as the target costs it.
+* ``lbcnn``: a genuine LBCNN of the same network, without the comparator mapping. An LBC block of the
+  input keeps its anchors; every other eligible conv (Conv, groups 1, constant weight, kernel ≥ 2 — the
+  comparator-conv pass's rule) becomes LBCNN's block: a dense sparse-ternary anchor conv Cin → m
+  (``lbcnn_anchors``, 0 = m = Cout) with ``lbcnn_density`` non-zeros, a ReLU (cmp_relu) and a 1×1 conv
+  m → Cout multiplying ``act_bits`` activations. The anchor conv is additions/subtractions as in CMPNET
+  (LBCNN's own premise).
+
+Unannotated zoo exports: ``pimc models export cmpnet`` writes the annotation contract of its LBC blocks
+(``passes/comparator/exporter.annotate_lbc_blocks``), so a CMPNET as exported is lowered as LBC blocks.
+
+Throughput: ``throughput_gops`` / ``tops_per_w`` in the report count 2 ops per dense MAC of the input
+model; ``executed_gops`` / ``executed_tops_per_w`` count what the sub-arrays execute: 2 per non-zero-weight
+MAC, 1 per ternary addition and 1 per comparison.
 
 **What drives the ratios** (per LBC layer with Cin inputs, q anchors per input channel, k² = 9, density d):
 
@@ -88,7 +102,7 @@ from typing import Any
 import onnx
 
 from ..compiler.errors import PimcError
-from ..compiler.target import CostReport, HardwareConfig, Target, hw_field, register_target
+from ..compiler.target import BaselinePlan, CostReport, HardwareConfig, Target, hw_field, register_target
 from ..compiler.workload import LayerRecord, extract_workload
 
 _PROXY = "ISVLSI 2019 proxy of CMP-PIM (ANCHORS.md): NVSim/CACTI, 256×256 sub-arrays, 32 Mb bank"
@@ -114,8 +128,12 @@ class CmpPimConfig(HardwareConfig):
     weight_bits: int = hw_field(8, "bits", "assumption: weight precision where no weight_bits annotation")
     act_bits: int = hw_field(8, "bits", "assumption: activation precision where no act_bits annotation")
     baseline_bits: int = hw_field(
-        8, "bits", "assumption: weight and activation precision of the cnn baseline's convs; the CMP-PIM "
-        "abstract does not state it (same default as weight_bits/act_bits)")
+        8, "bits", "assumption: weight and activation precision of the convs the cnn baseline restores from "
+        "LBC blocks; the CMP-PIM abstract does not state it (same default as weight_bits/act_bits)")
+    lbcnn_anchors: int = hw_field(
+        0, "anchors", "assumption: anchors m of the lbcnn baseline's synthesized blocks; 0 = the conv's output "
+        "channels (LBCNN's m is a free choice; its reference code uses 512, ANCHORS.md)")
+    lbcnn_density: float = hw_field(0.9, "fraction", "LBCNN default: fraction of non-zero anchor weights (ANCHORS.md)")
 
     def validate(self) -> None:
         super().validate()
@@ -124,6 +142,8 @@ class CmpPimConfig(HardwareConfig):
                 raise PimcError(f"hardware parameter '{name}' must be at least 1")
         if self.clock_hz <= 0:
             raise PimcError("hardware parameter 'clock_hz' must be positive")
+        if not 0 < self.lbcnn_density <= 1:
+            raise PimcError(f"hardware parameter 'lbcnn_density' must be in (0, 1] (got {self.lbcnn_density})")
 
 
 def add_cycles(bits: int) -> int:
@@ -186,35 +206,62 @@ class CmpPimTarget(Target):
                 ("comparator-conv", {}), ("cleanup", {})]
 
     def lower(self, model: onnx.ModelProto, hw: CmpPimConfig) -> Schedule:
-        return lower_workload(extract_workload(model).layers, hw)
+        return lower_workload(extract_workload(model).layers, _config(hw))
 
     def cost(self, schedule: Schedule, hw: CmpPimConfig) -> CostReport:
-        main = evaluate(schedule.cmpnet, hw)
-        baselines = {name: evaluate(groups, hw) for name, groups in (("cnn", schedule.cnn), ("lbcnn", schedule.lbcnn))}
-        ops = sum(g.ops for g in schedule.cmpnet)
-        return CostReport(
-            latency_cycles=main["latency_cycles"], latency_s=main["latency_s"], energy_j=main["energy_j"],
-            energy_breakdown_j=main["breakdown"],
-            throughput_gops=ops / main["latency_s"] / 1e9 if main["latency_s"] else 0.0,
-            tops_per_w=ops / main["energy_j"] / 1e12 if main["energy_j"] else 0.0,
-            layers=main["layers"],
-            baselines={name: _summary(result) for name, result in baselines.items()},
-            extra={"cmp_pim": {
-                "lbc_blocks": schedule.lbc_blocks, "parallel_columns": hw.subarrays * hw.cols,
-                "work_column_cycles": {"cmpnet": main["work"], **{k: v["work"] for k, v in baselines.items()}},
-                "movement_bits": {"cmpnet": main["move_bits"], **{k: v["move_bits"] for k, v in baselines.items()}},
-                "breakdown_baselines_j": {k: v["breakdown"] for k, v in baselines.items()},
-                "compute_cycles": {"cmpnet": main["compute_cycles"],
-                                   **{k: v["compute_cycles"] for k, v in baselines.items()}},
-                "movement_cycles": {"cmpnet": main["move_cycles"],
-                                    **{k: v["move_cycles"] for k, v in baselines.items()}},
-            }},
-        )
+        cfg = _config(hw)
+        report = groups_cost(schedule.cmpnet, cfg)
+        report.extra["cmp_pim"]["lbc_blocks"] = schedule.lbc_blocks
+        return report
+
+    def baseline_plans(self) -> list[BaselinePlan]:
+        return [
+            BaselinePlan("cnn", "the input network with ordinary convs (LBC blocks restored to their k x k conv "
+                         "at baseline_bits) as in-memory MACs", lambda m, hw: network_cost(m, hw, "cnn"),
+                         reference=True),
+            BaselinePlan("lbcnn", "an LBCNN of the input network (eligible convs -> ternary anchors + ReLU + 1x1, "
+                         "LBC blocks with ReLU), without the comparator mapping",
+                         lambda m, hw: network_cost(m, hw, "lbcnn")),
+        ]
+
+    def estimate_energy(self, records: list[LayerRecord], hw: HardwareConfig | None) -> float:
+        cfg = _config(hw)
+        return evaluate(lower_workload(records, cfg).cmpnet, cfg)["energy_j"]
 
 
-def _summary(result: dict[str, Any]) -> dict[str, float]:
-    return {"latency_s": result["latency_s"], "energy_j": result["energy_j"],
-            "latency_cycles": result["latency_cycles"]}
+def _config(hw: HardwareConfig | None) -> CmpPimConfig:
+    if hw is None:
+        return CmpPimConfig()
+    if not isinstance(hw, CmpPimConfig):
+        raise PimcError(f"the cmp-pim target needs a CmpPimConfig, got {type(hw).__name__}")
+    return hw
+
+
+def groups_cost(groups: list[OpGroup], hw: CmpPimConfig) -> CostReport:
+    """The cost report of one network's op groups."""
+    result = evaluate(groups, hw)
+    ops = sum(g.ops for g in groups)
+    latency, energy = result["latency_s"], result["energy_j"]
+    return CostReport(
+        latency_cycles=result["latency_cycles"], latency_s=latency, energy_j=energy,
+        energy_breakdown_j=result["breakdown"],
+        throughput_gops=ops / latency / 1e9 if latency else 0.0,
+        tops_per_w=ops / energy / 1e12 if energy else 0.0, layers=result["layers"],
+        extra={"cmp_pim": {
+            "parallel_columns": hw.subarrays * hw.cols, "work_column_cycles": result["work"],
+            "movement_bits": result["move_bits"], "compute_cycles": result["compute_cycles"],
+            "movement_cycles": result["move_cycles"],
+        }},
+        executed_ops=ops,
+        executed_note="2 ops per non-zero-weight MAC, 1 per ternary addition and 1 per comparison",
+    )
+
+
+def network_cost(model: onnx.ModelProto, hw: HardwareConfig | None, which: str) -> CostReport:
+    """The ``cnn`` or ``lbcnn`` baseline network derived from ``model`` (see the header)."""
+    cfg = _config(hw)
+    schedule = lower_workload(extract_workload(model).layers, cfg)
+    return groups_cost(schedule.cnn if which == "cnn" else schedule.lbcnn, cfg)
 
 
 def lower_workload(layers: list[LayerRecord], hw: CmpPimConfig) -> Schedule:
@@ -230,7 +277,7 @@ def lower_workload(layers: list[LayerRecord], hw: CmpPimConfig) -> Schedule:
             groups = [_mac_group(layer, hw)]
             cmpnet += groups
             cnn += groups
-            lbcnn += groups
+            lbcnn += _lbcnn_groups(layer, hw) if _lbcnn_eligible(layer) else groups
             continue
         anchor, pointwise = block
         comparator = str(pointwise.annotations.get("comparator", "relu"))
@@ -242,6 +289,31 @@ def lower_workload(layers: list[LayerRecord], hw: CmpPimConfig) -> Schedule:
             cmpnet.append(_mac_group(layer, hw))
             lbcnn.append(_mac_group(layer, hw, act_bits=_bits(anchor.act_bits, hw.act_bits)))
     return Schedule(cmpnet, cnn, lbcnn, sorted(blocks))
+
+
+def _lbcnn_eligible(layer: LayerRecord) -> bool:
+    """An ordinary conv LBCNN replaces: Conv, groups 1, constant weight, kernel ≥ 2, no pimc role."""
+    return (layer.op == "Conv" and max(layer.groups, 1) == 1 and layer.weight is not None
+            and min(layer.kernel) >= 2 and layer.role is None)
+
+
+def _lbcnn_groups(layer: LayerRecord, hw: CmpPimConfig) -> list[OpGroup]:
+    """LBCNN's block for an ordinary conv: dense ternary anchors Cin → m, ReLU, 1×1 m → Cout."""
+    m = hw.lbcnn_anchors or layer.cout
+    ab = _bits(layer.act_bits, hw.act_bits)
+    wb = _bits(layer.weight_bits, hw.weight_bits)
+    pixels = layer.batch * layer.out_h * layer.out_w
+    k = layer.cin * layer.kernel[0] * layer.kernel[1]
+    adds = k * hw.lbcnn_density
+    anchor = OpGroup(f"{layer.name}:lbcnn_anchor", "add", pixels * m, adds, ternary_add_cycles(ab, k),
+                     add_cycles(acc_bits(0, ab, k)), _input_elements(layer) * ab * _replication(layer),
+                     float(pixels * m * adds))
+    relu = OpGroup(f"{layer.name}:lbcnn_relu", "compare", pixels * m, 1.0, 1 + ab, 0, 0.0, float(pixels * m))
+    acc = acc_bits(wb, ab, m)
+    pointwise = OpGroup(f"{layer.name}:lbcnn_pointwise", "mac", pixels * layer.cout, float(m),
+                        mac_cycles(wb, ab, m), add_cycles(acc), float(pixels * m * ab),
+                        2.0 * pixels * layer.cout * m)
+    return [anchor, relu, pointwise]
 
 
 def _lbc_blocks(layers: list[LayerRecord]) -> dict[str, tuple[LayerRecord, LayerRecord]]:

@@ -75,9 +75,22 @@ Energy (J) = Σ components:
 E_sram(size) interpolates log-log between Horowitz's 8 KB, 32 KB and 1 MB points (extrapolated
 with the 8→32 KB slope below 8 KB). Leakage and control are not modelled.
 
-The dense view of a pair (for both baselines) has W[o,c] = Σ_j coef[o,c,j]·basis[c,j]; its zero
+Baselines (what the seed paper compares, ANCHORS.md: a dense accelerator runs the dense model, a sparse
+accelerator a model pruned by its own algorithm). ``compiler/baselines.py`` costs them on the INPUT model
+(after the exact fold-constants / eliminate-identity / fold-batchnorm only), or on the model named by
+``--baseline-model dense=FILE`` / ``sparse=FILE`` (e.g. the exporter's ``--dense-output``):
+    dense   every layer of that model on the dense path above (``dense_rows × dense_cols``, same buffers
+            and DRAM; the weight buffer = coefficient + intermediate + basis buffers)
+    sparse  every layer of that model on the zero-skipping equations above, on its own zeros
+The backend itself reports the same two machines on the compiled model's own shapes, under
+``dense_same_shape`` / ``sparse_same_shape``: they isolate the Basis-First dataflow from the compression.
+The dense view of a pair (for the same-shape baselines) has W[o,c] = Σ_j coef[o,c,j]·basis[c,j]; its zero
 structure is the support of that sum (a weight is zero when every contributing coefficient or basis
 entry is zero; exact numerical cancellation is not looked for).
+
+Throughput: the report's ``throughput_gops`` / ``tops_per_w`` count 2 ops per dense MAC of the input model
+(compiler/target.py ``count_input_ops``); ``executed_gops`` / ``executed_tops_per_w`` count 2 per MAC the
+arrays perform (basis MACs + non-zero coefficient MACs of decomposed layers, every dense-path MAC).
 
 Compression: storage bits before (dense weights, no index) and after (basis + non-zero coefficients
 + the cheaper of coordinate / bitmap indices; dense-path layers keep dense weights), at the layer's
@@ -104,7 +117,7 @@ import numpy as np
 import onnx
 
 from ..compiler.errors import PimcError
-from ..compiler.target import CostReport, HardwareConfig, Target, hw_field, register_target
+from ..compiler.target import BaselinePlan, CostReport, HardwareConfig, Target, hw_field, register_target
 from ..compiler.workload import LayerRecord, Workload, extract_workload
 
 KB_BITS = 8 * 1024
@@ -676,13 +689,42 @@ def layer_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     base_dense = main if plan.kind == "dense" else dense_cost(plan, hw)
     base_sparse = sparse_cost(plan, hw)
     main["baselines"] = {
-        "dense": {"cycles": base_dense["cycles"], "energy_j": base_dense["energy_j"]},
-        "sparse": {"cycles": base_sparse["cycles"], "energy_j": base_sparse["energy_j"]},
+        "dense_same_shape": {"cycles": base_dense["cycles"], "energy_j": base_dense["energy_j"]},
+        "sparse_same_shape": {"cycles": base_sparse["cycles"], "energy_j": base_sparse["energy_j"]},
     }
     main["storage_bits"] = storage_bits(plan)
-    main["_dense_detail"] = base_dense
-    main["_sparse_detail"] = base_sparse
+    main["_dense_same_shape_detail"] = base_dense
+    main["_sparse_same_shape_detail"] = base_sparse
     return main
+
+
+SAME_SHAPE = {
+    "dense_same_shape": "the dense accelerator on the compiled model's shapes (W = coefficients x basis for "
+                        "decomposed pairs): isolates the dataflow's effect",
+    "sparse_same_shape": "the zero-skipping accelerator on the compiled model's shapes and zeros: isolates "
+                         "the dataflow's effect",
+}
+
+
+def _executed_macs(layer: dict[str, Any]) -> float:
+    if layer["kind"] == "decomposed":
+        return float(layer["basis_macs"] + layer["coefficient_macs"])
+    return float(layer["macs"])
+
+
+def _sum_details(details: list[dict[str, Any]], seconds_per_cycle: float) -> dict[str, Any]:
+    """Latency, energy and breakdown of a list of per-layer cost records run one after another."""
+    cycles = sum(d["cycles"] for d in details)
+    breakdown: dict[str, float] = {}
+    for d in details:
+        for key, value in d["energy_breakdown_j"].items():
+            breakdown[key] = breakdown.get(key, 0.0) + value
+    return {
+        "latency_cycles": cycles, "latency_s": cycles * seconds_per_cycle,
+        "energy_j": sum(d["energy_j"] for d in details), "energy_breakdown_j": breakdown,
+        "offchip_bits": sum(d["offchip_bits"] for d in details),
+        "onchip_bits": sum(d["onchip_bits"] for d in details),
+    }
 
 
 def cost_schedule(schedule: Schedule, hw: EscalateConfig) -> CostReport:
@@ -697,24 +739,39 @@ def cost_schedule(schedule: Schedule, hw: EscalateConfig) -> CostReport:
     dense_macs = sum(layer["macs"] for layer in layers)
     latency = cycles * seconds_per_cycle
     baselines = {}
-    for name in ("dense", "sparse"):
+    for name, what in SAME_SHAPE.items():
         details = [layer.pop(f"_{name}_detail") for layer in layers]
-        base_cycles = sum(d["cycles"] for d in details)
-        base_breakdown: dict[str, float] = {}
-        for d in details:
-            for key, value in d["energy_breakdown_j"].items():
-                base_breakdown[key] = base_breakdown.get(key, 0.0) + value
-        baselines[name] = {
-            "latency_cycles": base_cycles, "latency_s": base_cycles * seconds_per_cycle,
-            "energy_j": sum(d["energy_j"] for d in details), "energy_breakdown_j": base_breakdown,
-            "offchip_bits": sum(d["offchip_bits"] for d in details),
-            "onchip_bits": sum(d["onchip_bits"] for d in details),
-        }
+        baselines[name] = {**_sum_details(details, seconds_per_cycle), "model": "output", "what": what}
+    executed = 2 * sum(_executed_macs(layer) for layer in layers)
     return CostReport(
         latency_cycles=cycles, latency_s=latency, energy_j=energy, energy_breakdown_j=breakdown,
         throughput_gops=2 * dense_macs / latency / 1e9 if latency else 0.0,
         tops_per_w=2 * dense_macs / energy / 1e12 if energy else 0.0,
-        layers=layers, baselines=baselines, extra=_extra(schedule, layers, hw),
+        layers=layers, baselines=baselines, extra=_extra(schedule, layers, hw), executed_ops=executed,
+        executed_note="2 ops per MAC the arrays perform (basis MACs + non-zero coefficient MACs of "
+                      "decomposed layers, every MAC of dense-path layers)",
+    )
+
+
+def lower_dense(workload: Workload, hw: EscalateConfig) -> Schedule:
+    """Every layer as it is (no basis/coefficient pairing): what the dense / sparse baselines run."""
+    return Schedule([_dense_plan(rec, hw) for rec in workload.layers])
+
+
+def accelerator_cost(model: onnx.ModelProto, hw: HardwareConfig | None, kind: str) -> CostReport:
+    """The dense (``dense_cost``) or zero-skipping (``sparse_cost``) accelerator running ``model``'s
+    layers one after another on the same hardware description (the dense array, buffers and DRAM)."""
+    cfg = _config(hw)
+    plans = lower_dense(extract_workload(model), cfg).layers
+    details = [dense_cost(plan, cfg) if kind == "dense" else sparse_cost(plan, cfg) for plan in plans]
+    total = _sum_details(details, 1.0 / (cfg.clock_mhz * 1e6))
+    macs = sum(d["macs"] for d in details)
+    latency, energy = total["latency_s"], total["energy_j"]
+    return CostReport(
+        latency_cycles=total["latency_cycles"], latency_s=latency, energy_j=energy,
+        energy_breakdown_j=total["energy_breakdown_j"],
+        throughput_gops=2 * macs / latency / 1e9 if latency else 0.0,
+        tops_per_w=2 * macs / energy / 1e12 if energy else 0.0, layers=details,
     )
 
 
@@ -748,7 +805,6 @@ def _extra(schedule: Schedule, layers: list[dict[str, Any]], hw: EscalateConfig)
         },
         "offchip_bits": sum(layer["offchip_bits"] for layer in layers),
         "onchip_bits": sum(layer["onchip_bits"] for layer in layers),
-        "throughput_note": "GOPS and TOPS/W count the dense-equivalent operations (2 per MAC)",
     }
 
 
@@ -773,6 +829,15 @@ class EscalateTarget(Target):
 
     def cost(self, schedule: Schedule, hw: HardwareConfig | None) -> CostReport:
         return cost_schedule(schedule, _config(hw))
+
+    def baseline_plans(self) -> list[BaselinePlan]:
+        return [
+            BaselinePlan("dense", "the dense accelerator (dense_rows x dense_cols array, same buffers and DRAM) "
+                         "running the input model", lambda m, hw: accelerator_cost(m, hw, "dense"), reference=True),
+            BaselinePlan("sparse", "the zero-skipping accelerator (dense_rows x dense_cols lanes with index "
+                         "overhead) running the input model on its own zeros",
+                         lambda m, hw: accelerator_cost(m, hw, "sparse")),
+        ]
 
 
 def _config(hw: HardwareConfig | None) -> EscalateConfig:

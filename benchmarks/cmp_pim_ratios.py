@@ -17,6 +17,7 @@ import dataclasses
 import json
 
 from pimc.backends.cmp_pim import CmpPimConfig, mac_cycles, ternary_add_cycles
+from pimc.compiler.baselines import cost_with_baselines
 from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.target import get_target
 
@@ -33,14 +34,31 @@ def ratios(cost: dict) -> dict[str, float]:
 
 def derivation(cost: dict) -> dict[str, dict[str, float]]:
     """Each network's energy by op kind (µJ) and each kind's share of the cnn / lbcnn energy gains."""
-    extra = cost["cmp_pim"]
-    parts = {"cmpnet": cost["energy_breakdown_j"], **extra["breakdown_baselines_j"]}
+    parts = {"cmpnet": cost["energy_breakdown_j"], **baseline_breakdowns(cost)}
     out: dict[str, dict[str, float]] = {name: {k: round(v * 1e6, 3) for k, v in bd.items()} for name, bd in parts.items()}
     total = sum(parts["cmpnet"].values())
     for base in ("cnn", "lbcnn"):
         out[f"gain_vs_{base}_if_only_kind_were_free"] = {
             k: round(sum(parts[base].values()) / (total - v), 2) for k, v in parts["cmpnet"].items() if total > v}
     return out
+
+
+def baseline_breakdowns(cost: dict) -> dict[str, dict[str, float]]:
+    return {k: v["energy_breakdown_j"] for k, v in cost["baselines"].items()}
+
+
+def network_extras(path: str, hw: str | None) -> dict[str, dict[str, float]]:
+    """Work, movement and cycle split of CMPNET and of both baselines (costed on the same input model)."""
+    from pimc.backends.cmp_pim import network_cost
+    from pimc.compiler.baselines import normalize
+    from pimc.compiler.loader import load_model
+
+    config = get_target("cmp-pim").config(hw)
+    model = normalize(load_model(path))
+    nets = {"cnn": network_cost(model, config, "cnn").extra["cmp_pim"],
+            "lbcnn": network_cost(model, config, "lbcnn").extra["cmp_pim"]}
+    keys = ("work_column_cycles", "movement_bits", "compute_cycles", "movement_cycles")
+    return {key: {name: extra[key] for name, extra in nets.items()} for key in keys}
 
 
 def cost_of(path: str, hw: str | None = None) -> dict:
@@ -63,7 +81,7 @@ def sweep(path: str) -> dict[str, dict[str, dict[str, float]]]:
         for factor in (0.5, 2.0):
             changed = type(value)(value * factor) if isinstance(value, int) else value * factor
             hw = dataclasses.replace(base, **{name: max(changed, 1) if isinstance(value, int) else changed})
-            cost = target.cost(target.lower(model, hw), hw).to_dict()
+            cost = cost_with_baselines(target, model, model, hw).to_dict()
             out[name][f"x{factor:g}"] = {k: round(v, 2) for k, v in ratios(cost).items()}
     return out
 
@@ -108,9 +126,8 @@ def main() -> None:
         "within_25pct": {k: abs(ratios(cost)[k] / v - 1) <= 0.25 for k, v in PUBLISHED.items()},
         "energy_j": {"cmpnet": cost["energy_j"], **{k: v["energy_j"] for k, v in cost["baselines"].items()}},
         "latency_s": {"cmpnet": cost["latency_s"], **{k: v["latency_s"] for k, v in cost["baselines"].items()}},
-        "breakdown_j": {"cmpnet": cost["energy_breakdown_j"], **extra["breakdown_baselines_j"]},
-        "work_column_cycles": extra["work_column_cycles"], "movement_bits": extra["movement_bits"],
-        "compute_cycles": extra["compute_cycles"], "movement_cycles": extra["movement_cycles"],
+        "breakdown_j": {"cmpnet": cost["energy_breakdown_j"], **baseline_breakdowns(cost)},
+        **{key: {"cmpnet": extra[key], **value} for key, value in network_extras(args.cmpnet, args.hw).items()},
         "per_op_cycles": {"cnn_mac_8x8_K144": mac_cycles(8, 8, 144), "pointwise_mac_8x1_K128": mac_cycles(8, 1, 128),
                           "anchor_tadd_8b_K9": ternary_add_cycles(8, 9),
                           "lbcnn_pointwise_mac_8x8_K128": mac_cycles(8, 8, 128)},

@@ -10,7 +10,7 @@ Runs, printing every command:
 and prints the conv-parameter reduction (``stored_conv_params``: a decomposed layer stores its d·kh·kw
 shared basis once plus the non-zero coefficients, every other conv its non-zero weights; the dense
 model's weights are all counted), the accuracies, the onnxruntime speed-ups and the ESCALATE report's
-speedup_vs / energy_gain_vs against its dense and sparse baselines.
+speedup_vs / energy_gain_vs against its baselines (dense = the dense export, --baseline-model).
 
     python -m pimc.benchmarks.decompose_resnet20 --out /tmp/penni [--reuse] [--pretrain-epochs 4 ...]
 """
@@ -72,7 +72,7 @@ def main() -> None:
         "--report", str(out / "ort_report.json")])
     try:
         sh(["pimc", "compile", str(penni), "--target", "escalate", "-o", str(esc_model),
-            "--report", str(out / "escalate_report.json")])
+            "--baseline-model", f"dense={dense}", "--report", str(out / "escalate_report.json")])
         escalate_error = None
     except subprocess.CalledProcessError as exc:
         escalate_error = (exc.stderr or "").strip().splitlines()[-1:] or ["failed"]

@@ -97,8 +97,10 @@ def cli(debug: bool) -> None:
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None,
               help="Accuracy budget in points on the held-out samples (default 1.0 with labelled data).")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of tables.")
+@click.option("--baseline-model", "baseline_models", multiple=True, metavar="NAME=FILE",
+              help="Cost baseline NAME on FILE instead of the input model (repeatable; e.g. dense=DENSE.onnx).")
 def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed,
-                eval_data, max_accuracy_drop, as_json):
+                eval_data, max_accuracy_drop, as_json, baseline_models):
     """Compile MODEL for a target: passes, verification, accuracy, cost report."""
     from .compile import CompileOptions, compile_model
     from .report import render_report, report_json
@@ -106,7 +108,7 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
     opts = CompileOptions(
         input=model, target=target, output=output, report=report_path, verify=verify, data=data,
         passes=passes, pipeline_file=pipeline_file, sets=tuple(sets), hw=hw, seed=seed,
-        eval_data=eval_data, max_accuracy_drop=max_accuracy_drop,
+        eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, baseline_models=tuple(baseline_models),
     )
     _, report = compile_model(opts)
     if as_json:
@@ -168,6 +170,7 @@ def targets_cmd(as_json):
         data[name] = {
             "summary": t.summary,
             "pipeline": [n for n, _ in t.default_pipeline()],
+            "baselines": {plan.name: plan.what for plan in t.baseline_plans()},
             "hardware": cls.config_cls.describe() if cls.config_cls else [],
         }
     if as_json:
@@ -177,6 +180,8 @@ def targets_cmd(as_json):
     for name, info in data.items():
         out.print(f"[bold]{name}[/]: {info['summary']}")
         out.print(f"  pipeline: {' → '.join(info['pipeline'])}")
+        for base, what in info["baselines"].items():
+            out.print(f"  baseline {base}: {what} (--baseline-model {base}=FILE)", markup=False)
         for f in info["hardware"]:
             out.print(f"  {f['name']} = {f['default']} {f['unit']}  [dim]({f['source']})[/]")
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import onnx
 
+from .baselines import cost_baselines, merge_baselines, parse_baseline_models
 from .budget import DEFAULT_MAX_DROP_POINTS, AccuracyBudget
 from .errors import PimcError
 from .loader import infer_shapes, load_model
@@ -27,6 +28,7 @@ from .report import build_report, report_json
 from .stats import model_stats
 from .target import get_target
 from .verify import compare_outputs, run_model
+from .warnings import compile_warnings
 
 
 @dataclass
@@ -46,6 +48,7 @@ class CompileOptions:
     write_output: bool = True
     eval_data: str | None = None
     max_accuracy_drop: float | None = None  # points; None: DEFAULT_MAX_DROP_POINTS when labels exist
+    baseline_models: tuple[str, ...] = ()
 
 
 def default_output_path(input_path: str, target: str) -> str:
@@ -119,12 +122,14 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     if opts.report:
         _check_output_path(opts.report, opts.input, output)
     passes = build_pipeline(target.default_pipeline(), opts.passes, opts.pipeline_file, list(opts.sets))
+    overrides = parse_baseline_models(opts.baseline_models, target)
     model = load_model(opts.input)
     input_model = _copy(model)
     before = model_stats(model)
+    baselines = cost_baselines(target, model, hw, overrides, opts.seed)  # before any pass touches the model
     data = prepare_data(model, opts)
     feeds = data.calibration
-    ctx = PassContext(target=opts.target, calibration=feeds, seed=opts.seed, data_spec=opts.data,
+    ctx = PassContext(target=opts.target, calibration=feeds, seed=opts.seed, data_spec=opts.data, hw=hw,
                       budget=data.budget, cost_fn=target_cost_fn(target, hw))
     verify_feeds = _verify_feeds(model, feeds, opts.seed) if opts.verify else None
     original_outputs = run_model(model, verify_feeds) if verify_feeds else None
@@ -139,7 +144,7 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     accuracy = measure_accuracy(input_model, model, data, opts.max_accuracy_drop)
     _check_budget(accuracy)
     after = manager.final_stats or model_stats(model)
-    cost = target.cost(target.lower(model, hw), hw)
+    cost = merge_baselines(target.cost(target.lower(model, hw), hw), baselines, before.macs)
     if output:
         write_model(model, output, manager.output_bytes(model))
     report = build_report(
@@ -147,6 +152,7 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
         cost.to_dict() if cost is not None else None, hw.to_dict() if hw is not None else None,
     )
     report["accuracy"] = accuracy
+    report["warnings"] += compile_warnings(report)
     if opts.report:
         write_text_atomic(report_json(report), opts.report)
     return model, report

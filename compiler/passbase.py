@@ -109,6 +109,7 @@ class PassContext:
     calibration: list[dict[str, np.ndarray]] | None = None
     seed: int = 0
     data_spec: str | None = None
+    hw: Any = None  # the target's hardware description (HardwareConfig), for cost-aware passes
     budget: AccuracyBudget | None = None
     cost_fn: Callable[[onnx.ModelProto], tuple[float, float]] | None = None  # target (latency_s, energy_j)
 

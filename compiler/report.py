@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 from .. import __version__
 from .pipeline import PassRecord
@@ -25,6 +26,7 @@ def build_report(
     verify: dict[str, Any] | None,
     cost: dict[str, Any] | None,
     hardware: dict[str, Any] | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     return {
         "pimc_version": __version__,
@@ -42,6 +44,7 @@ def build_report(
         "verify": verify,
         "cost": cost,
         "hardware": hardware,
+        "warnings": list(warnings or []),
     }
 
 
@@ -106,6 +109,12 @@ def render_report(report: dict[str, Any], console: Console | None = None) -> Non
     render_accuracy(report.get("accuracy"), console)
     if report["cost"]:
         render_cost(report["cost"], console)
+    render_warnings(report.get("warnings") or [], console)
+
+
+def render_warnings(warnings: list[str], console: Console) -> None:
+    for text in warnings:
+        console.print("[bold yellow]warning:[/] " + escape(text), highlight=False)
 
 
 def render_accuracy(accuracy: dict[str, Any] | None, console: Console) -> None:
@@ -142,7 +151,23 @@ def render_cost(cost: dict[str, Any], console: Console) -> None:
     )
     breakdown = ", ".join(f"{k} {_si(v, 'J')}" for k, v in cost["energy_breakdown_j"].items())
     console.print(f"energy breakdown: {breakdown}")
-    for name in cost.get("baselines", {}):
+    if "executed_gops" in cost:
+        console.print(f"executed: {cost['executed_gops']:.4g} GOPS, {cost['executed_tops_per_w']:.4g} TOPS/W "
+                      f"({cost.get('executed_note', '')}); GOPS and TOPS/W above count the input model's dense MACs",
+                      highlight=False, markup=False)
+    render_baselines(cost, console)
+
+
+def render_baselines(cost: dict[str, Any], console: Console) -> None:
+    for name, entry in cost.get("baselines", {}).items():
         speed = cost["speedup_vs"].get(name)
         gain = cost["energy_gain_vs"].get(name)
-        console.print(f"vs {name}: speed-up {speed:.3g}×, energy gain {gain:.3g}×")
+        where = entry.get("model", "")
+        source = "" if where in ("", "input", "output") else f" (model {where})"
+        what = f" — {entry['what']}{source}" if entry.get("what") else source
+        console.print(f"vs {name}: speed-up {_ratio_text(speed)}, energy gain {_ratio_text(gain)}{what}",
+                      highlight=False, markup=False)
+
+
+def _ratio_text(value: float | None) -> str:
+    return "-" if value is None or not math.isfinite(value) else f"{value:.3g}×"

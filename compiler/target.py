@@ -12,15 +12,19 @@ import dataclasses
 import importlib
 import math
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import onnx
 import tomllib
 
 from .errors import PimcError
 from .modelio import MAX_TEXT_FILE_BYTES, read_input_file
+
+if TYPE_CHECKING:
+    from .workload import LayerRecord
 
 
 def hw_field(default: Any, unit: str, source: str) -> Any:
@@ -124,8 +128,10 @@ class CostReport:
     throughput_gops: float
     tops_per_w: float
     layers: list[dict[str, Any]]
-    baselines: dict[str, dict[str, float]] = field(default_factory=dict)
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    executed_ops: float | None = None
+    executed_note: str = ""
 
     @property
     def speedup_vs(self) -> dict[str, float]:
@@ -142,12 +148,46 @@ class CostReport:
             "tops_per_w": self.tops_per_w, "layers": self.layers, "baselines": self.baselines,
             "speedup_vs": self.speedup_vs, "energy_gain_vs": self.energy_gain_vs,
         }
+        if self.executed_ops is not None:
+            out["executed_gops"] = _ratio(self.executed_ops, self.latency_s) / 1e9 if self.latency_s else 0.0
+            out["executed_tops_per_w"] = _ratio(self.executed_ops, self.energy_j) / 1e12 if self.energy_j else 0.0
+            out["executed_note"] = self.executed_note
         out.update(self.extra)
         return out
+
+    def count_input_ops(self, input_macs: int) -> None:
+        """One meaning for throughput on every target: ``throughput_gops`` and ``tops_per_w`` count
+        2 ops per dense MAC of the INPUT model (the model as loaded) over this latency / energy, so two
+        compiles of the same model compare by their figures; what the hardware executes stays in
+        ``executed_gops`` / ``executed_tops_per_w`` (``executed_ops`` as the backend counted it)."""
+        if self.executed_ops is None:
+            self.executed_ops = self.throughput_gops * 1e9 * self.latency_s
+        ops = 2.0 * input_macs
+        self.throughput_gops = ops / self.latency_s / 1e9 if self.latency_s else 0.0
+        self.tops_per_w = ops / self.energy_j / 1e12 if self.energy_j else 0.0
+        self.extra["throughput_note"] = (
+            "throughput_gops / tops_per_w: 2 ops per dense MAC of the input model; executed_*: "
+            + (self.executed_note or "the operations the hardware executes"))
 
 
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("inf")
+
+
+@dataclass(frozen=True)
+class BaselinePlan:
+    """One baseline a target reports next to its own cost (see ``compiler/baselines.py``).
+
+    ``cost(model, hw)`` costs a model (the normalised input model, or the ``--baseline-model NAME=FILE``
+    replacement) the way this baseline runs it; ``what`` is the one-line description written into the
+    report; ``reference`` marks the baseline that stands for "the input model on this target" (the
+    warnings compare the output against it).
+    """
+
+    name: str
+    what: str
+    cost: Callable[[onnx.ModelProto, HardwareConfig | None], CostReport]
+    reference: bool = False
 
 
 class Target:
@@ -169,6 +209,15 @@ class Target:
         return None
 
     def cost(self, schedule: Any, hw: HardwareConfig | None) -> CostReport | None:
+        return None
+
+    def baseline_plans(self) -> list[BaselinePlan]:
+        """The baselines costed on the input model (before any lossy pimc pass); none by default."""
+        return []
+
+    def estimate_energy(self, records: list[LayerRecord], hw: HardwareConfig | None) -> float | None:
+        """Energy (J) of these layer records on this target, for passes that weigh a rewrite against the
+        layer it replaces; None when the target has no per-layer cost model."""
         return None
 
 

@@ -51,13 +51,31 @@ def export_command(
     """Export zoo model NAME with seeded random weights to ONNX."""
     import torch
 
-    from .train import export_onnx
-
     get_spec(name)
     torch.manual_seed(seed)
     model = build_model(name, num_classes, in_channels)
-    export_onnx(model, output, model_input_shape(name, in_channels), dynamo=dynamo, opset=opset)
+    export_annotated(model, output, model_input_shape(name, in_channels), dynamo=dynamo, opset=opset)
     click.echo(f"wrote {output}")
+
+
+def export_annotated(model, output: Path, shape: tuple[int, ...], dynamo: bool = False,
+                     opset: int | None = None) -> None:
+    """Export to ONNX; a model with LBC layers (CMPNET) also gets the comparator annotation contract, so
+    targets lower its anchor / comparator / 1×1 nodes as LBC blocks, exactly as after comparator-conv."""
+    from ..passes.comparator.exporter import lbc_modules
+    from .train import export_onnx
+
+    export_onnx(model, output, shape, dynamo=dynamo, opset=opset)
+    if next(lbc_modules(model), None) is None:
+        return
+    import onnx
+
+    from ..compiler.modelio import write_model
+    from ..passes.comparator.exporter import annotate_lbc_blocks
+
+    proto = onnx.load(str(output))
+    annotate_lbc_blocks(proto, model)
+    write_model(proto, output)
 
 
 @models_group.command("train")
@@ -74,7 +92,7 @@ def train_command(
     """Train zoo model NAME on a dataset, export it and report its onnxruntime test accuracy."""
     import torch
 
-    from .train import export_onnx, train_classifier, training_data
+    from .train import train_classifier, training_data
 
     if threads is not None:
         if threads < 1:
@@ -86,6 +104,6 @@ def train_command(
     torch.manual_seed(seed)
     model = build_model(name, num_classes if num_classes is not None else max(10, sets.num_classes), in_channels)
     train_classifier(model, sets.loader, epochs, lr=lr, seed=seed, desc=f"train {name}")
-    export_onnx(model, output, shape, dynamo=dynamo, opset=opset)
+    export_annotated(model, output, shape, dynamo=dynamo, opset=opset)
     result = evaluate(output, sets.test)
     click.echo(f"wrote {output}: test accuracy {result['accuracy']:.2%} on {result['samples']} samples")

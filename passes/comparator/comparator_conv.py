@@ -29,6 +29,14 @@ later layers also correct the error of earlier ones. The reported ``fit_error`` 
 relative error ‖Ŷ − Y‖_F / ‖Y‖_F on a held-out fifth of the rows. With real data (``--data``) the pass
 also reports top-1 accuracy on the dataset's test split before and after the substitution.
 
+**Cost rule.** A layer is left as it is, listed with the reason in the stats' ``skipped``, when the
+substitution would give it more learnable parameters (1×1 weights + bias vs the conv's weights + bias;
+the fixed anchors are not learnable) or, when the pass runs for a target (``ctx.target``), a higher cost
+on that target than the ordinary conv: the target's own energy estimate of the layer records
+(``Target.estimate_energy``, e.g. cmp-pim's cost model, with ``--hw``), else MACs (the anchor conv counted
+in full, as a generic executor runs it). The decision uses the drawn anchors only (before any fit), so a
+rejected layer costs no fitting time. ``cost_rule=false`` substitutes anyway.
+
 **Annotations** (read by the cmp-pim target): anchor Conv ``role=anchor``, ``anchor_density`` (measured
 fraction of non-zeros), ``seed``, ``layer``; the comparison node ``role=comparator``; the 1×1 Conv
 ``role=lbc_pointwise`` with ``layer``, ``comparator``, ``original_cin``, ``original_cout``, ``kernel``,
@@ -37,6 +45,7 @@ fraction of non-zeros), ``seed``, ``layer``; the comparison node ``role=comparat
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -58,7 +67,9 @@ from ...compiler.graph import (
 )
 from ...compiler.loader import infer_shapes
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.target import Target, get_target
 from ...compiler.verify import run_model
+from ...compiler.workload import LayerRecord, extract_workload
 
 LBC_ROLES = ("anchor", "lbc_pointwise", "comparator")
 
@@ -117,6 +128,8 @@ class ComparatorConv(Pass):
         Option("skip", list, [], "conv nodes to leave untouched"),
         Option("force", bool, False, "also substitute when the model already contains LBC blocks"),
         Option("evaluate", bool, True, "with --data, report test accuracy before and after"),
+        Option("cost_rule", bool, True, "leave a layer as it is when substitution gives it more learnable "
+               "params or costs more on the target (false: substitute anyway, e.g. to study the fit)"),
     )
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
@@ -126,15 +139,27 @@ class ComparatorConv(Pass):
             return PassResult(model, False, {"replaced": [], "skipped": skipped})
         original = onnx.ModelProto()
         original.CopyFrom(model)
+        chosen = []
+        records = extract_workload(model).by_name()
+        for site in sites:
+            anchors = self._anchors(site, ctx.seed)
+            reason = substitution_penalty(site, records[site.name], anchors, self.opts, ctx) \
+                if self.opts["cost_rule"] else None
+            if reason:
+                skipped.append({"node": site.name, "reason": reason})
+            else:
+                chosen.append((site, anchors))
+        if not chosen:
+            return PassResult(model, False, {"replaced": [], "skipped": skipped})
         feeds = ctx.calibration_feeds(model, count=self.opts["samples"])[: self.opts["samples"]]
         layers: list[dict[str, Any]] = []
-        for index, site in enumerate(sites):
+        for index, (site, anchors) in enumerate(chosen):
             reference = _capture(original, [site.node.input[0], site.node.output[0]], feeds)
             if self.opts["sequential"] and index > 0:
                 inputs = _capture(model, [site.node.input[0]], feeds)[site.node.input[0]]
             else:
                 inputs = reference[site.node.input[0]]
-            layers.append(self._substitute(model, site, inputs, reference[site.node.output[0]], ctx.seed))
+            layers.append(self._substitute(model, site, anchors, inputs, reference[site.node.output[0]], ctx.seed))
             del reference, inputs
             model = infer_shapes(model, "comparator-conv")
         stats: dict[str, Any] = {
@@ -192,9 +217,9 @@ class ComparatorConv(Pass):
         return None
 
     def _substitute(
-        self, model: onnx.ModelProto, site: ConvSite, inputs: list[np.ndarray], outputs: list[np.ndarray], seed: int
+        self, model: onnx.ModelProto, site: ConvSite, anchors: np.ndarray, inputs: list[np.ndarray],
+        outputs: list[np.ndarray], seed: int,
     ) -> dict[str, Any]:
-        anchors = self._anchors(site, seed)
         rng = np.random.default_rng((seed, _crc(site.name), 1))
         patches, target = _sample_rows(site, inputs, outputs, self.opts["max_rows"], rng)
         features = _features(patches, anchors, self.opts["variant"], site.cin, self.opts["comparator"])
@@ -222,6 +247,61 @@ class ComparatorConv(Pass):
             for _ in range(groups)
         ]
         return np.concatenate(blocks, axis=0)
+
+
+def lbc_records(conv: LayerRecord, anchors: np.ndarray, opts: dict[str, Any]) -> list[LayerRecord]:
+    """Layer records of the LBC block replacing ``conv`` (the 1×1 weights taken dense, before the fit)."""
+    m = int(anchors.shape[0])
+    separable = opts["variant"] == "separable"
+    anchor = dataclasses.replace(
+        conv, name=f"{conv.name}.anchor", cout=m, groups=conv.cin if separable else 1, weight=anchors,
+        params=int(anchors.size), nonzero=int(np.count_nonzero(anchors)), weight_bits=None,
+        annotations={"role": "anchor", "layer": conv.name}, maps={},
+    )
+    notes: dict[str, Any] = {"role": "lbc_pointwise", "layer": conv.name, "comparator": opts["comparator"],
+                             "original_cin": conv.cin, "original_cout": conv.cout, "kernel": list(conv.kernel),
+                             "original_groups": 1}
+    act_bits = conv.act_bits
+    if opts["comparator"] == "binary":
+        notes["act_bits"] = act_bits = 1
+    pointwise = dataclasses.replace(
+        conv, name=f"{conv.name}.lbc_pointwise", cin=m, h=conv.out_h, w=conv.out_w, kernel=(1, 1),
+        stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1), groups=1, weight=None, params=m * conv.cout,
+        nonzero=m * conv.cout, act_bits=act_bits, annotations=notes, maps={},
+    )
+    return [anchor, pointwise]
+
+
+def substitution_penalty(
+    site: ConvSite, conv: LayerRecord, anchors: np.ndarray, opts: dict[str, Any], ctx: PassContext
+) -> str | None:
+    """Why substituting ``site`` would make it worse (see "Cost rule"), or None."""
+    learnable_before = site.weight.size + (site.bias.size if site.bias is not None else 0)
+    learnable_after = anchors.shape[0] * site.cout + site.cout
+    if learnable_after > learnable_before:
+        return f"substitution gives more learnable params ({learnable_after} vs {learnable_before})"
+    if not ctx.target:
+        return None
+    block = lbc_records(conv, anchors, opts)
+    target = _target(ctx.target)
+    before = target.estimate_energy([conv], ctx.hw) if target is not None else None
+    if before is not None:
+        after = target.estimate_energy(block, ctx.hw)
+        if after is not None and after > before:
+            return (f"substitution costs more energy on {ctx.target} ({after:.3g} J vs {before:.3g} J for the "
+                    "ordinary conv)")
+        return None
+    macs = sum(r.macs for r in block)
+    if macs > conv.macs:
+        return f"substitution gives more MACs ({macs} vs {conv.macs}, the anchor conv counted in full)"
+    return None
+
+
+def _target(name: str) -> Target | None:
+    try:
+        return get_target(name)
+    except PimcError:
+        return None
 
 
 def ternary_anchors(

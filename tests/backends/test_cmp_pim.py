@@ -20,6 +20,7 @@ from pimc.backends.cmp_pim import (
     ternary_add_cycles,
 )
 from pimc.compiler import annotations as ann
+from pimc.compiler.baselines import cost_with_baselines
 from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.errors import PimcError
 from pimc.compiler.loader import infer_shapes
@@ -55,6 +56,11 @@ def lbc_block_model(cin: int = 16, cout: int = 32, q: int = 2, hw: int = 8, comp
     if comparator == "binary":
         ann.set_node_annotation(pw_node, "act_bits", 1)
     return model, anchor
+
+
+def full_cost(model: onnx.ModelProto, hw: CmpPimConfig):
+    """The target's cost of ``model`` with its cnn / lbcnn baselines costed on the same model as input."""
+    return cost_with_baselines(get_target("cmp-pim"), model, model, hw)
 
 
 def test_cycle_formulas_match_the_documented_equations():
@@ -100,7 +106,7 @@ def test_baseline_bits_change_only_the_cnn_baseline():
     model, _ = lbc_block_model()
     target = get_target("cmp-pim")
     low, high = CmpPimConfig(), CmpPimConfig(baseline_bits=16)
-    a, b = (target.cost(target.lower(model, hw), hw) for hw in (low, high))
+    a, b = (full_cost(model, hw) for hw in (low, high))
     assert a.energy_j == pytest.approx(b.energy_j)
     assert a.baselines["lbcnn"]["energy_j"] == pytest.approx(b.baselines["lbcnn"]["energy_j"])
     cnn, = target.lower(model, high).cnn
@@ -110,10 +116,10 @@ def test_baseline_bits_change_only_the_cnn_baseline():
 
 def test_report_has_baselines_and_the_comparator_mapping_wins_on_energy():
     model, _ = lbc_block_model()
-    target = get_target("cmp-pim")
     hw = CmpPimConfig()
-    report = target.cost(target.lower(model, hw), hw)
+    report = full_cost(model, hw)
     assert set(report.baselines) == {"cnn", "lbcnn"}
+    assert report.baselines["cnn"]["model"] == "input" and report.baselines["cnn"]["reference"]
     assert report.energy_gain_vs["cnn"] > 5 and report.energy_gain_vs["lbcnn"] > 2
     assert report.speedup_vs["cnn"] > 1
     assert report.energy_j == pytest.approx(sum(report.energy_breakdown_j.values()))
@@ -135,9 +141,8 @@ def test_energy_equation_by_hand_for_one_group():
 
 def test_relu_comparator_costs_more_than_the_binary_bit():
     hw = CmpPimConfig()
-    target = get_target("cmp-pim")
-    binary = target.cost(target.lower(lbc_block_model(comparator="binary")[0], hw), hw)
-    relu = target.cost(target.lower(lbc_block_model(comparator="relu")[0], hw), hw)
+    binary = full_cost(lbc_block_model(comparator="binary")[0], hw)
+    relu = full_cost(lbc_block_model(comparator="relu")[0], hw)
     assert relu.energy_j > binary.energy_j
     assert relu.baselines["cnn"]["energy_j"] == pytest.approx(binary.baselines["cnn"]["energy_j"])
 
@@ -146,9 +151,7 @@ def test_plain_model_baselines_equal_the_model():
     model = lbc_block_model()[0]
     for node in model.graph.node:
         del node.metadata_props[:]
-    target = get_target("cmp-pim")
-    hw = CmpPimConfig()
-    report = target.cost(target.lower(model, hw), hw)
+    report = full_cost(model, CmpPimConfig())
     assert report.speedup_vs == {"cnn": pytest.approx(1.0), "lbcnn": pytest.approx(1.0)}
 
 
@@ -181,7 +184,7 @@ def test_every_parameter_has_a_unit_and_a_source():
         assert item["unit"] and item["source"]
 
 
-def test_compile_any_conv_net_substitutes_and_runs_on_onnxruntime(tmp_path):
+def small_conv_net(path) -> str:
     rng = np.random.default_rng(0)
     inits = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w"),
              numpy_helper.from_array(rng.standard_normal(8).astype(np.float32), "b")]
@@ -189,11 +192,25 @@ def test_compile_any_conv_net_substitutes_and_runs_on_onnxruntime(tmp_path):
              helper.make_node("Relu", ["c"], ["y"], name="relu")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
-    path = tmp_path / "m.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return str(path)
+
+
+def test_default_pipeline_keeps_a_conv_whose_lbc_block_would_cost_more(tmp_path):
+    path = small_conv_net(tmp_path / "m.onnx")
+    model, report = compile_model(CompileOptions(input=path, target="cmp-pim", write_output=False))
+    stats = next(p["stats"] for p in report["passes"] if p["name"] == "comparator-conv")
+    assert stats["replaced"] == [] and "more energy on cmp-pim" in stats["skipped"][0]["reason"]
+    assert report["cost"]["energy_gain_vs"]["cnn"] == pytest.approx(1.0)
+
+
+def test_compile_any_conv_net_substitutes_and_runs_on_onnxruntime(tmp_path):
+    path = small_conv_net(tmp_path / "m.onnx")
     out = tmp_path / "m.cmp.onnx"
-    model, report = compile_model(CompileOptions(input=str(path), target="cmp-pim", output=str(out)))
+    sets = ("comparator-conv.variant=separable", "comparator-conv.comparator=binary")
+    model, report = compile_model(CompileOptions(input=path, target="cmp-pim", output=str(out), sets=sets))
     assert [r.role for r in extract_workload(model).layers] == ["anchor", "lbc_pointwise"]
-    assert report["cost"]["baselines"]["cnn"]["energy_j"] > 0
+    cost = report["cost"]
+    assert cost["baselines"]["cnn"]["energy_j"] > 0 and cost["energy_gain_vs"]["cnn"] > 1
     x = {"x": np.ones((1, 3, 8, 8), np.float32)}
     assert run_model(onnx.load(str(out)), [x])[0][0].shape == (1, 8, 8, 8)

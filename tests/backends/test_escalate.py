@@ -35,7 +35,7 @@ def test_dense_cycles_equal_ideal_macs_per_pe_when_perfectly_tiled():
     assert layer["macs"] == 32 * 32 * 9 * 64
     assert layer["compute_cycles"] == layer["macs"] / 256
     assert layer["bound"] == "compute"
-    assert report.baselines["dense"]["latency_cycles"] == layer["macs"] / 256
+    assert report.baselines["dense_same_shape"]["latency_cycles"] == layer["macs"] / 256
 
 
 def test_dense_baseline_of_a_pair_is_the_dense_path_of_its_reconstruction():
@@ -43,7 +43,7 @@ def test_dense_baseline_of_a_pair_is_the_dense_path_of_its_reconstruction():
     dense = run(original).layers[0]
     pair = run(decompose_model(original, rank=9)).layers[0]
     assert pair["kind"] == "decomposed"
-    assert pair["baselines"]["dense"]["cycles"] == dense["cycles"]
+    assert pair["baselines"]["dense_same_shape"]["cycles"] == dense["cycles"]
     assert pair["storage_bits"]["dense"] == 32 * 32 * 9 * 8
 
 
@@ -104,9 +104,14 @@ def test_more_zero_coefficients_mean_fewer_coefficient_cycles():
 
 
 def test_pruned_coefficients_beat_the_dense_baseline():
+    from pimc.compiler.baselines import cost_with_baselines
+
     original = conv_model(weights(64, 64, seed=3), 16, 16)
-    report = run(decompose_model(original, 5, 1.0))
-    assert report.speedup_vs["dense"] > 1.0
+    hw = EscalateConfig()
+    report = cost_with_baselines(get_target("escalate"), decompose_model(original, 5, 1.0), original, hw)
+    assert report.baselines["dense"]["model"] == "input"
+    assert report.baselines["dense"]["latency_cycles"] == run(original).latency_cycles
+    assert report.speedup_vs["dense"] > 1.0 and report.speedup_vs["dense_same_shape"] > 1.0
     assert report.energy_gain_vs["dense"] > 1.0
     assert report.extra["compression"]["ratio"] > 2.0
 
@@ -154,8 +159,8 @@ def test_sparse_baseline_skips_zeros_with_index_overhead():
     pruned = w.copy()
     pruned[np.abs(pruned) < 1.0] = 0.0
     report = run(conv_model(pruned, 8, 8))
-    sparse = report.baselines["sparse"]
-    assert sparse["latency_cycles"] < dense_report.baselines["sparse"]["latency_cycles"]
+    sparse = report.baselines["sparse_same_shape"]
+    assert sparse["latency_cycles"] < dense_report.baselines["sparse_same_shape"]["latency_cycles"]
     assert sparse["energy_breakdown_j"]["index"] > 0
     rows = np.count_nonzero(pruned.reshape(32, -1), axis=1)
     expected = sum(min((g.max() + 1) * 8, (math.ceil(g.max() / 16) + 1) * 64) for g in rows.reshape(2, 16))

@@ -84,7 +84,7 @@ def test_exact_capable_block_reproduces_the_conv_on_onnxruntime(stride, pads, di
     model = conv_model(stride=stride, pads=pads, dilation=dilation)
     original = onnx.ModelProto()
     original.CopyFrom(model)
-    result = apply(model, anchors=2 * 3 * 9, ridge=0.0)
+    result = apply(model, anchors=2 * 3 * 9, ridge=0.0, cost_rule=False)
     layer = result.stats["layers"][0]
     assert layer["fit_error"] < 1e-5
     assert relative_error(original, result.model) < 1e-4
@@ -175,3 +175,21 @@ def test_sequential_fit_uses_substituted_inputs_and_reduces_end_to_end_error():
         result = apply(two_convs(), count=24, anchors=16, sequential=sequential)
         errors[sequential] = relative_error(two_convs(), result.model)
     assert errors[True] <= errors[False] * 1.05
+
+
+def test_cost_rule_keeps_a_conv_that_would_get_more_learnable_params():
+    result = apply(conv_model(), anchors=2 * 3 * 9)
+    assert not result.changed and result.stats["replaced"] == []
+    assert "more learnable params (275 vs 140)" in result.stats["skipped"][0]["reason"]
+
+
+def test_cost_rule_weighs_the_block_on_the_target():
+    model = conv_model(cin=4, cout=6)
+    ctx = PassContext(calibration=feeds(model, 4), seed=3, target="cmp-pim")
+    relu = get_pass("comparator-conv")().run(conv_model(cin=4, cout=6), ctx)
+    assert not relu.changed and "more energy on cmp-pim" in relu.stats["skipped"][0]["reason"]
+    binary = get_pass("comparator-conv")(variant="separable", comparator="binary").run(conv_model(cin=4, cout=6), ctx)
+    assert binary.stats["replaced"] == ["conv"]
+    ctx.target = "onnxruntime"
+    macs = get_pass("comparator-conv")(anchors=8).run(conv_model(cin=4, cout=6), ctx)
+    assert not macs.changed and "more MACs" in macs.stats["skipped"][0]["reason"]

@@ -1,0 +1,114 @@
+"""Compile warnings: what a user should know before trusting the output (``report["warnings"]``).
+
+One function, ``compile_warnings(report)``, reads the finished report and returns one-line strings. Each
+check is a small function of the report taking part in ``CHECKS``; add a check (e.g. an accuracy budget
+nearly spent) by appending to that tuple.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+Report = dict[str, Any]
+
+
+def compile_warnings(report: Report) -> list[str]:
+    """Every warning of a compile report, in a stable order."""
+    out: list[str] = []
+    for check in CHECKS:
+        out += check(report)
+    return out
+
+
+def _reference(cost: dict[str, Any]) -> str | None:
+    baselines = cost.get("baselines") or {}
+    return next((name for name, entry in baselines.items() if entry.get("reference")), None)
+
+
+def worse_than_input(report: Report) -> list[str]:
+    """The output is slower or uses more energy than the input model on its target."""
+    cost = report.get("cost")
+    name = _reference(cost) if cost else None
+    if name is None:
+        return []
+    entry = cost["baselines"][name]
+    subject = "the input model" if entry.get("model") == "input" else f"the baseline model {entry.get('model')}"
+    out = []
+    speed, gain = cost["speedup_vs"].get(name), cost["energy_gain_vs"].get(name)
+    cause = likely_cause(report)
+    if speed is not None and speed < 1:
+        out.append(f"the output is {1 / speed:.3g}x slower than {subject} on {report['target']} (baseline "
+                   f"'{name}'); likely cause: {cause}")
+    if gain is not None and gain < 1:
+        out.append(f"the output uses {1 / gain:.3g}x the energy of {subject} on {report['target']} (baseline "
+                   f"'{name}'); likely cause: {cause}")
+    return out
+
+
+def likely_cause(report: Report) -> str:
+    m = report["model"]
+    if m["macs"] > m["macs_before"]:
+        return f"the rewritten graph has more MACs ({m['macs']:,} vs {m['macs_before']:,})"
+    hint = _TARGET_HINTS.get(report["target"], lambda r: None)(report)
+    if hint:
+        return hint
+    if m["effective_macs"] >= m["effective_macs_before"]:
+        return (f"the passes removed no work the target can skip (effective MACs {m['effective_macs']:,} vs "
+                f"{m['effective_macs_before']:,})")
+    return ("the work removed is smaller than the target's overheads on the rewritten layers (extra stages, "
+            "index decoding, data movement); compare the per-layer costs")
+
+
+def _escalate_hint(report: Report) -> str | None:
+    layers = [layer for layer in report["cost"].get("layers", []) if layer.get("kind") == "decomposed"]
+    if not layers:
+        return None
+    basis = sum(layer["basis_cycles"] for layer in layers)
+    coef = sum(layer["coefficient_cycles"] for layer in layers)
+    if basis > coef:
+        return (f"the basis stage bounds the decomposed layers ({basis:,.0f} basis vs {coef:,.0f} coefficient "
+                "cycles): layers with few input channels or large kernels leave the basis unit's columns "
+                "idle, where the dense array unrolls output channels")
+    density = sum(layer["coefficient_density"] for layer in layers) / len(layers)
+    if density > 0.5:
+        return (f"decomposed layers keep {density:.0%} of their coefficients, so they run two stages for "
+                "about the work of one: train sparse coefficients with `pimc export decompose` (PENNI)")
+    return None
+
+
+_TARGET_HINTS: dict[str, Callable[[Report], str | None]] = {"escalate": _escalate_hint}
+
+
+def larger_than_input(report: Report) -> list[str]:
+    """The output has more params or MACs than the input."""
+    m = report["model"]
+    out = []
+    if m["params"] > m["params_before"]:
+        out.append(f"the output has more params than the input ({m['params']:,} vs {m['params_before']:,}; "
+                   "every weight initializer counts, fixed ones included)")
+    if m["macs"] > m["macs_before"]:
+        out.append(f"the output has more MACs than the input ({m['macs']:,} vs {m['macs_before']:,})")
+    return out
+
+
+def skipped_by_cost_model(report: Report) -> list[str]:
+    """Layers the target's cost model did not cost as planned."""
+    cost = report.get("cost") or {}
+    skipped = cost.get("skipped") or []
+    if not skipped:
+        return []
+    shown = "; ".join(f"{item.get('node') or item.get('layer')}: {item.get('reason')}" for item in skipped[:3])
+    more = f"; ... {len(skipped) - 3} more in cost.skipped" if len(skipped) > 3 else ""
+    return [f"{len(skipped)} layer(s) skipped by the {report['target']} cost model ({shown}{more})"]
+
+
+def backend_warnings(report: Report) -> list[str]:
+    """Warnings a backend put into its cost section."""
+    cost = report.get("cost") or {}
+    return [str(w) for w in cost.get("warnings") or []]
+
+
+CHECKS: tuple[Callable[[Report], list[str]], ...] = (
+    worse_than_input, larger_than_input, skipped_by_cost_model, backend_warnings,
+)

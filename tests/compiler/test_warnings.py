@@ -1,0 +1,58 @@
+"""compile_warnings: slower / costlier than the input, larger than the input, layers skipped by the cost model."""
+
+from __future__ import annotations
+
+from pimc.compiler.warnings import compile_warnings
+
+
+def report(speedup: float = 2.0, gain: float = 2.0, macs: int = 100, params: int = 10, skipped=None) -> dict:
+    return {
+        "target": "escalate",
+        "model": {"params_before": 10, "params": params, "macs_before": 100, "macs": macs,
+                  "effective_macs_before": 100, "effective_macs": 50},
+        "cost": {"baselines": {"dense": {"model": "input", "reference": True}, "sparse": {"model": "input"}},
+                 "speedup_vs": {"dense": speedup, "sparse": 0.5}, "energy_gain_vs": {"dense": gain, "sparse": 0.5},
+                 "layers": [], "skipped": skipped or []},
+    }
+
+
+def test_no_warning_when_the_output_is_smaller_and_faster_than_the_input():
+    assert compile_warnings(report()) == []
+
+
+def test_slower_and_costlier_than_the_input_say_so_with_a_cause():
+    warnings = compile_warnings(report(speedup=0.5, gain=0.8, macs=150))
+    assert warnings[0].startswith("the output is 2x slower than the input model on escalate (baseline 'dense')")
+    assert "more MACs (150 vs 100)" in warnings[0]
+    assert warnings[1].startswith("the output uses 1.25x the energy of the input model")
+    assert "the output has more MACs than the input (150 vs 100)" in warnings
+
+
+def test_only_the_reference_baseline_counts_and_overrides_are_named():
+    data = report(speedup=0.5)
+    data["cost"]["baselines"]["dense"]["model"] = "d.onnx"
+    warnings = compile_warnings(data)
+    assert len(warnings) == 1 and "than the baseline model d.onnx" in warnings[0]
+    assert "overheads" in warnings[0]
+
+
+def test_more_params_and_skipped_layers():
+    warnings = compile_warnings(report(params=12, skipped=[{"node": "mm", "reason": "no constant weight"}]))
+    assert any("more params than the input (12 vs 10" in w for w in warnings)
+    assert "1 layer(s) skipped by the escalate cost model (mm: no constant weight)" in warnings
+
+
+def test_no_cost_section_gives_only_model_warnings():
+    data = report(params=11)
+    data["cost"] = None
+    assert compile_warnings(data) == [compile_warnings(report(params=11))[0]]
+
+
+def test_escalate_hint_names_the_bounding_stage():
+    data = report(speedup=0.5)
+    data["cost"]["layers"] = [{"kind": "decomposed", "basis_cycles": 900.0, "coefficient_cycles": 100.0,
+                               "coefficient_density": 0.2}]
+    assert "the basis stage bounds the decomposed layers (900 basis vs 100 coefficient cycles)" in \
+        compile_warnings(data)[0]
+    data["cost"]["layers"][0].update(basis_cycles=10.0, coefficient_density=0.9)
+    assert "keep 90% of their coefficients" in compile_warnings(data)[0]
