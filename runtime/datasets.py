@@ -421,8 +421,8 @@ def _calibration_validation(
     return calibration, (subset(train, picks) if len(picks) else None)
 
 
-def evaluation_set(spec: str, input_shape: Shape3) -> Dataset:
-    """The labelled set ``--eval-data spec`` means: a test split, or the whole npz file."""
+def evaluation_set(spec: str, input_shape: Shape3, limit: int | None = None) -> Dataset:
+    """The labelled set ``--eval-data spec`` means: a test split, or the whole npz file (first ``limit``)."""
     kind, _, arg = spec.partition(":")
     if kind == "npz" and arg:
         data = _npz(Path(arg), input_shape)
@@ -432,7 +432,7 @@ def evaluation_set(spec: str, input_shape: Shape3) -> Dataset:
         data = load_dataset(spec, input_shape, split="test")
     if data.y is None:
         raise PimcError(f"--eval-data {spec}: the file has no 'y' labels to measure accuracy against")
-    return data
+    return _limited(data, limit)
 
 
 def train_test_sets(spec: str, input_shape: Shape3) -> tuple[Dataset, Dataset]:
