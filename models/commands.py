@@ -9,10 +9,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ..compiler.errors import PimcError
+from ..runtime.datasets import TRAINABLE_HELP
 from ..runtime.session import evaluate
 from .zoo import MODELS, build_model, get_spec, model_input_shape
-
-TRAINABLE = "digits, mnist, npz:PATH (with labels) or cifar10:DIR"
 
 
 @click.group("models")
@@ -63,7 +62,7 @@ def export_command(
 
 @models_group.command("train")
 @_export_options
-@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE}.")
+@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
 @click.option("--epochs", type=int, default=30, show_default=True)
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate (cosine decay).")
 @click.option("--batch-size", type=int, default=64, show_default=True)

@@ -49,6 +49,7 @@ CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
 RANDOM_SAMPLES = 256
 SPECS_HELP = "digits, mnist, npz:PATH, cifar10:DIR, random"
+TRAINABLE_HELP = "digits, mnist, npz:PATH (with labels) or cifar10:DIR"
 
 
 @dataclass

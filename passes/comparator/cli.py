@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ...compiler.errors import PimcError
+from ...runtime.datasets import TRAINABLE_HELP
 from .comparator_conv import LBCConfig
 
 SPECIAL = ("cmpnet", "cmpnet-cnn")
@@ -17,7 +18,7 @@ SPECIAL = ("cmpnet", "cmpnet-cnn")
 @click.option("--model", "model_name", default="cmpnet", show_default=True,
               help="cmpnet (CMPNET-style LBC network), cmpnet-cnn (its plain-CNN twin) or a zoo model "
                    "whose k×k convs are replaced by LBC layers.")
-@click.option("--data", default="digits", show_default=True, help="Training data: digits, mnist, npz:PATH (with labels) or cifar10:DIR.")
+@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=20, show_default=True)

@@ -8,12 +8,13 @@ from pathlib import Path
 import click
 
 from ...compiler.errors import PimcError
+from ...runtime.datasets import TRAINABLE_HELP
 from .config import PenniConfig
 
 
 @click.command("decompose")
 @click.option("--model", "model_name", required=True, help="Zoo model (see `pimc models list`).")
-@click.option("--data", default="digits", show_default=True, help="Training data: digits, mnist, npz:PATH (with labels) or cifar10:DIR.")
+@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .onnx (two-conv decomposed form, annotated, shrunk).")
 @click.option("--rank", type=int, default=PenniConfig.rank, show_default=True, help="Basis kernels per layer (d).")

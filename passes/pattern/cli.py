@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ...compiler.errors import PimcError
+from ...runtime.datasets import TRAINABLE_HELP
 from .pattern_prune import LIBRARIES, PatternConfig
 from .schedule import AdmmSchedule
 
@@ -16,7 +17,7 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 
 @click.command("pattern")
 @click.option("--model", "model_name", required=True, help="Zoo model name (pimc models list).")
-@click.option("--data", default="digits", show_default=True, help="Training data: digits, mnist, npz:PATH (with labels) or cifar10:DIR.")
+@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
 @click.option("-o", "--output", type=_FILE, required=True, help="Pattern-pruned .onnx file.")
 @click.option("--mode", type=click.Choice(["admm", "oneshot"]), default="admm", show_default=True)
 @click.option("--patterns", type=int, default=PatternConfig.patterns, show_default=True, help="Library size per layer.")

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ...compiler.errors import PimcError
+from ...runtime.datasets import TRAINABLE_HELP
 
 
 @dataclass
@@ -110,7 +111,7 @@ def _quantize(net, cfg: ExportConfig, act_bits: int, loader, result: dict[str, A
 @click.command("quantize")
 @click.option("--model", "model_name", required=True, help="Zoo model name (pimc models list).")
 @click.option("--data", default=ExportConfig.data, show_default=True,
-              help="Training data: digits, mnist, npz:PATH (with labels) or cifar10:DIR.")
+              help=f"Training data: {TRAINABLE_HELP}.")
 @click.option("--bits", type=int, default=ExportConfig.bits, show_default=True, help="Weight bit width (2-8).")
 @click.option("--act-bits", type=int, default=None, help="Activation bit width (default: --bits).")
 @click.option("--mode", type=click.Choice(["qat", "admm"]), default=ExportConfig.mode, show_default=True,
