@@ -17,6 +17,7 @@ _PLUGINS = {
     "bench": ("pimc.runtime.commands", "bench_command"),
     "models": ("pimc.models.commands", "models_group"),
     "demo": ("pimc.compiler.demo", "demo_command"),
+    "diff": ("pimc.compiler.diff", "diff_command"),
 }
 
 

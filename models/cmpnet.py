@@ -18,6 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from ..passes.comparator.comparator_conv import LBCConfig
 from ..passes.comparator.exporter import LBConv2d
 
 ConvFactory = Callable[[int, int, int, int], nn.Module]
@@ -25,6 +26,8 @@ ConvFactory = Callable[[int, int, int, int], nn.Module]
 #: (output channels, stride) of the residual blocks after the stem.
 CMPNET_LAYOUT: tuple[tuple[int, int], ...] = ((16, 1), (32, 2), (32, 1), (64, 2), (64, 1))
 STEM_WIDTH = 16
+ANCHORS_PER_CHANNEL = 8
+COMPARATOR = "binary"
 INPUT_SHAPE = (3, 32, 32)
 
 
@@ -95,8 +98,8 @@ def _plain_conv(cin: int, cout: int, stride: int, index: int) -> nn.Module:
 
 
 def build_cmpnet(
-    num_classes: int = 10, in_channels: int = 3, anchors_per_channel: int = 8, density: float = 0.9,
-    comparator: str = "binary", seed: int = 0, lbc_stem: bool = True,
+    num_classes: int = 10, in_channels: int = 3, anchors_per_channel: int = ANCHORS_PER_CHANNEL,
+    density: float = LBCConfig.density, comparator: str = COMPARATOR, seed: int = 0, lbc_stem: bool = True,
 ) -> nn.Module:
     """CMPNET-style network: depthwise ternary anchors, binary comparators, 1×1 convs.
 

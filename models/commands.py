@@ -8,10 +8,9 @@ import click
 
 from ..compiler.errors import PimcError
 from ..compiler.tables import Table, console
+from ..runtime.datasets import TRAINABLE_HELP
 from ..runtime.session import evaluate
 from .zoo import MODELS, build_model, get_spec, model_input_shape
-
-TRAINABLE = "digits, mnist, npz:PATH (with labels) or cifar10:DIR"
 
 
 @click.group("models")
@@ -80,7 +79,7 @@ def export_annotated(model, output: Path, shape: tuple[int, ...], dynamo: bool =
 
 @models_group.command("train")
 @_export_options
-@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE}.")
+@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
 @click.option("--epochs", type=int, default=30, show_default=True)
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate (cosine decay).")
 @click.option("--batch-size", type=int, default=64, show_default=True)

@@ -23,11 +23,10 @@ from tqdm import tqdm
 from ..compiler.errors import PimcError
 from ..compiler.graph import remove_initializers
 from ..compiler.modelio import write_model
-from ..runtime.datasets import Dataset, load_dataset, train_test_sets
+from ..runtime.datasets import TRAINABLE_HELP, Dataset, load_dataset, train_test_sets
 
 LEGACY_OPSET = 17
 DYNAMO_OPSET = 18
-TRAINABLE = "digits, mnist, npz:PATH (with labels) or cifar10:DIR"
 
 
 @dataclass
@@ -54,7 +53,7 @@ def training_data(
         raise PimcError(f"--batch-size must be positive, got {batch_size}")
     kind = spec.partition(":")[0]
     if kind not in ("digits", "mnist", "npz", "cifar10"):
-        raise PimcError(f"cannot train on '{spec}' (use {TRAINABLE})")
+        raise PimcError(f"cannot train on '{spec}' (use {TRAINABLE_HELP})")
     train, test = train_test_sets(spec, input_shape)
     if limit is not None:
         train = load_dataset(spec, input_shape, split="train", limit=limit) if limit < len(train) else train

@@ -15,7 +15,7 @@ import onnx
 from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
 from ..compiler.stats import parameter_counts
-from .datasets import Dataset, load_dataset
+from .datasets import Dataset, evaluation_set, load_dataset
 from .session import accuracy, batch_input, make_session, model_input, predict, time_run
 
 CSV_FIELDS = [
@@ -28,17 +28,22 @@ def compare_models(
     repeats: int = 20,
     limit: int | None = None,
     threads: int | None = None,
+    eval_spec: str | None = None,
 ) -> list[dict]:
     """Compare models on one dataset; agreement and ratios are relative to the first model.
 
     Latency runs are interleaved (model A, B, ..., A, B, ...) in one process so drift affects all
-    models alike; the median per model and batch size is reported.
+    models alike; the median per model and batch size is reported. ``eval_spec`` (``--eval-data``)
+    replaces the test split of ``data_spec`` by :func:`evaluation_set`'s data.
     """
     if not paths:
         raise PimcError("bench needs at least one model")
     protos = [read_model(p) for p in paths]
     shape = _common_input_shape(protos, paths)
-    data = load_dataset(data_spec, shape, split="test", limit=limit)
+    if eval_spec:
+        data = evaluation_set(eval_spec, shape, limit)
+    else:
+        data = load_dataset(data_spec, shape, split="test", limit=limit)
     sessions = [make_session(p, threads, spinning=False) for p in protos]
     inputs = [data.x.astype(model_input(p)[2], copy=False) for p in protos]
     logits = [predict(s, x) for s, x in zip(sessions, inputs, strict=True)]

@@ -11,29 +11,36 @@ import onnx
 from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
 from ..compiler.tables import Table, console
-from .datasets import SPECS_HELP, load_dataset
+from .datasets import SPECS_HELP, Dataset, Shape3, evaluation_set, load_dataset
 from .session import evaluate, model_input, real_inputs
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 _POSITIVE = click.IntRange(min=1)
 
 
+_EVAL_HELP = ("Evaluate on this labelled data instead, as `pimc compile --eval-data` does: the test split "
+              "of digits, mnist or cifar10:DIR, or the whole npz:PATH file.")
+
+
 @click.command("run")
 @click.argument("model", type=_FILE)
-@click.option("--data", default="digits", show_default=True, help=f"Dataset: {SPECS_HELP}.")
+@click.option("--data", default=None, help=f"Dataset (its test split): {SPECS_HELP}.  [default: digits]")
+@click.option("--eval-data", default=None, help=_EVAL_HELP)
 @click.option("--batch", type=_POSITIVE, default=64, show_default=True, help="Batch size.")
 @click.option("--limit", type=_POSITIVE, default=None, help="Use only the first N samples.")
 @click.option("--repeats", type=_POSITIVE, default=20, show_default=True, help="Timed runs for the latency.")
 @click.option("--threads", type=_POSITIVE, default=None, help="onnxruntime intra-op threads.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def run_command(
-    model: Path, data: str, batch: int, limit: int | None, repeats: int, threads: int | None, as_json: bool
+    model: Path, data: str | None, eval_data: str | None, batch: int, limit: int | None, repeats: int,
+    threads: int | None, as_json: bool,
 ) -> None:
     """Run MODEL on onnxruntime over a dataset: accuracy and latency."""
     proto = read_model(model)
     _, shape, _ = dataset_input(proto, model)
+    dataset, data = evaluation_data(data, eval_data, shape, limit)
     result = {"model": str(model), "data": data, **evaluate(
-        proto, load_dataset(data, shape, limit=limit), batch=batch, repeats=repeats, threads=threads
+        proto, dataset, batch=batch, repeats=repeats, threads=threads
     )}
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -48,9 +55,20 @@ def run_command(
     console().print(table)
 
 
+def evaluation_data(data: str | None, eval_data: str | None, shape: Shape3, limit: int | None) -> tuple[Dataset, str]:
+    """The dataset ``--data`` (its test split) or ``--eval-data`` names, and the label to show for it."""
+    if data and eval_data:
+        raise PimcError("give --data or --eval-data, not both")
+    if eval_data:
+        return evaluation_set(eval_data, shape, limit), eval_data
+    spec = data or "digits"
+    return load_dataset(spec, shape, limit=limit), spec
+
+
 @click.command("bench")
 @click.argument("models", type=_FILE, nargs=-1, required=True)
-@click.option("--data", default="digits", show_default=True, help=f"Dataset: {SPECS_HELP}.")
+@click.option("--data", default=None, help=f"Dataset (its test split): {SPECS_HELP}.  [default: digits]")
+@click.option("--eval-data", default=None, help=_EVAL_HELP)
 @click.option("--batches", default="1,64", show_default=True, help="Comma-separated batch sizes to time.")
 @click.option("--repeats", type=_POSITIVE, default=20, show_default=True, help="Timed runs per model and batch.")
 @click.option("--limit", type=_POSITIVE, default=None, help="Use only the first N samples.")
@@ -59,7 +77,7 @@ def run_command(
 @click.option("--plot", "plot_path", type=_FILE, default=None, help="Also write a PNG bar chart.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def bench_command(
-    models: tuple[Path, ...], data: str, batches: str, repeats: int, limit: int | None, threads: int | None,
+    models: tuple[Path, ...], data: str | None, eval_data: str | None, batches: str, repeats: int, limit: int | None, threads: int | None,
     csv_path: Path | None, plot_path: Path | None, as_json: bool,
 ) -> None:
     """Compare MODELS (the first is the reference): size, sparsity, latency, accuracy, agreement."""
@@ -68,7 +86,11 @@ def bench_command(
     for path in models:
         dataset_input(read_model(path), path)
     sizes = _batch_sizes(batches)
-    rows = compare_models(list(models), data, sizes, repeats, limit=limit, threads=threads)
+    if data and eval_data:
+        raise PimcError("give --data or --eval-data, not both")
+    rows = compare_models(list(models), data or "digits", sizes, repeats, limit=limit, threads=threads,
+                          eval_spec=eval_data)
+    data = eval_data or data or "digits"
     if csv_path:
         write_csv(rows, csv_path)
     if plot_path:

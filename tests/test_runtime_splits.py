@@ -144,3 +144,19 @@ def test_eval_spec_needs_labels(tmp_path: Path, eval_spec: str) -> None:
 def test_bad_sample_counts() -> None:
     with pytest.raises(PimcError, match="calibration_samples"):
         data_splits("digits", (1, 8, 8), calibration_samples=0)
+
+
+def test_feeds_and_model_accuracy_on_the_splits() -> None:
+    from pimc.models import bundled_model_path
+    from pimc.runtime.session import dataset_feeds, evaluate, feeds, model_accuracy
+
+    model = str(bundled_model_path())
+    splits = data_splits("digits", (1, 8, 8), calibration_samples=16, validation_samples=100)
+    calibration = feeds(model, splits.calibration)
+    assert len(calibration) == 16 and calibration[0]["input"].shape == (1, 1, 8, 8)
+    np.testing.assert_array_equal(dataset_feeds(model, "digits", 16)[3]["input"], calibration[3]["input"])
+    test_accuracy = model_accuracy(model, splits.test)
+    assert test_accuracy == evaluate(model, splits.test, repeats=1)["accuracy"] and test_accuracy > 0.9
+    assert 0.9 < model_accuracy(model, splits.validation, batch=7) <= 1.0
+    with pytest.raises(PimcError, match="no labels"):
+        model_accuracy(model, data_splits("random", (1, 8, 8)).calibration)

@@ -74,6 +74,29 @@ from ...compiler.workload import LayerRecord, extract_workload
 LBC_ROLES = ("anchor", "lbc_pointwise", "comparator")
 
 
+@dataclass(frozen=True)
+class LBCConfig:
+    """Defaults of LBC substitution, the single source for the comparator-conv pass, ``LBConv2d`` /
+    ``replace_convs`` and ``pimc export comparator`` (LBCNN: dense anchors, ReLU, ± pairs).
+
+    ``anchors`` = 0 means automatic: Cin·k² per layer (lbc) or k² per input channel (separable), at most
+    ``max_anchors`` per layer for lbc. CMPNET (``build_cmpnet``) keeps its own defaults: separable,
+    8 anchors per channel, binary comparator."""
+
+    variant: str = "lbc"
+    anchors: int = 0
+    max_anchors: int = 2048
+    density: float = 0.9
+    comparator: str = "relu"
+    min_kernel: int = 2
+
+
+def auto_anchors(variant: str, cin: int, kernel: tuple[int, int], max_anchors: int = LBCConfig.max_anchors) -> int:
+    """The automatic anchor count: per layer for lbc (Cin·k², capped), per input channel for separable (k²)."""
+    kh, kw = kernel
+    return min(cin * kh * kw, max_anchors) if variant == "lbc" else kh * kw
+
+
 @dataclass
 class ConvSite:
     """One convolution chosen for substitution, with everything the fit needs."""
@@ -108,21 +131,21 @@ class ComparatorConv(Pass):
     name = "comparator-conv"
     summary = "Replace k×k convs by LBC comparator blocks (ternary anchors → compare → fitted 1×1 conv)"
     options = (
-        Option("variant", str, "lbc", "lbc: dense anchor conv Cin→m; separable: depthwise anchors (CMPNET)",
+        Option("variant", str, LBCConfig.variant, "lbc: dense anchor conv Cin→m; separable: depthwise anchors (CMPNET)",
                choices=("lbc", "separable")),
-        Option("anchors", int, 0, "lbc: anchor count m (0 = auto: Cin·k²); separable: anchors per input "
+        Option("anchors", int, LBCConfig.anchors, "lbc: anchor count m (0 = auto: Cin·k²); separable: anchors per input "
                "channel q (0 = auto: k²)", minimum=0),
-        Option("max_anchors", int, 2048, "upper bound on m for the automatic choice", minimum=2),
-        Option("density", float, 0.9, "fraction of non-zero anchor weights", minimum=0.01, maximum=1.0),
+        Option("max_anchors", int, LBCConfig.max_anchors, "upper bound on m for the automatic choice", minimum=2),
+        Option("density", float, LBCConfig.density, "fraction of non-zero anchor weights", minimum=0.01, maximum=1.0),
         Option("paired", bool, True, "anchors come in ± pairs (the 1×1 conv can then form any linear map "
                "of the anchors' span)"),
-        Option("comparator", str, "relu", "relu (LBCNN) or binary: the {0,1} comparison bit (CMPNET)",
+        Option("comparator", str, LBCConfig.comparator, "relu (LBCNN) or binary: the {0,1} comparison bit (CMPNET)",
                choices=("relu", "binary")),
         Option("ridge", float, 1e-4, "ridge strength λ relative to the mean feature energy", minimum=0.0),
         Option("samples", int, 64, "calibration samples used for the fit", minimum=1),
         Option("max_rows", int, 20000, "output positions sampled per layer for the fit", minimum=16),
         Option("sequential", bool, True, "fit each layer on inputs produced by the already-substituted model"),
-        Option("min_kernel", int, 2, "substitute only convs whose kernel has at least this many rows/cols",
+        Option("min_kernel", int, LBCConfig.min_kernel, "substitute only convs whose kernel has at least this many rows/cols",
                minimum=1),
         Option("layers", list, [], "substitute only these conv nodes (default: every eligible conv)"),
         Option("skip", list, [], "conv nodes to leave untouched"),
@@ -236,10 +259,8 @@ class ComparatorConv(Pass):
     def _anchors(self, site: ConvSite, seed: int) -> np.ndarray:
         kh, kw = site.kernel
         per_input = site.cin if self.opts["variant"] == "lbc" else 1
-        count = self.opts["anchors"]
-        if count == 0:
-            count = per_input * kh * kw if self.opts["variant"] == "lbc" else kh * kw
-            count = min(count, self.opts["max_anchors"])
+        count = self.opts["anchors"] or auto_anchors(self.opts["variant"], site.cin, site.kernel,
+                                                     self.opts["max_anchors"])
         groups = 1 if self.opts["variant"] == "lbc" else site.cin
         rng = np.random.default_rng((seed, _crc(site.name)))
         blocks = [

@@ -32,7 +32,7 @@ from ...compiler import annotations as ann
 from ...compiler.errors import PimcError
 from ...compiler.graph import consumers, initializer_map
 from ...compiler.modelio import write_model
-from .comparator_conv import annotate_pointwise, ternary_anchors
+from .comparator_conv import LBCConfig, annotate_pointwise, auto_anchors, ternary_anchors
 
 
 def compare(a: torch.Tensor, comparator: str, training: bool, scale: float = 1.0) -> torch.Tensor:
@@ -51,8 +51,9 @@ class LBConv2d(nn.Module):
 
     def __init__(
         self, cin: int, cout: int, kernel_size: int = 3, stride: int = 1, padding: int | None = None,
-        dilation: int = 1, anchors: int = 0, density: float = 0.9, separable: bool = False,
-        comparator: str = "relu", paired: bool | None = None, seed: int = 0,
+        dilation: int = 1, anchors: int = LBCConfig.anchors, density: float = LBCConfig.density,
+        separable: bool = LBCConfig.variant == "separable", comparator: str = LBCConfig.comparator,
+        paired: bool | None = None, seed: int = 0, max_anchors: int = LBCConfig.max_anchors,
     ):
         super().__init__()
         if comparator not in ("relu", "binary"):
@@ -64,7 +65,8 @@ class LBConv2d(nn.Module):
         self.padding = kernel_size // 2 * dilation if padding is None else padding
         self.separable, self.comparator, self.density, self.seed = separable, comparator, density, seed
         paired = comparator == "relu" if paired is None else paired
-        per_group = anchors or (kernel_size * kernel_size if separable else cin * kernel_size * kernel_size)
+        kernel = (kernel_size, kernel_size)
+        per_group = anchors or auto_anchors("separable" if separable else "lbc", cin, kernel, max_anchors)
         rng = np.random.default_rng((seed, 0x1BC))
         groups = cin if separable else 1
         blocks = [ternary_anchors(per_group, 1 if separable else cin, (kernel_size, kernel_size), density,
@@ -95,8 +97,9 @@ def lbc_modules(model: nn.Module) -> Iterator[tuple[str, LBConv2d]]:
 
 
 def replace_convs(
-    model: nn.Module, anchors: int = 0, density: float = 0.9, separable: bool = False, comparator: str = "relu",
-    seed: int = 0, min_kernel: int = 2, skip: tuple[str, ...] = (),
+    model: nn.Module, anchors: int = LBCConfig.anchors, density: float = LBCConfig.density,
+    separable: bool = LBCConfig.variant == "separable", comparator: str = LBCConfig.comparator,
+    seed: int = 0, min_kernel: int = LBCConfig.min_kernel, skip: tuple[str, ...] = (),
 ) -> list[str]:
     """Replace every ungrouped k×k ``nn.Conv2d`` (k ≥ min_kernel) of ``model`` by an ``LBConv2d`` in place."""
     replaced = []

@@ -8,34 +8,36 @@ from pathlib import Path
 import click
 
 from ...compiler.errors import PimcError
+from ...runtime.datasets import TRAINABLE_HELP
+from .config import PenniConfig
 
 
 @click.command("decompose")
 @click.option("--model", "model_name", required=True, help="Zoo model (see `pimc models list`).")
-@click.option("--data", default="digits", show_default=True, help="Training data: digits, mnist, npz:PATH (with labels) or cifar10:DIR.")
+@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Output .onnx (two-conv decomposed form, annotated, shrunk).")
-@click.option("--rank", type=int, default=5, show_default=True, help="Basis kernels per layer (d).")
+@click.option("--rank", type=int, default=PenniConfig.rank, show_default=True, help="Basis kernels per layer (d).")
 @click.option("--pretrain-epochs", type=int, default=15, show_default=True, help="Dense training before decomposing.")
-@click.option("--epochs", type=int, default=12, show_default=True, help="Alternating basis/coefficient epochs.")
-@click.option("--swap-every", type=int, default=2, show_default=True, help="Epochs before basis/coefficient swap.")
-@click.option("--finetune-epochs", type=int, default=6, show_default=True, help="Masked fine-tuning epochs.")
-@click.option("--l1", type=float, default=1e-4, show_default=True, help="L1 weight on the coefficients.")
-@click.option("--group-l1", type=float, default=1e-2, show_default=True,
+@click.option("--epochs", type=int, default=PenniConfig.epochs, show_default=True, help="Alternating basis/coefficient epochs.")
+@click.option("--swap-every", type=int, default=PenniConfig.swap_every, show_default=True, help="Epochs before basis/coefficient swap.")
+@click.option("--finetune-epochs", type=int, default=PenniConfig.finetune_epochs, show_default=True, help="Masked fine-tuning epochs.")
+@click.option("--l1", type=float, default=PenniConfig.l1, show_default=True, help="L1 weight on the coefficients.")
+@click.option("--group-l1", type=float, default=PenniConfig.group_l1, show_default=True,
               help="Group-lasso weight on per-filter and per-input-channel coefficient slices.")
-@click.option("--threshold", type=float, default=1.0, show_default=True,
+@click.option("--threshold", type=float, default=PenniConfig.threshold, show_default=True,
               help="Prune |c| < threshold x std(C) per layer.")
-@click.option("--group-threshold", type=float, default=1.0, show_default=True,
+@click.option("--group-threshold", type=float, default=PenniConfig.group_threshold, show_default=True,
               help="Prune whole slices whose RMS < group-threshold x std(C) (0 = off).")
-@click.option("--residual-l1", type=float, default=1e-2, show_default=True,
+@click.option("--residual-l1", type=float, default=PenniConfig.residual_l1, show_default=True,
               help="Group-lasso weight on residual-stream channels (all writers' and readers' slices together).")
-@click.option("--residual-threshold", type=float, default=1.1, show_default=True,
+@click.option("--residual-threshold", type=float, default=PenniConfig.residual_threshold, show_default=True,
               help="Kill residual channels whose group norm < this x the stream's mean (0 = off).")
-@click.option("--prune-rounds", type=int, default=3, show_default=True,
+@click.option("--prune-rounds", type=int, default=PenniConfig.prune_rounds, show_default=True,
               help="Prune after each of this many equal parts of the alternating epochs.")
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--lr", type=float, default=PenniConfig.lr, show_default=True, help="Adam learning rate (cosine decay).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=PenniConfig.seed, show_default=True)
 @click.option("--dense-output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also export the dense model after pre-training (the baseline trained the same way).")
 @click.option("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice).")
@@ -52,7 +54,7 @@ def command(model_name: str, data: str, output: Path, rank: int, pretrain_epochs
     from ...models.zoo import build_model, get_spec, model_input_shape
     from ...runtime.session import evaluate
     from ._common import stored_conv_params
-    from .exporter import PenniConfig, export_penni, penni_compress
+    from .exporter import export_penni, penni_compress
 
     if rank < 1 or batch_size < 1 or prune_rounds < 1 or min(pretrain_epochs, epochs, finetune_epochs) < 0:
         raise PimcError("--rank, --batch-size and --prune-rounds must be positive and epoch counts non-negative")

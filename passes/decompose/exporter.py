@@ -59,7 +59,6 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +70,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ...compiler.errors import PimcError
+from .config import PenniConfig
 
 
 class DecomposedConv2d(nn.Module):
@@ -184,27 +184,6 @@ def replace_convs(model: nn.Module, rank: int = 5, include: Callable[[str], bool
 
 def decomposed_layers(model: nn.Module) -> dict[str, DecomposedConv2d]:
     return {n: m for n, m in model.named_modules() if isinstance(m, DecomposedConv2d)}
-
-
-@dataclass
-class PenniConfig:
-    """Hyper-parameters of ``penni_compress`` (see the module docstring for their meaning)."""
-
-    rank: int = 5
-    epochs: int = 12
-    swap_every: int = 2
-    l1: float = 1e-4
-    group_l1: float = 1e-2
-    threshold: float = 1.0
-    group_threshold: float = 1.0
-    prune_rounds: int = 3
-    residual_l1: float = 0.0
-    residual_threshold: float = 0.0
-    finetune_epochs: int = 6
-    lr: float = 3e-3
-    weight_decay: float = 5e-4
-    seed: int = 0
-    progress: bool = True
 
 
 class DeadChannels:

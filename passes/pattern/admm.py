@@ -47,28 +47,7 @@ from .pattern_prune import (
     selected,
     skip_reason,
 )
-
-
-@dataclass
-class AdmmSchedule:
-    """Training schedule of the ADMM and masked-retraining phases."""
-
-    admm_epochs: int = 20
-    retrain_epochs: int = 20
-    rho: float = 5e-2
-    rho_growth: float = 1.5
-    update_every: int | None = None
-    lr: float = 2e-3
-
-    def check(self) -> None:
-        if self.admm_epochs < 0 or self.retrain_epochs < 0:
-            raise PimcError("epochs must not be negative")
-        if self.rho <= 0:
-            raise PimcError(f"rho must be positive, got {self.rho}")
-        if not 1.0 <= self.rho_growth <= 10.0:
-            raise PimcError(f"rho growth must be in [1, 10], got {self.rho_growth}")
-        if self.update_every is not None and self.update_every < 1:
-            raise PimcError(f"update_every must be positive, got {self.update_every}")
+from .schedule import AdmmSchedule
 
 
 @dataclass
@@ -239,7 +218,8 @@ def admm_prune(
 
 
 def oneshot_prune(
-    model: nn.Module, loader: DataLoader, config: PatternConfig, finetune_epochs: int = 10, lr: float = 1e-3,
+    model: nn.Module, loader: DataLoader, config: PatternConfig, finetune_epochs: int = AdmmSchedule.retrain_epochs,
+    lr: float = AdmmSchedule.lr,
     seed: int = 0, progress: bool = True,
 ) -> PatternPruneResult:
     """Project once (library from the current weights), then masked fine-tuning."""

@@ -9,34 +9,36 @@ import click
 
 from ...compiler.errors import PimcError
 from ...compiler.tables import Table, console
+from ...runtime.datasets import TRAINABLE_HELP
 from .pattern_prune import LIBRARIES, PatternConfig
+from .schedule import AdmmSchedule
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command("pattern")
 @click.option("--model", "model_name", required=True, help="Zoo model name (pimc models list).")
-@click.option("--data", default="digits", show_default=True, help="Training data: digits, mnist, npz:PATH (with labels) or cifar10:DIR.")
+@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
 @click.option("-o", "--output", type=_FILE, required=True, help="Pattern-pruned .onnx file.")
 @click.option("--mode", type=click.Choice(["admm", "oneshot"]), default="admm", show_default=True)
-@click.option("--patterns", type=int, default=8, show_default=True, help="Library size per layer.")
-@click.option("--nonzeros", type=int, default=0, show_default=True,
+@click.option("--patterns", type=int, default=PatternConfig.patterns, show_default=True, help="Library size per layer.")
+@click.option("--nonzeros", type=int, default=PatternConfig.nonzeros, show_default=True,
               help="Weights kept per kernel (0: 4 for 3x3, round(4k²/9) otherwise, 11 for 5x5).")
-@click.option("--connectivity", type=float, default=0.5, show_default=True,
+@click.option("--connectivity", type=float, default=PatternConfig.connectivity, show_default=True,
               help="Fraction of kernels removed per layer.")
-@click.option("--library", type=click.Choice(LIBRARIES), default="derived", show_default=True)
+@click.option("--library", type=click.Choice(LIBRARIES), default=PatternConfig.library, show_default=True)
 @click.option("--include", multiple=True, help="Only prune conv modules matching this glob (repeatable).")
 @click.option("--exclude", multiple=True, help="Do not prune conv modules matching this glob (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=30, show_default=True,
               help="Dense pre-training epochs (as `pimc models train`).")
-@click.option("--admm-epochs", type=int, default=20, show_default=True, help="ADMM epochs (admm mode).")
-@click.option("--retrain-epochs", type=int, default=20, show_default=True,
+@click.option("--admm-epochs", type=int, default=AdmmSchedule.admm_epochs, show_default=True, help="ADMM epochs (admm mode).")
+@click.option("--retrain-epochs", type=int, default=AdmmSchedule.retrain_epochs, show_default=True,
               help="Masked retraining / fine-tuning epochs.")
-@click.option("--rho", type=float, default=5e-2, show_default=True, help="Initial ADMM penalty ρ.")
-@click.option("--rho-growth", type=float, default=1.5, show_default=True, help="ρ multiplier per Z update.")
+@click.option("--rho", type=float, default=AdmmSchedule.rho, show_default=True, help="Initial ADMM penalty ρ.")
+@click.option("--rho-growth", type=float, default=AdmmSchedule.rho_growth, show_default=True, help="ρ multiplier per Z update.")
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training.")
-@click.option("--prune-lr", type=float, default=2e-3, show_default=True, help="Learning rate of ADMM/retraining.")
+@click.option("--prune-lr", type=float, default=AdmmSchedule.lr, show_default=True, help="Learning rate of ADMM/retraining.")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Train on the first N training images only (smoke runs).")
 @click.option("--in-channels", type=int, default=None, help="Override the model's input channels.")
@@ -61,7 +63,7 @@ def run_export(**kw) -> dict:
     from ...models.train import export_onnx, train_classifier, training_data
     from ...models.zoo import build_model, get_spec, model_input_shape
     from ...runtime.session import evaluate
-    from .admm import AdmmSchedule, admm_prune, conv_weight_nonzeros, export_pattern_onnx, oneshot_prune
+    from .admm import admm_prune, conv_weight_nonzeros, export_pattern_onnx, oneshot_prune
 
     get_spec(kw["model_name"])
     config = _config(kw)

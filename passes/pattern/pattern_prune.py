@@ -372,11 +372,11 @@ class PatternPrune(Pass):
     summary = "PatDNN pattern pruning (k-of-k² kernel patterns from a small library) + connectivity pruning"
     exact = False
     options = (
-        Option("patterns", int, 8, "pattern library size per layer (PatDNN: 8)", minimum=1),
-        Option("nonzeros", int, 0, "weights kept per kernel; 0 = 4 for 3x3, round(4k²/9) otherwise", minimum=0),
-        Option("connectivity", float, 0.0, "fraction of kernels removed per layer (lowest L2 first)",
+        Option("patterns", int, PatternConfig.patterns, "pattern library size per layer (PatDNN: 8)", minimum=1),
+        Option("nonzeros", int, PatternConfig.nonzeros, "weights kept per kernel; 0 = 4 for 3x3, round(4k²/9) otherwise", minimum=0),
+        Option("connectivity", float, PatternConfig.connectivity, "fraction of kernels removed per layer (lowest L2 first)",
                minimum=0.0, maximum=1.0),
-        Option("library", str, "derived", "derived (PatDNN frequency), greedy (max kept energy) or canonical",
+        Option("library", str, PatternConfig.library, "derived (PatDNN frequency), greedy (max kept energy) or canonical",
                choices=LIBRARIES),
         Option("include", list, [], "only Conv nodes whose name matches one of these globs"),
         Option("exclude", list, [], "skip Conv nodes whose name matches one of these globs"),

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from ...compiler.errors import PimcError
+from ...runtime.datasets import TRAINABLE_HELP
 
 
 @dataclass
@@ -45,6 +46,8 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
 
     if not 2 <= cfg.bits <= 8 or not 2 <= (cfg.act_bits or cfg.bits) <= 8:
         raise PimcError("--bits and --act-bits must lie between 2 and 8")
+    if cfg.calibration_samples < 1:
+        raise PimcError(f"--calibration-samples must be positive, got {cfg.calibration_samples}")
     get_spec(cfg.model)
     shape = model_input_shape(cfg.model)
     sets = training_data(cfg.data, shape, cfg.batch_size, cfg.seed)
@@ -107,21 +110,24 @@ def _quantize(net, cfg: ExportConfig, act_bits: int, loader, result: dict[str, A
 
 @click.command("quantize")
 @click.option("--model", "model_name", required=True, help="Zoo model name (pimc models list).")
-@click.option("--data", default="digits", show_default=True,
-              help="Training data: digits, mnist, npz:PATH (with labels) or cifar10:DIR.")
-@click.option("--bits", type=int, default=8, show_default=True, help="Weight bit width (2-8).")
+@click.option("--data", default=ExportConfig.data, show_default=True,
+              help=f"Training data: {TRAINABLE_HELP}.")
+@click.option("--bits", type=int, default=ExportConfig.bits, show_default=True, help="Weight bit width (2-8).")
 @click.option("--act-bits", type=int, default=None, help="Activation bit width (default: --bits).")
-@click.option("--mode", type=click.Choice(["qat", "admm"]), default="qat", show_default=True,
+@click.option("--mode", type=click.Choice(["qat", "admm"]), default=ExportConfig.mode, show_default=True,
               help="STE quantization-aware training or ADMM quantization.")
-@click.option("--epochs", type=int, default=30, show_default=True, help="Float training epochs.")
-@click.option("--quant-epochs", type=int, default=10, show_default=True, help="QAT / ADMM epochs.")
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Float training learning rate.")
-@click.option("--quant-lr", type=float, default=1e-3, show_default=True, help="QAT / ADMM learning rate.")
-@click.option("--rho", type=float, default=1e-2, show_default=True, help="ADMM penalty ρ (initial).")
-@click.option("--rho-growth", type=float, default=1.3, show_default=True, help="ρ multiplier per ADMM update.")
-@click.option("--retrain-epochs", type=int, default=2, show_default=True,
+@click.option("--epochs", type=int, default=ExportConfig.epochs, show_default=True, help="Float training epochs.")
+@click.option("--quant-epochs", type=int, default=ExportConfig.quant_epochs, show_default=True, help="QAT / ADMM epochs.")
+@click.option("--lr", type=float, default=ExportConfig.lr, show_default=True, help="Float training learning rate.")
+@click.option("--quant-lr", type=float, default=ExportConfig.quant_lr, show_default=True, help="QAT / ADMM learning rate.")
+@click.option("--rho", type=float, default=ExportConfig.rho, show_default=True, help="ADMM penalty ρ (initial).")
+@click.option("--rho-growth", type=float, default=ExportConfig.rho_growth, show_default=True, help="ρ multiplier per ADMM update.")
+@click.option("--retrain-epochs", type=int, default=ExportConfig.retrain_epochs, show_default=True,
               help="ADMM: epochs retraining biases after the final projection.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch-size", type=int, default=ExportConfig.batch_size, show_default=True)
+@click.option("--calibration-samples", type=int, default=ExportConfig.calibration_samples, show_default=True,
+              help="Training images that calibrate the activation ranges.")
+@click.option("--seed", type=int, default=ExportConfig.seed, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
 def command(model_name: str, output: Path, as_json: bool, **kwargs: Any) -> None:

@@ -1,0 +1,82 @@
+"""Every exporter option's CLI default is its library dataclass default (one source of truth)."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import MISSING, fields
+
+import pytest
+
+from pimc.compiler.passbase import get_pass
+from pimc.passes.comparator import cli as comparator_cli
+from pimc.passes.comparator.comparator_conv import LBCConfig
+from pimc.passes.decompose import cli as decompose_cli
+from pimc.passes.decompose.config import PenniConfig
+from pimc.passes.pattern import cli as pattern_cli
+from pimc.passes.pattern.pattern_prune import PatternConfig
+from pimc.passes.pattern.schedule import AdmmSchedule
+from pimc.passes.quantize import cli as quantize_cli
+from pimc.passes.quantize.cli import ExportConfig
+
+
+def _cli_defaults(command) -> dict[str, object]:
+    """Option defaults, leaving out multi-value options and ``None`` ("derived", documented in the help)."""
+    return {p.name: p.default for p in command.params
+            if not getattr(p, "multiple", False) and not p.required and p.default is not None}
+
+
+def _shared(config, command, renames: dict[str, str] | None = None) -> list[tuple[str, object, object]]:
+    """(field, library default, CLI default) for every dataclass field the CLI exposes."""
+    cli = _cli_defaults(command)
+    renames = renames or {}
+    pairs = []
+    for field in fields(config):
+        name = renames.get(field.name, field.name)
+        if name in cli and field.default is not MISSING:
+            pairs.append((field.name, field.default, cli[name]))
+    return pairs
+
+
+@pytest.mark.parametrize(("config", "command", "renames", "minimum"), [
+    (PenniConfig, decompose_cli.command, {}, 12),
+    (PatternConfig, pattern_cli.command, {}, 4),
+    (AdmmSchedule, pattern_cli.command, {"lr": "prune_lr"}, 5),
+    (ExportConfig, quantize_cli.command, {}, 13),
+    (LBCConfig, comparator_cli.command, {}, 3),
+])
+def test_cli_defaults_are_the_library_defaults(config, command, renames, minimum) -> None:
+    pairs = _shared(config, command, renames)
+    assert len(pairs) >= minimum
+    for name, library, cli in pairs:
+        assert cli == library, f"{config.__name__}.{name}: CLI {cli!r} != library {library!r}"
+
+
+def test_penni_library_defaults_are_the_tuned_residual_terms() -> None:
+    assert PenniConfig().residual_l1 == 1e-2 and PenniConfig().residual_threshold == 1.1
+
+
+def test_graph_passes_share_the_dataclass_defaults() -> None:
+    pattern = get_pass("pattern-prune")().opts
+    assert (pattern["patterns"], pattern["nonzeros"], pattern["connectivity"], pattern["library"]) == (
+        PatternConfig.patterns, PatternConfig.nonzeros, PatternConfig.connectivity, PatternConfig.library)
+    comparator = get_pass("comparator-conv")().opts
+    for field in fields(LBCConfig):
+        assert comparator[field.name] == field.default, field.name
+
+
+def test_torch_library_defaults_follow_lbc_config() -> None:
+    from pimc.passes.comparator.exporter import LBConv2d, replace_convs
+    from pimc.passes.decompose.exporter import penni_compress
+    from pimc.passes.pattern.admm import oneshot_prune
+
+    for function in (LBConv2d.__init__, replace_convs):
+        params = inspect.signature(function).parameters
+        assert params["density"].default == LBCConfig.density
+        assert params["comparator"].default == LBCConfig.comparator
+        assert params["separable"].default == (LBCConfig.variant == "separable")
+    layer = LBConv2d(300, 4, 3)
+    assert layer.anchors == LBCConfig.max_anchors  # 300·9 capped, as the graph pass does
+    oneshot = inspect.signature(oneshot_prune).parameters
+    assert oneshot["finetune_epochs"].default == AdmmSchedule.retrain_epochs
+    assert oneshot["lr"].default == AdmmSchedule.lr
+    assert "config" in inspect.signature(penni_compress).parameters
