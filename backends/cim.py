@@ -606,11 +606,11 @@ class CimTarget(Target):
 
     def baseline_plans(self) -> list[BaselinePlan]:
         return [
-            BaselinePlan("input", "this macro (same hardware description) running the input model: no ReLU "
+            BaselinePlan("input", "this macro (same hardware description) without pimc's passes: no ReLU "
                          "marks, 8b where unannotated", lambda m, hw: schedule_cost(*_lower_model(m, hw)),
                          reference=True),
             BaselinePlan("digital", "a digital 8b MAC array at 65 nm, equal peak throughput (rows MACs per "
-                         "macro at the same clock), same SRAM, mapping and buffers, running the input model",
+                         "macro at the same clock), same SRAM, mapping and buffers",
                          lambda m, hw: digital_cost(*_lower_model(m, hw))),
         ]
 

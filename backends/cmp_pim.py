@@ -216,10 +216,10 @@ class CmpPimTarget(Target):
 
     def baseline_plans(self) -> list[BaselinePlan]:
         return [
-            BaselinePlan("cnn", "the input network with ordinary convs (LBC blocks restored to their k x k conv "
+            BaselinePlan("cnn", "the network with ordinary convs (LBC blocks restored to their k x k conv "
                          "at baseline_bits) as in-memory MACs", lambda m, hw: network_cost(m, hw, "cnn"),
                          reference=True),
-            BaselinePlan("lbcnn", "an LBCNN of the input network (eligible convs -> ternary anchors + ReLU + 1x1, "
+            BaselinePlan("lbcnn", "an LBCNN of the network (eligible convs -> ternary anchors + ReLU + 1x1, "
                          "LBC blocks with ReLU), without the comparator mapping",
                          lambda m, hw: network_cost(m, hw, "lbcnn")),
         ]

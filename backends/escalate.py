@@ -832,10 +832,10 @@ class EscalateTarget(Target):
 
     def baseline_plans(self) -> list[BaselinePlan]:
         return [
-            BaselinePlan("dense", "the dense accelerator (dense_rows x dense_cols array, same buffers and DRAM) "
-                         "running the input model", lambda m, hw: accelerator_cost(m, hw, "dense"), reference=True),
+            BaselinePlan("dense", "the dense accelerator (dense_rows x dense_cols array, same buffers and DRAM)",
+                         lambda m, hw: accelerator_cost(m, hw, "dense"), reference=True),
             BaselinePlan("sparse", "the zero-skipping accelerator (dense_rows x dense_cols lanes with index "
-                         "overhead) running the input model on its own zeros",
+                         "overhead) on the model's own zeros",
                          lambda m, hw: accelerator_cost(m, hw, "sparse")),
         ]
 

@@ -99,9 +99,10 @@ def merge_baselines(
 
 def summarize(cost: CostReport, model: str, what: str, reference: bool = False) -> dict[str, Any]:
     """The report entry of one baseline."""
+    runs = "the input model" if model == "input" else f"{model} (--baseline-model)"
     entry: dict[str, Any] = {
         "latency_s": cost.latency_s, "latency_cycles": cost.latency_cycles, "energy_j": cost.energy_j,
-        "energy_breakdown_j": dict(cost.energy_breakdown_j), "model": model, "what": what,
+        "energy_breakdown_j": dict(cost.energy_breakdown_j), "model": model, "what": f"{what}, on {runs}",
         "normalized_by": list(NORMALIZATIONS),
     }
     if reference:

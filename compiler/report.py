@@ -162,9 +162,7 @@ def render_baselines(cost: dict[str, Any], console: Console) -> None:
     for name, entry in cost.get("baselines", {}).items():
         speed = cost["speedup_vs"].get(name)
         gain = cost["energy_gain_vs"].get(name)
-        where = entry.get("model", "")
-        source = "" if where in ("", "input", "output") else f" (model {where})"
-        what = f" — {entry['what']}{source}" if entry.get("what") else source
+        what = f" — {entry['what']}" if entry.get("what") else ""
         console.print(f"vs {name}: speed-up {_ratio_text(speed)}, energy gain {_ratio_text(gain)}{what}",
                       highlight=False, markup=False)
 

@@ -179,8 +179,8 @@ class BaselinePlan:
     """One baseline a target reports next to its own cost (see ``compiler/baselines.py``).
 
     ``cost(model, hw)`` costs a model (the normalised input model, or the ``--baseline-model NAME=FILE``
-    replacement) the way this baseline runs it; ``what`` is the one-line description written into the
-    report; ``reference`` marks the baseline that stands for "the input model on this target" (the
+    replacement) the way this baseline runs it; ``what`` describes the machine / derivation in one line
+    (the report appends which model it ran); ``reference`` marks the baseline that stands for "the input model on this target" (the
     warnings compare the output against it).
     """
 
