@@ -78,52 +78,79 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def compress_layerwise(model: onnx.ModelProto, sites: list[Site], propose: Proposer, ctx: PassContext,
                        force: bool) -> LayerwiseResult:
-    """Walk ``sites`` in order, choosing one candidate (or none) per layer; see the module docstring."""
-    reference = _copy(model)
-    feeds = reconstruction_feeds(ctx)
+    """Walk ``sites`` in order, choosing one candidate (or none) per layer; see the module docstring.
+
+    Layers that no candidate fitted the allowance released so far get a second chance at the end, with
+    whatever the whole pass's allowance has left."""
+    walk = _Walk(model, propose, ctx, force)
     budget = ctx.budget
-    spent_before = 0.0
-    if budget is not None:
-        if budget.reference_accuracy is None:
-            budget.set_reference(reference)
-        spent_before = max(0.0, budget.drop_points(budget.accuracy(model)))
     total_macs = sum(s.macs for s in sites) or 1.0
     covered = 0.0
-    chosen: list[dict[str, Any]] = []
-    skipped: list[dict[str, str]] = []
-    current = model
-    base_cost = ctx.cost_fn(current) if ctx.cost_fn else None
+    retry: list[Site] = []
     for site in sites:
         covered += site.macs
+        allowance = walk.spent_before + budget.allowance(covered / total_macs) if budget is not None else 0.0
+        if walk.visit(site, allowance) == "over budget":
+            retry.append(site)
+    for site in retry:
+        walk.visit(site, walk.spent_before + budget.allowance(1.0))
+    return LayerwiseResult(walk.current, walk.chosen, walk.skipped)
+
+
+class _Walk:
+    """The state of one pass over the sites: the reference, the model compressed so far, the records."""
+
+    def __init__(self, model: onnx.ModelProto, propose: Proposer, ctx: PassContext, force: bool):
+        self.reference = _copy(model)
+        self.current = model
+        self.propose = propose
+        self.ctx = ctx
+        self.force = force
+        self.feeds = reconstruction_feeds(ctx)
+        self.chosen: list[dict[str, Any]] = []
+        self.skipped: list[dict[str, str]] = []
+        self.spent_before = 0.0
+        budget = ctx.budget
+        if budget is not None and not force:
+            if budget.reference_accuracy is None:
+                budget.set_reference(self.reference)
+            self.spent_before = max(0.0, budget.drop_points(budget.accuracy(model)))
+        self.base_cost = ctx.cost_fn(model) if ctx.cost_fn and not force else None
+
+    def visit(self, site: Site, allowance: float) -> str:
+        """Try to compress one site; returns "chosen", "skipped" or "over budget"."""
         x_ref = x_comp = None
-        if feeds is not None:
-            x_ref = capture(reference, [site.input], feeds)[site.input]
-            x_comp = capture(current, [site.input], feeds)[site.input]
-        candidates = propose(current, site, x_comp, x_ref)
-        if force and candidates:
-            current = _applied(current, candidates[-1])
-            chosen.append({"node": site.node, **candidates[-1].info, "forced": True})
-            continue
-        candidates, base_cost, reason = _paying(current, candidates, ctx, base_cost)
-        if not candidates:
-            skipped.append({"node": site.node, "reason": reason})
-            continue
-        if budget is None:
-            skipped.append({"node": site.node, "reason": "no labelled validation data for the accuracy budget"})
-            continue
-        allowance = spent_before + budget.allowance(covered / total_macs)
-        pick = cheapest_within(candidates, partial(_applied, current), budget, allowance)
+        if self.feeds is not None:
+            x_ref = capture(self.reference, [site.input], self.feeds)[site.input]
+            x_comp = capture(self.current, [site.input], self.feeds)[site.input]
+        candidates = self.propose(self.current, site, x_comp, x_ref)
+        if self.force and candidates:
+            self.current = _applied(self.current, candidates[-1])
+            self.chosen.append({"node": site.node, **candidates[-1].info, "forced": True})
+            return "chosen"
+        candidates, self.base_cost, reason = _paying(self.current, candidates, self.ctx, self.base_cost)
+        budget = self.ctx.budget
+        if not candidates or budget is None:
+            reason = reason if not candidates else "no labelled validation data for the accuracy budget"
+            self._skip(site, reason)
+            return "skipped"
+        pick = cheapest_within(candidates, partial(_applied, self.current), budget, allowance)
         if pick is None:
-            skipped.append({"node": site.node,
-                            "reason": f"every candidate breaks the accuracy budget ({allowance:.2f} points here)"})
-            continue
-        current = pick.model
-        if ctx.cost_fn:
-            base_cost = ctx.cost_fn(current)
-        chosen.append({"node": site.node, **candidates[pick.index].info,
-                       "validation_drop_points": round(budget.drop_points(pick.accuracy), 3),
-                       "candidates": len(candidates), "evaluated": pick.tried})
-    return LayerwiseResult(current, chosen, skipped)
+            self._skip(site, f"every candidate breaks the accuracy budget ({allowance:.2f} validation points "
+                             "allowed here)")
+            return "over budget"
+        self.current = pick.model
+        self.skipped = [s for s in self.skipped if s["node"] != site.node]
+        if self.ctx.cost_fn:
+            self.base_cost = self.ctx.cost_fn(self.current)
+        self.chosen.append({"node": site.node, **candidates[pick.index].info,
+                            "validation_drop_points": round(budget.drop_points(pick.accuracy), 3),
+                            "candidates": len(candidates), "evaluated": pick.tried})
+        return "chosen"
+
+    def _skip(self, site: Site, reason: str) -> None:
+        self.skipped = [s for s in self.skipped if s["node"] != site.node]
+        self.skipped.append({"node": site.node, "reason": reason})
 
 
 def _applied(model: onnx.ModelProto, candidate: Candidate) -> onnx.ModelProto:
