@@ -1,9 +1,17 @@
-"""compare_outputs: NaN/inf outputs are failures, never a zero error; exactness tolerance by dtype."""
+"""compare_outputs: NaN/inf outputs are failures, never a zero error; exactness tolerance by dtype; --verify
+fails a pass whose outputs turn NaN."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
+from conftest import conv_bn_net, feeds_for
 
+from pimc.compiler.errors import PassError
+from pimc.compiler.graph import get_initializer, set_initializer
+from pimc.compiler.loader import normalize
+from pimc.compiler.passbase import Pass, PassContext, PassResult
+from pimc.compiler.pipeline import PassManager
 from pimc.compiler.verify import compare_outputs
 
 
@@ -40,3 +48,21 @@ def test_float16_outputs_get_a_wider_exactness_tolerance():
     assert cmp.tolerance(1e-4) == 1e-2 and cmp.within(1e-4)
     same = _one(ref.astype(np.float32), new.astype(np.float32))
     assert same.tolerance(1e-4) == 1e-4 and not same.within(1e-4)
+
+
+class _Poison(Pass):
+    """A lossy pass gone wrong: its weights become NaN."""
+
+    name = "poison"
+
+    def run(self, model, ctx):
+        weight = get_initializer(model.graph, "w1")
+        set_initializer(model.graph, "w1", np.full_like(weight, np.nan))
+        return PassResult(model, True)
+
+
+def test_verify_fails_a_pass_whose_outputs_become_nan():
+    model = normalize(conv_bn_net())
+    manager = PassManager([_Poison()], PassContext(), verify=True, verify_feeds=[feeds_for(model)])
+    with pytest.raises(PassError, match="pass 'poison': --verify: .* NaN or infinite"):
+        manager.run(model)
