@@ -171,6 +171,39 @@ def _output_fits(node: onnx.NodeProto, values: list[np.ndarray | None], opset: i
 
 
 def _predicted_elements(node: onnx.NodeProto, values: list[np.ndarray | None], opset: int) -> int | None:
+    """Total elements of the node's outputs: element-wise-or-smaller ops bounded by their inputs, the
+    common generators from their shape inputs, anything else from onnx shape inference."""
+    if node.op_type in _NOT_GROWING:
+        return sum(v.size for v in values if v is not None)
+    direct = _generator_elements(node, values)
+    if direct is not None:
+        return direct
+    return _inferred_elements(node, values, opset)
+
+
+_NOT_GROWING = {
+    "Identity", "Cast", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Slice", "Concat", "Split",
+    "Neg", "Abs", "Sqrt", "Reciprocal", "Relu", "Exp", "Log", "Floor", "Ceil", "Sign", "Not", "Shape", "Size",
+    "ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd",
+}
+
+
+def _generator_elements(node: onnx.NodeProto, values: list[np.ndarray | None]) -> int | None:
+    """Output elements of ConstantOfShape / Expand / Tile from their inputs' values, else None."""
+    try:
+        if node.op_type == "ConstantOfShape":
+            return int(np.prod(values[0].astype(np.int64), dtype=object))
+        if node.op_type == "Expand":
+            shape = np.broadcast_shapes(values[0].shape, tuple(int(d) for d in values[1]))
+            return int(np.prod(shape, dtype=object))
+        if node.op_type == "Tile":
+            return values[0].size * int(np.prod(values[1].astype(np.int64), dtype=object))
+    except (ValueError, TypeError, IndexError, AttributeError):
+        return None
+    return None
+
+
+def _inferred_elements(node: onnx.NodeProto, values: list[np.ndarray | None], opset: int) -> int | None:
     """Total elements of the node's outputs from onnx shape inference (small constant inputs are given
     as values, larger ones as typed shapes); None when some output shape stays unknown."""
     inputs, inits = [], []

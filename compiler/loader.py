@@ -214,7 +214,7 @@ def name_nodes(model: onnx.ModelProto) -> None:
 def infer_shapes(model: onnx.ModelProto, source: str = "model", strict: bool = False) -> onnx.ModelProto:
     """Fresh shape inference (stale value_info is dropped first), in place; returns ``model``.
 
-    ``strict`` (on load): any inference error, e.g. inputs whose types or shapes an op rejects, fails.
+    ``strict`` (on load): any inference or type error, e.g. inputs whose types an op rejects, fails.
 
     Inference runs on a skeleton of the model: large weights are declared as typed graph inputs instead
     of being copied, so neither their bytes nor the 2 GB protobuf limit matter. Integer tensors up to
@@ -225,7 +225,8 @@ def infer_shapes(model: onnx.ModelProto, source: str = "model", strict: bool = F
     del model.graph.value_info[:]
     skeleton = _skeleton(model)
     try:
-        inferred = onnx.shape_inference.infer_shapes(skeleton, strict_mode=strict, data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(skeleton, check_type=strict, strict_mode=strict,
+                                                     data_prop=True)
     except (onnx.shape_inference.InferenceError, ValueError, RuntimeError) as exc:
         raise PimcError(f"{source}: shape inference failed: {_first_line(str(exc))}") from None
     graph = model.graph

@@ -40,15 +40,24 @@ def validate_model(model: onnx.ModelProto, source: str) -> None:
 def check_finite_weights(model: onnx.ModelProto, source: str) -> None:
     weight_inputs = {name for n in model.graph.node if n.op_type in _WEIGHT_READERS for name in n.input[1:]}
     for init, values in _float_initializers(model):
-        nan = int(np.count_nonzero(np.isnan(values)))
+        nan = _count(np.isnan, values)
         if nan:
             raise PimcError(f"{source}: initializer '{init.name}' contains NaN ({nan} of {values.size} values)")
         if init.name in weight_inputs:
-            inf = int(np.count_nonzero(np.isinf(values)))
+            inf = _count(np.isinf, values)
             if inf:
                 raise PimcError(
                     f"{source}: initializer '{init.name}' contains infinite values ({inf} of {values.size})"
                 )
+
+
+_CHUNK = 2**24
+
+
+def _count(test, values: np.ndarray) -> int:
+    """Elements for which ``test`` holds, in chunks (no full-size temporary for multi-GB weights)."""
+    flat = values.reshape(-1)
+    return sum(int(np.count_nonzero(test(flat[i : i + _CHUNK]))) for i in range(0, flat.size, _CHUNK))
 
 
 def _float_initializers(model: onnx.ModelProto) -> Iterator[tuple[onnx.TensorProto, np.ndarray]]:

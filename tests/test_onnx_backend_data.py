@@ -1,6 +1,7 @@
 """Every pytorch-converted/test_Conv* and pytorch-operator/test_operator_conv case shipped inside the onnx
 package compiles with ``--target onnxruntime`` (opset 6, IR 3, weights listed as graph inputs) and its
-output matches the stored ``output_0.pb``."""
+output matches the stored ``output_0.pb``; the nine IR 3 "light" model-zoo graphs compile for every target
+(SqueezeNet for two targets in the default run, the rest marked slow)."""
 
 from __future__ import annotations
 
@@ -43,3 +44,41 @@ def test_conv_case_compiles_and_matches(case: Path, tmp_path: Path, capsys):
         got = session.run(None, {inputs[0].name: x})[0]
         assert got.shape == expected.shape
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+LIGHT = DATA / "light"
+ZOO = sorted(p.stem for p in LIGHT.glob("light_*.onnx"))
+TARGETS = ["onnxruntime", "escalate", "cim", "cmp-pim"]
+FAST = {("light_squeezenet", "onnxruntime"), ("light_squeezenet", "escalate")}
+
+
+def test_light_zoo_is_present():
+    assert len(ZOO) == 9
+
+
+def _zoo_params():
+    for name in ZOO:
+        for target in TARGETS:
+            marks = () if (name, target) in FAST else (pytest.mark.slow,)
+            yield pytest.param(name, target, marks=marks, id=f"{name}-{target}")
+
+
+@pytest.mark.parametrize(("name", "target"), list(_zoo_params()))
+def test_ir3_zoo_graph_compiles_and_runs(name: str, target: str, tmp_path: Path, capsys):
+    """IR 3 model-zoo graphs (every initializer also a graph input): the compiled model is valid, needs
+    only the image and runs on onnxruntime; the onnxruntime target keeps the outputs."""
+    src = LIGHT / f"{name}.onnx"
+    out = tmp_path / "out.onnx"
+    assert main(["compile", str(src), "--target", target, "-o", str(out), "--json"]) == 0
+    assert capsys.readouterr().err == ""
+    onnx.checker.check_model(str(out), full_check=True)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    assert len(inputs) == 1
+    x = np.random.default_rng(0).standard_normal([d if isinstance(d, int) else 1 for d in inputs[0].shape])
+    got = session.run(None, {inputs[0].name: x.astype(np.float32)})[0]
+    assert got.shape == _tensor(LIGHT / f"{name}_output_0.pb").shape
+    if target == "onnxruntime":
+        original = ort.InferenceSession(str(src), providers=["CPUExecutionProvider"])
+        want = original.run(None, {inputs[0].name: x.astype(np.float32)})[0]
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
