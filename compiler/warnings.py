@@ -103,6 +103,24 @@ def skipped_by_cost_model(report: Report) -> list[str]:
     return [f"{len(skipped)} layer(s) skipped by the {report['target']} cost model ({shown}{more})"]
 
 
+def beaten_by_a_baseline(report: Report) -> list[str]:
+    """Another declared baseline (not the input-model reference, not a same-shape view) is faster or
+    cheaper than the output: the comparison the seed papers make, reported rather than hidden."""
+    cost = report.get("cost") or {}
+    out = []
+    for name, entry in (cost.get("baselines") or {}).items():
+        if entry.get("reference") or name.endswith("_same_shape"):
+            continue
+        speed, gain = cost["speedup_vs"].get(name), cost["energy_gain_vs"].get(name)
+        better = [f"{1 / speed:.3g}x faster" if speed is not None and speed < 1 else "",
+                  f"{gain:.3g}x the energy" if gain is not None and gain < 1 else ""]
+        better = [b for b in better if b]
+        if better:
+            what = entry.get("what") or name
+            out.append(f"baseline '{name}' beats the output: {' and '.join(better)} ({what})")
+    return out
+
+
 def backend_warnings(report: Report) -> list[str]:
     """Warnings a backend put into its cost section."""
     cost = report.get("cost") or {}
@@ -110,5 +128,5 @@ def backend_warnings(report: Report) -> list[str]:
 
 
 CHECKS: tuple[Callable[[Report], list[str]], ...] = (
-    worse_than_input, larger_than_input, skipped_by_cost_model, backend_warnings,
+    worse_than_input, beaten_by_a_baseline, larger_than_input, skipped_by_cost_model, backend_warnings,
 )

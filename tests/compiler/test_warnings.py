@@ -11,7 +11,7 @@ def report(speedup: float = 2.0, gain: float = 2.0, macs: int = 100, params: int
         "model": {"params_before": 10, "params": params, "macs_before": 100, "macs": macs,
                   "effective_macs_before": 100, "effective_macs": 50},
         "cost": {"baselines": {"dense": {"model": "input", "reference": True}, "sparse": {"model": "input"}},
-                 "speedup_vs": {"dense": speedup, "sparse": 0.5}, "energy_gain_vs": {"dense": gain, "sparse": 0.5},
+                 "speedup_vs": {"dense": speedup, "sparse": 1.5}, "energy_gain_vs": {"dense": gain, "sparse": 1.5},
                  "layers": [], "skipped": skipped or []},
     }
 
@@ -56,3 +56,15 @@ def test_escalate_hint_names_the_bounding_stage():
         compile_warnings(data)[0]
     data["cost"]["layers"][0].update(basis_cycles=10.0, coefficient_density=0.9)
     assert "keep 90% of their coefficients" in compile_warnings(data)[0]
+
+
+def test_another_baseline_beating_the_output_is_reported():
+    data = report()
+    data["cost"]["speedup_vs"]["sparse"] = 0.5
+    data["cost"]["energy_gain_vs"]["sparse"] = 0.25
+    data["cost"]["baselines"]["sparse"]["what"] = "zero skipping"
+    assert compile_warnings(data) == ["baseline 'sparse' beats the output: 2x faster and 0.25x the energy "
+                                      "(zero skipping)"]
+    data["cost"]["baselines"]["dense_same_shape"] = {"model": "output"}
+    data["cost"]["speedup_vs"]["dense_same_shape"] = 0.1
+    assert len(compile_warnings(data)) == 1
