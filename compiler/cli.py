@@ -94,8 +94,11 @@ def cli(debug: bool) -> None:
 @click.option("--set", "sets", multiple=True, help="PASS.OPTION=VALUE (repeatable).")
 @click.option("--hw", type=click.Path(), help="Hardware config file (TOML or YAML) for the target.")
 @click.option("--seed", default=0, show_default=True, help="Seed for random inputs and pass choices.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3xHxW",
+              help="Fix the symbolic dims of input NAME (repeatable); simulator targets need static shapes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of tables.")
-def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed, as_json):
+def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed,
+                input_shapes, as_json):
     """Compile MODEL for a target: passes, verification, cost report."""
     from .compile import CompileOptions, compile_model
     from .report import render_report, report_json
@@ -103,6 +106,7 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
     opts = CompileOptions(
         input=model, target=target, output=output, report=report_path, verify=verify, data=data,
         passes=passes, pipeline_file=pipeline_file, sets=tuple(sets), hw=hw, seed=seed,
+        input_shapes=tuple(input_shapes),
     )
     _, report = compile_model(opts)
     if as_json:
@@ -113,13 +117,16 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
 
 @cli.command("inspect")
 @click.argument("model", type=click.Path())
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3xHxW",
+              help="Fix the symbolic dims of input NAME (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def inspect_cmd(model, as_json):
+def inspect_cmd(model, input_shapes, as_json):
     """Print a model summary and every pimc annotation."""
+    from .input_shapes import fix_input_shapes
     from .inspect_model import inspect_model, render_inspection
     from .loader import load_model
 
-    info = inspect_model(load_model(model))
+    info = inspect_model(fix_input_shapes(load_model(model), input_shapes))
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:

@@ -11,13 +11,14 @@ import numpy as np
 import onnx
 
 from .errors import PimcError
+from .input_shapes import fix_input_shapes, static_shape_assumptions
 from .loader import load_model
 from .modelio import write_model, write_text_atomic
 from .passbase import PassContext
 from .pipeline import PassManager, build_pipeline
 from .report import build_report, report_json
 from .stats import model_stats
-from .target import get_target
+from .target import Target, get_target
 from .verify import compare_outputs, run_model
 
 
@@ -36,6 +37,7 @@ class CompileOptions:
     seed: int = 0
     calibration_samples: int = 256
     write_output: bool = True
+    input_shapes: tuple[str, ...] = ()
 
 
 def default_output_path(input_path: str, target: str) -> str:
@@ -58,7 +60,8 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     if opts.report:
         _check_output_path(opts.report, opts.input)
     passes = build_pipeline(target.default_pipeline(), opts.passes, opts.pipeline_file, list(opts.sets))
-    model = load_model(opts.input)
+    model = fix_input_shapes(load_model(opts.input), opts.input_shapes)
+    assumptions = static_shape_assumptions(model) if _simulates(target) else []
     before = model_stats(model)
     feeds = calibration_feeds(model, opts.data, opts.calibration_samples, opts.seed)
     ctx = PassContext(target=opts.target, calibration=feeds, seed=opts.seed, data_spec=opts.data)
@@ -77,9 +80,16 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
         opts.input, output, opts.target, manager.records, before, after, verify,
         cost.to_dict() if cost is not None else None, hw.to_dict() if hw is not None else None,
     )
+    if assumptions:
+        report["assumptions"] = assumptions
     if opts.report:
         write_text_atomic(report_json(report), opts.report)
     return model, report
+
+
+def _simulates(target: Target) -> bool:
+    """Targets with a cost model need static shapes; onnxruntime runs any shape."""
+    return type(target).lower is not Target.lower
 
 
 def _verify_feeds(model: onnx.ModelProto, feeds, seed: int) -> list[dict[str, np.ndarray]]:
