@@ -176,8 +176,11 @@ def _conv_record(node, shapes, weight) -> LayerRecord:
     strides = list(attr(node, "strides", [1] * spatial))
     dilations = list(attr(node, "dilations", [1] * spatial))
     pads = list(attr(node, "pads", [0] * (2 * spatial)))
-    if len(pads) != 2 * spatial or attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        pads = _effective_pads(x[2:], y[2:], kernel, strides, dilations, node.op_type == "ConvTranspose")
+    auto_pad = attr(node, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if len(pads) != 2 * spatial or auto_pad != "NOTSET":
+        pads = _effective_pads(x[2:], y[2:], kernel, strides, dilations, node.op_type == "ConvTranspose",
+                               lower=auto_pad == "SAME_LOWER")
     in_sp, out_sp = x[2:], y[2:]
     if spatial == 1:
         in_sp, out_sp, kernel = [1, *in_sp], [1, *out_sp], [1, *kernel]
@@ -196,8 +199,9 @@ def _conv_record(node, shapes, weight) -> LayerRecord:
 
 
 def _effective_pads(x: list[int], y: list[int], kernel: list[int], strides: list[int], dilations: list[int],
-                    transposed: bool) -> list[int]:
-    """Total padding per axis implied by the input/output sizes (auto_pad SAME_*/VALID), split begin/end."""
+                    transposed: bool, lower: bool = False) -> list[int]:
+    """Total padding per axis implied by the input/output sizes (auto_pad SAME_*/VALID), split begin/end
+    (an odd total puts the extra one at the end, at the beginning for SAME_LOWER)."""
     begins, ends = [], []
     for i, k in enumerate(kernel):
         span = (k - 1) * dilations[i] + 1
@@ -205,8 +209,9 @@ def _effective_pads(x: list[int], y: list[int], kernel: list[int], strides: list
             total = max(0, strides[i] * (x[i] - 1) + span - y[i])
         else:
             total = max(0, (y[i] - 1) * strides[i] + span - x[i])
-        begins.append(total // 2)
-        ends.append(total - total // 2)
+        begin = total - total // 2 if lower else total // 2
+        begins.append(begin)
+        ends.append(total - begin)
     return begins + ends
 
 
