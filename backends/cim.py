@@ -42,7 +42,8 @@ vectors of N 8b weights each and evaluates one of them per cycle (single ADC):
   partial products are overlap-added digitally (counted as the per-output digital adds below). MACs =
   B·Cin·H·W·(Cout/G)·kh·kw. The zero-inserted-input conv would spend cycles and conversions on the
   (s² − 1)/s² inserted zeros for stride s (the macro cannot skip zero inputs), so the scatter form is
-  the one a mapper would pick; it also needs only K = Cin/G rows per column.
+  the one a mapper would pick; it also needs only K = Cin/G rows per column. Its ReLU is never fused
+  (the overlap-add follows the conversions; fuse-relu marks Conv/Gemm/MatMul only).
 
 Cost equations (per layer; s = bit passes, E_adc = ``adc_energy_pj``, B = ``adc_bits``)
 ------------------------------------------------------------------------------------------

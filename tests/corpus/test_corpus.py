@@ -110,9 +110,60 @@ def test_corpus_model_compiles(case: Case, target: str, corpus_dir: Path, tmp_pa
     model, report = compile_model(CompileOptions(input=str(src), target=target, output=str(out),
                                                  input_shapes=shapes))
     onnx.checker.check_model(str(out), full_check=True)
+    assert report["model"]["macs_before"] > 0 and report["model"]["macs"] > 0
     feeds = _feeds(onnx.load(str(out)), case)
     got = _run(out, feeds)
     if target == "onnxruntime":
         _assert_close(_run(src, feeds), got, case.rel_tol)
-    else:
+        return
+    check_simulator_report(report, onnx.load(str(out)))
+    if _symbolic_batch(onnx.load(str(src), load_external_data=False)) and not shapes:
+        assert any("symbolic batch" in note for note in report["assumptions"])
+
+
+def _symbolic_batch(model: onnx.ModelProto) -> bool:
+    inits = {i.name for i in model.graph.initializer}
+    return any(not vi.type.tensor_type.shape.dim[0].HasField("dim_value")
+               for vi in model.graph.input if vi.name not in inits and vi.type.tensor_type.shape.dim)
+
+
+EXTRA_PIPELINES = {
+    "pattern": ("onnxruntime", "fold-constants,eliminate-identity,fold-batchnorm,pattern-prune,shrink,recompose,"
+                               "cleanup", ()),
+    "decompose": ("onnxruntime", "fold-constants,eliminate-identity,fold-batchnorm,decompose,shrink,recompose,"
+                                 "cleanup", ("decompose.rank=2", "decompose.energy=none")),
+    "pattern-escalate": ("escalate", "fold-constants,eliminate-identity,fold-batchnorm,pattern-prune,decompose,"
+                                     "shrink,cleanup", ()),
+    "pattern-cim": ("cim", "fold-constants,eliminate-identity,fold-batchnorm,pattern-prune,shrink,fuse-relu,"
+                           "quantize,cleanup", ()),
+    "cim-emulate": ("cim", "fold-constants,eliminate-identity,fold-batchnorm,fuse-relu,quantize,cim-emulate,"
+                           "cleanup", ()),
+    "bitmap": ("cim", "fold-constants,eliminate-identity,fold-batchnorm,bitmap,cleanup", ()),
+}
+
+
+def _extra_params():
+    for case in CASES:
+        if case.slow or "*" in case.xfail:
+            continue
+        for name, (target, _, _) in EXTRA_PIPELINES.items():
+            marks = [pytest.mark.slow]
+            if case.xfail.get(target) or (case.name == "fp16" and "cim" in target):
+                marks.append(pytest.mark.xfail(reason=case.xfail.get("cim", ""), strict=False))
+            yield pytest.param(case, name, marks=marks, id=f"{case.name}-{name}")
+
+
+@pytest.mark.parametrize(("case", "pipeline"), list(_extra_params()))
+def test_corpus_model_survives_compressing_pipelines(case: Case, pipeline: str, corpus_dir: Path, tmp_path: Path):
+    """pattern-prune, decompose at a fixed rank, shrink, recompose, cim-emulate and bitmap on every corpus
+    graph: each pass leaves what it cannot handle alone; the output is valid and runs."""
+    target, passes, sets = EXTRA_PIPELINES[pipeline]
+    src = _model_path(case, corpus_dir)
+    out = tmp_path / "out.onnx"
+    shapes = case.input_shapes if target in SIMULATORS else ()
+    _, report = compile_model(CompileOptions(input=str(src), target=target, output=str(out), passes=passes,
+                                             sets=sets, input_shapes=shapes))
+    onnx.checker.check_model(str(out), full_check=True)
+    _run(out, _feeds(onnx.load(str(out)), case))
+    if target != "onnxruntime":
         check_simulator_report(report, onnx.load(str(out)))
