@@ -4,7 +4,9 @@
 given; a given dim may only change a symbolic one) and re-infers the shapes of the whole graph.
 ``static_shape_assumptions`` is what a simulator target asks before costing: a symbolic channel or
 spatial dim of a real input is an error naming the ``--input-shape`` to give; a symbolic batch dim alone
-is costed as batch 1, which the returned assumption says.
+is costed as batch 1, which the returned assumption says, and so is every compute layer whose shapes
+stay symbolic after inference (e.g. behind a Resize whose sizes are a runtime input): costed with those
+dims taken as 1.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from __future__ import annotations
 import onnx
 
 from .errors import PimcError
-from .graph import real_inputs
+from .graph import real_inputs, value_shapes
 from .loader import infer_shapes
+from .workload import COMPUTE_OPS
 
 
 def parse_input_shape(spec: str) -> tuple[str, list[int]]:
@@ -83,6 +86,23 @@ def static_shape_assumptions(model: onnx.ModelProto) -> list[str]:
         if symbolic:
             notes.append(f"input '{vi.name}' has a symbolic batch dim {_show(dims[0])!s}: costed as batch 1 "
                          f"(give --input-shape to cost another batch)")
+    return notes + _symbolic_layers(model)
+
+
+def _symbolic_layers(model: onnx.ModelProto) -> list[str]:
+    """Compute nodes with a symbolic non-batch dim on their activation input or output."""
+    shapes = value_shapes(model)
+    notes = []
+    for node in model.graph.node:
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        for name in (node.input[0], node.output[0]):
+            dims = shapes.get(name)
+            if dims is not None and any(not isinstance(d, int) or d <= 0 for d in dims[1:]):
+                shown = ", ".join(_show(d) for d in dims)
+                notes.append(f"{node.op_type} '{node.name}': '{name}' has symbolic dims [{shown}] after shape "
+                             "inference; costed with them as 1")
+                break
     return notes
 
 

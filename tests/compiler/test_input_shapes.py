@@ -100,3 +100,21 @@ def test_inspect_takes_input_shape(tmp_path: Path, capsys):
     assert "pimc: error" not in capsys.readouterr().err
     assert main(["inspect", str(src), "--input-shape", "x=1x3"]) == 1
     assert "rank 4, not 2" in capsys.readouterr().err
+
+
+def test_layers_left_symbolic_by_inference_are_reported(tmp_path: Path):
+    """A Resize whose sizes are a runtime input leaves the next conv's H, W symbolic: said, not hidden."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Resize", ["x", "", "", "sizes"], ["r"], name="resize"),
+             helper.make_node("Conv", ["r", "w"], ["y"], name="conv")]
+    graph = helper.make_graph(
+        nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 4, 4]),
+                     helper.make_tensor_value_info("sizes", TensorProto.INT64, [4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(rng.standard_normal((3, 2, 1, 1)).astype(np.float32), "w")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    _, report = compile_model(CompileOptions(input=str(tmp_path / "m.onnx"), target="cim",
+                                             output=str(tmp_path / "o.onnx"), passes="fold-constants,cleanup"))
+    assert any(note.startswith("Conv 'conv': 'r' has symbolic dims") for note in report["assumptions"])
