@@ -24,13 +24,18 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--limit", type=int, default=None, help="Use only the first N samples.")
 @click.option("--repeats", type=int, default=20, show_default=True, help="Timed runs for the latency.")
 @click.option("--threads", type=int, default=None, help="onnxruntime intra-op threads.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3xHxW",
+              help="Fix the symbolic dims of input NAME (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def run_command(
-    model: Path, data: str, batch: int, limit: int | None, repeats: int, threads: int | None, as_json: bool
+    model: Path, data: str, batch: int, limit: int | None, repeats: int, threads: int | None,
+    input_shapes: tuple[str, ...], as_json: bool,
 ) -> None:
     """Run MODEL on onnxruntime over a dataset: accuracy and latency."""
+    from ..compiler.input_shapes import fix_input_shapes
+
     _positive(batch=batch, repeats=repeats)
-    proto = read_model(model)
+    proto = fix_input_shapes(read_model(model), input_shapes)
     _, shape, _ = model_input(proto)
     result = {"model": str(model), "data": data, **evaluate(
         proto, load_dataset(data, shape, limit=limit), batch=batch, repeats=repeats, threads=threads
