@@ -108,7 +108,7 @@ def test_corpus_model_compiles(case: Case, target: str, corpus_dir: Path, tmp_pa
     out = tmp_path / "out.onnx"
     shapes = case.input_shapes if target in SIMULATORS else ()
     model, report = compile_model(CompileOptions(input=str(src), target=target, output=str(out),
-                                                 input_shapes=shapes))
+                                                 input_shapes=shapes, sets=case.sets.get(target, ())))
     onnx.checker.check_model(str(out), full_check=True)
     assert report["model"]["macs_before"] > 0 and report["model"]["macs"] > 0
     feeds = _feeds(onnx.load(str(out)), case)
