@@ -35,6 +35,15 @@ vectors of N 8b weights each and evaluates one of them per cycle (single ADC):
   (no quantize pass) are costed as 8b and flagged ``bits_assumed``.
 * MatMul/Gemm without a constant weight (activation × activation) cannot be weight-stationary: it is
   listed in ``cost.skipped``. Pooling, residual adds and other element-wise ops are not costed.
+* Conv1d is a record with H = 1; Conv3d folds the depth into the rows (K = Cin/G·kd·kh·kw, P =
+  B·outD·outH·outW); grouped convs map group by group, dilation changes only which inputs are gathered.
+* **ConvTranspose** is costed in its scatter form (``workload.scatter_record``): per group the GEMM
+  Y[B·H·W, (Cout/G)·kh·kw] = X[B·H·W, Cin/G] · W[Cin/G, (Cout/G)·kh·kw] over the *input* pixels, whose
+  partial products are overlap-added digitally (counted as the per-output digital adds below). MACs =
+  B·Cin·H·W·(Cout/G)·kh·kw. The zero-inserted-input conv would spend cycles and conversions on the
+  (s² − 1)/s² inserted zeros for stride s (the macro cannot skip zero inputs), so the scatter form is
+  the one a mapper would pick; it also needs only K = Cin/G rows per column. Its ReLU is never fused
+  (the overlap-add follows the conversions; fuse-relu marks Conv/Gemm/MatMul only).
 
 Cost equations (per layer; s = bit passes, E_adc = ``adc_energy_pj``, B = ``adc_bits``)
 ------------------------------------------------------------------------------------------
@@ -93,7 +102,7 @@ import onnx
 
 from ..compiler.errors import PimcError
 from ..compiler.target import BaselinePlan, CostReport, HardwareConfig, Target, hw_field, register_target
-from ..compiler.workload import LayerRecord, extract_workload
+from ..compiler.workload import LayerRecord, extract_workload, scatter_record
 
 MACRO_BITS = 8
 
@@ -388,6 +397,8 @@ def plan_layer(layer: LayerRecord, hw: CimConfig, resident: bool, layout: Column
         notes.append("ReLU marked but neg_fraction not measured: no ADC saving counted")
     if fused and source == "random":
         notes.append("neg_fraction measured on random inputs (pass --data for a real one)")
+    if layer.annotations.get("lowered_from") == "ConvTranspose":
+        notes.append("ConvTranspose costed in its scatter form (1×1 GEMM over the input pixels)")
     drives = _input_drives(layout, hw.columns)
     input_bits = passes * positions * (drives * min(ab, MACRO_BITS) + layout.index_bits)
     k = layer.cin_per_group * layer.kernel[0] * layer.kernel[1] if layer.op == "Conv" else layer.cin
@@ -404,7 +415,7 @@ def plan_layer(layer: LayerRecord, hw: CimConfig, resident: bool, layout: Column
 
 def lower_workload(layers: list[LayerRecord], hw: CimConfig) -> CimSchedule:
     skipped, usable = [], []
-    for layer in layers:
+    for layer in map(scatter_record, layers):
         if layer.weight is None:
             skipped.append({"node": layer.name, "reason": "no constant weight (activation × activation product)"})
             continue

@@ -44,6 +44,13 @@ Bits come from a node's ``weight_bits``/``act_bits`` annotations, else from the 
 **Lowering.** anchor Conv (``role=anchor``) → ternary additions/subtractions, tadd per non-zero weight;
 its output → one comparison per element (ReLU or binary bit, read from the 1×1 node's ``comparator``);
 1×1 Conv (``role=lbc_pointwise``) and every other Conv/Gemm/MatMul → in-memory MAC per non-zero weight.
+Conv1d has H = 1, Conv3d folds the depth into the rows (exact MACs); grouped and dilated convs count
+their own K = Cin/G·kh·kw. A MatMul of two activations is costed like one with weights (its second
+operand written into the sub-arrays is not counted). **ConvTranspose** is costed in its scatter form
+(``workload.scatter_record``): a grouped 1×1 conv over the B·H·W input pixels giving (Cout/G)·kh·kw
+partial products per pixel and group, MACs = B·Cin·H·W·(Cout/G)·kh·kw; the zero-inserted-input conv
+would add (s² − 1)/s² multiplications by inserted zeros for stride s. The overlap-add of the partial
+products into the output is not costed.
 
 **Per op group (a layer's adds, compares or MACs):** with O output elements, K operations per output,
 c cycles per operation and P = subarrays · C columns,
@@ -103,7 +110,7 @@ import onnx
 
 from ..compiler.errors import PimcError
 from ..compiler.target import BaselinePlan, CostReport, HardwareConfig, Target, hw_field, register_target
-from ..compiler.workload import LayerRecord, extract_workload
+from ..compiler.workload import LayerRecord, extract_workload, scatter_record
 
 _PROXY = "ISVLSI 2019 proxy of CMP-PIM (ANCHORS.md): NVSim/CACTI, 256×256 sub-arrays, 32 Mb bank"
 
@@ -206,7 +213,7 @@ class CmpPimTarget(Target):
                 ("comparator-conv", {}), ("cleanup", {})]
 
     def lower(self, model: onnx.ModelProto, hw: CmpPimConfig) -> Schedule:
-        return lower_workload(extract_workload(model).layers, _config(hw))
+        return lower_workload([scatter_record(r) for r in extract_workload(model).layers], _config(hw))
 
     def cost(self, schedule: Schedule, hw: CmpPimConfig) -> CostReport:
         cfg = _config(hw)
@@ -247,7 +254,7 @@ def groups_cost(groups: list[OpGroup], hw: CmpPimConfig) -> CostReport:
         energy_breakdown_j=result["breakdown"],
         throughput_gops=ops / latency / 1e9 if latency else 0.0,
         tops_per_w=ops / energy / 1e12 if energy else 0.0, layers=result["layers"],
-        extra={"cmp_pim": {
+        extra={"skipped": [], "cmp_pim": {
             "parallel_columns": hw.subarrays * hw.cols, "work_column_cycles": result["work"],
             "movement_bits": result["move_bits"], "compute_cycles": result["compute_cycles"],
             "movement_cycles": result["move_cycles"],
@@ -260,7 +267,7 @@ def groups_cost(groups: list[OpGroup], hw: CmpPimConfig) -> CostReport:
 def network_cost(model: onnx.ModelProto, hw: HardwareConfig | None, which: str) -> CostReport:
     """The ``cnn`` or ``lbcnn`` baseline network derived from ``model`` (see the header)."""
     cfg = _config(hw)
-    schedule = lower_workload(extract_workload(model).layers, cfg)
+    schedule = lower_workload([scatter_record(r) for r in extract_workload(model).layers], cfg)
     return groups_cost(schedule.cnn if which == "cnn" else schedule.lbcnn, cfg)
 
 

@@ -17,6 +17,16 @@ the partial sums of all ``Cout`` channels of spatial tile ``s`` stay in the outp
 channel tile is done. Every other Conv / Gemm / MatMul (1×1 convs, depthwise convs, the classifier,
 layers the decompose pass skipped) takes the **dense path** on a dense ``R × C`` array.
 
+Other compute layers on the dense path. Conv1d is a record with H = 1; Conv3d folds the depth into the
+height axis (rows = D·H, kh = kd·kh, so the pixel count and the MACs are exact). Grouped and dilated
+convs use their G and dilation below. MatMul/Gemm are 1×1 convs over P = their output rows; a MatMul
+of two activations streams its second operand as the "weights" (no zeros to skip). **ConvTranspose**
+is costed in its scatter form: a grouped 1×1 conv over the B·H·W *input* pixels with (Cout/G)·kh·kw
+outputs per group (``workload.scatter_record``), i.e. MACs = B·Cin·H·W·(Cout/G)·kh·kw, whose partial
+products are overlap-added in the output buffer. The equivalent conv over the zero-inserted input would
+multiply (s² − 1)/s² inserted zeros for stride s on a dense array, and no unit here skips zero
+activations; the scatter form does only the real MACs, so it is the form a compiler would choose.
+
 Notation: ``B`` batch, ``Cin``/``Cout`` channels, ``G`` groups, ``Cg = Cin/G``, ``Kg = Cout/G``,
 ``k² = kh·kw``, output ``OH × OW``, ``P = B·OH·OW`` output pixels, ``nT = ceil(Cin/Tc)`` channel
 tiles, ``nnz[t, o]`` the non-zero coefficients of output channel ``o`` in channel tile ``t``,
@@ -118,7 +128,7 @@ import onnx
 
 from ..compiler.errors import PimcError
 from ..compiler.target import BaselinePlan, CostReport, HardwareConfig, Target, hw_field, register_target
-from ..compiler.workload import LayerRecord, Workload, extract_workload
+from ..compiler.workload import LayerRecord, Workload, extract_workload, scatter_record
 
 KB_BITS = 8 * 1024
 
@@ -252,6 +262,7 @@ class LayerPlan:
     tile_group_max: np.ndarray | None = None
     coef_index_bits: float = 0.0
     coef_index_bits_per_nnz: int = 0
+    lowered_from: str | None = None
 
 
 @dataclass
@@ -302,7 +313,8 @@ def _dense_plan(rec: LayerRecord, hw: EscalateConfig) -> LayerPlan:
     nnz = rec.nonzero if rec.weight is not None and rec.params == rec.weight.size else None
     stats = _weight_stats(rec.weight, geo.cout, params, _mean_bits(rec, hw.weight_bits), nnz)
     stats.pattern_index_bits = _pattern_index_bits(rec)
-    return LayerPlan(rec.name, "dense", geo, stats, float(rec.act_bits or hw.act_bits), [rec.name])
+    return LayerPlan(rec.name, "dense", geo, stats, float(rec.act_bits or hw.act_bits), [rec.name],
+                     lowered_from=rec.annotations.get("lowered_from"))
 
 
 def _pair_reason(basis: LayerRecord, coef: LayerRecord) -> str | None:
@@ -394,8 +406,9 @@ def _coefficient_tiles(plan: LayerPlan, per_kernel: np.ndarray, coef_params: int
 
 
 def lower_workload(workload: Workload, hw: EscalateConfig) -> Schedule:
-    """Pair basis/coefficient records by their ``layer`` annotation; everything else is dense."""
-    records = workload.layers
+    """Pair basis/coefficient records by their ``layer`` annotation; everything else is dense
+    (ConvTranspose in its scatter form)."""
+    records = [scatter_record(rec) for rec in workload.layers]
     by_layer: dict[str, dict[str, LayerRecord]] = {}
     for rec in records:
         if rec.role in ("basis", "coefficient") and rec.annotations.get("layer"):
@@ -604,6 +617,7 @@ def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None) -> 
     cycles = max(compute, dram)
     return {
         "name": name or plan.name, "kind": "dense", "members": plan.members, "mapping": mapping,
+        "lowered_from": plan.lowered_from,
         "cycles": cycles, "compute_cycles": float(compute), "dram_cycles": dram,
         "bound": "memory" if dram > compute else "compute", "stall_cycles": 0.0,
         "macs": macs, "utilization": macs / (cycles * rows * cols),

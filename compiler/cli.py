@@ -97,11 +97,13 @@ def cli(debug: bool) -> None:
 @click.option("--eval-data", help="Labelled evaluation data (default: the held-out test part of --data).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None,
               help="Accuracy budget in points on the held-out samples (default 1.0 with labelled data).")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3xHxW",
+              help="Fix the symbolic dims of input NAME (repeatable); simulator targets need static shapes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of tables.")
 @click.option("--baseline-model", "baseline_models", multiple=True, metavar="NAME=FILE",
               help="Cost baseline NAME on FILE instead of the input model (repeatable; e.g. dense=DENSE.onnx).")
 def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed,
-                eval_data, max_accuracy_drop, as_json, baseline_models):
+                eval_data, max_accuracy_drop, input_shapes, as_json, baseline_models):
     """Compile MODEL for a target: passes, verification, accuracy, cost report."""
     from .compile import CompileOptions, compile_model
     from .report import render_report, report_json
@@ -110,6 +112,7 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
         input=model, target=target, output=output, report=report_path, verify=verify, data=data,
         passes=passes, pipeline_file=pipeline_file, sets=tuple(sets), hw=hw, seed=seed,
         eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, baseline_models=tuple(baseline_models),
+        input_shapes=tuple(input_shapes),
     )
     _, report = compile_model(opts)
     if as_json:
@@ -120,13 +123,16 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
 
 @cli.command("inspect")
 @click.argument("model", type=click.Path())
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3xHxW",
+              help="Fix the symbolic dims of input NAME (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def inspect_cmd(model, as_json):
+def inspect_cmd(model, input_shapes, as_json):
     """Print a model summary and every pimc annotation."""
+    from .input_shapes import fix_input_shapes
     from .inspect_model import inspect_model, render_inspection
     from .loader import load_model
 
-    info = inspect_model(load_model(model))
+    info = inspect_model(fix_input_shapes(load_model(model), input_shapes))
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:

@@ -20,13 +20,14 @@ import onnx
 from .baselines import cost_baselines, merge_baselines, parse_baseline_models
 from .budget import DEFAULT_MAX_DROP_POINTS, AccuracyBudget
 from .errors import PimcError
+from .input_shapes import fix_input_shapes, static_shape_assumptions
 from .loader import infer_shapes, load_model
 from .modelio import write_model, write_text_atomic
 from .passbase import PassContext
 from .pipeline import PassManager, build_pipeline
 from .report import build_report, report_json
 from .stats import model_stats
-from .target import get_target
+from .target import Target, get_target
 from .verify import compare_outputs, run_model
 from .warnings import compile_warnings
 
@@ -49,6 +50,7 @@ class CompileOptions:
     eval_data: str | None = None
     max_accuracy_drop: float | None = None  # points; None: DEFAULT_MAX_DROP_POINTS when labels exist
     baseline_models: tuple[str, ...] = ()
+    input_shapes: tuple[str, ...] = ()
 
 
 def default_output_path(input_path: str, target: str) -> str:
@@ -123,7 +125,8 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
         _check_output_path(opts.report, opts.input, output)
     passes = build_pipeline(target.default_pipeline(), opts.passes, opts.pipeline_file, list(opts.sets))
     overrides = parse_baseline_models(opts.baseline_models, target)
-    model = load_model(opts.input)
+    model = fix_input_shapes(load_model(opts.input), opts.input_shapes)
+    assumptions = static_shape_assumptions(model) if _simulates(target) else []
     input_model = _copy(model)
     before = model_stats(model)
     baselines = cost_baselines(target, model, hw, overrides, opts.seed)  # before any pass touches the model
@@ -153,6 +156,8 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     )
     report["accuracy"] = accuracy
     report["warnings"] += compile_warnings(report)
+    if assumptions:
+        report["assumptions"] = assumptions
     if opts.report:
         write_text_atomic(report_json(report), opts.report)
     return model, report
@@ -173,6 +178,11 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
+
+
+def _simulates(target: Target) -> bool:
+    """Targets with a cost model need static shapes; onnxruntime runs any shape."""
+    return type(target).lower is not Target.lower
 
 
 def _verify_feeds(model: onnx.ModelProto, feeds, seed: int) -> list[dict[str, np.ndarray]]:

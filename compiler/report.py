@@ -106,6 +106,8 @@ def render_report(report: dict[str, Any], console: Console | None = None) -> Non
         v = report["verify"]
         console.print(f"verify: max abs err {_err(v['max_abs_err'])}, max rel err {_err(v['max_rel_err'])} "
                       f"over {v['inputs']} input batch(es)")
+    for note in report.get("assumptions") or []:
+        console.print(f"[yellow]assumption[/]: {note}")
     render_accuracy(report.get("accuracy"), console)
     if report["cost"]:
         render_cost(report["cost"], console)

@@ -1,4 +1,4 @@
-"""Workload extraction: every Conv / Gemm / MatMul becomes a ``LayerRecord``.
+"""Workload extraction: every Conv / ConvTranspose / Gemm / MatMul becomes a ``LayerRecord``.
 
 Backends read these records, never the raw graph. A record carries the geometry (batch, channels,
 spatial sizes, kernel, stride, pads, dilation, groups), the constant weight (looked up through
@@ -8,6 +8,14 @@ annotation of the node, plus the per-element maps the node references.
 MACs of a layer: ``batch · outH · outW · Cout · (Cin / groups) · kh · kw``. Effective MACs count only
 non-zero weights: ``batch · outH · outW · nnz(W)``.
 
+ConvTranspose (weight ``[Cin, Cout/G, kh, kw]``): every input pixel scatters one kernel, so MACs are
+``batch · H · W · Cin · (Cout / G) · kh · kw`` and effective MACs ``batch · H · W · nnz(W)`` (the
+zero-inserted-input conv form would count the inserted zeros too). ``scatter_record`` gives a backend
+the same layer as the grouped 1×1 conv it runs as (GEMM ``X[B·H·W, Cin/G] · W[Cin/G, (Cout/G)·kh·kw]``
+per group, whose partial products are then overlap-added into the output).
+
+MatMul/Gemm: rows = every output element but the last axis (batched and broadcast MatMuls included).
+
 1-D convolutions are records with ``h = out_h = kh = 1``. 3-D convolutions fold depth into the height
 axis (``h = D·H``, ``out_h = outD·outH``, ``kh = kd·kh``, stride/pads/dilation of H and W), which keeps
 the MAC counts exact; ``spatial_dims`` says which case a record is.
@@ -15,6 +23,7 @@ the MAC counts exact; ``spatial_dims`` says which case a record is.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -27,7 +36,8 @@ from . import annotations as ann
 from .errors import PimcError
 from .graph import attr, initializer_map, producers, value_shapes
 
-COMPUTE_OPS = ("Conv", "Gemm", "MatMul")
+COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+CONV_OPS = ("Conv", "ConvTranspose")
 
 
 @dataclass
@@ -67,15 +77,22 @@ class LayerRecord:
         return self.cin // max(self.groups, 1)
 
     @property
+    def is_transposed(self) -> bool:
+        return self.op == "ConvTranspose"
+
+    @property
     def macs(self) -> int:
         kh, kw = self.kernel
+        if self.is_transposed:
+            return self.batch * self.h * self.w * self.cin * (self.cout // max(self.groups, 1)) * kh * kw
         return self.batch * self.out_h * self.out_w * self.cout * self.cin_per_group * kh * kw
 
     @property
     def effective_macs(self) -> int:
         if self.weight is None:
             return self.macs
-        return self.batch * self.out_h * self.out_w * self.nonzero
+        pixels = self.h * self.w if self.is_transposed else self.out_h * self.out_w
+        return self.batch * pixels * self.nonzero
 
     @property
     def role(self) -> str | None:
@@ -159,6 +176,11 @@ def _conv_record(node, shapes, weight) -> LayerRecord:
     strides = list(attr(node, "strides", [1] * spatial))
     dilations = list(attr(node, "dilations", [1] * spatial))
     pads = list(attr(node, "pads", [0] * (2 * spatial)))
+    auto_pad = attr(node, "auto_pad", b"NOTSET")
+    auto_pad = auto_pad.decode() if isinstance(auto_pad, bytes) else str(auto_pad)
+    if len(pads) != 2 * spatial or auto_pad != "NOTSET":
+        pads = _effective_pads(x[2:], y[2:], kernel, strides, dilations, node.op_type == "ConvTranspose",
+                               lower=auto_pad == "SAME_LOWER")
     in_sp, out_sp = x[2:], y[2:]
     if spatial == 1:
         in_sp, out_sp, kernel = [1, *in_sp], [1, *out_sp], [1, *kernel]
@@ -169,11 +191,28 @@ def _conv_record(node, shapes, weight) -> LayerRecord:
         strides, dilations = strides[1:], dilations[1:]
         pads = [pads[1], pads[2], pads[4], pads[5]]
     return LayerRecord(
-        name=node.name, op="Conv", batch=x[0], cin=x[1], cout=y[1], h=in_sp[0], w=in_sp[1],
+        name=node.name, op=node.op_type, batch=x[0], cin=x[1], cout=y[1], h=in_sp[0], w=in_sp[1],
         out_h=out_sp[0], out_w=out_sp[1], kernel=(kernel[0], kernel[1]), stride=(strides[0], strides[1]),
         pads=tuple(pads), dilation=(dilations[0], dilations[1]), groups=int(attr(node, "group", 1)),
         spatial_dims=spatial, input=node.input[0], output=node.output[0],
     )
+
+
+def _effective_pads(x: list[int], y: list[int], kernel: list[int], strides: list[int], dilations: list[int],
+                    transposed: bool, lower: bool = False) -> list[int]:
+    """Total padding per axis implied by the input/output sizes (auto_pad SAME_*/VALID), split begin/end
+    (an odd total puts the extra one at the end, at the beginning for SAME_LOWER)."""
+    begins, ends = [], []
+    for i, k in enumerate(kernel):
+        span = (k - 1) * dilations[i] + 1
+        if transposed:
+            total = max(0, strides[i] * (x[i] - 1) + span - y[i])
+        else:
+            total = max(0, (y[i] - 1) * strides[i] + span - x[i])
+        begin = total - total // 2 if lower else total // 2
+        begins.append(begin)
+        ends.append(total - begin)
+    return begins + ends
 
 
 def _matmul_record(node, shapes, weight) -> LayerRecord:
@@ -182,8 +221,9 @@ def _matmul_record(node, shapes, weight) -> LayerRecord:
     if node.op_type == "Gemm" and attr(node, "transA", 0):
         a = a[::-1]
     k = a[-1]
-    n = y[-1]
-    rows = math.prod(a[:-1]) if len(a) > 1 else 1
+    b_rank = len(shapes.get(node.input[1]) or [0, 0]) if len(node.input) > 1 else 2
+    n = y[-1] if y and b_rank > 1 else 1
+    rows = math.prod(y[:-1] if b_rank > 1 else y) if y else 1
     return LayerRecord(
         name=node.name, op=node.op_type, batch=1, cin=k, cout=n, h=rows, w=1, out_h=rows, out_w=1,
         input=node.input[0], output=node.output[0],
@@ -212,7 +252,7 @@ def extract_workload(model: onnx.ModelProto, _known=None) -> Workload:
         if node.op_type not in COMPUTE_OPS:
             continue
         weight = constant_value(model, node.input[1], inits, prods, arrays) if len(node.input) > 1 else None
-        if node.op_type == "Conv":
+        if node.op_type in CONV_OPS:
             record = _conv_record(node, shapes, weight)
         else:
             if node.op_type == "Gemm" and weight is not None and attr(node, "transB", 0):
@@ -234,3 +274,23 @@ def extract_workload(model: onnx.ModelProto, _known=None) -> Workload:
                 record.maps[kind] = value
         layers.append(record)
     return Workload(layers=layers, tensor_annotations=ann.tensor_annotations(model))
+
+
+def scatter_record(rec: LayerRecord) -> LayerRecord:
+    """A ConvTranspose as the grouped 1×1 conv it runs as: each of the ``B·H·W`` input pixels times the
+    ``[Cin/G, (Cout/G)·kh·kw]`` weight of its group gives ``(Cout/G)·kh·kw`` partial products, which are
+    overlap-added into the ``OH × OW`` output. MACs and effective MACs equal those of ``rec``."""
+    if not rec.is_transposed:
+        return rec
+    g = max(rec.groups, 1)
+    kh, kw = rec.kernel
+    kg = rec.cout // g
+    weight = None
+    if rec.weight is not None:
+        w = np.asarray(rec.weight).reshape(g, rec.cin // g, kg * kh * kw)
+        weight = w.transpose(0, 2, 1).reshape(g * kg * kh * kw, rec.cin // g, 1, 1)
+    return dataclasses.replace(
+        rec, op="Conv", cout=g * kg * kh * kw, out_h=rec.h, out_w=rec.w, kernel=(1, 1), stride=(1, 1),
+        pads=(0, 0, 0, 0), dilation=(1, 1), weight=weight, maps={},
+        annotations={**rec.annotations, "lowered_from": "ConvTranspose"},
+    )

@@ -30,13 +30,17 @@ _EVAL_HELP = ("Evaluate on this labelled data instead, as `pimc compile --eval-d
 @click.option("--limit", type=_POSITIVE, default=None, help="Use only the first N samples.")
 @click.option("--repeats", type=_POSITIVE, default=20, show_default=True, help="Timed runs for the latency.")
 @click.option("--threads", type=_POSITIVE, default=None, help="onnxruntime intra-op threads.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3xHxW",
+              help="Fix the symbolic dims of input NAME (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def run_command(
     model: Path, data: str | None, eval_data: str | None, batch: int, limit: int | None, repeats: int,
-    threads: int | None, as_json: bool,
+    threads: int | None, input_shapes: tuple[str, ...], as_json: bool,
 ) -> None:
     """Run MODEL on onnxruntime over a dataset: accuracy and latency."""
-    proto = read_model(model)
+    from ..compiler.input_shapes import fix_input_shapes
+
+    proto = fix_input_shapes(read_model(model), input_shapes)
     _, shape, _ = dataset_input(proto, model)
     dataset, data = evaluation_data(data, eval_data, shape, limit)
     result = {"model": str(model), "data": data, **evaluate(

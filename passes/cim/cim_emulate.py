@@ -166,6 +166,10 @@ class CimEmulate(Pass):
 
 
 def _unsupported(model, node, record: LayerRecord, shapes) -> str | None:
+    if node.op_type not in ("Conv", "Gemm", "MatMul"):
+        return f"{node.op_type} is not emulated"
+    if node.op_type == "Conv" and record.spatial_dims != 2:
+        return f"{record.spatial_dims}-D Conv is not emulated (2-D only)"
     if record.weight is None:
         return "weight is not a constant"
     if node.op_type == "Gemm" and (attr(node, "transA", 0) or len(shapes.get(node.input[0]) or []) != 2):

@@ -208,6 +208,24 @@ def patch_moments(node: onnx.NodeProto, x: np.ndarray, layout: Layout, max_rows:
     return moments
 
 
+def _explicit_pads(node: onnx.NodeProto, size: tuple[int, ...], kernel: tuple[int, int],
+                   strides: tuple[int, int], dilations: tuple[int, int]) -> list[int]:
+    """The Conv's pads [top, left, bottom, right]; auto_pad SAME_UPPER/SAME_LOWER/VALID made explicit."""
+    mode = attr(node, "auto_pad", b"NOTSET")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode == "NOTSET":
+        return list(attr(node, "pads", [0, 0, 0, 0]))
+    if mode == "VALID":
+        return [0, 0, 0, 0]
+    begins, ends = [], []
+    for n, k, s, d in zip(size, kernel, strides, dilations, strict=True):
+        total = max(0, (-(-n // s) - 1) * s + (k - 1) * d + 1 - n)
+        begin = total - total // 2 if mode == "SAME_LOWER" else total // 2
+        begins.append(begin)
+        ends.append(total - begin)
+    return begins + ends
+
+
 def _patches(node: onnx.NodeProto, x: np.ndarray, layout: Layout, max_rows: int, seed: int) -> np.ndarray:
     """Input patches ``[rows, Cin, K]`` (random subset of at most ``max_rows``)."""
     rng = np.random.default_rng(seed)
@@ -218,12 +236,10 @@ def _patches(node: onnx.NodeProto, x: np.ndarray, layout: Layout, max_rows: int,
         if len(flat) > max_rows:
             flat = flat[rng.choice(len(flat), max_rows, replace=False)]
         return flat[:, :, None]
-    if attr(node, "auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET"):
-        raise PimcError(f"bitmap: node '{node.name}' uses auto_pad; export with explicit pads")
     kh, kw = layout.kernel
-    pads = attr(node, "pads", [0, 0, 0, 0])
     sh, sw = attr(node, "strides", [1, 1])
     dh, dw = attr(node, "dilations", [1, 1])
+    pads = _explicit_pads(node, x.shape[2:], (kh, kw), (sh, sw), (dh, dw))
     xp = np.pad(x, ((0, 0), (0, 0), (pads[0], pads[2]), (pads[1], pads[3])))
     oh = (xp.shape[2] - dh * (kh - 1) - 1) // sh + 1
     ow = (xp.shape[3] - dw * (kw - 1) - 1) // sw + 1

@@ -186,6 +186,8 @@ def float_weight(model: onnx.ModelProto, node: onnx.NodeProto) -> tuple[np.ndarr
         return None, "weight is not a constant initializer"
     if init.data_type not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE):
         return None, f"weight has non-float type {TensorProto.DataType.Name(init.data_type)}"
+    if node.op_type in ("Gemm", "MatMul") and len(init.dims) != 2:
+        return None, f"{node.op_type} weight is {len(init.dims)}-D (per-channel quantization needs 2-D)"
     return numpy_helper.to_array(init).astype(np.float32), ""
 
 
