@@ -47,20 +47,14 @@ def _zoo(name: str, ir4: bool = False) -> Builder:
 
 
 _FP16 = 1e-2
-# Bugs in the loader/IO engineer's area (IR 3 models, fp16 quantize), xfailed here, see the report.
-_IR3 = ("IR 3 model: passes (eliminate-identity, fold-batchnorm) add initializers that are not graph inputs, "
-        "the checker rejects them (loader/IO: IR3 models)")
-_FP16_QUANT = "quantize inserts QuantizeLinear on a float16 activation, invalid before opset 19 (fp16 quantize)"
 _SPECIAL: dict[str, dict] = {
-    "fp16": {"rel_tol": _FP16, "xfail": {"cim": _FP16_QUANT}},
-    "ir3_inputs": {"xfail": {"*": _IR3}},
+    "fp16": {"rel_tol": _FP16},
     "symbolic_hw": {"input_shapes": ("x=1x3x12x12",)},
     "torch_dynamic_hw": {"input_shapes": ("x=1x3x16x16",)},
 }
 
 # The nine zoo graphs as shipped (IR 3, opset 9, 224x224, weights from ConstantOfShape). All are slow:
-# as shipped they fail fast on the IR 3 bug, but once it is fixed a full run takes seconds to minutes
-# each (comparator-conv fits every 224x224 conv; vgg19/alexnet/zfnet fold 100M-weight classifiers).
+# a full run takes seconds to minutes each (comparator-conv fits every 224x224 conv; vgg19/alexnet/zfnet fold 100M-weight classifiers).
 _ZOO = ("squeezenet", "inception_v1", "shufflenet", "resnet50", "bvlc_alexnet", "densenet121", "inception_v2",
         "vgg19", "zfnet512")
 _ZOO_IR4 = ("squeezenet", "inception_v1", "shufflenet", "resnet50")
@@ -75,7 +69,7 @@ def _cases() -> list[Case]:
               if not TORCH_BUILDERS[name][1]]
     cases += [Case(name, build, slow=True, **_SPECIAL.get(name, {}))
               for name, (build, slow) in TORCH_BUILDERS.items() if slow]
-    cases += [Case(f"zoo_{name}", _zoo(name), slow=True, xfail={"*": _IR3}) for name in _ZOO]
+    cases += [Case(f"zoo_{name}", _zoo(name), slow=True, sets=_ZOO_SETS) for name in _ZOO]
     cases += [Case(f"zoo_{name}_ir4", _zoo(name, ir4=True), slow=True, sets=_ZOO_SETS) for name in _ZOO_IR4]
     return cases
 

@@ -44,7 +44,7 @@ def _params():
             marks = [pytest.mark.slow] if case.slow else []
             reason = case.xfail.get(target) or case.xfail.get("*")
             if reason:
-                marks.append(pytest.mark.xfail(reason=reason, strict=False))
+                marks.append(pytest.mark.xfail(reason=reason, strict=True))
             yield pytest.param(case, target, marks=marks, id=f"{case.name}-{target}")
 
 
@@ -148,8 +148,8 @@ def _extra_params():
             continue
         for name, (target, _, _) in EXTRA_PIPELINES.items():
             marks = [pytest.mark.slow]
-            if case.xfail.get(target) or (case.name == "fp16" and "cim" in target):
-                marks.append(pytest.mark.xfail(reason=case.xfail.get("cim", ""), strict=False))
+            if case.xfail.get(target):
+                marks.append(pytest.mark.xfail(reason=case.xfail[target], strict=True))
             yield pytest.param(case, name, marks=marks, id=f"{case.name}-{name}")
 
 
