@@ -140,6 +140,8 @@ class Decompose(Pass):
             return f"already a {role} conv"
         if role is not None:
             return f"carries role '{role}' from another pass"
+        if get_node_annotation(node, "pattern_library") is not None:
+            return "already pattern-pruned"
         missed = selection_miss(node.name, self.opts["include"], self.opts["exclude"])
         if missed:
             return missed

@@ -152,3 +152,23 @@ def test_inconsistent_annotations_are_an_error():
     set_node_annotation(model.graph.node[0], "role", "basis")
     with pytest.raises(PimcError, match="inconsistent"):
         run_pass(model)
+
+
+def test_pattern_pruned_convs_are_not_decomposed():
+    from pimc.compiler.annotations import set_node_annotation
+
+    rng = np.random.default_rng(7)
+    model = conv_model(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), None, (8, 8))
+    set_node_annotation(model.graph.node[0], "pattern_library", [[0, 1, 4, 7]])
+    _, result = run_pass(model, rank=3)
+    assert not result.changed
+    assert result.stats["skipped"][0]["reason"] == "already pattern-pruned"
+
+
+def test_searched_decomposition_without_labelled_data_changes_nothing():
+    rng = np.random.default_rng(8)
+    model = conv_model(rng.standard_normal((8, 4, 3, 3)).astype(np.float32), None, (8, 8))
+    p = get_pass("decompose")()
+    result = p.run(normalize(model), PassContext())
+    assert p.searching and not result.changed and result.stats["decomposed"] == []
+    assert "no labelled validation data" in result.stats["skipped"][0]["reason"]
