@@ -7,11 +7,12 @@ Three places, all of which survive ``onnx.save``/``onnx.load`` and are ignored b
   qonnx keeps ``finn_datatype``;
 * per-element maps (pattern ids, per-block bit widths) as model-local functions in ``model.functions``:
   the map ``pimc.map.<kind>.<node>`` is the FunctionProto of domain ``pimc.map`` and name
-  ``<kind>.<node>`` with no inputs and one output ``value``, made by a single ``Constant`` node that holds
-  the tensor. A node names its maps in a ``pimc.maps`` annotation (cleanup drops maps nobody names).
+  ``<kind>.<node>`` with no inputs, outputs or nodes, whose attribute ``value`` holds the tensor as its
+  default (``FunctionProto.attribute_proto``, IR 9). A node names its maps in a ``pimc.maps`` annotation
+  (cleanup drops maps nobody names).
 
-Why functions: they are standard ONNX (IR 8; the checker accepts them), lossless, and a runtime
-ignores functions no node calls. onnxruntime, in particular, loads them silently, whereas an initializer
+Why functions: they are standard ONNX (the checker accepts them), lossless, independent of the model's
+opset (the body imports no operator), and a runtime ignores functions no node calls. onnxruntime, in particular, loads them silently, whereas an initializer
 no node reads (the layout before: initializers named ``pimc.map.*``) makes it warn "Removing initializer
 ..." on every session, and a sparse initializer is densified and warned about the same way.
 ``training_info`` would be silent too, but it describes training, which maps are not. The old layout is
@@ -26,8 +27,6 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
-
-from .graph import opset_version
 
 PREFIX = "pimc."
 MAP_PREFIX = "pimc.map."
@@ -125,8 +124,8 @@ def _tensor_entry(model: onnx.ModelProto, tensor: str, create: bool):
 
 
 MAP_DOMAIN = "pimc.map"
-MAP_OUTPUT = "value"
-MIN_IR_FUNCTIONS = 8
+MAP_VALUE = "value"
+MIN_IR_FUNCTION_ATTRIBUTES = 9
 
 
 def set_node_map(model: onnx.ModelProto, node: onnx.NodeProto, kind: str, array: np.ndarray) -> str:
@@ -144,7 +143,7 @@ def set_node_map(model: onnx.ModelProto, node: onnx.NodeProto, kind: str, array:
 
 def store_map(model: onnx.ModelProto, name: str, array: np.ndarray) -> None:
     """Write (or replace) the map ``name`` as a model-local function; drops an old-layout initializer."""
-    function = _map_function(name, np.asarray(array, order="C"), opset_version(model) or 1)
+    function = _map_function(name, np.asarray(array, order="C"))
     for i, existing in enumerate(model.functions):
         if _is_map(existing, name):
             model.functions[i].CopyFrom(function)
@@ -152,13 +151,14 @@ def store_map(model: onnx.ModelProto, name: str, array: np.ndarray) -> None:
     else:
         model.functions.append(function)
     _remove_legacy_map(model, name)
-    model.ir_version = max(model.ir_version, MIN_IR_FUNCTIONS)
+    model.ir_version = max(model.ir_version, MIN_IR_FUNCTION_ATTRIBUTES)
 
 
-def _map_function(name: str, array: np.ndarray, opset: int) -> onnx.FunctionProto:
-    constant = helper.make_node("Constant", [], [MAP_OUTPUT], value=numpy_helper.from_array(array, MAP_OUTPUT))
-    return helper.make_function(MAP_DOMAIN, name[len(MAP_PREFIX):], [], [MAP_OUTPUT], [constant],
-                                [helper.make_opsetid("", opset)])
+def _map_function(name: str, array: np.ndarray) -> onnx.FunctionProto:
+    function = onnx.FunctionProto()
+    function.domain, function.name = MAP_DOMAIN, name[len(MAP_PREFIX):]
+    function.attribute_proto.append(helper.make_attribute(MAP_VALUE, numpy_helper.from_array(array, MAP_VALUE)))
+    return function
 
 
 def _is_map(function: onnx.FunctionProto, name: str | None = None) -> bool:
@@ -177,7 +177,7 @@ def get_map(model: onnx.ModelProto, name: str) -> np.ndarray | None:
     """The map stored under ``name`` (a function, or an old-layout initializer), or None."""
     for function in model.functions:
         if _is_map(function, name):
-            return numpy_helper.to_array(function.node[0].attribute[0].t)
+            return numpy_helper.to_array(function.attribute_proto[0].t)
     for init in model.graph.initializer:
         if init.name == name:
             return numpy_helper.to_array(init)
@@ -215,6 +215,24 @@ def migrate_legacy_maps(model: onnx.ModelProto) -> bool:
     for init in legacy:
         store_map(model, init.name, numpy_helper.to_array(init))
     return bool(legacy)
+
+
+def carry_annotations(source: onnx.ModelProto, target: onnx.ModelProto) -> onnx.ModelProto:
+    """Copy ``source``'s pimc annotations into ``target`` (a converted copy of it) where they were lost:
+    onnx's version converter drops model-local functions (the maps) and node ``metadata_props``. Nodes
+    are matched by name; returns ``target``."""
+    present = {(f.domain, f.name) for f in target.functions}
+    missing = [f for f in source.functions if _is_map(f) and (f.domain, f.name) not in present]
+    if missing:
+        target.functions.extend(missing)
+        target.ir_version = max(target.ir_version, MIN_IR_FUNCTION_ATTRIBUTES)
+    notes = {n.name: n.metadata_props for n in source.graph.node if n.name and n.metadata_props}
+    for node in target.graph.node:
+        if node.name in notes and not node.metadata_props:
+            node.metadata_props.extend(notes[node.name])
+    if source.graph.quantization_annotation and not target.graph.quantization_annotation:
+        target.graph.quantization_annotation.extend(source.graph.quantization_annotation)
+    return target
 
 
 def _remove_legacy_map(model: onnx.ModelProto, name: str) -> None:

@@ -19,7 +19,7 @@ import os
 import onnx
 from onnx import numpy_helper
 
-from .annotations import MAP_DOMAIN, migrate_legacy_maps
+from .annotations import MAP_DOMAIN, carry_annotations, migrate_legacy_maps
 from .errors import PimcError
 from .folding import fold_constants
 from .graph import cycle_nodes, opset_version, producers, real_inputs, sort_nodes
@@ -84,7 +84,7 @@ def _upgrade(model: onnx.ModelProto, version: int, source: str) -> onnx.ModelPro
             if init.name not in listed:
                 model.graph.input.append(onnx.helper.make_tensor_value_info(init.name, init.data_type, init.dims))
     try:
-        return version_converter.convert_version(model, MIN_OPSET)
+        return carry_annotations(model, version_converter.convert_version(model, MIN_OPSET))
     except Exception as exc:
         raise PimcError(
             f"{source}: opset {version} cannot be upgraded to {MIN_OPSET}: {_first_line(str(exc))}"

@@ -263,7 +263,7 @@ def ensure_qdq_opset(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]])
     from onnx import version_converter
 
     try:
-        converted = version_converter.convert_version(model, target)
+        converted = ann.carry_annotations(model, version_converter.convert_version(model, target))
         same = compare_outputs(run_model(model, feeds[:4]), run_model(converted, feeds[:4]))
     except Exception as exc:
         raise PimcError(

@@ -60,3 +60,18 @@ def test_onnxruntime_session_on_annotated_model_is_silent(tmp_path: Path):
               f"ort.InferenceSession({str(path)!r}, providers=['CPUExecutionProvider'])\n")
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stderr == ""
+
+
+def test_maps_survive_opset_changes_and_conversion():
+    """The map functions import no operator set, so raising the opset keeps the model valid, and
+    ``carry_annotations`` restores maps and node annotations after onnx's version converter drops them."""
+    from onnx import version_converter
+
+    model, ids = _annotated()
+    model.opset_import[0].version = 19
+    onnx.checker.check_model(model, full_check=True)
+    old = conv_bn_net(opset=11)
+    ann.set_node_map(old, old.graph.node[0], "pattern", ids)
+    converted = ann.carry_annotations(old, version_converter.convert_version(old, 13))
+    onnx.checker.check_model(converted, full_check=True)
+    assert np.array_equal(ann.get_node_map(converted, converted.graph.node[0], "pattern"), ids)
