@@ -22,7 +22,7 @@ The relative reconstruction error of a solution follows from the same statistics
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,14 +111,24 @@ class LayerStats:
         return LayerStats(full @ self.gram @ full.T, full @ self.cross, self.target_energy, self.rows)
 
 
+FeatureMap = Callable[[np.ndarray], np.ndarray]
+
+
 def conv_stats(x_comp: np.ndarray, x_ref: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-               geo: ConvGeometry) -> LayerStats:
-    """Statistics of a 2-D conv (group 1) with reference weights ``weight`` (Cout, Cin, kh, kw)."""
+               geo: ConvGeometry, features: FeatureMap | None = None) -> LayerStats:
+    """Statistics of a 2-D conv (group 1) with reference weights ``weight`` (Cout, Cin, kh, kw).
+
+    ``features``, if given, maps the compressed im2col rows (P, Cin·kh·kw) to the features the
+    compressed layer actually regresses on (P, M), e.g. the comparator responses of an LBC block's
+    anchors; the statistics are then those of the M features (a nonlinear map, unlike ``transform``)."""
     if x_comp.shape != x_ref.shape:
         raise PimcError(f"reconstruction: compressed input {x_comp.shape} and reference {x_ref.shape} differ")
     w = weight.reshape(weight.shape[0], -1).astype(np.float64)
     b = np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
-    return _accumulate(_patch_chunks(x_comp, x_ref, geo), w, b)
+    chunks = _patch_chunks(x_comp, x_ref, geo)
+    if features is not None:
+        chunks = ((features(comp), ref) for comp, ref in chunks)
+    return _accumulate(chunks, w, b)
 
 
 def dense_stats(x_comp: np.ndarray, x_ref: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> LayerStats:
@@ -136,18 +146,21 @@ def _patch_chunks(x_comp: np.ndarray, x_ref: np.ndarray, geo: ConvGeometry) -> I
 
 
 def _accumulate(chunks: Iterator[tuple[np.ndarray, np.ndarray]], w: np.ndarray, b: np.ndarray) -> LayerStats:
-    features = w.shape[1]
-    gram = np.zeros((features + 1, features + 1))
-    cross = np.zeros((features + 1, w.shape[0]))
+    gram = cross = None
     energy = np.zeros(w.shape[0])
     rows = 0
     for comp, ref in chunks:
+        if gram is None:
+            gram = np.zeros((comp.shape[1] + 1, comp.shape[1] + 1))
+            cross = np.zeros((comp.shape[1] + 1, w.shape[0]))
         xc = np.hstack([comp.astype(np.float64), np.ones((comp.shape[0], 1))])
         y = ref.astype(np.float64) @ w.T + b
         gram += xc.T @ xc
         cross += xc.T @ y
         energy += np.einsum("pj,pj->j", y, y)
         rows += comp.shape[0]
+    if gram is None:
+        raise PimcError("reconstruction: no calibration rows")
     return LayerStats(gram, cross, energy, rows)
 
 
