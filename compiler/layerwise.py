@@ -11,7 +11,8 @@ model. For every site the driver
      layer as it is, or, without a cost model, whose MACs are not lower;
   3. with an accuracy budget, keeps the cheapest candidate whose validation accuracy stays within the
      allowance released so far (``compiler.budget``); without one the layer stays as it is;
-  4. records the choice, or the reason the layer was left alone.
+  4. records the choice, or the reason the layer was left alone (``kind``: ``cost`` — not cheaper on the
+     target, ``budget`` — every candidate breaks it, ``data`` — no labelled validation data).
 With ``force`` (the user fixed the pass's setting) each site gets its one proposed candidate, refitted but
 neither filtered nor searched; the compile driver's final budget check still applies.
 """
@@ -106,15 +107,16 @@ def compress_layerwise(model: onnx.ModelProto, sites: list[Site], propose: Propo
             continue
         candidates, base_cost, reason = _paying(current, candidates, ctx, base_cost)
         if not candidates:
-            skipped.append({"node": site.node, "reason": reason})
+            skipped.append({"node": site.node, "reason": reason, "kind": "cost"})
             continue
         if budget is None:
-            skipped.append({"node": site.node, "reason": "no labelled validation data for the accuracy budget"})
+            skipped.append({"node": site.node, "reason": "no labelled validation data for the accuracy budget",
+                            "kind": "data"})
             continue
         allowance = spent_before + budget.allowance(covered / total_macs)
         pick = cheapest_within(candidates, partial(_applied, current), budget, allowance)
         if pick is None:
-            skipped.append({"node": site.node,
+            skipped.append({"node": site.node, "kind": "budget",
                             "reason": f"every candidate breaks the accuracy budget ({allowance:.2f} points here)"})
             continue
         current = pick.model

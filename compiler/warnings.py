@@ -119,11 +119,12 @@ def _uncompressed(record: dict[str, Any]) -> list[dict[str, Any]]:
     skipped = list(stats.get("skipped") or [])
     if record.get("name") == "quantize":  # only the per-layer bit choice leaves a layer at the default bits
         skipped = list((stats.get("bit_choice") or {}).get("skipped") or [])
-    return [item for item in skipped if isinstance(item, dict)]
+    return [item for item in skipped if isinstance(item, dict) and item.get("kind")]
 
 
 def layers_left_uncompressed(report: Report) -> list[str]:
-    """Layers a lossy pass left as they were, with the reason (budget, cost, structure)."""
+    """Layers a lossy pass could have compressed but left as they were (skipped entries with a ``kind``:
+    budget, cost, data — see ``compiler.layerwise``), with the reason."""
     out = []
     for record in report.get("passes") or []:
         if record.get("name") not in LOSSY_PASSES:

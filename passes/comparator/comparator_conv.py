@@ -185,7 +185,7 @@ class ComparatorConv(Pass):
                 self._settings[site.name] = kept
                 layer_sites.append(Site(site.name, site.node.input[0], float(records[site.name].macs)))
             else:
-                skipped.append({"node": site.name, "reason": reason})
+                skipped.append({"node": site.name, "reason": reason, "kind": "cost"})
         self._sites = {s.name: s for s in sites}
         result = compress_layerwise(model, layer_sites, self._propose, ctx, force=not self.searching)
         skipped += result.skipped

@@ -63,10 +63,12 @@ def test_layers_left_uncompressed_are_listed_with_reasons():
     data["passes"] = [
         {"name": "fold-constants", "stats": {"skipped": [{"node": "x", "reason": "not constant"}]}},
         {"name": "comparator-conv", "stats": {"skipped": [
-            {"node": "c1", "reason": "every candidate breaks the accuracy budget (0.10 points here)"},
-            {"node": "c2", "reason": "substitution gives more learnable params (275 vs 140)"}]}},
+            {"node": "c1", "reason": "every candidate breaks the accuracy budget (0.10 points here)", "kind": "budget"},
+            {"node": "c2", "reason": "substitution gives more learnable params (275 vs 140)", "kind": "cost"},
+            {"node": "c3", "reason": "already has role 'anchor'"}]}},
         {"name": "quantize", "stats": {"skipped": [{"node": "q", "reason": "already quantized"}],
-                                        "bit_choice": {"skipped": [{"node": "fc", "reason": "breaks budget"}]}}},
+                                        "bit_choice": {"skipped": [{"node": "fc", "reason": "breaks budget",
+                                                                    "kind": "budget"}]}}},
     ]
     warnings = compile_warnings(data)
     assert warnings[0] == ("layers left uncompressed by comparator-conv (2): c1: every candidate breaks the "
