@@ -16,26 +16,35 @@ the block can reproduce the original conv when m/2 ≥ Cin·k² (the fit error m
 smaller m gets). ``variant=separable`` (CMPNET) uses a depthwise anchor conv instead: group = Cin, q
 ternary k×k kernels per input channel (m = Cin·q), followed by the 1×1 conv.
 
-**Post-training fit.** For every substituted layer the pass draws ``max_rows`` output positions from the
-calibration inputs (``--data``; seeded random inputs otherwise), forms the input patches X_p
-(rows × Cin·k²), the comparator features H = cmp(X_p Aᵀ) and the targets Y = the original conv's output
-at those positions, and solves the ridge problem
+**Post-training fit** (``compiler.reconstruct``, the one reconstruction module every lossy pass uses).
+For a substituted layer the calibration inputs x_c (from the model with the earlier layers already
+compressed; with ``sequential=false`` the reference model's) give the comparator features
+H = cmp(im2col(x_c) Aᵀ) at every output position (``conv_stats(..., features=...)``), the targets are the
+*original* layer's outputs on the reference inputs, and the 1×1 conv solves the ridge problem
 
-    min_{P,c} ‖[H 1] [P c]ᵀ − Y‖²_F + λ·(tr(HᵀH)/m)·‖P‖²_F
+    min_{P,c} ‖[H 1] [P c]ᵀ − Y‖²_F + λ·mean(diag HᵀH)·‖P‖²_F        (``reconstruct.solve``, bias not penalised)
 
-by its normal equations (the bias is not penalised). With ``sequential=true`` the inputs come from the
-model in which earlier layers are already substituted while the targets stay the original model's, so
-later layers also correct the error of earlier ones. The reported ``fit_error`` of a layer is the
-relative error ‖Ŷ − Y‖_F / ‖Y‖_F on a held-out fifth of the rows. With real data (``--data``) the pass
-also reports top-1 accuracy on the dataset's test split before and after the substitution.
+on up to ``samples`` samples (fewer when samples × output pixels > ``max_rows``). Every fifth sample is
+held out: ``fit_error`` = ‖Ŷ − Y‖_F / ‖Y‖_F on those (``train_fit_error`` on the rest). With real data
+(``--data``) the pass also reports top-1 accuracy on the dataset's test split before and after.
 
-**Cost rule.** A layer is left as it is, listed with the reason in the stats' ``skipped``, when the
-substitution would give it more learnable parameters (1×1 weights + bias vs the conv's weights + bias;
-the fixed anchors are not learnable) or, when the pass runs for a target (``ctx.target``), a higher cost
-on that target than the ordinary conv: the target's own energy estimate of the layer records
-(``Target.estimate_energy``, e.g. cmp-pim's cost model, with ``--hw``), else MACs (the anchor conv counted
-in full, as a generic executor runs it). The decision uses the drawn anchors only (before any fit), so a
-rejected layer costs no fitting time. ``cost_rule=false`` substitutes anyway.
+**Which layers.** The pass runs on ``compiler.layerwise.compress_layerwise``. If the user fixes any of
+``SETTING_OPTIONS`` (variant, anchors, density, comparator, layers, ...), every eligible layer that passes
+the cost rule is substituted with that setting (force mode; the compile's final budget check still
+applies). Otherwise the settings are *searched* per layer under the accuracy budget: the configured
+setting, the same with ½ and ¼ of the anchors, and the separable (CMPNET) variant with binary and ReLU
+comparators, cheapest (target energy estimate, else MACs) first; the cheapest within the budget wins and
+a layer where none fits stays as it is (``skipped`` with the reason and ``kind``). Without labelled data
+nothing is substituted.
+
+**Cost rule** (a candidate filter). A setting is dropped when the substitution would give the layer more
+learnable parameters (1×1 weights + bias vs the conv's weights + bias; the fixed anchors are not
+learnable) or, when the pass runs for a target (``ctx.target``), a higher cost on that target than the
+ordinary conv: the target's own energy estimate of the layer records (``Target.estimate_energy``, e.g.
+cmp-pim's cost model, with ``--hw``), else MACs (the anchor conv counted in full, as a generic executor
+runs it). The decision uses the drawn anchors only, so a rejected setting costs no fitting time; the
+layer-wise driver then also requires the whole model to get faster and no costlier on the target
+(``ctx.cost_fn``). ``cost_rule=false`` skips the per-layer rule.
 
 **Annotations** (read by the cmp-pim target): anchor Conv ``role=anchor``, ``anchor_density`` (measured
 fraction of non-zeros), ``seed``, ``layer``; the comparison node ``role=comparator``; the 1×1 Conv

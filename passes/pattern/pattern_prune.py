@@ -31,6 +31,19 @@ and nothing changes — this is how a model written by ``pimc export pattern`` i
 ``nonzeros`` automatic, a layer that already carries ``pattern_nonzeros`` (or whose non-zero kernels all
 have the same count n below the default) keeps that n.
 
+Strength per layer (the ``pattern-prune`` pass; ``prune_model`` / the exporters are unchanged). With
+``connectivity`` unset and ``nonzeros`` automatic the pass *searches* each layer under the accuracy budget
+(``compiler.layerwise``): candidates n ∈ {default, default − 1} × c ∈ ``SEARCH_CONNECTIVITY``, ordered by
+non-zero MACs; the cheapest within the budget wins; a layer where none fits or pays off on the target stays
+dense (``skipped`` with reason and ``kind``); without labelled data nothing lossy happens (layers that
+already conform are still recognised and annotated). Setting ``connectivity`` or ``nonzeros`` forces that
+one candidate per layer. Either way, with calibration data (``refit=true``, group-1 convs with a constant
+or no bias) the surviving weights and the bias are refitted by ridge least squares on the exact pattern /
+connectivity support (``compiler.reconstruct.solve``): target = the original layer's output, inputs from
+the already-compressed layers; the pattern ids and library stay those of the projection, so the map
+matches the refit weights' support. A refitted bias is written in place, or as a new initializer when the
+conv had none or shared it.
+
 Annotations on each pruned Conv (see notes/common.md): ``pattern_library`` (list of sorted position
 lists, index = pattern id), ``pattern_nonzeros``, ``connectivity`` (fraction of kernels removed in this
 layer) and ``pattern_source``; map kind ``pattern``: int16 ``[Cout, Cin/g]`` of pattern ids, −1 = kernel
