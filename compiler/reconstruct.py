@@ -168,30 +168,34 @@ def solve(stats: LayerStats, support: np.ndarray, ridge: float = DEFAULT_RIDGE,
           fit_bias: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Ridge refit of every output row on its support (Cout, F) bool; returns weights (Cout, F), bias (Cout,).
 
-    Rows are solved in batches: row o's system is G restricted to S_o, embedded in the full size with the
-    identity on the dropped features (whose right-hand side is 0), so one batched LAPACK call serves rows
-    of different supports."""
+    Rows are solved in batches of equal support size: row o's system is G restricted to S_o (plus the bias
+    feature), gathered to |S_o| × |S_o|, so one batched LAPACK call serves rows of different supports at
+    the cost of their kept features only."""
     cout, features = support.shape
     if features != stats.features:
         raise PimcError(f"reconstruction: support has {features} features, statistics {stats.features}")
     if support.all():
         return _solve_dense(stats, ridge, fit_bias)
-    mask = np.hstack([support, np.full((cout, 1), fit_bias)]).astype(np.float64)
+    keep = np.hstack([support, np.full((cout, 1), fit_bias)])
     diag = np.diag(stats.gram)[:-1]
     kept = np.maximum(support.sum(axis=1), 1)
     lam = ridge * (support * diag).sum(axis=1) / kept
+    reg = np.append(np.zeros(features), 0.0)  # the bias feature is not regularised
     solution = np.zeros((cout, features + 1))
-    step = max(1, _CHUNK_BYTES // (8 * (features + 1) ** 2))
-    for start in range(0, cout, step):
-        rows = slice(start, min(cout, start + step))
-        m = mask[rows]
-        a = m[:, :, None] * stats.gram[None] * m[:, None, :]
-        reg = np.concatenate([np.broadcast_to(lam[rows, None], (m.shape[0], features)),
-                              np.zeros((m.shape[0], 1))], axis=1) * m
-        a += _batched_diag(reg + (1.0 - m))
-        rhs = m * stats.cross[:, rows].T
-        solution[rows] = _solve_batched(a, rhs)
-    solution *= mask
+    counts = keep.sum(axis=1)
+    for count in np.unique(counts):
+        rows_all = np.flatnonzero(counts == count)
+        if count == 0:
+            continue
+        step = max(1, _CHUNK_BYTES // (8 * int(count) ** 2))
+        for start in range(0, len(rows_all), step):
+            rows = rows_all[start:start + step]
+            idx = np.stack([np.flatnonzero(keep[r]) for r in rows])  # (R, count), sorted feature indices
+            a = stats.gram[idx[:, :, None], idx[:, None, :]]
+            diag_reg = np.where(idx < features, lam[rows, None], reg[idx])
+            a[:, np.arange(count), np.arange(count)] += diag_reg
+            rhs = stats.cross[idx, rows[:, None]]
+            solution[rows[:, None], idx] = _solve_batched(a, rhs)
     return solution[:, :-1], solution[:, -1]
 
 
@@ -208,13 +212,6 @@ def _solve_dense(stats: LayerStats, ridge: float, fit_bias: bool) -> tuple[np.nd
     weights = solution[:features].T
     bias = solution[features] if fit_bias else np.zeros(stats.cross.shape[1])
     return weights, bias
-
-
-def _batched_diag(values: np.ndarray) -> np.ndarray:
-    out = np.zeros(values.shape + (values.shape[-1],))
-    idx = np.arange(values.shape[-1])
-    out[:, idx, idx] = values
-    return out
 
 
 def _solve_batched(a: np.ndarray, rhs: np.ndarray) -> np.ndarray:
