@@ -11,7 +11,8 @@ model. For every site the driver
      layer as it is, or, without a cost model, whose MACs are not lower;
   3. with an accuracy budget, keeps the cheapest candidate whose validation accuracy stays within the
      allowance released so far (``compiler.budget``); without one the layer stays as it is;
-  4. records the choice, or the reason the layer was left alone.
+  4. records the choice, or the reason the layer was left alone (``kind``: ``cost`` — not cheaper on the
+     target, ``budget`` — every candidate breaks it, ``data`` — no labelled validation data).
 With ``force`` (the user fixed the pass's setting) each site gets its one proposed candidate, refitted but
 neither filtered nor searched; the compile driver's final budget check still applies.
 """
@@ -130,14 +131,16 @@ class _Walk:
             return "chosen"
         candidates, self.base_cost, reason = _paying(self.current, candidates, self.ctx, self.base_cost)
         budget = self.ctx.budget
-        if not candidates or budget is None:
-            reason = reason if not candidates else "no labelled validation data for the accuracy budget"
-            self._skip(site, reason)
+        if not candidates:
+            self._skip(site, reason, "cost")
+            return "skipped"
+        if budget is None:
+            self._skip(site, "no labelled validation data for the accuracy budget", "data")
             return "skipped"
         pick = cheapest_within(candidates, partial(_applied, self.current), budget, allowance)
         if pick is None:
             self._skip(site, f"every candidate breaks the accuracy budget ({allowance:.2f} validation points "
-                             "allowed here)")
+                             "allowed here)", "budget")
             return "over budget"
         self.current = pick.model
         self.skipped = [s for s in self.skipped if s["node"] != site.node]
@@ -148,9 +151,9 @@ class _Walk:
                             "candidates": len(candidates), "evaluated": pick.tried})
         return "chosen"
 
-    def _skip(self, site: Site, reason: str) -> None:
+    def _skip(self, site: Site, reason: str, kind: str) -> None:
         self.skipped = [s for s in self.skipped if s["node"] != site.node]
-        self.skipped.append({"node": site.node, "reason": reason})
+        self.skipped.append({"node": site.node, "reason": reason, "kind": kind})
 
 
 def _applied(model: onnx.ModelProto, candidate: Candidate) -> onnx.ModelProto:

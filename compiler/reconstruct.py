@@ -22,7 +22,7 @@ The relative reconstruction error of a solution follows from the same statistics
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -111,14 +111,24 @@ class LayerStats:
         return LayerStats(full @ self.gram @ full.T, full @ self.cross, self.target_energy, self.rows)
 
 
+FeatureMap = Callable[[np.ndarray], np.ndarray]
+
+
 def conv_stats(x_comp: np.ndarray, x_ref: np.ndarray, weight: np.ndarray, bias: np.ndarray | None,
-               geo: ConvGeometry) -> LayerStats:
-    """Statistics of a 2-D conv (group 1) with reference weights ``weight`` (Cout, Cin, kh, kw)."""
+               geo: ConvGeometry, features: FeatureMap | None = None) -> LayerStats:
+    """Statistics of a 2-D conv (group 1) with reference weights ``weight`` (Cout, Cin, kh, kw).
+
+    ``features``, if given, maps the compressed im2col rows (P, Cin·kh·kw) to the features the
+    compressed layer actually regresses on (P, M), e.g. the comparator responses of an LBC block's
+    anchors; the statistics are then those of the M features (a nonlinear map, unlike ``transform``)."""
     if x_comp.shape != x_ref.shape:
         raise PimcError(f"reconstruction: compressed input {x_comp.shape} and reference {x_ref.shape} differ")
     w = weight.reshape(weight.shape[0], -1).astype(np.float64)
     b = np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
-    return _accumulate(_patch_chunks(x_comp, x_ref, geo), w, b)
+    chunks = _patch_chunks(x_comp, x_ref, geo)
+    if features is not None:
+        chunks = ((features(comp), ref) for comp, ref in chunks)
+    return _accumulate(chunks, w, b)
 
 
 def dense_stats(x_comp: np.ndarray, x_ref: np.ndarray, weight: np.ndarray, bias: np.ndarray | None) -> LayerStats:
@@ -136,18 +146,21 @@ def _patch_chunks(x_comp: np.ndarray, x_ref: np.ndarray, geo: ConvGeometry) -> I
 
 
 def _accumulate(chunks: Iterator[tuple[np.ndarray, np.ndarray]], w: np.ndarray, b: np.ndarray) -> LayerStats:
-    features = w.shape[1]
-    gram = np.zeros((features + 1, features + 1))
-    cross = np.zeros((features + 1, w.shape[0]))
+    gram = cross = None
     energy = np.zeros(w.shape[0])
     rows = 0
     for comp, ref in chunks:
+        if gram is None:
+            gram = np.zeros((comp.shape[1] + 1, comp.shape[1] + 1))
+            cross = np.zeros((comp.shape[1] + 1, w.shape[0]))
         xc = np.hstack([comp.astype(np.float64), np.ones((comp.shape[0], 1))])
         y = ref.astype(np.float64) @ w.T + b
         gram += xc.T @ xc
         cross += xc.T @ y
         energy += np.einsum("pj,pj->j", y, y)
         rows += comp.shape[0]
+    if gram is None:
+        raise PimcError("reconstruction: no calibration rows")
     return LayerStats(gram, cross, energy, rows)
 
 
@@ -155,30 +168,34 @@ def solve(stats: LayerStats, support: np.ndarray, ridge: float = DEFAULT_RIDGE,
           fit_bias: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """Ridge refit of every output row on its support (Cout, F) bool; returns weights (Cout, F), bias (Cout,).
 
-    Rows are solved in batches: row o's system is G restricted to S_o, embedded in the full size with the
-    identity on the dropped features (whose right-hand side is 0), so one batched LAPACK call serves rows
-    of different supports."""
+    Rows are solved in batches of equal support size: row o's system is G restricted to S_o (plus the bias
+    feature), gathered to |S_o| × |S_o|, so one batched LAPACK call serves rows of different supports at
+    the cost of their kept features only."""
     cout, features = support.shape
     if features != stats.features:
         raise PimcError(f"reconstruction: support has {features} features, statistics {stats.features}")
     if support.all():
         return _solve_dense(stats, ridge, fit_bias)
-    mask = np.hstack([support, np.full((cout, 1), fit_bias)]).astype(np.float64)
+    keep = np.hstack([support, np.full((cout, 1), fit_bias)])
     diag = np.diag(stats.gram)[:-1]
     kept = np.maximum(support.sum(axis=1), 1)
     lam = ridge * (support * diag).sum(axis=1) / kept
+    reg = np.append(np.zeros(features), 0.0)  # the bias feature is not regularised
     solution = np.zeros((cout, features + 1))
-    step = max(1, _CHUNK_BYTES // (8 * (features + 1) ** 2))
-    for start in range(0, cout, step):
-        rows = slice(start, min(cout, start + step))
-        m = mask[rows]
-        a = m[:, :, None] * stats.gram[None] * m[:, None, :]
-        reg = np.concatenate([np.broadcast_to(lam[rows, None], (m.shape[0], features)),
-                              np.zeros((m.shape[0], 1))], axis=1) * m
-        a += _batched_diag(reg + (1.0 - m))
-        rhs = m * stats.cross[:, rows].T
-        solution[rows] = _solve_batched(a, rhs)
-    solution *= mask
+    counts = keep.sum(axis=1)
+    for count in np.unique(counts):
+        rows_all = np.flatnonzero(counts == count)
+        if count == 0:
+            continue
+        step = max(1, _CHUNK_BYTES // (8 * int(count) ** 2))
+        for start in range(0, len(rows_all), step):
+            rows = rows_all[start:start + step]
+            idx = np.stack([np.flatnonzero(keep[r]) for r in rows])  # (R, count), sorted feature indices
+            a = stats.gram[idx[:, :, None], idx[:, None, :]]
+            diag_reg = np.where(idx < features, lam[rows, None], reg[idx])
+            a[:, np.arange(count), np.arange(count)] += diag_reg
+            rhs = stats.cross[idx, rows[:, None]]
+            solution[rows[:, None], idx] = _solve_batched(a, rhs)
     return solution[:, :-1], solution[:, -1]
 
 
@@ -195,13 +212,6 @@ def _solve_dense(stats: LayerStats, ridge: float, fit_bias: bool) -> tuple[np.nd
     weights = solution[:features].T
     bias = solution[features] if fit_bias else np.zeros(stats.cross.shape[1])
     return weights, bias
-
-
-def _batched_diag(values: np.ndarray) -> np.ndarray:
-    out = np.zeros(values.shape + (values.shape[-1],))
-    idx = np.arange(values.shape[-1])
-    out[:, idx, idx] = values
-    return out
 
 
 def _solve_batched(a: np.ndarray, rhs: np.ndarray) -> np.ndarray:

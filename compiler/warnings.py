@@ -1,8 +1,9 @@
 """Compile warnings: what a user should know before trusting the output (``report["warnings"]``).
 
 One function, ``compile_warnings(report)``, reads the finished report and returns one-line strings. Each
-check is a small function of the report taking part in ``CHECKS``; add a check (e.g. an accuracy budget
-nearly spent) by appending to that tuple.
+check is a small function of the report taking part in ``CHECKS``; add a check by appending to that tuple.
+Besides cost and size, the checks list the layers a lossy pass left uncompressed (with each reason) and
+say when the test-split accuracy drop used ≥ 80 % of ``--max-accuracy-drop``.
 """
 
 from __future__ import annotations
@@ -127,6 +128,47 @@ def backend_warnings(report: Report) -> list[str]:
     return [str(w) for w in cost.get("warnings") or []]
 
 
+LOSSY_PASSES = ("decompose", "pattern-prune", "comparator-conv", "quantize", "bitmap", "prune")
+NEARLY_SPENT = 0.8
+
+
+def _uncompressed(record: dict[str, Any]) -> list[dict[str, Any]]:
+    stats = record.get("stats") or {}
+    skipped = list(stats.get("skipped") or [])
+    if record.get("name") == "quantize":  # only the per-layer bit choice leaves a layer at the default bits
+        skipped = list((stats.get("bit_choice") or {}).get("skipped") or [])
+    return [item for item in skipped if isinstance(item, dict) and item.get("kind")]
+
+
+def layers_left_uncompressed(report: Report) -> list[str]:
+    """Layers a lossy pass could have compressed but left as they were (skipped entries with a ``kind``:
+    budget, cost, data — see ``compiler.layerwise``), with the reason."""
+    out = []
+    for record in report.get("passes") or []:
+        if record.get("name") not in LOSSY_PASSES:
+            continue
+        skipped = _uncompressed(record)
+        if not skipped:
+            continue
+        shown = "; ".join(f"{item.get('node') or item.get('layer')}: {item.get('reason')}" for item in skipped[:3])
+        more = f"; ... {len(skipped) - 3} more in the pass's stats.skipped" if len(skipped) > 3 else ""
+        out.append(f"layers left uncompressed by {record['name']} ({len(skipped)}): {shown}{more}")
+    return out
+
+
+def budget_nearly_spent(report: Report) -> list[str]:
+    """The test-split accuracy drop used at least ``NEARLY_SPENT`` of --max-accuracy-drop."""
+    acc = report.get("accuracy") or {}
+    if not acc.get("measured") or not acc.get("max_drop_points"):
+        return []
+    used = acc["drop_points"] / acc["max_drop_points"]
+    if used < NEARLY_SPENT:
+        return []
+    return [f"accuracy budget nearly spent: {acc['drop_points']:.2f} of {acc['max_drop_points']:g} points "
+            f"({used:.0%}) lost on the test split; a different seed or data may exceed it"]
+
+
 CHECKS: tuple[Callable[[Report], list[str]], ...] = (
     worse_than_input, beaten_by_a_baseline, larger_than_input, skipped_by_cost_model, backend_warnings,
+    layers_left_uncompressed, budget_nearly_spent,
 )

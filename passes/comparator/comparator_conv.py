@@ -16,26 +16,35 @@ the block can reproduce the original conv when m/2 ≥ Cin·k² (the fit error m
 smaller m gets). ``variant=separable`` (CMPNET) uses a depthwise anchor conv instead: group = Cin, q
 ternary k×k kernels per input channel (m = Cin·q), followed by the 1×1 conv.
 
-**Post-training fit.** For every substituted layer the pass draws ``max_rows`` output positions from the
-calibration inputs (``--data``; seeded random inputs otherwise), forms the input patches X_p
-(rows × Cin·k²), the comparator features H = cmp(X_p Aᵀ) and the targets Y = the original conv's output
-at those positions, and solves the ridge problem
+**Post-training fit** (``compiler.reconstruct``, the one reconstruction module every lossy pass uses).
+For a substituted layer the calibration inputs x_c (from the model with the earlier layers already
+compressed; with ``sequential=false`` the reference model's) give the comparator features
+H = cmp(im2col(x_c) Aᵀ) at every output position (``conv_stats(..., features=...)``), the targets are the
+*original* layer's outputs on the reference inputs, and the 1×1 conv solves the ridge problem
 
-    min_{P,c} ‖[H 1] [P c]ᵀ − Y‖²_F + λ·(tr(HᵀH)/m)·‖P‖²_F
+    min_{P,c} ‖[H 1] [P c]ᵀ − Y‖²_F + λ·mean(diag HᵀH)·‖P‖²_F        (``reconstruct.solve``, bias not penalised)
 
-by its normal equations (the bias is not penalised). With ``sequential=true`` the inputs come from the
-model in which earlier layers are already substituted while the targets stay the original model's, so
-later layers also correct the error of earlier ones. The reported ``fit_error`` of a layer is the
-relative error ‖Ŷ − Y‖_F / ‖Y‖_F on a held-out fifth of the rows. With real data (``--data``) the pass
-also reports top-1 accuracy on the dataset's test split before and after the substitution.
+on up to ``samples`` samples (fewer when samples × output pixels > ``max_rows``). Every fifth sample is
+held out: ``fit_error`` = ‖Ŷ − Y‖_F / ‖Y‖_F on those (``train_fit_error`` on the rest). With real data
+(``--data``) the pass also reports top-1 accuracy on the dataset's test split before and after.
 
-**Cost rule.** A layer is left as it is, listed with the reason in the stats' ``skipped``, when the
-substitution would give it more learnable parameters (1×1 weights + bias vs the conv's weights + bias;
-the fixed anchors are not learnable) or, when the pass runs for a target (``ctx.target``), a higher cost
-on that target than the ordinary conv: the target's own energy estimate of the layer records
-(``Target.estimate_energy``, e.g. cmp-pim's cost model, with ``--hw``), else MACs (the anchor conv counted
-in full, as a generic executor runs it). The decision uses the drawn anchors only (before any fit), so a
-rejected layer costs no fitting time. ``cost_rule=false`` substitutes anyway.
+**Which layers.** The pass runs on ``compiler.layerwise.compress_layerwise``. If the user fixes any of
+``SETTING_OPTIONS`` (variant, anchors, density, comparator, layers, ...), every eligible layer that passes
+the cost rule is substituted with that setting (force mode; the compile's final budget check still
+applies). Otherwise the settings are *searched* per layer under the accuracy budget: the configured
+setting, the same with ½ and ¼ of the anchors, and the separable (CMPNET) variant with binary and ReLU
+comparators, cheapest (target energy estimate, else MACs) first; the cheapest within the budget wins and
+a layer where none fits stays as it is (``skipped`` with the reason and ``kind``). Without labelled data
+nothing is substituted.
+
+**Cost rule** (a candidate filter). A setting is dropped when the substitution would give the layer more
+learnable parameters (1×1 weights + bias vs the conv's weights + bias; the fixed anchors are not
+learnable) or, when the pass runs for a target (``ctx.target``), a higher cost on that target than the
+ordinary conv: the target's own energy estimate of the layer records (``Target.estimate_energy``, e.g.
+cmp-pim's cost model, with ``--hw``), else MACs (the anchor conv counted in full, as a generic executor
+runs it). The decision uses the drawn anchors only, so a rejected setting costs no fitting time; the
+layer-wise driver then also requires the whole model to get faster and no costlier on the target
+(``ctx.cost_fn``). ``cost_rule=false`` skips the per-layer rule.
 
 **Annotations** (read by the cmp-pim target): anchor Conv ``role=anchor``, ``anchor_density`` (measured
 fraction of non-zeros), ``seed``, ``layer``; the comparison node ``role=comparator``; the 1×1 Conv
@@ -65,13 +74,17 @@ from ...compiler.graph import (
     unique_name,
     value_shapes,
 )
+from ...compiler.layerwise import Candidate, Site, compress_layerwise
 from ...compiler.loader import infer_shapes
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.reconstruct import ConvGeometry, LayerStats, capture, conv_stats, relative_error, solve
 from ...compiler.target import Target, get_target
-from ...compiler.verify import run_model
 from ...compiler.workload import LayerRecord, extract_workload
 
 LBC_ROLES = ("anchor", "lbc_pointwise", "comparator")
+SETTING_OPTIONS = ("variant", "anchors", "max_anchors", "density", "paired", "comparator", "layers", "cost_rule")
+SEARCH_FRACTIONS = (0.5, 0.25)
+HOLDOUT_EVERY = 5
 
 
 @dataclass(frozen=True)
@@ -155,44 +168,112 @@ class ComparatorConv(Pass):
                "params or costs more on the target (false: substitute anyway, e.g. to study the fit)"),
     )
 
+    def __init__(self, **opts: Any):
+        super().__init__(**opts)
+        self.given = frozenset(opts)
+        self._fits: dict[tuple[str, str], _Fit] = {}
+
+    @property
+    def searching(self) -> bool:
+        """True unless the user fixed how layers are substituted (any of ``SETTING_OPTIONS`` given)."""
+        return not (self.given & set(SETTING_OPTIONS))
+
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         skipped: list[dict[str, str]] = []
         sites = self._select(model, skipped)
         if not sites:
             return PassResult(model, False, {"replaced": [], "skipped": skipped})
-        original = onnx.ModelProto()
-        original.CopyFrom(model)
-        chosen = []
+        original = _copy(model)
         records = extract_workload(model).by_name()
+        self._reference, self._ctx, self._fits = original, ctx, {}
+        self._settings: dict[str, list[tuple[Setting, np.ndarray]]] = {}
+        layer_sites = []
         for site in sites:
-            anchors = self._anchors(site, ctx.seed)
-            reason = substitution_penalty(site, records[site.name], anchors, self.opts, ctx) \
-                if self.opts["cost_rule"] else None
-            if reason:
-                skipped.append({"node": site.name, "reason": reason})
+            kept, reason = self._paying_settings(site, records[site.name], ctx)
+            if kept:
+                self._settings[site.name] = kept
+                layer_sites.append(Site(site.name, site.node.input[0], float(records[site.name].macs)))
             else:
-                chosen.append((site, anchors))
-        if not chosen:
+                skipped.append({"node": site.name, "reason": reason, "kind": "cost"})
+        self._sites = {s.name: s for s in sites}
+        result = compress_layerwise(model, layer_sites, self._propose, ctx, force=not self.searching)
+        skipped += result.skipped
+        layers = [{**entry, **self._fits[(entry["layer"], entry["setting"])].summary()} for entry in result.chosen]
+        if not layers:
             return PassResult(model, False, {"replaced": [], "skipped": skipped})
-        feeds = ctx.calibration_feeds(model, count=self.opts["samples"])[: self.opts["samples"]]
-        layers: list[dict[str, Any]] = []
-        for index, (site, anchors) in enumerate(chosen):
-            reference = _capture(original, [site.node.input[0], site.node.output[0]], feeds)
-            if self.opts["sequential"] and index > 0:
-                inputs = _capture(model, [site.node.input[0]], feeds)[site.node.input[0]]
-            else:
-                inputs = reference[site.node.input[0]]
-            layers.append(self._substitute(model, site, anchors, inputs, reference[site.node.output[0]], ctx.seed))
-            del reference, inputs
-            model = infer_shapes(model, "comparator-conv")
+        model = infer_shapes(result.model, "comparator-conv")
         stats: dict[str, Any] = {
             "replaced": [item["layer"] for item in layers], "layers": layers, "skipped": skipped,
-            "calibration": ctx.data_spec if ctx.has_real_data else "random", "samples": len(feeds),
+            "calibration": ctx.data_spec if ctx.has_real_data else "random",
+            "samples": max(item["samples"] for item in layers),
             "mean_fit_error": float(np.mean([item["fit_error"] for item in layers])),
         }
         if self.opts["evaluate"] and ctx.has_real_data and ctx.data_spec:
             stats.update(_accuracy_before_after(original, model, ctx.data_spec, ctx.seed))
         return PassResult(model, True, stats)
+
+    def _setting_list(self) -> list[Setting]:
+        """The user's setting, or (searching) that setting with fewer anchors and the CMPNET variant."""
+        own = Setting(self.opts["variant"], self.opts["comparator"], self.opts["anchors"])
+        if not self.searching or self._ctx.budget is None:
+            return [own]
+        return [own, *(dataclasses.replace(own, fraction=f) for f in SEARCH_FRACTIONS),
+                Setting("separable", "binary", 0), Setting("separable", "relu", 0)]
+
+    def _paying_settings(self, site: ConvSite, record: LayerRecord,
+                         ctx: PassContext) -> tuple[list[tuple[Setting, np.ndarray, float]], str]:
+        """Settings that pass the cost rule (a candidate filter), with their anchors and cost key, and the
+        first rejection reason."""
+        kept: dict[str, tuple[Setting, np.ndarray, float]] = {}
+        reasons = []
+        for setting in self._setting_list():
+            anchors = self._anchors(site, ctx.seed, setting)
+            opts = {**self.opts, **setting.opts()}
+            reason = substitution_penalty(site, record, anchors, opts, ctx) if self.opts["cost_rule"] else None
+            if reason:
+                reasons.append(reason)
+            else:
+                kept.setdefault(setting.key(anchors), (setting, anchors, block_cost(record, anchors, opts, ctx)))
+        return list(kept.values()), (reasons[0] if reasons else "no setting applies")
+
+    def _propose(self, model: onnx.ModelProto, site: Site, x_comp: np.ndarray | None,
+                 x_ref: np.ndarray | None) -> list[Candidate]:
+        conv = self._sites[site.node]
+        if x_comp is None or x_ref is None:
+            x_comp, x_ref = self._random_inputs(model, conv)
+        if not self.opts["sequential"]:
+            x_comp = x_ref
+        count = min(self.opts["samples"], len(x_comp))
+        candidates = []
+        for setting, anchors, cost in self._settings[site.node]:
+            fit = _Fit(conv, anchors, {**self.opts, **setting.opts()}, x_comp[:count], x_ref[:count])
+            label = setting.key(anchors)
+            self._fits[(site.node, label)] = fit
+            candidates.append(self._candidate(conv, setting, anchors, fit, label, cost))
+        return sorted(candidates, key=lambda c: c.cost)
+
+    def _candidate(self, conv: ConvSite, setting: Setting, anchors: np.ndarray, fit: _Fit, label: str,
+                   cost: float) -> Candidate:
+        opts = {**self.opts, **setting.opts(), "seed": self._ctx.seed}
+        m = int(anchors.shape[0])
+        info = {"layer": conv.name, "setting": label, "variant": opts["variant"], "comparator": opts["comparator"],
+                "anchors": m}
+
+        def apply(target: onnx.ModelProto) -> None:
+            pointwise, bias = fit.result()
+            _rewrite(target, conv, anchors, pointwise, bias, {**opts, "fit_error": fit.fit_error})
+
+        def preview(target: onnx.ModelProto) -> None:
+            _rewrite(target, conv, anchors, np.ones((conv.cout, m), np.float32), np.zeros(conv.cout, np.float32),
+                     {**opts, "fit_error": 0.0})
+
+        return Candidate(cost, apply, info, preview)
+
+    def _random_inputs(self, model: onnx.ModelProto, conv: ConvSite) -> tuple[np.ndarray, np.ndarray]:
+        """Seeded random calibration inputs when the compile has no data (only a forced run gets here)."""
+        feeds = self._ctx.calibration_feeds(model, count=self.opts["samples"])[: self.opts["samples"]]
+        name = conv.node.input[0]
+        return capture(model, [name], feeds)[name], capture(self._reference, [name], feeds)[name]
 
     def _select(self, model: onnx.ModelProto, skipped: list[dict[str, str]]) -> list[ConvSite]:
         graph = model.graph
@@ -239,35 +320,99 @@ class ComparatorConv(Pass):
             return f"weight dtype {weight.dtype} (only float32 is fitted)"
         return None
 
-    def _substitute(
-        self, model: onnx.ModelProto, site: ConvSite, anchors: np.ndarray, inputs: list[np.ndarray],
-        outputs: list[np.ndarray], seed: int,
-    ) -> dict[str, Any]:
-        rng = np.random.default_rng((seed, _crc(site.name), 1))
-        patches, target = _sample_rows(site, inputs, outputs, self.opts["max_rows"], rng)
-        features = _features(patches, anchors, self.opts["variant"], site.cin, self.opts["comparator"])
-        pointwise, bias, fit_error, train_error = _ridge_fit(features, target, self.opts["ridge"], rng)
-        _rewrite(model, site, anchors, pointwise, bias, {**self.opts, "seed": seed, "fit_error": fit_error})
-        info = {
-            "layer": site.name, "cin": site.cin, "cout": site.cout, "kernel": list(site.kernel),
-            "anchors": int(anchors.shape[0]), "anchor_density": float(np.count_nonzero(anchors) / anchors.size),
-            "rows": int(len(target)), "fit_error": fit_error, "train_fit_error": train_error,
-            "params_before": int(site.weight.size), "params_learnable_after": int(pointwise.size + bias.size),
-        }
-        return info
-
-    def _anchors(self, site: ConvSite, seed: int) -> np.ndarray:
+    def _anchors(self, site: ConvSite, seed: int, setting: Setting) -> np.ndarray:
         kh, kw = site.kernel
-        per_input = site.cin if self.opts["variant"] == "lbc" else 1
-        count = self.opts["anchors"] or auto_anchors(self.opts["variant"], site.cin, site.kernel,
-                                                     self.opts["max_anchors"])
-        groups = 1 if self.opts["variant"] == "lbc" else site.cin
+        per_input = site.cin if setting.variant == "lbc" else 1
+        count = setting.anchors or auto_anchors(setting.variant, site.cin, site.kernel, self.opts["max_anchors"])
+        count = max(2, int(round(count * setting.fraction)))
+        groups = 1 if setting.variant == "lbc" else site.cin
         rng = np.random.default_rng((seed, _crc(site.name)))
         blocks = [
             ternary_anchors(count, per_input, (kh, kw), self.opts["density"], self.opts["paired"], rng)
             for _ in range(groups)
         ]
         return np.concatenate(blocks, axis=0)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """How one layer is substituted: variant, comparator and anchor count (0 = auto, times ``fraction``)."""
+
+    variant: str
+    comparator: str
+    anchors: int
+    fraction: float = 1.0
+
+    def opts(self) -> dict[str, Any]:
+        return {"variant": self.variant, "comparator": self.comparator}
+
+    def key(self, anchors: np.ndarray) -> str:
+        return f"{self.variant}/{self.comparator}/m={anchors.shape[0]}"
+
+
+class _Fit:
+    """The least-squares fit of one candidate's 1×1 conv through ``compiler.reconstruct``, solved on first
+    use (most candidates are never evaluated). Every ``HOLDOUT_EVERY``-th calibration sample is held out
+    to measure ``fit_error`` = ‖Ŷ − Y‖_F / ‖Y‖_F (the square root of ``reconstruct.relative_error``)."""
+
+    def __init__(self, conv: ConvSite, anchors: np.ndarray, opts: dict[str, Any], x_comp: np.ndarray,
+                 x_ref: np.ndarray):
+        self.conv, self.anchors, self.opts = conv, anchors, opts
+        pixels = max(1, conv.out_hw[0] * conv.out_hw[1])
+        count = min(len(x_comp), max(HOLDOUT_EVERY, opts["max_rows"] // pixels))
+        self.x_comp, self.x_ref = x_comp[:count], x_ref[:count]
+        self._done: tuple[np.ndarray, np.ndarray] | None = None
+        self.fit_error = self.train_fit_error = float("nan")
+        self.rows = 0
+
+    def _stats(self, index: np.ndarray) -> LayerStats:
+        conv, opts = self.conv, self.opts
+        geo = ConvGeometry(conv.kernel, conv.strides, conv.pads, conv.dilations)
+
+        def features(rows: np.ndarray) -> np.ndarray:
+            return _features(rows, self.anchors, opts["variant"], conv.cin, opts["comparator"])
+
+        return conv_stats(self.x_comp[index], self.x_ref[index], conv.weight, conv.bias, geo, features)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        if self._done is None:
+            n = len(self.x_comp)
+            samples = np.arange(n)
+            held = samples[::HOLDOUT_EVERY] if n >= HOLDOUT_EVERY else samples
+            train = np.setdiff1d(samples, held) if n >= HOLDOUT_EVERY else samples
+            stats = self._stats(train)
+            m = int(self.anchors.shape[0])
+            pointwise, bias = solve(stats, np.ones((self.conv.cout, m), dtype=bool), ridge=self.opts["ridge"])
+            self.train_fit_error = float(np.sqrt(relative_error(stats, pointwise, bias)))
+            self.fit_error = float(np.sqrt(relative_error(self._stats(held), pointwise, bias)))
+            self.rows = stats.rows
+            self._done = (pointwise.astype(np.float32), bias.astype(np.float32))
+        return self._done
+
+    def summary(self) -> dict[str, Any]:
+        pointwise, bias = self.result()
+        conv = self.conv
+        return {
+            "cin": conv.cin, "cout": conv.cout, "kernel": list(conv.kernel),
+            "anchor_density": float(np.count_nonzero(self.anchors) / self.anchors.size),
+            "rows": int(self.rows), "samples": int(len(self.x_comp)), "fit_error": self.fit_error,
+            "train_fit_error": self.train_fit_error, "params_before": int(conv.weight.size),
+            "params_learnable_after": int(pointwise.size + bias.size),
+        }
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def block_cost(conv: LayerRecord, anchors: np.ndarray, opts: dict[str, Any], ctx: PassContext) -> float:
+    """Cost key of an LBC block (lower = cheaper): the target's energy estimate, else its MACs."""
+    block = lbc_records(conv, anchors, opts)
+    target = _target(ctx.target) if ctx.target else None
+    energy = target.estimate_energy(block, ctx.hw) if target is not None else None
+    return float(energy) if energy is not None else float(sum(r.macs for r in block))
 
 
 def lbc_records(conv: LayerRecord, anchors: np.ndarray, opts: dict[str, Any]) -> list[LayerRecord]:
@@ -378,47 +523,6 @@ def _explicit_pads(node, in_hw, out_hw, kernel, strides, dilations) -> tuple[int
     return (total[0] - total[0] // 2, total[1] - total[1] // 2, total[0] // 2, total[1] // 2)
 
 
-def _capture(model: onnx.ModelProto, tensors: list[str], feeds: list[dict]) -> dict[str, list[np.ndarray]]:
-    """Values of ``tensors`` (graph outputs added as needed) for every feed."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    existing = {o.name for o in probe.graph.output}
-    for name in dict.fromkeys(tensors):
-        if name not in existing:
-            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
-    names = [o.name for o in probe.graph.output]
-    wanted = set(tensors)
-    captured: dict[str, list[np.ndarray]] = {name: [] for name in wanted}
-    for outs in run_model(probe, feeds):
-        for name, value in zip(names, outs, strict=True):
-            if name in wanted:
-                captured[name].append(np.asarray(value, dtype=np.float32))
-    return captured
-
-
-def _sample_rows(
-    site: ConvSite, inputs: list[np.ndarray], outputs: list[np.ndarray], max_rows: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Input patches (rows × Cin·kh·kw) and original outputs (rows × Cout) at random output positions."""
-    x = np.concatenate(inputs, axis=0)
-    y = np.concatenate(outputs, axis=0)
-    n, oh, ow = y.shape[0], y.shape[2], y.shape[3]
-    total = n * oh * ow
-    picks = rng.choice(total, size=min(max_rows, total), replace=False)
-    ni, rest = np.divmod(picks, oh * ow)
-    oy, ox = np.divmod(rest, ow)
-    top, left, bottom, right = site.pads
-    padded = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    kh, kw = site.kernel
-    (sh, sw), (dh, dw) = site.strides, site.dilations
-    ky = oy[:, None] * sh + np.arange(kh)[None, :] * dh
-    kx = ox[:, None] * sw + np.arange(kw)[None, :] * dw
-    patches = padded[ni[:, None, None, None], np.arange(x.shape[1])[None, :, None, None],
-                     ky[:, None, :, None], kx[:, None, None, :]]
-    target = y[ni, :, oy, ox]
-    return patches.reshape(len(picks), -1), target.astype(np.float64)
-
-
 def _features(patches: np.ndarray, anchors: np.ndarray, variant: str, cin: int, comparator: str) -> np.ndarray:
     """Comparator responses of the anchor conv at the sampled positions (rows × m)."""
     m = anchors.shape[0]
@@ -432,32 +536,6 @@ def _features(patches: np.ndarray, anchors: np.ndarray, variant: str, cin: int, 
     if comparator == "binary":
         return (pre > 0).astype(np.float64)
     return np.maximum(pre, 0.0)
-
-
-def _ridge_fit(
-    features: np.ndarray, target: np.ndarray, ridge: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, float, float]:
-    """Ridge regression of ``target`` on ``[features, 1]``; returns P, c, held-out and train rel. error."""
-    rows = len(features)
-    order = rng.permutation(rows)
-    held = order[: max(1, rows // 5)] if rows >= 10 else order
-    train = order[len(held):] if rows >= 10 else order
-    design = np.concatenate([features, np.ones((rows, 1))], axis=1)
-    a = design[train]
-    gram = a.T @ a
-    m = features.shape[1]
-    scale = np.trace(gram[:m, :m]) / max(m, 1)
-    gram[np.arange(m), np.arange(m)] += ridge * max(scale, 1e-12) + 1e-12
-    solution = np.linalg.solve(gram, a.T @ target[train])
-    return (
-        solution[:m].T.astype(np.float32), solution[m].astype(np.float32),
-        _relative_error(design[held] @ solution, target[held]), _relative_error(a @ solution, target[train]),
-    )
-
-
-def _relative_error(prediction: np.ndarray, target: np.ndarray) -> float:
-    norm = float(np.linalg.norm(target))
-    return float(np.linalg.norm(prediction - target) / norm) if norm > 0 else float(np.linalg.norm(prediction))
 
 
 def _rewrite(

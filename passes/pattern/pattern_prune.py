@@ -31,6 +31,19 @@ and nothing changes — this is how a model written by ``pimc export pattern`` i
 ``nonzeros`` automatic, a layer that already carries ``pattern_nonzeros`` (or whose non-zero kernels all
 have the same count n below the default) keeps that n.
 
+Strength per layer (the ``pattern-prune`` pass; ``prune_model`` / the exporters are unchanged). With
+``connectivity`` unset and ``nonzeros`` automatic the pass *searches* each layer under the accuracy budget
+(``compiler.layerwise``): candidates n ∈ {default, default − 1} × c ∈ ``SEARCH_CONNECTIVITY``, ordered by
+non-zero MACs; the cheapest within the budget wins; a layer where none fits or pays off on the target stays
+dense (``skipped`` with reason and ``kind``); without labelled data nothing lossy happens (layers that
+already conform are still recognised and annotated). Setting ``connectivity`` or ``nonzeros`` forces that
+one candidate per layer. Either way, with calibration data (``refit=true``, group-1 convs with a constant
+or no bias) the surviving weights and the bias are refitted by ridge least squares on the exact pattern /
+connectivity support (``compiler.reconstruct.solve``): target = the original layer's output, inputs from
+the already-compressed layers; the pattern ids and library stay those of the projection, so the map
+matches the refit weights' support. A refitted bias is written in place, or as a new initializer when the
+conv had none or shared it.
+
 Annotations on each pruned Conv (see notes/common.md): ``pattern_library`` (list of sorted position
 lists, index = pattern id), ``pattern_nonzeros``, ``connectivity`` (fraction of kernels removed in this
 layer) and ``pattern_source``; map kind ``pattern``: int16 ``[Cout, Cin/g]`` of pattern ids, −1 = kernel
@@ -49,8 +62,20 @@ import numpy as np
 import onnx
 
 from ...compiler import annotations as ann
-from ...compiler.graph import attr, consumers, initializer_map, selection_miss, set_initializer
+from ...compiler.graph import (
+    all_names,
+    attr,
+    consumers,
+    get_initializer,
+    initializer_map,
+    selection_miss,
+    set_initializer,
+    unique_name,
+    value_shapes,
+)
+from ...compiler.layerwise import Candidate, Site, compress_layerwise
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.reconstruct import ConvGeometry, LayerStats, conv_stats, relative_error, solve
 
 LIBRARIES = ("derived", "greedy", "canonical")
 PRUNED = -1
@@ -284,16 +309,14 @@ def annotate(model: onnx.ModelProto, node: onnx.NodeProto, result: LayerPruning,
     ann.set_node_map(model, node, "pattern", result.ids.astype(np.int16))
 
 
-def prune_model(
+def eligible_convs(
     model: onnx.ModelProto, config: PatternConfig, only: set[str] | None = None
-) -> tuple[bool, dict[str, Any]]:
-    """Prune every eligible Conv in place; returns (weights or annotations changed, stats)."""
+) -> tuple[list[tuple[onnx.NodeProto, np.ndarray]], list[dict[str, str]]]:
+    """The Conv nodes pattern pruning applies to, with their weights, and the others with the reason."""
     graph = model.graph
     inits = initializer_map(graph)
     readers = consumers(graph)
-    layers: dict[str, Any] = {}
-    skipped: list[dict[str, str]] = []
-    changed = False
+    found, skipped = [], []
     for node in graph.node:
         if node.op_type != "Conv" or (only is not None and node.name not in only):
             continue
@@ -304,17 +327,35 @@ def prune_model(
         if reason:
             skipped.append({"node": node.name, "reason": reason})
             continue
-        weight = onnx.numpy_helper.to_array(inits[node.input[1]])
+        found.append((node, onnx.numpy_helper.to_array(inits[node.input[1]])))
+    return found, skipped
+
+
+def prune_model(
+    model: onnx.ModelProto, config: PatternConfig, only: set[str] | None = None
+) -> tuple[bool, dict[str, Any]]:
+    """Prune every eligible Conv in place; returns (weights or annotations changed, stats)."""
+    found, skipped = eligible_convs(model, config, only)
+    layers: dict[str, Any] = {}
+    changed = False
+    for node, weight in found:
         result = prune_kernels(weight, _layer_config(node, weight, config))
-        weights_changed = not np.array_equal(result.weight, weight)
-        if weights_changed:
-            set_initializer(graph, node.input[1], result.weight.astype(weight.dtype))
-        before = (ann.get_node_annotation(node, "pattern_library"), _map_or_none(model, node))
-        annotate(model, node, result, config)
-        after = (ann.get_node_annotation(node, "pattern_library"), _map_or_none(model, node))
-        changed |= weights_changed or not _same_annotations(before, after)
-        layers[node.name] = {**result.stats, "weights_changed": weights_changed, "library": result.library}
+        layer_changed, layers[node.name] = write_layer(model, node, weight, result, config)
+        changed |= layer_changed
     return changed, {"layers": layers, "skipped": skipped, **_totals(layers)}
+
+
+def write_layer(model: onnx.ModelProto, node: onnx.NodeProto, weight: np.ndarray, result: LayerPruning,
+                config: PatternConfig) -> tuple[bool, dict[str, Any]]:
+    """Write one layer's pruned weights and annotations; returns (anything changed, its stats)."""
+    weights_changed = not np.array_equal(result.weight, weight)
+    if weights_changed:
+        set_initializer(model.graph, node.input[1], result.weight.astype(weight.dtype))
+    before = (ann.get_node_annotation(node, "pattern_library"), _map_or_none(model, node))
+    annotate(model, node, result, config)
+    after = (ann.get_node_annotation(node, "pattern_library"), _map_or_none(model, node))
+    changed = weights_changed or not _same_annotations(before, after)
+    return changed, {**result.stats, "weights_changed": weights_changed, "library": result.library}
 
 
 def _layer_config(node: onnx.NodeProto, weight: np.ndarray, config: PatternConfig) -> PatternConfig:
@@ -366,6 +407,9 @@ def _totals(layers: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+SEARCH_CONNECTIVITY = (0.0, 0.25, 0.5, 0.7)
+
+
 @register_pass
 class PatternPrune(Pass):
     name = "pattern-prune"
@@ -373,22 +417,174 @@ class PatternPrune(Pass):
     exact = False
     options = (
         Option("patterns", int, PatternConfig.patterns, "pattern library size per layer (PatDNN: 8)", minimum=1),
-        Option("nonzeros", int, PatternConfig.nonzeros, "weights kept per kernel; 0 = 4 for 3x3, round(4k²/9) otherwise", minimum=0),
-        Option("connectivity", float, PatternConfig.connectivity, "fraction of kernels removed per layer (lowest L2 first)",
-               minimum=0.0, maximum=1.0),
+        Option("nonzeros", int, PatternConfig.nonzeros, "weights kept per kernel; 0 = 4 for 3x3, round(4k²/9) "
+               "otherwise (and, when connectivity is unset too, that count or one less, searched)", minimum=0),
+        Option("connectivity", float, None, "fraction of kernels removed per layer (lowest L2 first); unset = "
+               f"searched per layer over {', '.join(map(str, SEARCH_CONNECTIVITY))} under the accuracy budget "
+               "(nothing lossy without labelled data)", minimum=0.0, maximum=1.0),
         Option("library", str, PatternConfig.library, "derived (PatDNN frequency), greedy (max kept energy) or canonical",
                choices=LIBRARIES),
         Option("include", list, [], "only Conv nodes whose name matches one of these globs"),
         Option("exclude", list, [], "skip Conv nodes whose name matches one of these globs"),
+        Option("refit", bool, True, "refit the surviving weights and bias to the original outputs (calibration data)"),
     )
+
+    @property
+    def searching(self) -> bool:
+        return self.opts["connectivity"] is None and not self.opts["nonzeros"]
 
     def config(self) -> PatternConfig:
         o = self.opts
         return PatternConfig(
-            patterns=o["patterns"], nonzeros=o["nonzeros"], connectivity=o["connectivity"],
+            patterns=o["patterns"], nonzeros=o["nonzeros"], connectivity=o["connectivity"] or 0.0,
             library=o["library"], include=tuple(o["include"]), exclude=tuple(o["exclude"]),
         )
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        changed, stats = prune_model(model, self.config())
-        return PassResult(model, changed, stats)
+        config = self.config()
+        found, skipped = eligible_convs(model, config)
+        layers: dict[str, Any] = {}
+        changed = False
+        sites = []
+        shapes = value_shapes(model)
+        self._refits: dict[tuple[str, str], _Refit] = {}
+        for node, weight in found:
+            layer_config = _layer_config(node, weight, config)
+            result = prune_kernels(weight, layer_config)
+            if np.array_equal(result.weight, weight):  # already conforms: annotate only (exact)
+                layer_changed, layers[node.name] = write_layer(model, node, weight, result, config)
+                changed |= layer_changed
+                continue
+            sites.append(Site(node.name, node.input[0], _pixels(shapes, node) * float(weight.size)))
+        outcome = compress_layerwise(model, sites, self._propose, ctx, force=not self.searching)
+        for entry in outcome.chosen:
+            layers[entry["node"]] = {**entry, **self._refits[(entry["node"], entry["setting"])].summary()}
+        changed |= bool(outcome.chosen)
+        stats = {"layers": layers, "skipped": skipped + outcome.skipped, **_totals(layers)}
+        return PassResult(outcome.model, changed, stats)
+
+    def _settings(self, layer_config: PatternConfig, k: int) -> list[PatternConfig]:
+        if not self.searching:
+            return [layer_config]
+        n = layer_config.nonzeros_for(k)
+        counts = [c for c in (n, n - 1) if c >= 1]
+        return [replace(layer_config, nonzeros=c, connectivity=conn) for c in counts for conn in SEARCH_CONNECTIVITY]
+
+    def _propose(self, model: onnx.ModelProto, site: Site, x_comp: np.ndarray | None,
+                 x_ref: np.ndarray | None) -> list[Candidate]:
+        """Every (nonzeros, connectivity) candidate of one conv, refitted on the calibration data when given."""
+        graph = model.graph
+        node = next(n for n in graph.node if n.name == site.node)
+        weight = onnx.numpy_helper.to_array(initializer_map(graph)[node.input[1]])
+        bias = _bias(graph, node)
+        constant_bias = bias is not None or len(node.input) < 3 or not node.input[2]
+        stats = None
+        if (self.opts["refit"] and x_comp is not None and x_ref is not None and constant_bias
+                and int(attr(node, "group", 1)) == 1):
+            geo = ConvGeometry.of(node, tuple(weight.shape[2:]), x_comp.shape[2:])
+            stats = conv_stats(x_comp, x_ref, weight, bias, geo)
+        config = self.config()
+        candidates = [self._candidate(node.name, weight, bias, stats, c, site.macs, config)
+                      for c in self._settings(_layer_config(node, weight, config), weight.shape[2])]
+        return sorted(candidates, key=lambda c: c.cost)
+
+    def _candidate(self, name: str, weight: np.ndarray, bias: np.ndarray | None, stats: LayerStats | None,
+                   setting: PatternConfig, dense_macs: float, config: PatternConfig) -> Candidate:
+        result = prune_kernels(weight, setting)
+        support = pattern_support(result).reshape(weight.shape[0], -1)
+        flat_bias = np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
+        masked = result.weight.reshape(weight.shape[0], -1).astype(np.float64)
+        if stats is not None:
+            error = relative_error(stats, masked, flat_bias)
+        else:
+            error = 1.0 - result.stats["energy_kept"]
+        label = f"nonzeros={result.nonzeros},connectivity={setting.connectivity:g}"
+        refit = _Refit(stats, support, result)
+        self._refits[(name, label)] = refit
+        pixels = dense_macs / max(weight.size, 1)
+        info = {"setting": label, "nonzeros": result.nonzeros, "connectivity": setting.connectivity,
+                "relative_error": float(error), "refitted": stats is not None,
+                "macs_before": int(dense_macs), "macs_after": int(pixels * int(support.sum())),
+                "dense_cost": float(dense_macs)}
+
+        def apply(target: onnx.ModelProto) -> None:
+            node = next(n for n in target.graph.node if n.name == name)
+            fitted, fitted_bias = refit.result()
+            write_layer(target, node, weight, replace(result, weight=fitted.astype(weight.dtype)), config)
+            if fitted_bias is not None:
+                _write_bias(target, node, fitted_bias.astype(weight.dtype))
+
+        def preview(target: onnx.ModelProto) -> None:
+            node = next(n for n in target.graph.node if n.name == name)
+            write_layer(target, node, weight, result, config)
+
+        return Candidate(float(info["macs_after"]), apply, info, preview)
+
+
+def pattern_support(result: LayerPruning) -> np.ndarray:
+    """Where a pruned layer may hold non-zeros: each kernel's library pattern, nothing for removed kernels."""
+    cout, cin, k, _ = result.weight.shape
+    masks = masks_of(result.library, k * k) if result.library else np.zeros((1, k * k), dtype=bool)
+    ids = result.ids.reshape(-1)
+    support = masks[np.maximum(ids, 0)] & (ids >= 0)[:, None]
+    return support.reshape(cout, cin, k, k)
+
+
+@dataclass
+class _Refit:
+    """The ridge refit of one candidate on its pattern support, solved on first use: most candidates are
+    never evaluated. Without statistics the pruned weights stand and the bias is left as it is (None)."""
+
+    stats: LayerStats | None
+    support: np.ndarray  # (Cout, F) bool
+    pruning: LayerPruning
+    error: float | None = None
+    _done: tuple[np.ndarray, np.ndarray | None] | None = None
+
+    def result(self) -> tuple[np.ndarray, np.ndarray | None]:
+        if self._done is None:
+            shape = self.pruning.weight.shape
+            if self.stats is None:
+                self._done = (self.pruning.weight, None)
+            else:
+                weights, bias = solve(self.stats, self.support)
+                self.error = relative_error(self.stats, weights, bias)
+                self._done = (weights.reshape(shape), bias)
+        return self._done
+
+    def summary(self) -> dict[str, Any]:
+        fitted, _ = self.result()
+        out = {**self.pruning.stats, "nonzero_after": int(np.count_nonzero(fitted)),
+               "library": self.pruning.library, "weights_changed": True}
+        if self.error is not None:
+            out["refit_relative_error"] = float(self.error)
+        return out
+
+
+def _pixels(shapes: dict, node: onnx.NodeProto) -> float:
+    out = shapes.get(node.output[0]) or []
+    dims = [d if isinstance(d, int) and d > 0 else 1 for d in out[2:]]
+    return float(np.prod(dims)) if dims else 1.0
+
+
+def _bias(graph: onnx.GraphProto, node: onnx.NodeProto) -> np.ndarray | None:
+    if len(node.input) > 2 and node.input[2]:
+        return get_initializer(graph, node.input[2])
+    return None
+
+
+def _write_bias(model: onnx.ModelProto, node: onnx.NodeProto, bias: np.ndarray) -> None:
+    """Store a refitted bias: in place when the node owns its bias, else as a new initializer."""
+    graph = model.graph
+    has = len(node.input) > 2 and bool(node.input[2])
+    if has and len(consumers(graph).get(node.input[2], [])) == 1 and node.input[2] in initializer_map(graph):
+        set_initializer(graph, node.input[2], bias)
+        return
+    name = unique_name(all_names(graph), f"{node.name}.refit_bias")
+    set_initializer(graph, name, bias)
+    if has:
+        node.input[2] = name
+    else:
+        while len(node.input) < 2:
+            node.input.append("")
+        node.input.append(name)

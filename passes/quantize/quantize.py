@@ -10,7 +10,12 @@ Every Conv / Gemm / MatMul with a constant float weight is quantized (math in :m
   (default) or symmetric int; ``Clip`` to the n-bit range first when ``n < 8``;
 * bias: int32 at scale ``s_x · s_c`` (``quantize_bias``).
 
-Bit widths: ``bits`` for both, ``weight_bits`` / ``act_bits`` override it. Hybrid bits for decomposed
+Bit widths: ``bits`` for both, ``weight_bits`` / ``act_bits`` override it. ``weight_bits=auto`` chooses
+each layer's weight bits under the accuracy budget (``compiler.layerwise``): candidates ``auto_bits`` (4, 6)
+below ``bits``, cost = bits × weights; each candidate is the whole quantized model (activations included)
+with that layer's weights on the n-bit grid and the layers before it as chosen; the fewest bits
+within the budget win, and a layer where none fits or pays off on the target keeps ``bits`` (listed in
+``stats["bit_choice"]["skipped"]`` with the reason). Without labelled data every layer keeps ``bits``. Hybrid bits for decomposed
 layers (ESCALATE): a node annotated ``role="basis"`` gets ``basis_bits`` and one annotated
 ``role="coefficient"`` gets ``coefficient_bits`` (both default to the weight bits).
 
@@ -28,6 +33,9 @@ import numpy as np
 import onnx
 
 from ...compiler import annotations as ann
+from ...compiler.errors import PimcError
+from ...compiler.graph import value_shapes
+from ...compiler.layerwise import Candidate, Site, compress_layerwise
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 from .qdq import (
     QuantPlan,
@@ -43,6 +51,8 @@ from .qdq import (
 )
 
 BITS = {"minimum": 2, "maximum": 8}
+AUTO = "auto"
+AUTO_BITS = (4, 6)  # default candidates below the 8-bit default, which a layer keeps when none fits
 
 ACT_OPTIONS = (
     Option("activations", bool, True, "quantize the activations read by compute nodes"),
@@ -63,12 +73,20 @@ class Quantize(Pass):
     summary = "QDQ quantization: per-channel symmetric weights, calibrated per-tensor activations"
     options = (
         Option("bits", int, 8, "bit width of weights and activations", **BITS),
-        Option("weight_bits", int, None, "weight bit width (overrides bits)", **BITS),
+        Option("weight_bits", str, None, "weight bit width 2..8 (overrides bits), or auto: per layer the fewest of "
+               f"{', '.join(map(str, AUTO_BITS))} bits within the accuracy budget, else bits"),
         Option("act_bits", int, None, "activation bit width (overrides bits)", **BITS),
         Option("basis_bits", int, None, "weight bits of decomposed basis nodes (role=basis)", **BITS),
         Option("coefficient_bits", int, None, "weight bits of coefficient nodes (role=coefficient)", **BITS),
+        Option("auto_bits", list, [str(b) for b in AUTO_BITS], "weight_bits=auto: candidate bit widths below bits "
+               "(3 is available but the validation split, drawn from the training data, underestimates its test loss)"),
         *ACT_OPTIONS,
     )
+
+    def __init__(self, **opts: Any):
+        super().__init__(**opts)
+        self.opts["weight_bits"] = parse_weight_bits(self.opts["weight_bits"])
+        self.opts["auto_bits"] = sorted({int(parse_weight_bits(b)) for b in self.opts["auto_bits"]})
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         selected, skipped = select_nodes(model, self.opts["exclude"])
@@ -84,9 +102,101 @@ class Quantize(Pass):
         act_bits = self.opts["act_bits"] or self.opts["bits"]
         if self.opts["activations"]:
             plan_activations(model, plan, [n for n, _ in selected], feeds, act_bits, self.opts, ctx.seed)
+        float_model = _copy(model)
         apply_plan(model, plan)
+        bit_choice = None
+        if self.opts["weight_bits"] == AUTO:
+            model, bit_choice = choose_bits(float_model, model, plan, selected, self.opts, ctx)
         stats = summary_stats(plan, skipped, old_opset, ctx)
+        if bit_choice is not None:
+            stats["bit_choice"] = bit_choice
         return PassResult(model, True, stats)
+
+
+def parse_weight_bits(value: str | None) -> int | str | None:
+    """``weight_bits``: None, ``auto`` or an integer 2..8."""
+    if value is None or str(value).lower() == AUTO:
+        return None if value is None else AUTO
+    try:
+        bits = int(str(value))
+    except ValueError:
+        raise PimcError(f"option quantize.weight_bits: expected an integer 2..8 or auto, got {value!r}") from None
+    if not BITS["minimum"] <= bits <= BITS["maximum"]:
+        raise PimcError(f"option quantize.weight_bits: {bits} is outside {BITS['minimum']}..{BITS['maximum']}")
+    return bits
+
+
+def choose_bits(float_model: onnx.ModelProto, quantized: onnx.ModelProto, plan: QuantPlan,
+                selected: list[tuple[onnx.NodeProto, np.ndarray]], opts: dict[str, Any],
+                ctx: PassContext) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """Per-layer weight bits under the accuracy budget (``weight_bits=auto``): the layer-wise driver walks
+    the quantized model (every layer at ``bits``, activations quantized) and each candidate rebuilds it with
+    one more layer at fewer bits, so the budget sees the whole quantized model. Layers whose bits a role
+    option fixes (``basis_bits`` / ``coefficient_bits``) are not searched. Updates ``plan.weights``."""
+    shapes = value_shapes(float_model)
+    fallback = int(opts["bits"])
+    if ctx.budget is not None and ctx.budget.reference_accuracy is None:
+        ctx.budget.set_reference(float_model)  # the 8-bit drop counts as spent before the choice
+    weights = {n.name: (n, w) for n, w in selected if node_weight_bits(n, {**opts, "weight_bits": None}) == fallback}
+    sites = [Site(name, node.input[0], _pixels(shapes, node) * float(w.size)) for name, (node, w) in weights.items()]
+
+    def build(current: onnx.ModelProto, layer: str, layer_bits: int) -> onnx.ModelProto:
+        """``float_model`` quantized with the bits already chosen in ``current`` and ``layer`` at ``layer_bits``."""
+        bits = {**_chosen_bits(current, set(weights), fallback), layer: layer_bits}
+        trial = _copy(float_model)
+        requant = QuantPlan(dict(plan.weights), dict(plan.acts), dict(plan.node_acts), plan.quantize_bias)
+        for name, b in bits.items():
+            node, w = weights[name]
+            requant.weights[name] = quantize_symmetric(w, b, weight_axis(node, w.ndim))
+        apply_plan(trial, requant)
+        return trial
+
+    def propose(current: onnx.ModelProto, site: Site, x_comp, x_ref) -> list[Candidate]:
+        node, weight = weights[site.node]
+        return [_bits_candidate(node, weight, b, fallback, build) for b in opts["auto_bits"] if b < fallback]
+
+    result = compress_layerwise(quantized, sites, propose, ctx, force=False)
+    for entry in result.chosen:
+        node, w = weights[entry["node"]]
+        plan.weights[entry["node"]] = quantize_symmetric(w, entry["weight_bits"], weight_axis(node, w.ndim))
+    return result.model, {"chosen": result.chosen, "skipped": result.skipped, "default_bits": fallback}
+
+
+def _chosen_bits(model: onnx.ModelProto, names: set[str], fallback: int) -> dict[str, int]:
+    """Weight bits other than ``fallback`` already annotated on the searched nodes ``names``."""
+    out = {}
+    for n in model.graph.node:
+        bits = ann.get_node_annotation(n, "weight_bits") if n.name in names else None
+        if bits is not None and int(bits) != fallback:
+            out[n.name] = int(bits)
+    return out
+
+
+def _bits_candidate(node: onnx.NodeProto, weight: np.ndarray, bits: int, fallback: int, build) -> Candidate:
+    """The model with this layer's weights on the n-bit grid (the other layers as chosen so far)."""
+    axis = weight_axis(node, weight.ndim)
+    fake = quantize_symmetric(weight, bits, axis).dequantized()
+    error = float(np.sum((fake - weight) ** 2) / max(float(np.sum(weight.astype(np.float64) ** 2)), 1e-30))
+    name = node.name
+
+    def apply(target: onnx.ModelProto) -> None:
+        target.CopyFrom(build(target, name, bits))
+
+    info = {"weight_bits": bits, "relative_error": error, "weights": int(weight.size),
+            "dense_cost": float(fallback * weight.size)}
+    return Candidate(float(bits * weight.size), apply, info)
+
+
+def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    return out
+
+
+def _pixels(shapes: dict, node: onnx.NodeProto) -> float:
+    out = shapes.get(node.output[0]) or []
+    dims = [d if isinstance(d, int) and d > 0 else 1 for d in out[2:]] if node.op_type == "Conv" else []
+    return float(np.prod(dims)) if dims else 1.0
 
 
 def calibration(model: onnx.ModelProto, ctx: PassContext, samples: int) -> list[dict[str, np.ndarray]]:
@@ -97,7 +207,8 @@ def calibration(model: onnx.ModelProto, ctx: PassContext, samples: int) -> list[
 
 def node_weight_bits(node: onnx.NodeProto, opts: dict[str, Any]) -> int:
     """Weight bits of one node: role-specific (hybrid) bits first, then weight_bits, then bits."""
-    default = opts.get("weight_bits") or opts["bits"]
+    chosen = opts.get("weight_bits")
+    default = chosen if isinstance(chosen, int) else opts["bits"]
     role = ann.get_node_annotation(node, "role")
     if role == "basis" and opts.get("basis_bits"):
         return int(opts["basis_bits"])

@@ -68,3 +68,34 @@ def test_another_baseline_beating_the_output_is_reported():
     data["cost"]["baselines"]["dense_same_shape"] = {"model": "output"}
     data["cost"]["speedup_vs"]["dense_same_shape"] = 0.1
     assert len(compile_warnings(data)) == 1
+
+
+def test_layers_left_uncompressed_are_listed_with_reasons():
+    data = report()
+    data["passes"] = [
+        {"name": "fold-constants", "stats": {"skipped": [{"node": "x", "reason": "not constant"}]}},
+        {"name": "comparator-conv", "stats": {"skipped": [
+            {"node": "c1", "reason": "every candidate breaks the accuracy budget (0.10 points here)", "kind": "budget"},
+            {"node": "c2", "reason": "substitution gives more learnable params (275 vs 140)", "kind": "cost"},
+            {"node": "c3", "reason": "already has role 'anchor'"}]}},
+        {"name": "quantize", "stats": {"skipped": [{"node": "q", "reason": "already quantized"}],
+                                        "bit_choice": {"skipped": [{"node": "fc", "reason": "breaks budget",
+                                                                    "kind": "budget"}]}}},
+    ]
+    warnings = compile_warnings(data)
+    assert warnings[0] == ("layers left uncompressed by comparator-conv (2): c1: every candidate breaks the "
+                           "accuracy budget (0.10 points here); c2: substitution gives more learnable params "
+                           "(275 vs 140)")
+    assert warnings[1] == "layers left uncompressed by quantize (1): fc: breaks budget"
+    assert len(warnings) == 2
+
+
+def test_budget_nearly_spent_from_eighty_percent_of_the_allowed_drop():
+    data = report()
+    data["accuracy"] = {"measured": True, "drop_points": 0.79, "max_drop_points": 1.0}
+    assert compile_warnings(data) == []
+    data["accuracy"]["drop_points"] = 0.8
+    assert compile_warnings(data) == ["accuracy budget nearly spent: 0.80 of 1 points (80%) lost on the test "
+                                      "split; a different seed or data may exceed it"]
+    data["accuracy"] = {"measured": False}
+    assert compile_warnings(data) == []

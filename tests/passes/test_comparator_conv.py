@@ -193,3 +193,27 @@ def test_cost_rule_weighs_the_block_on_the_target():
     ctx.target = "onnxruntime"
     macs = get_pass("comparator-conv")(anchors=8).run(conv_model(cin=4, cout=6), ctx)
     assert not macs.changed and "more MACs" in macs.stats["skipped"][0]["reason"]
+
+
+def test_searched_without_a_budget_substitutes_nothing():
+    model = conv_model(cin=8, cout=6)
+    result = get_pass("comparator-conv")().run(model, PassContext(calibration=feeds(model, 4), seed=3))
+    assert not result.changed and result.stats["replaced"] == []
+    assert result.stats["skipped"][0]["kind"] in ("data", "cost")
+
+
+def test_bundled_model_on_cmp_pim_stays_within_budget_and_never_costs_more_energy(tmp_path):
+    from pimc.compiler.compile import CompileOptions, compile_model
+    from pimc.models import bundled_model_path
+
+    _, report = compile_model(CompileOptions(input=str(bundled_model_path()), target="cmp-pim", data="digits",
+                                             output=str(tmp_path / "o.onnx")))
+    assert report["accuracy"]["drop_points"] <= 1.0 + 1e-9
+    assert report["cost"]["energy_gain_vs"]["cnn"] >= 1.0
+    stats = next(p for p in report["passes"] if p["name"] == "comparator-conv")["stats"]
+    assert all(s["reason"] for s in stats["skipped"])
+    for layer in stats.get("layers", []):
+        assert "validation_drop_points" in layer and "setting" in layer
+    left = [s for s in stats["skipped"] if s.get("kind")]
+    assert len(left) + len(stats["replaced"]) == 3
+    assert any(w.startswith("layers left uncompressed by comparator-conv") for w in report["warnings"]) == bool(left)

@@ -56,9 +56,12 @@ def test_penni_library_defaults_are_the_tuned_residual_terms() -> None:
 
 
 def test_graph_passes_share_the_dataclass_defaults() -> None:
-    pattern = get_pass("pattern-prune")().opts
-    assert (pattern["patterns"], pattern["nonzeros"], pattern["connectivity"], pattern["library"]) == (
-        PatternConfig.patterns, PatternConfig.nonzeros, PatternConfig.connectivity, PatternConfig.library)
+    pattern = get_pass("pattern-prune")()
+    opts = pattern.opts
+    assert (opts["patterns"], opts["nonzeros"], opts["library"]) == (
+        PatternConfig.patterns, PatternConfig.nonzeros, PatternConfig.library)
+    # connectivity unset = searched per layer under the budget; the value it stands for when forced is the library's
+    assert opts["connectivity"] is None and pattern.config().connectivity == PatternConfig.connectivity
     comparator = get_pass("comparator-conv")().opts
     for field in fields(LBCConfig):
         assert comparator[field.name] == field.default, field.name

@@ -112,10 +112,10 @@ def test_depthwise_and_pointwise_skipped_with_reason():
 def test_include_exclude_by_name():
     model = make_model()
     c5 = weight(model, "c5").copy()
-    stats = run_pass(model, exclude="c5*").stats
+    stats = run_pass(model, exclude="c5*", connectivity=0.0).stats
     assert list(stats["layers"]) == ["c3"]
     assert np.array_equal(weight(model, "c5"), c5)
-    stats = run_pass(make_model(), include="c5").stats
+    stats = run_pass(make_model(), include="c5", connectivity=0.0).stats
     assert list(stats["layers"]) == ["c5"]
 
 
@@ -203,7 +203,7 @@ def test_pruned_model_matches_oracle_on_onnxruntime():
     for t in oracle.graph.initializer:
         if t.name == "c3.w":
             t.CopyFrom(numpy_helper.from_array(projected.reshape(16, 8, 3, 3), "c3.w"))
-    pruned = run_pass(model, library="canonical", include="c3").model
+    pruned = run_pass(model, library="canonical", include="c3", connectivity=0.0).model
     np.testing.assert_allclose(_ort(pruned), _ort(oracle), rtol=0, atol=0)
 
 
@@ -267,3 +267,78 @@ def test_default_options_recognise_an_already_pruned_model():
     stripped = run_pass(pruned, library="greedy")
     assert all(not v["weights_changed"] for v in stripped.stats["layers"].values())
     assert ann.get_node_annotation(node(stripped.model, "c3"), "pattern_nonzeros") == 3
+
+
+def _random_feeds(count: int, seed: int) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"input": rng.normal(size=(2, 8, 8, 8)).astype(np.float32)} for _ in range(count)]
+
+
+def _layer_error(reference: onnx.ModelProto, model: onnx.ModelProto, tensor: str) -> float:
+    """Relative error of one tensor against the reference model, on inputs neither model was fitted on."""
+    from pimc.compiler.reconstruct import capture
+
+    feeds = _random_feeds(4, seed=99)
+    ref = capture(reference, [tensor], feeds)[tensor]
+    out = capture(model, [tensor], feeds)[tensor]
+    return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+
+def test_forced_setting_is_refitted_and_beats_plain_pruning_in_output_error():
+    ctx = PassContext(calibration=_random_feeds(16, seed=1))
+    plain = get_pass("pattern-prune")(connectivity=0.5, refit=False).run(make_model(seed=5), ctx)
+    refit = get_pass("pattern-prune")(connectivity=0.5).run(make_model(seed=5), ctx)
+    assert refit.stats["layers"]["c3"]["refitted"] and not plain.stats["layers"]["c3"]["refitted"]
+    errors = {t: [_layer_error(make_model(seed=5), m.model, t) for m in (plain, refit)] for t in ("c3.y", "c5.y")}
+    # c3 reads white noise: independent features, so least squares on the support is the pruned weight itself
+    assert errors["c3.y"][1] <= 1.02 * errors["c3.y"][0]
+    # c5 reads correlated features from the pruned c3 and is fitted to the original c3 → c5 output
+    assert errors["c5.y"][1] < 0.9 * errors["c5.y"][0]
+    layer = refit.stats["layers"]["c5"]
+    assert layer["refit_relative_error"] < layer["relative_error"]
+
+
+def test_refitted_weights_keep_the_exact_pattern_support_and_annotations():
+    ctx = PassContext(calibration=_random_feeds(8, seed=2))
+    result = get_pass("pattern-prune")(connectivity=0.5, patterns=4).run(make_model(seed=6), ctx)
+    plain = get_pass("pattern-prune")(connectivity=0.5, patterns=4, refit=False).run(make_model(seed=6), PassContext())
+    for name, n in (("c3", 4), ("c5", 11)):
+        check_conforms(result.model, name, n, 4, 0.5)
+        nd, ref = node(result.model, name), node(plain.model, name)
+        assert ann.get_node_annotation(nd, "pattern_library") == ann.get_node_annotation(ref, "pattern_library")
+        ids = ann.get_node_map(result.model, nd, "pattern")
+        assert np.array_equal(ids, ann.get_node_map(plain.model, ref, "pattern"))
+        assert np.array_equal(weight(result.model, name) != 0, weight(plain.model, name) != 0)
+        assert not np.allclose(weight(result.model, name), weight(plain.model, name))
+    again = get_pass("pattern-prune")(connectivity=0.5, patterns=4).run(result.model, PassContext())
+    assert not again.changed
+
+
+def test_searched_without_labelled_data_changes_nothing():
+    model = make_model(seed=3)
+    before = {n: weight(model, n).copy() for n in ("c3", "c5")}
+    result = get_pass("pattern-prune")().run(model, PassContext(calibration=_random_feeds(4, seed=0)))
+    assert not result.changed and result.stats["layers"] == {}
+    assert {s["node"]: s["kind"] for s in result.stats["skipped"] if "kind" in s} == {"c3": "data", "c5": "data"}
+    for name, w in before.items():
+        assert np.array_equal(weight(result.model, name), w)
+
+
+def test_bundled_model_search_stays_within_budget_and_lists_skipped_layers(tmp_path):
+    from pimc.models import bundled_model_path
+
+    _, report = compile_model(CompileOptions(
+        input=str(bundled_model_path()), target="onnxruntime", output=str(tmp_path / "o.onnx"), data="digits",
+        passes="fold-constants,eliminate-identity,fold-batchnorm,pattern-prune,cleanup",
+    ))
+    assert report["accuracy"]["drop_points"] <= 1.0 + 1e-9
+    assert report["model"]["effective_macs"] < report["model"]["effective_macs_before"]
+    stats = next(p for p in report["passes"] if p["name"] == "pattern-prune")["stats"]
+    assert stats["layers"]
+    for layer in stats["layers"].values():
+        assert layer["refitted"] and "validation_drop_points" in layer and "setting" in layer
+        assert layer["macs_after"] < layer["macs_before"]
+    assert all(s["reason"] for s in stats["skipped"])
+    skipped = [s for s in stats["skipped"] if s.get("kind")]
+    if skipped:
+        assert any(w.startswith("layers left uncompressed by pattern-prune") for w in report["warnings"])

@@ -223,3 +223,36 @@ def test_int8_on_bundled_digits_model_stays_within_one_point(tmp_path):
     int8 = evaluate(str(out), data, repeats=1)["accuracy"]
     assert int8 >= fp32 - 0.01
     assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(out).graph.node) == 4
+
+
+def test_auto_weight_bits_without_labelled_data_keep_eight_bits():
+    q, stats = run_pass(small_cnn(), weight_bits="auto")
+    assert all(v["weight_bits"] == 8 for v in stats["quantized"].values())
+    assert stats["bit_choice"]["chosen"] == []
+    assert {s["kind"] for s in stats["bit_choice"]["skipped"]} == {"data"}
+
+
+def test_weight_bits_accepts_auto_or_two_to_eight():
+    from pimc.compiler.errors import PimcError
+
+    assert get_pass("quantize")(weight_bits="4").opts["weight_bits"] == 4
+    assert get_pass("quantize")(weight_bits="AUTO").opts["weight_bits"] == "auto"
+    for bad in ("9", "1", "four"):
+        with pytest.raises(PimcError, match="weight_bits"):
+            get_pass("quantize")(weight_bits=bad)
+
+
+def test_auto_weight_bits_on_the_bundled_model_choose_fewer_bits_within_budget(tmp_path):
+    from pimc.compiler.compile import CompileOptions, compile_model
+    from pimc.models import bundled_model_path
+
+    _, report = compile_model(CompileOptions(
+        input=str(bundled_model_path()), target="onnxruntime", output=str(tmp_path / "o.onnx"), data="digits",
+        passes="fold-constants,eliminate-identity,fold-batchnorm,quantize,cleanup", sets=("quantize.weight_bits=auto",),
+    ))
+    assert report["accuracy"]["drop_points"] <= 1.0 + 1e-9
+    stats = next(p for p in report["passes"] if p["name"] == "quantize")["stats"]
+    chosen = stats["bit_choice"]["chosen"]
+    assert chosen and all(c["weight_bits"] < 8 and "validation_drop_points" in c for c in chosen)
+    for c in chosen:
+        assert stats["quantized"][c["node"]]["weight_bits"] == c["weight_bits"]
