@@ -11,6 +11,7 @@ from rich.console import Console
 from . import annotations as ann
 from .graph import opset_version, real_inputs, value_shapes
 from .stats import model_stats
+from .storage import model_storage
 from .tables import Table
 from .tables import console as make_console
 
@@ -42,6 +43,7 @@ def inspect_model(model: onnx.ModelProto) -> dict[str, Any]:
         "effective_macs": stats.effective_macs,
         "node_annotations": nodes,
         "tensor_annotations": ann.tensor_annotations(model),
+        "storage": model_storage(model),
     }
 
 
@@ -65,6 +67,11 @@ def render_inspection(info: dict[str, Any], console: Console | None = None) -> N
     console.print(f"{info['node_count']} nodes: " + ", ".join(f"{k}×{v}" for k, v in info["nodes"].items()))
     console.print(f"params {info['params']:,} (non-zero {info['nonzero_params']:,}), "
                   f"MACs {info['macs']:,} (effective {info['effective_macs']:,})")
+    store = info.get("storage") or {}
+    if store.get("bits"):
+        forms = sorted({x["format"] for x in store["layers"].values()})
+        console.print(f"weight storage {store['bits']:,.0f} bits ({', '.join(forms)}) vs dense fp32 "
+                      f"{store['dense_fp32_bits']:,.0f}: {store['ratio']}×")
     if info["node_annotations"]:
         table = Table(title="node annotations (pimc.*)")
         table.add_column("node")
