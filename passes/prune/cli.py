@@ -22,9 +22,10 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--ratio", type=float, default=PruneConfig.ratio, show_default=True,
               help="Compression of the pruned layers' non-zero weights (dense / kept).")
 @click.option("--scope", type=click.Choice(SCOPES), default=PruneConfig.scope, show_default=True,
-              help="global: one conv-weighted magnitude threshold; layer: the same sparsity in every layer.")
+              help="erk: per-layer density ∝ Σdims/Πdims; global: one threshold on |w|/rms(layer); "
+                   "layer: the same sparsity in every layer.")
 @click.option("--conv-weight", type=float, default=PruneConfig.conv_weight, show_default=True,
-              help="Global scope: conv weights count this many times their magnitude (convs before FC).")
+              help="erk / global: convs get this many times an FC layer's share (convs before FC).")
 @click.option("--nm", default=PruneConfig.nm, help="N:M sparsity instead of --ratio, e.g. 2:4.")
 @click.option("--include", multiple=True, help="Only prune Conv2d/Linear modules matching this glob (repeatable).")
 @click.option("--exclude", multiple=True, help="Do not prune modules matching this glob (repeatable).")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ...compiler.errors import PimcError
 from .masks import parse_nm
 
-SCOPES = ("global", "layer")
+SCOPES = ("erk", "global", "layer")
 
 
 @dataclass
@@ -16,8 +16,8 @@ class PruneConfig:
     """What to prune and how hard (see ``exporter``'s module docstring)."""
 
     ratio: float = 85.0  # whole-model compression of the pruned layers' non-zeros (1 / density)
-    scope: str = "global"  # global: one (conv-weighted) magnitude threshold; layer: same sparsity everywhere
-    conv_weight: float = 2.0  # global scope: a conv weight counts this many times its magnitude
+    scope: str = "erk"  # erk: ERK share per layer; global: one normalised threshold; layer: same everywhere
+    conv_weight: float = 2.0  # erk / global: convs get this many times the share of an FC layer
     nm: str = ""  # N:M instead of a ratio, e.g. "2:4"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()

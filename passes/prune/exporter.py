@@ -1,11 +1,14 @@
 """ADMM-NN non-structured pruning (and joint quantization) of any torch model, and its ONNX export.
 
 Constraint set of the pruned layers (every Conv2d and Linear selected by include/exclude):
-S = {W : at most k non-zeros}, Proj_S = keep the k largest scores, zero the rest. ``scope = global``
-chooses one k over all layers with score |w| · (``conv_weight`` for conv weights, 1 for FC weights):
-convs are weighted before FC layers (ADMM-NN's hardware-aware order: a conv weight is costlier to lose,
-the FC layers hold the storage); ``scope = layer`` keeps the same fraction of every layer; ``nm`` keeps N
-of every M consecutive weights along each output row instead.
+S = {W : at most k_l non-zeros in layer l}, Proj_S = keep each layer's k_l largest |w|. How the overall
+density d (1 / ``ratio``) is shared, convs weighted before FC layers (ADMM-NN's hardware-aware order: a
+conv weight is reused at every pixel and costlier to lose, the FC layers hold the storage):
+* ``scope = erk`` (default): d_l = min(1, ε · a_l), a_l = Σ dims / Π dims of the weight (Erdős–Rényi-kernel:
+  small layers and the classifier keep more), × ``conv_weight`` for convs, ε fitted to d;
+* ``scope = global``: one threshold over all layers on |w| / rms(W_l) × (``conv_weight`` for convs);
+* ``scope = layer``: d_l = d everywhere;
+* ``nm``: N of every M consecutive weights along each output row instead.
 
 ADMM (scaled form, as ``passes/pattern/admm.py``), for every pruned layer:
     W ← argmin loss(W) + ρ/2 · ‖W − Z + U‖²         (Adam steps)
@@ -101,13 +104,33 @@ def projection_masks(layers: dict[str, PrunedLayer], weights: dict[str, torch.Te
         return {n: _nm(w, nm) for n, w in weights.items()}
     if config.scope == "layer":
         return {n: _topk(w.abs(), density) for n, w in weights.items()}
-    scores = {n: w.abs() * (config.conv_weight if layers[n].is_conv else 1.0) for n, w in weights.items()}
+    if config.scope == "erk":
+        shares = layer_densities({n: tuple(w.shape) for n, w in weights.items()},
+                                 {n: layers[n].is_conv for n in weights}, density, config.conv_weight)
+        return {n: _topk(w.abs(), shares[n]) for n, w in weights.items()}
+    scores = {n: w.abs() / w.pow(2).mean().sqrt().clamp(min=1e-12) * (config.conv_weight if layers[n].is_conv else 1.0)
+              for n, w in weights.items()}
     flat = torch.cat([s.reshape(-1) for s in scores.values()])
     keep = max(1, int(round(density * flat.numel())))
     if keep >= flat.numel():
         return {n: torch.ones_like(w) for n, w in weights.items()}
     threshold = torch.topk(flat, keep, sorted=True).values[-1]
     return {n: (s >= threshold).to(weights[n].dtype) for n, s in scores.items()}
+
+
+def layer_densities(shapes: dict[str, tuple[int, ...]], convs: dict[str, bool], density: float,
+                    conv_weight: float) -> dict[str, float]:
+    """ERK allocation, convs weighted: d_l = min(1, ε · a_l) with a_l = Σ dims / Π dims (× ``conv_weight``
+    for convs), ε chosen so that Σ d_l · n_l = density · Σ n_l (bisection on ε)."""
+    sizes = {n: float(np.prod(s)) for n, s in shapes.items()}
+    raw = {n: sum(s) / sizes[n] * (conv_weight if convs[n] else 1.0) for n, s in shapes.items()}
+    target = density * sum(sizes.values())
+    lo, hi = 0.0, 1.0 / min(raw.values())
+    for _ in range(100):
+        eps = 0.5 * (lo + hi)
+        kept = sum(min(1.0, eps * raw[n]) * sizes[n] for n in sizes)
+        lo, hi = (eps, hi) if kept < target else (lo, eps)
+    return {n: min(1.0, hi * raw[n]) for n in sizes}
 
 
 def _topk(score: torch.Tensor, density: float) -> torch.Tensor:
