@@ -121,12 +121,21 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
 @cli.command("inspect")
 @click.argument("model", type=click.Path())
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def inspect_cmd(model, as_json):
-    """Print a model summary and every pimc annotation."""
-    from .inspect_model import inspect_model, render_inspection
+@click.option("--break-even", "break_even", is_flag=True,
+              help="Per layer, the lowest pruning ratio at which the target's sparse path is no slower than dense.")
+@click.option("--target", "-t", default=None, help="Target of --break-even (see `pimc targets`).")
+@click.option("--hw", type=click.Path(), help="Hardware config file of --break-even's target.")
+def inspect_cmd(model, as_json, break_even, target, hw):
+    """Print a model summary, its weight storage and every pimc annotation."""
+    from .inspect_model import break_even_info, inspect_model, render_inspection
     from .loader import load_model
 
-    info = inspect_model(load_model(model))
+    loaded = load_model(model)
+    info = inspect_model(loaded)
+    if break_even:
+        info["break_even"] = break_even_info(loaded, target, hw)
+    elif target or hw:
+        raise PimcError("--target and --hw are used with --break-even")
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:

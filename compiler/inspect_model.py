@@ -47,6 +47,24 @@ def inspect_model(model: onnx.ModelProto) -> dict[str, Any]:
     }
 
 
+def break_even_info(model: onnx.ModelProto, target: str | None, hw_path: str | None) -> dict[str, Any]:
+    """The target's per-layer break-even pruning ratios (``Target.break_even``)."""
+    from .errors import PimcError
+    from .loader import infer_shapes
+    from .target import get_target
+
+    if not target:
+        raise PimcError("--break-even needs --target")
+    t = get_target(target)
+    layers = t.break_even(infer_shapes(model, "inspect"), t.config(hw_path))
+    if layers is None:
+        return {"target": target, "layers": [], "note": f"target '{target}' has no sparse path: zero weights "
+                "cost as much as non-zero ones, so no pruning ratio breaks even"}
+    return {"target": target, "layers": layers,
+            "note": "break_even_sparsity: lowest fraction of zero weights (spread evenly over output rows) at "
+                    "which the sparse path takes no more cycles than the dense path; ratio = 1 / (1 - sparsity)"}
+
+
 def _map_summary(arr: np.ndarray) -> dict[str, Any]:
     values, counts = np.unique(arr, return_counts=True)
     summary: dict[str, Any] = {"shape": list(arr.shape), "dtype": str(arr.dtype)}
@@ -88,6 +106,8 @@ def render_inspection(info: dict[str, Any], console: Console | None = None) -> N
         console.print(table)
     else:
         console.print("no pimc node annotations")
+    if "break_even" in info:
+        _render_break_even(info["break_even"], console)
     for tensor, values in info["tensor_annotations"].items():
         console.print(f"tensor {tensor}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
 
@@ -100,3 +120,16 @@ def _histogram_text(hist: dict[str, int]) -> str:
 def _short(value: Any, limit: int = 80) -> str:
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _render_break_even(data: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"break-even pruning ratio on {data['target']}")
+    for col in ("layer", "break-even sparsity", "ratio", "model sparsity", "sparse pays"):
+        table.add_column(col)
+    for row in data["layers"]:
+        s = row["break_even_sparsity"]
+        table.add_row(row["layer"], "never" if s is None else f"{s:.3f}",
+                      "-" if row["break_even_ratio"] is None else f"{row['break_even_ratio']:.2f}×",
+                      f"{row['sparsity']:.3f}", "yes" if row["sparse_pays"] else "no")
+    console.print(table)
+    console.print(data["note"], markup=False)

@@ -51,3 +51,48 @@ def test_inspect_reports_storage_with_annotated_bits():
     assert store["dense_fp32_bits"] == 200 * 32
     assert store["bits"] == pytest.approx(store["layers"]["fc"]["bits"]) and store["layers"]["fc"]["weight_bits"] == 4
     assert store["ratio"] == pytest.approx(6400 / store["bits"], rel=1e-3)
+
+
+def test_break_even_on_escalate_and_none_on_cim():
+    from pimc.compiler.inspect_model import break_even_info
+    from pimc.compiler.loader import load_model
+    from pimc.models import bundled_model_path
+
+    model = load_model(str(bundled_model_path()))
+    info = break_even_info(model, "escalate", None)
+    assert len(info["layers"]) == 4
+    for row in info["layers"]:
+        assert 0.0 <= row["break_even_sparsity"] < 1.0
+        assert row["break_even_ratio"] == pytest.approx(1 / (1 - row["break_even_sparsity"]), rel=1e-3)
+        assert row["sparse_pays"] is False
+    assert break_even_info(model, "cim", None)["layers"] == []
+
+
+def test_break_even_is_where_the_sparse_path_stops_being_slower():
+    from pimc.backends.escalate import (
+        BREAK_EVEN_STEPS,
+        EscalateConfig,
+        LayerPlan,
+        WeightStats,
+        break_even_sparsity,
+        dense_cost,
+        lower_dense,
+        sparse_cost,
+    )
+    from pimc.compiler.loader import load_model
+    from pimc.compiler.workload import extract_workload
+    from pimc.models import bundled_model_path
+
+    hw = EscalateConfig()
+    plan = lower_dense(extract_workload(load_model(str(bundled_model_path()))), hw).layers[1]
+    s = break_even_sparsity(plan, hw)
+    per_row = (plan.geometry.cin // plan.geometry.groups) * plan.geometry.k2
+
+    def cycles(sparsity: float) -> float:
+        rows = np.full(plan.geometry.cout, max(1, int(round((1 - sparsity) * per_row))))
+        trial = LayerPlan(plan.name, "dense", plan.geometry, WeightStats(plan.dense.params, int(rows.sum()), rows,
+                                                                          plan.dense.bits), plan.act_bits, plan.members)
+        return sparse_cost(trial, hw)["cycles"]
+
+    dense = dense_cost(plan, hw)["cycles"]
+    assert cycles(s) <= dense < cycles(s - 1 / BREAK_EVEN_STEPS)
