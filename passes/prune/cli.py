@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ...compiler.errors import PimcError
 from ...compiler.tables import Table, console
 from ...runtime.datasets import TRAINABLE_HELP
 from .config import SCOPES, PruneConfig, PruneSchedule
@@ -16,7 +17,9 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 
 
 @click.command("prune")
-@click.option("--model", "model_name", required=True, help="Zoo model name (pimc models list).")
+@click.option("--model", "model_name", required=True,
+              help="Zoo model name (pimc models list), your own FILE.onnx, or FILE.py:FACTORY.")
+@click.option("--input-shape", default=None, help="C,H,W of a FILE.py:FACTORY model (else its input_shape).")
 @click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
 @click.option("-o", "--output", type=_FILE, required=True, help="Pruned .onnx file.")
 @click.option("--ratio", type=float, default=PruneConfig.ratio, show_default=True,
@@ -74,24 +77,25 @@ def run_export(**kw) -> dict:
     from ...models.train import export_onnx, train_classifier, training_data
     from ...models.zoo import build_model, get_spec, model_input_shape
     from ...runtime.session import evaluate
-    from ..pattern.cli import _input_shape, _pretrain
+    from ..pattern.cli import _pretrain
     from .exporter import admm_prune, export_pruned_onnx, weight_nonzeros
 
-    get_spec(kw["model_name"])
     config = PruneConfig(kw["ratio"], kw["scope"], kw["conv_weight"], kw["nm"] or "", tuple(kw["include"]),
                          tuple(kw["exclude"]))
     schedule = PruneSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["steps"], kw["rho"], kw["rho_growth"],
                              None, kw["prune_lr"], kw["quantize_bits"], kw["quantize_epochs"], kw["act_bits"])
     config.check()
     schedule.check()
-    shape = _input_shape(model_input_shape(kw["model_name"], kw["in_channels"]), kw["input_size"])
     seed = kw["seed"]
-    sets = training_data(kw["data"], shape, kw["batch_size"], seed, limit=kw["train_limit"])
     progress = not kw["no_progress"]
-    torch.manual_seed(seed)
-    model = build_model(kw["model_name"], max(10, sets.num_classes), kw["in_channels"])
-    _pretrain(model, sets.loader, kw, progress, train_classifier, torch)
-    if schedule.quantize_bits:
+    model, shape, source = _user_model(kw, build_model, get_spec, model_input_shape)
+    sets = training_data(kw["data"], shape, kw["batch_size"], seed, limit=kw["train_limit"])
+    if model is None:
+        torch.manual_seed(seed)
+        model = build_model(kw["model_name"], max(10, sets.num_classes), kw["in_channels"])
+    if source is None:
+        _pretrain(model, sets.loader, kw, progress, train_classifier, torch)
+    if schedule.quantize_bits and source is None:  # an ONNX model's BatchNorms are folded on load
         from ..quantize.qat import fold_batchnorm
 
         model = fold_batchnorm(model)
@@ -101,6 +105,12 @@ def run_export(**kw) -> dict:
     result = admm_prune(model, sets.loader, config, schedule, seed=seed, progress=progress)
     calibration = [{"input": sets.train.x[i:i + 1]} for i in range(min(256, len(sets.train.x)))]
     export_pruned_onnx(model, result, kw["output"], shape, calibration, schedule.act_bits, schedule.quantize_bits)
+    if source is not None:
+        from ...models.from_onnx import rename_io
+
+        for path in (kw["output"], kw["dense_output"]):
+            if path:
+                rename_io(path, source)
     pruned_nnz, _ = weight_nonzeros(model)
     summary = {
         "model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),
@@ -115,6 +125,33 @@ def run_export(**kw) -> dict:
         summary["dense_output"] = str(kw["dense_output"])
         summary["accuracy_dense"] = evaluate(kw["dense_output"], sets.test, repeats=1)["accuracy"]
     return summary
+
+
+def _user_model(kw: dict, build_model, get_spec, model_input_shape):
+    """(module or None for a zoo model, input shape, source ONNX or None). An ONNX model keeps its trained
+    weights (no pre-training); a factory's model is pre-trained like a zoo model."""
+    from ..pattern.cli import _input_shape
+
+    name = kw["model_name"]
+    if name.endswith(".onnx"):
+        from ...models.from_onnx import load_onnx_module
+
+        module, shape, source = load_onnx_module(name)
+        return module, shape, source
+    if ".py:" in name:
+        from ...models.from_onnx import load_factory
+
+        module = load_factory(name, 10)
+        text = kw["input_shape"] or ",".join(str(d) for d in getattr(module, "input_shape", ()))
+        try:
+            shape = tuple(int(d) for d in text.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3:
+            raise PimcError(f"--model {name}: give --input-shape C,H,W (or an input_shape attribute)")
+        return module, shape, None
+    get_spec(name)
+    return None, _input_shape(model_input_shape(name, kw["in_channels"]), kw["input_size"]), None
 
 
 def _print_summary(s: dict) -> None:
