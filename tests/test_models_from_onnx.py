@@ -34,7 +34,7 @@ def test_export_prune_on_a_users_onnx_keeps_its_io_names(tmp_path):
     out = tmp_path / "p.onnx"
     result = CliRunner().invoke(cli, [
         "export", "prune", "--model", str(bundled_model_path()), "--data", "digits", "-o", str(out),
-        "--admm-epochs", "1", "--retrain-epochs", "1", "--train-limit", "128", "--ratio", "4", "--no-progress",
+        "--admm-epochs", "1", "--retrain-epochs", "1", "--steps", "1", "--train-limit", "128", "--ratio", "4", "--no-progress",
         "--json",
     ])
     assert result.exit_code == 0, result.output
@@ -55,7 +55,7 @@ def test_export_prune_on_a_factory(tmp_path):
     out = tmp_path / "f.onnx"
     result = CliRunner().invoke(cli, [
         "export", "prune", "--model", f"{factory}:build", "--input-shape", "1,8,8", "--data", "digits",
-        "-o", str(out), "--epochs", "1", "--admm-epochs", "1", "--retrain-epochs", "1", "--train-limit", "128",
+        "-o", str(out), "--epochs", "1", "--admm-epochs", "1", "--retrain-epochs", "1", "--steps", "1", "--train-limit", "128",
         "--ratio", "4", "--no-progress", "--json",
     ])
     assert result.exit_code == 0, result.output

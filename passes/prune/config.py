@@ -17,7 +17,7 @@ class PruneConfig:
 
     ratio: float = 85.0  # whole-model compression of the pruned layers' non-zeros (1 / density)
     scope: str = "erk"  # erk: ERK share per layer; global: one normalised threshold; layer: same everywhere
-    conv_weight: float = 2.0  # erk / global: convs get this many times the share of an FC layer
+    conv_weight: float = 8.0  # erk / global: convs get this many times the share of an FC layer
     nm: str = ""  # N:M instead of a ratio, e.g. "2:4"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
@@ -45,7 +45,7 @@ class PruneSchedule:
 
     admm_epochs: int = 10  # per ADMM step
     retrain_epochs: int = 10  # masked retraining after each step
-    steps: int = 1  # progressive mode: > 1 raises the ratio geometrically over this many ADMM steps
+    steps: int = 5  # progressive mode: > 1 raises the ratio geometrically over this many ADMM steps
     rho: float = 1e-2
     rho_growth: float = 1.3
     update_every: int | None = None  # Z/U updates every this many steps (default: once per epoch)

@@ -112,6 +112,7 @@ def test_joint_quantization_puts_survivors_on_the_grid_and_storage_counts_their_
     model = tiny()
     schedule = PruneSchedule(admm_epochs=1, retrain_epochs=1, quantize_bits=3, quantize_epochs=1)
     result = admm_prune(model, loader, PruneConfig(ratio=10.0), schedule, progress=False)
+    assert len({t["phase"] for t in result.trace}) == 6  # 5 progressive rounds + quantization
     masks = {n: x.mask.clone() for n, x in result.layers.items()}
     for name, layer in result.layers.items():
         w = layer.module.weight.detach().reshape(layer.module.weight.shape[0], -1)
@@ -132,7 +133,7 @@ def test_cli_exports_digits_cnn(tmp_path):
     out = tmp_path / "p.onnx"
     result = CliRunner().invoke(cli, [
         "export", "prune", "--model", "digits_cnn", "-o", str(out), "--epochs", "1", "--admm-epochs", "1",
-        "--retrain-epochs", "1", "--train-limit", "128", "--ratio", "5", "--no-progress", "--json",
+        "--retrain-epochs", "1", "--steps", "1", "--train-limit", "128", "--ratio", "5", "--no-progress", "--json",
     ])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
@@ -149,7 +150,7 @@ def test_lenet5_mnist_85x(tmp_path):
 
     result = CliRunner().invoke(cli, [
         "export", "prune", "--model", "lenet5", "--data", "mnist", "-o", str(tmp_path / "p.onnx"),
-        "--dense-output", str(tmp_path / "d.onnx"), "--conv-weight", "8", "--no-progress", "--json",
+        "--dense-output", str(tmp_path / "d.onnx"), "--no-progress", "--json",
     ])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
