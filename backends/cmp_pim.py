@@ -221,6 +221,13 @@ class CmpPimTarget(Target):
         report.extra["cmp_pim"]["lbc_blocks"] = schedule.lbc_blocks
         return report
 
+    def break_even(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> list[dict[str, Any]]:
+        """In-memory MACs are counted per non-zero weight with no index cost (``effective_macs``), so any
+        zero already pays: the break-even sparsity of every layer is 0."""
+        return [{"layer": rec.name, "break_even_sparsity": 0.0, "break_even_ratio": 1.0,
+                 "sparsity": round(1.0 - rec.density, 4), "sparse_pays": rec.density < 1.0}
+                for rec in extract_workload(model).layers]
+
     def baseline_plans(self) -> list[BaselinePlan]:
         return [
             BaselinePlan("cnn", "the network with ordinary convs (LBC blocks restored to their k x k conv "

@@ -844,6 +844,10 @@ class EscalateTarget(Target):
     def cost(self, schedule: Schedule, hw: HardwareConfig | None) -> CostReport:
         return cost_schedule(schedule, _config(hw))
 
+    def break_even(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> list[dict[str, Any]]:
+        """Every layer on the sparse baseline's zero-skipping lanes against the dense array."""
+        return break_even_layers(model, _config(hw))
+
     def baseline_plans(self) -> list[BaselinePlan]:
         return [
             BaselinePlan("dense", "the dense accelerator (dense_rows x dense_cols array, same buffers and DRAM)",
@@ -852,6 +856,44 @@ class EscalateTarget(Target):
                          "overhead) on the model's own zeros",
                          lambda m, hw: accelerator_cost(m, hw, "sparse")),
         ]
+
+
+BREAK_EVEN_STEPS = 1000
+
+
+def break_even_sparsity(plan: LayerPlan, hw: EscalateConfig) -> float | None:
+    """The lowest sparsity s (on a 1/1000 grid) at which ``sparse_cost`` ≤ ``dense_cost`` in cycles, with the
+    non-zeros spread evenly over the output rows (nnz_o = round((1 − s)·Cg·k²)); None if even one non-zero
+    per row is slower. Cycles fall monotonically with s, so the boundary is found by bisection."""
+    geo = plan.geometry
+    per_row = (geo.cin // geo.groups) * geo.k2
+    dense = dense_cost(plan, hw)["cycles"]
+
+    def sparse_ok(step: int) -> bool:
+        kept = max(1, int(round((1 - step / BREAK_EVEN_STEPS) * per_row)))
+        rows = np.full(geo.cout, kept, dtype=np.int64)
+        trial = LayerPlan(plan.name, "dense", geo, WeightStats(plan.dense.params, int(rows.sum()), rows,
+                                                                plan.dense.bits), plan.act_bits, plan.members)
+        return sparse_cost(trial, hw)["cycles"] <= dense
+
+    lo, hi = 0, BREAK_EVEN_STEPS
+    if not sparse_ok(hi):
+        return None
+    while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if sparse_ok(mid) else (mid + 1, hi)
+    return hi / BREAK_EVEN_STEPS
+
+
+def break_even_layers(model: onnx.ModelProto, hw: EscalateConfig) -> list[dict[str, Any]]:
+    out = []
+    for plan in lower_dense(extract_workload(model), hw).layers:
+        s = break_even_sparsity(plan, hw)
+        density = 1.0 - plan.dense.nnz / max(plan.dense.params, 1)
+        out.append({"layer": plan.name, "break_even_sparsity": s,
+                    "break_even_ratio": None if s is None else round(1.0 / max(1.0 - s, 1e-9), 3),
+                    "sparsity": round(density, 4), "sparse_pays": s is not None and density >= s})
+    return out
 
 
 def _config(hw: HardwareConfig | None) -> EscalateConfig:

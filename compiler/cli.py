@@ -126,13 +126,22 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3xHxW",
               help="Fix the symbolic dims of input NAME (repeatable).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def inspect_cmd(model, input_shapes, as_json):
-    """Print a model summary and every pimc annotation."""
+@click.option("--break-even", "break_even", is_flag=True,
+              help="Per layer, the lowest pruning ratio at which the target's sparse path is no slower than dense.")
+@click.option("--target", "-t", default=None, help="Target of --break-even (see `pimc targets`).")
+@click.option("--hw", type=click.Path(), help="Hardware config file of --break-even's target.")
+def inspect_cmd(model, input_shapes, as_json, break_even, target, hw):
+    """Print a model summary, its weight storage and every pimc annotation."""
     from .input_shapes import fix_input_shapes
-    from .inspect_model import inspect_model, render_inspection
+    from .inspect_model import break_even_info, inspect_model, render_inspection
     from .loader import load_model
 
-    info = inspect_model(fix_input_shapes(load_model(model), input_shapes))
+    loaded = fix_input_shapes(load_model(model), input_shapes)
+    info = inspect_model(loaded)
+    if break_even:
+        info["break_even"] = break_even_info(loaded, target, hw)
+    elif target or hw:
+        raise PimcError("--target and --hw are used with --break-even")
     if as_json:
         click.echo(json.dumps(info, indent=2))
     else:

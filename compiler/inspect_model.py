@@ -11,6 +11,7 @@ from rich.console import Console
 from . import annotations as ann
 from .graph import opset_version, real_inputs, value_shapes
 from .stats import model_stats
+from .storage import model_storage
 from .tables import Table
 from .tables import console as make_console
 
@@ -42,7 +43,26 @@ def inspect_model(model: onnx.ModelProto) -> dict[str, Any]:
         "effective_macs": stats.effective_macs,
         "node_annotations": nodes,
         "tensor_annotations": ann.tensor_annotations(model),
+        "storage": model_storage(model),
     }
+
+
+def break_even_info(model: onnx.ModelProto, target: str | None, hw_path: str | None) -> dict[str, Any]:
+    """The target's per-layer break-even pruning ratios (``Target.break_even``)."""
+    from .errors import PimcError
+    from .loader import infer_shapes
+    from .target import get_target
+
+    if not target:
+        raise PimcError("--break-even needs --target")
+    t = get_target(target)
+    layers = t.break_even(infer_shapes(model, "inspect"), t.config(hw_path))
+    if layers is None:
+        return {"target": target, "layers": [], "note": f"target '{target}' has no sparse path: zero weights "
+                "cost as much as non-zero ones, so no pruning ratio breaks even"}
+    return {"target": target, "layers": layers,
+            "note": "break_even_sparsity: lowest fraction of zero weights (spread evenly over output rows) at "
+                    "which the sparse path takes no more cycles than the dense path; ratio = 1 / (1 - sparsity)"}
 
 
 def _map_summary(arr: np.ndarray) -> dict[str, Any]:
@@ -65,6 +85,11 @@ def render_inspection(info: dict[str, Any], console: Console | None = None) -> N
     console.print(f"{info['node_count']} nodes: " + ", ".join(f"{k}×{v}" for k, v in info["nodes"].items()))
     console.print(f"params {info['params']:,} (non-zero {info['nonzero_params']:,}), "
                   f"MACs {info['macs']:,} (effective {info['effective_macs']:,})")
+    store = info.get("storage") or {}
+    if store.get("bits"):
+        forms = sorted({x["format"] for x in store["layers"].values()})
+        console.print(f"weight storage {store['bits']:,.0f} bits ({', '.join(forms)}) vs dense fp32 "
+                      f"{store['dense_fp32_bits']:,.0f}: {store['ratio']}×")
     if info["node_annotations"]:
         table = Table(title="node annotations (pimc.*)")
         table.add_column("node")
@@ -81,6 +106,8 @@ def render_inspection(info: dict[str, Any], console: Console | None = None) -> N
         console.print(table)
     else:
         console.print("no pimc node annotations")
+    if "break_even" in info:
+        _render_break_even(info["break_even"], console)
     for tensor, values in info["tensor_annotations"].items():
         console.print(f"tensor {tensor}: " + ", ".join(f"{k}={_short(v)}" for k, v in values.items()))
 
@@ -93,3 +120,16 @@ def _histogram_text(hist: dict[str, int]) -> str:
 def _short(value: Any, limit: int = 80) -> str:
     text = str(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _render_break_even(data: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"break-even pruning ratio on {data['target']}")
+    for col in ("layer", "break-even sparsity", "ratio", "model sparsity", "sparse pays"):
+        table.add_column(col)
+    for row in data["layers"]:
+        s = row["break_even_sparsity"]
+        table.add_row(row["layer"], "never" if s is None else f"{s:.3f}",
+                      "-" if row["break_even_ratio"] is None else f"{row['break_even_ratio']:.2f}×",
+                      f"{row['sparsity']:.3f}", "yes" if row["sparse_pays"] else "no")
+    console.print(table)
+    console.print(data["note"], markup=False)

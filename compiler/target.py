@@ -215,6 +215,12 @@ class Target:
         """The baselines costed on the input model (before any lossy pimc pass); none by default."""
         return []
 
+    def break_even(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> list[dict[str, Any]] | None:
+        """Per layer, the lowest weight sparsity at which the target's sparse path is no slower than its
+        dense path (ADMM-NN's break-even pruning ratio), from the target's own cost model; None when the
+        target has no sparse path."""
+        return None
+
     def estimate_energy(self, records: list[LayerRecord], hw: HardwareConfig | None) -> float | None:
         """Energy (J) of these layer records on this target, for passes that weigh a rewrite against the
         layer it replaces; None when the target has no per-layer cost model."""

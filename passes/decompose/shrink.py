@@ -24,6 +24,13 @@ locally removable channels, drop any that violate a coupling, repeat), and at le
 space is always kept. The whole analysis repeats until nothing changes, since removing inputs can leave
 further filters all-zero. Every step is an exact algebraic identity, so the pass is exact.
 
+Flattened maps. A Flatten (axis 1) or a Reshape to a constant [N | 0 | −1, C·H·W | −1] of an NCHW map
+whose every reader is a Gemm/MatMul with C·H·W weight columns links that map's space to the FC layers:
+channel c of the space is the block of columns c·H·W … c·H·W + H·W − 1 (the FC weight is viewed as
+[out, C, H·W], exactly like a conv kernel of H·W taps). A dead channel drops its whole block; a constant
+channel c = v_c (the same value at every position) adds v_c · Σ_block W[o, ·] to the Gemm bias (a MatMul,
+having no bias, only drops v_c = 0 channels); an explicit C·H·W in the Reshape target follows.
+
 Per-element maps travel with the weights: a ``pattern`` map ([Cout, Cin/groups] pattern ids of
 pattern-prune) loses the rows of removed filters and the columns of removed input channels; other maps
 lose rows when they have one row per filter (see ``_slice_maps``).
@@ -43,6 +50,7 @@ from ...compiler.annotations import get_node_annotation, get_node_map, set_node_
 from ...compiler.graph import (
     all_names,
     attr,
+    consumers,
     get_initializer,
     graph_output_names,
     remove_value_info,
@@ -97,11 +105,21 @@ class _Layer:
 
 
 @dataclass
+class _Flat:
+    """A Flatten/Reshape of an NCHW map read only by Gemm/MatMul: channel c is columns c·block … c·block+block−1."""
+
+    node: onnx.NodeProto
+    src: str
+    block: int
+
+
+@dataclass
 class _Analysis:
     space: dict[str, str] = field(default_factory=dict)  # tensor -> space id
     width: dict[str, int] = field(default_factory=dict)  # space -> channels
     frozen: dict[str, str] = field(default_factory=dict)  # space -> reason
     layers: list[_Layer] = field(default_factory=list)
+    flats: dict[str, _Flat] = field(default_factory=dict)  # flattened tensor -> its link
     consts: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> per-channel value or nan
     params: list[tuple[onnx.NodeProto, int, str]] = field(default_factory=list)  # per-channel constants
 
@@ -169,6 +187,7 @@ def _analyse(model: onnx.ModelProto) -> _Analysis:
     a = _Analysis()
     freeze: list[tuple[str, str]] = []
     data_tensors: set[str] = set()
+    a.flats = _flatten_links(model, shapes, inits)
     for node in graph.node:
         _link_node(graph, node, shapes, inits, uf, a, freeze, data_tensors)
     for name in data_tensors:
@@ -196,7 +215,11 @@ def _link_node(graph, node, shapes, inits, uf, a, freeze, data_tensors) -> None:
     outs = [n for n in node.output if n]
     data_tensors.update(acts)
     data_tensors.update(outs)
-    layer = _as_layer(graph, node, shapes)
+    flat = a.flats.get(outs[0]) if outs else None
+    if flat is not None and flat.node is node:
+        freeze.append((outs[0], f"flattened by '{node.name}' (its channels follow '{flat.src}')"))
+        return
+    layer = _as_layer(graph, node, shapes, a.flats)
     if layer is not None:
         a.layers.append(layer)
         return
@@ -259,7 +282,55 @@ def _binary_problem(node, shapes, inits, a) -> str | None:
     return None
 
 
-def _as_layer(graph, node, shapes) -> _Layer | None:
+def _flatten_links(model: onnx.ModelProto, shapes, inits) -> dict[str, _Flat]:
+    """Flatten (axis 1) / Reshape (constant [N|0|−1, C·H·W|−1]) of an NCHW map whose every reader is a
+    Gemm/MatMul layer taking it as its input with C·H·W weight columns."""
+    graph = model.graph
+    readers = consumers(graph)
+    outputs = graph_output_names(graph)
+    links = {}
+    for node in graph.node:
+        if node.op_type not in ("Flatten", "Reshape") or len(node.output) != 1 or node.input[0] in inits:
+            continue
+        xshape = shapes.get(node.input[0]) or []
+        if len(xshape) < 3 or not all(isinstance(d, int) and d > 0 for d in xshape[1:]):
+            continue
+        block = int(np.prod(xshape[2:]))
+        if not _flattens_channels(graph, node, xshape, block):
+            continue
+        out = node.output[0]
+        users = readers.get(out, [])
+        if out in outputs or not users:
+            continue
+        layers = [_as_layer(graph, u, shapes) if u.input[0] == out and out not in u.input[1:] else None
+                  for u in users]
+        if all(la is not None and la.kind in ("gemm", "matmul") and la.weight.shape[1] == xshape[1] * block
+               for la in layers):
+            links[out] = _Flat(node, node.input[0], block)
+    return links
+
+
+def _flattens_channels(graph, node, xshape, block: int) -> bool:
+    if node.op_type == "Flatten":
+        return int(attr(node, "axis", 1)) == 1 and block > 1
+    target = get_initializer(graph, node.input[1]) if len(node.input) > 1 else None
+    if target is None or target.ndim != 1 or target.size != 2 or int(attr(node, "allowzero", 0)):
+        return False
+    first, second = (int(v) for v in target)
+    return first in (0, -1, xshape[0]) and second in (-1, xshape[1] * block) and (first, second) != (-1, -1)
+
+
+def _as_layer(graph, node, shapes, flats: dict[str, _Flat] | None = None) -> _Layer | None:
+    layer = _plain_layer(graph, node, shapes)
+    flat = (flats or {}).get(layer.src) if layer is not None else None
+    if flat is not None and layer.kind in ("gemm", "matmul"):
+        out = layer.weight.shape[0]
+        layer.weight = layer.weight.reshape(out, -1, flat.block)
+        layer.src = flat.src
+    return layer
+
+
+def _plain_layer(graph, node, shapes) -> _Layer | None:
     op = node.op_type
     if op == "Conv" and len(node.input) >= 2:
         w = get_initializer(graph, node.input[1])
@@ -459,6 +530,7 @@ def _apply(model, a: _Analysis, removable: dict[str, set[int]], removed) -> None
         if rin or rout:
             _edit_layer(graph, names, layer, a, rin, rout, removed)
             _slice_maps(model, layer, rin, rout, removed)
+    _reshape_targets(graph, names, a, removable)
     for node, index, _kind in a.params:
         sid = a.space.get(node.output[0])
         rem = removable.get(sid, set())
@@ -470,6 +542,21 @@ def _apply(model, a: _Analysis, removable: dict[str, set[int]], removed) -> None
             new = unique_name(names, f"{node.input[index]}.shrunk")
             set_initializer(graph, new, np.take(value, keep, axis=axis))
             node.input[index] = new
+
+
+def _reshape_targets(graph, names, a: _Analysis, removable: dict[str, set[int]]) -> None:
+    """A Reshape with an explicit C·H·W follows the channels its input lost."""
+    for flat in a.flats.values():
+        rem = removable.get(a.space.get(flat.src), set())
+        if flat.node.op_type != "Reshape" or not rem:
+            continue
+        target = get_initializer(graph, flat.node.input[1])
+        if int(target[1]) == -1:
+            continue
+        kept = a.width[a.space[flat.src]] - len(rem)
+        new = unique_name(names, f"{flat.node.input[1]}.shrunk")
+        set_initializer(graph, new, np.array([int(target[0]), kept * flat.block], dtype=target.dtype))
+        flat.node.input[1] = new
 
 
 def _edit_layer(graph, names, layer: _Layer, a: _Analysis, rin: set[int], rout: set[int], removed) -> None:
@@ -547,6 +634,8 @@ def _set_group(node: onnx.NodeProto, group: int) -> None:
 def _write_layer(graph, names, layer: _Layer, w: np.ndarray, bias: np.ndarray | None) -> None:
     node = layer.node
     dtype = layer.weight.dtype
+    if layer.kind in ("gemm", "matmul"):
+        w = w.reshape(w.shape[0], -1)
     stored = w if layer.kind in ("conv", "depthwise") or (layer.kind == "gemm" and attr(node, "transB", 0)) else w.T
     wname = unique_name(names, f"{node.input[1]}.shrunk")
     set_initializer(graph, wname, stored.astype(dtype))

@@ -15,6 +15,8 @@ from pimc.passes.decompose.config import PenniConfig
 from pimc.passes.pattern import cli as pattern_cli
 from pimc.passes.pattern.pattern_prune import PatternConfig
 from pimc.passes.pattern.schedule import AdmmSchedule
+from pimc.passes.prune import cli as prune_cli
+from pimc.passes.prune.config import PruneConfig, PruneSchedule
 from pimc.passes.quantize import cli as quantize_cli
 from pimc.passes.quantize.cli import ExportConfig
 
@@ -43,6 +45,8 @@ def _shared(config, command, renames: dict[str, str] | None = None) -> list[tupl
     (AdmmSchedule, pattern_cli.command, {"lr": "prune_lr"}, 5),
     (ExportConfig, quantize_cli.command, {}, 13),
     (LBCConfig, comparator_cli.command, {}, 3),
+    (PruneConfig, prune_cli.command, {}, 3),
+    (PruneSchedule, prune_cli.command, {"lr": "prune_lr"}, 8),
 ])
 def test_cli_defaults_are_the_library_defaults(config, command, renames, minimum) -> None:
     pairs = _shared(config, command, renames)

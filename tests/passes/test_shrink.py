@@ -224,3 +224,51 @@ def test_rank_follows_a_basis_conv_shrunk_to_one_input_channel() -> None:
     result = get_pass("shrink")().run(model, PassContext())
     assert result.changed
     assert [get_node_annotation(n, "rank") for n in result.model.graph.node] == [4, 4]
+
+
+def _vgg_nodes(flatten: str) -> tuple[list, dict]:
+    """VGG-style: conv-relu-pool, conv-relu-pool, flatten 8×2×2, Gemm 32→6, relu, Gemm 6→4 (or MatMul)."""
+    nodes = [
+        conv("c1", "x", "W1", "a", "B1", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["a"], ["r1"]),
+        helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+        conv("c2", "p1", "W2", "b", "B2", pads=[1, 1, 1, 1]), helper.make_node("Relu", ["b"], ["r2"]),
+        helper.make_node("MaxPool", ["r2"], ["p2"], kernel_shape=[2, 2], strides=[2, 2]),
+    ]
+    if flatten == "flatten":
+        nodes.append(helper.make_node("Flatten", ["p2"], ["f"], name="flat"))
+    else:
+        nodes.append(helper.make_node("Reshape", ["p2", "shape"], ["f"], name="flat"))
+    nodes += [helper.make_node("Gemm", ["f", "Wfc", "Bfc"], ["h"], name="fc1", transB=1),
+              helper.make_node("Relu", ["h"], ["hr"]),
+              helper.make_node("Gemm", ["hr", "Wfc2", "Bfc2"], ["y"], name="fc2", transB=1)]
+    b2 = np.array([0.0, 0.3, 0.1, 0.7, 0.2, 0.4, -0.2, 0.5], np.float32)
+    inits = {"W1": w(6, 3, 3, 3), "B1": w(6), "W2": w(8, 6, 3, 3, dead_out=[0, 3, 6]), "B2": b2,
+             "Wfc": w(6, 32), "Bfc": w(6), "Wfc2": w(4, 6), "Bfc2": w(4)}
+    inits["Wfc"][:, 4 * 5:4 * 6] = 0  # the FC never reads channel 5 of c2
+    if flatten == "reshape":
+        inits["shape"] = np.array([-1, 32], np.int64)
+    return nodes, inits
+
+
+@pytest.mark.parametrize("flatten", ["flatten", "reshape"])
+def test_dead_filters_cut_fc_input_columns_through_flatten(flatten):
+    nodes, inits = _vgg_nodes(flatten)
+    out, stats = shrink(build(nodes, inits, [2, 3, 8, 8], out_rank=2))
+    # c2: filter 0 and 6 dead at 0 (removed), filter 3 constant relu(0.7) (folded into fc1's bias),
+    # filter 5 unread by fc1 (removed with its block of 4 columns)
+    assert weight_of(out, "c2").shape == (4, 6, 3, 3)
+    assert weight_of(out, "fc1").shape == (6, 16)
+    assert stats["removed"]["fc1"]["in_channels"] == 4
+    fc1 = next(n for n in out.graph.node if n.name == "fc1")
+    folded = get_initializer(out.graph, fc1.input[2])
+    expected = inits["Bfc"] + 0.7 * inits["Wfc"][:, 12:16].sum(axis=1)
+    np.testing.assert_allclose(folded, expected, rtol=1e-5)
+
+
+def test_flatten_read_by_another_op_stays_frozen():
+    nodes, inits = _vgg_nodes("flatten")
+    nodes.append(helper.make_node("ReduceSum", ["f"], ["extra"], keepdims=0))
+    model = build(nodes, inits, [1, 3, 8, 8], out_rank=2)
+    model.graph.output.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, None))
+    out, _ = shrink(model)
+    assert weight_of(out, "fc1").shape == (6, 32)

@@ -1,0 +1,1 @@
+"""prune passes: non-structured magnitude pruning (ADMM-NN's constraint set) and its ADMM exporter."""

@@ -1,0 +1,170 @@
+"""``pimc export prune``: train a zoo model, prune it with ADMM-NN (optionally progressive, optionally jointly
+quantized) and export ONNX."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from ...compiler.errors import PimcError
+from ...compiler.tables import Table, console
+from ...runtime.datasets import TRAINABLE_HELP
+from .config import SCOPES, PruneConfig, PruneSchedule
+
+_FILE = click.Path(dir_okay=False, path_type=Path)
+
+
+@click.command("prune")
+@click.option("--model", "model_name", required=True,
+              help="Zoo model name (pimc models list), your own FILE.onnx, or FILE.py:FACTORY.")
+@click.option("--input-shape", default=None, help="C,H,W of a FILE.py:FACTORY model (else its input_shape).")
+@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
+@click.option("-o", "--output", type=_FILE, required=True, help="Pruned .onnx file.")
+@click.option("--ratio", type=float, default=PruneConfig.ratio, show_default=True,
+              help="Compression of the pruned layers' non-zero weights (dense / kept).")
+@click.option("--scope", type=click.Choice(SCOPES), default=PruneConfig.scope, show_default=True,
+              help="erk: per-layer density ∝ Σdims/Πdims; global: one threshold on |w|/rms(layer); "
+                   "layer: the same sparsity in every layer.")
+@click.option("--conv-weight", type=float, default=PruneConfig.conv_weight, show_default=True,
+              help="erk / global: convs get this many times an FC layer's share (convs before FC).")
+@click.option("--nm", default=PruneConfig.nm, help="N:M sparsity instead of --ratio, e.g. 2:4.")
+@click.option("--include", multiple=True, help="Only prune Conv2d/Linear modules matching this glob (repeatable).")
+@click.option("--exclude", multiple=True, help="Do not prune modules matching this glob (repeatable).")
+@click.option("--steps", type=int, default=PruneSchedule.steps, show_default=True,
+              help="Progressive ADMM: raise the ratio geometrically over this many ADMM + retrain rounds.")
+@click.option("--admm-epochs", type=int, default=PruneSchedule.admm_epochs, show_default=True,
+              help="ADMM epochs per round.")
+@click.option("--retrain-epochs", type=int, default=PruneSchedule.retrain_epochs, show_default=True,
+              help="Masked retraining epochs per round.")
+@click.option("--rho", type=float, default=PruneSchedule.rho, show_default=True, help="Initial ADMM penalty ρ.")
+@click.option("--rho-growth", type=float, default=PruneSchedule.rho_growth, show_default=True,
+              help="ρ multiplier per Z update.")
+@click.option("--prune-lr", type=float, default=PruneSchedule.lr, show_default=True,
+              help="Learning rate of ADMM / retraining.")
+@click.option("--quantize-bits", type=int, default=None,
+              help="Jointly quantize the surviving weights to N bits (ADMM, levels ±i·q) and export QDQ.")
+@click.option("--quantize-epochs", type=int, default=PruneSchedule.quantize_epochs, show_default=True,
+              help="ADMM quantization epochs (and as many bias-retraining epochs).")
+@click.option("--act-bits", type=int, default=PruneSchedule.act_bits, show_default=True,
+              help="Activation bits of the QDQ export (with --quantize-bits).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--epochs", type=int, default=30, show_default=True, help="Dense pre-training epochs.")
+@click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training.")
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--train-limit", type=click.IntRange(min=1), default=None,
+              help="Train on the first N training images only (smoke runs).")
+@click.option("--in-channels", type=int, default=None, help="Override the model's input channels.")
+@click.option("--input-size", type=int, default=None, help="Override the input height/width (e.g. 16).")
+@click.option("--dense-output", type=_FILE, default=None, help="Also export the dense pre-trained model.")
+@click.option("--dense-checkpoint", type=_FILE, default=None,
+              help="torch state_dict of the dense model: loaded if it exists, else written after pre-training.")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def command(**kw) -> None:
+    """ADMM-NN non-structured pruning (+ optional joint quantization) of a zoo model, exported with annotations."""
+    summary = run_export(**kw)
+    if kw["as_json"]:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        _print_summary(summary)
+
+
+def run_export(**kw) -> dict:
+    import torch
+
+    from ...models.train import export_onnx, train_classifier, training_data
+    from ...models.zoo import build_model, get_spec, model_input_shape
+    from ...runtime.session import evaluate
+    from ..pattern.cli import _pretrain
+    from .exporter import admm_prune, export_pruned_onnx, weight_nonzeros
+
+    config = PruneConfig(kw["ratio"], kw["scope"], kw["conv_weight"], kw["nm"] or "", tuple(kw["include"]),
+                         tuple(kw["exclude"]))
+    schedule = PruneSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["steps"], kw["rho"], kw["rho_growth"],
+                             None, kw["prune_lr"], kw["quantize_bits"], kw["quantize_epochs"], kw["act_bits"])
+    config.check()
+    schedule.check()
+    seed = kw["seed"]
+    progress = not kw["no_progress"]
+    model, shape, source = _user_model(kw, build_model, get_spec, model_input_shape)
+    sets = training_data(kw["data"], shape, kw["batch_size"], seed, limit=kw["train_limit"])
+    if model is None:
+        torch.manual_seed(seed)
+        model = build_model(kw["model_name"], max(10, sets.num_classes), kw["in_channels"])
+    if source is None:
+        _pretrain(model, sets.loader, kw, progress, train_classifier, torch)
+    if schedule.quantize_bits and source is None:  # an ONNX model's BatchNorms are folded on load
+        from ..quantize.qat import fold_batchnorm
+
+        model = fold_batchnorm(model)
+    dense_nnz, total = weight_nonzeros(model)
+    if kw["dense_output"]:
+        export_onnx(model, kw["dense_output"], shape)
+    result = admm_prune(model, sets.loader, config, schedule, seed=seed, progress=progress)
+    calibration = [{"input": sets.train.x[i:i + 1]} for i in range(min(256, len(sets.train.x)))]
+    export_pruned_onnx(model, result, kw["output"], shape, calibration, schedule.act_bits, schedule.quantize_bits)
+    if source is not None:
+        from ...models.from_onnx import rename_io
+
+        for path in (kw["output"], kw["dense_output"]):
+            if path:
+                rename_io(path, source)
+    pruned_nnz, _ = weight_nonzeros(model)
+    summary = {
+        "model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),
+        "config": {**config.__dict__, "include": list(config.include), "exclude": list(config.exclude)},
+        "schedule": schedule.__dict__,
+        "weights": total, "nonzero_dense": dense_nnz, "nonzero_pruned": pruned_nnz,
+        "compression": round(dense_nnz / max(pruned_nnz, 1), 2),
+        "accuracy_pruned": evaluate(kw["output"], sets.test, repeats=1)["accuracy"],
+        **result.summary(),
+    }
+    if kw["dense_output"]:
+        summary["dense_output"] = str(kw["dense_output"])
+        summary["accuracy_dense"] = evaluate(kw["dense_output"], sets.test, repeats=1)["accuracy"]
+    return summary
+
+
+def _user_model(kw: dict, build_model, get_spec, model_input_shape):
+    """(module or None for a zoo model, input shape, source ONNX or None). An ONNX model keeps its trained
+    weights (no pre-training); a factory's model is pre-trained like a zoo model."""
+    from ..pattern.cli import _input_shape
+
+    name = kw["model_name"]
+    if name.endswith(".onnx"):
+        from ...models.from_onnx import load_onnx_module
+
+        module, shape, source = load_onnx_module(name)
+        return module, shape, source
+    if ".py:" in name:
+        from ...models.from_onnx import load_factory
+
+        module = load_factory(name, 10)
+        text = kw["input_shape"] or ",".join(str(d) for d in getattr(module, "input_shape", ()))
+        try:
+            shape = tuple(int(d) for d in text.split(","))
+        except ValueError:
+            shape = ()
+        if len(shape) != 3:
+            raise PimcError(f"--model {name}: give --input-shape C,H,W (or an input_shape attribute)")
+        return module, shape, None
+    get_spec(name)
+    return None, _input_shape(model_input_shape(name, kw["in_channels"]), kw["input_size"]), None
+
+
+def _print_summary(s: dict) -> None:
+    table = Table(title=f"ADMM-pruned {s['model']} → {s['output']}")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    if "accuracy_dense" in s:
+        table.add_row("dense test accuracy (onnxruntime)", f"{s['accuracy_dense']:.2%}")
+    table.add_row("pruned test accuracy (onnxruntime)", f"{s['accuracy_pruned']:.2%}")
+    table.add_row("weights non-zero dense → pruned", f"{s['nonzero_dense']} → {s['nonzero_pruned']}")
+    table.add_row("compression (non-zeros)", f"{s['compression']}×")
+    for name, layer in s["layers"].items():
+        table.add_row(f"  {name}", f"{layer['nonzero']}/{layer['params']} non-zero")
+    for item in s["skipped"]:
+        table.add_row(f"  skipped {item['node']}", item["reason"])
+    console().print(table)

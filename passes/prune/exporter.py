@@ -1,0 +1,320 @@
+"""ADMM-NN non-structured pruning (and joint quantization) of any torch model, and its ONNX export.
+
+Constraint set of the pruned layers (every Conv2d and Linear selected by include/exclude):
+S = {W : at most k_l non-zeros in layer l}, Proj_S = keep each layer's k_l largest |w|. How the overall
+density d (1 / ``ratio``) is shared, convs weighted before FC layers (ADMM-NN's hardware-aware order: a
+conv weight is reused at every pixel and costlier to lose, the FC layers hold the storage):
+* ``scope = erk`` (default): d_l = min(1, ε · a_l), a_l = Σ dims / Π dims of the weight (Erdős–Rényi-kernel:
+  small layers and the classifier keep more), × ``conv_weight`` for convs, ε fitted to d;
+* ``scope = global``: one threshold over all layers on |w| / rms(W_l) × (``conv_weight`` for convs);
+* ``scope = layer``: d_l = d everywhere;
+* ``nm``: N of every M consecutive weights along each output row instead.
+
+ADMM (scaled form, as ``passes/pattern/admm.py``), for every pruned layer:
+    W ← argmin loss(W) + ρ/2 · ‖W − Z + U‖²         (Adam steps)
+    Z ← Proj_S(W + U),  U ← U + W − Z                 (every ``update_every`` steps, default 1 epoch)
+    ρ ← growth · ρ,  U ← U / growth
+then the hard projection W ← Proj_S(W) and masked retraining (masks re-applied after every step).
+Progressive mode (``steps`` = K > 1): K rounds of ADMM + hard prune + masked retrain with the density
+falling geometrically, d_i = d^(i/K); each round starts from the last one's masked model, so a weight once
+pruned stays pruned.
+
+Joint quantization (``quantize_bits`` n): ADMM again, now with Z = Proj_Q(W + U) ⊙ mask, Proj_Q the
+ADMM-NN quantizer (levels ±i·q_c per output channel, q_c searched near max|W_c|/(2^(n−1) − 1) for the
+least squared error, ``quantize.qat.project``), then W ← Proj_Q(W) ⊙ mask, the weights frozen and the
+biases retrained. The export goes through the QDQ writer of the quantize exporter (int8 codes on the n-bit
+grid, per-channel scales q_c, calibrated 8-bit activations).
+
+Every exported compute node carries ``pimc.sparsity`` and ``pimc.prune = "admm"`` (``"admm-n:m"``).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ...compiler.annotations import set_node_annotation
+from ...compiler.errors import PimcError
+from ...compiler.graph import selection_miss
+from ...compiler.modelio import write_model
+from ...compiler.workload import constant_value
+from ...models.train import export_onnx, train_classifier
+from .config import PruneConfig, PruneSchedule
+from .masks import nm_mask, parse_nm
+
+
+@dataclass
+class PrunedLayer:
+    name: str
+    module: nn.Module
+    is_conv: bool
+    mask: torch.Tensor | None = None
+
+
+@dataclass
+class PruneResult:
+    layers: dict[str, PrunedLayer]
+    skipped: list[dict[str, str]]
+    config: PruneConfig
+    trace: list[dict[str, float]] = field(default_factory=list)
+    scales: dict[str, np.ndarray] = field(default_factory=dict)  # per-channel q_c after quantization
+
+    def nonzeros(self) -> tuple[int, int]:
+        """(non-zero, total) weights of the pruned layers."""
+        nnz = sum(int(torch.count_nonzero(x.module.weight)) for x in self.layers.values())
+        return nnz, sum(x.module.weight.numel() for x in self.layers.values())
+
+    def summary(self) -> dict[str, Any]:
+        per_layer = {}
+        for name, layer in self.layers.items():
+            w = layer.module.weight.detach()
+            per_layer[name] = {"params": int(w.numel()), "nonzero": int(torch.count_nonzero(w)),
+                               "sparsity": round(1 - int(torch.count_nonzero(w)) / w.numel(), 5)}
+        return {"layers": per_layer, "skipped": self.skipped, "trace": self.trace}
+
+
+def prunable_layers(model: nn.Module, config: PruneConfig) -> tuple[dict[str, PrunedLayer], list[dict[str, str]]]:
+    layers, skipped = {}, []
+    for name, module in model.named_modules():
+        if not isinstance(module, (nn.Conv2d, nn.Linear)):
+            continue
+        missed = selection_miss(name, list(config.include), list(config.exclude))
+        if missed:
+            skipped.append({"node": name, "reason": missed})
+            continue
+        layers[name] = PrunedLayer(name, module, isinstance(module, nn.Conv2d))
+    if not layers:
+        raise PimcError("no Conv2d or Linear layer is selected for pruning (see include/exclude)")
+    return layers, skipped
+
+
+def projection_masks(layers: dict[str, PrunedLayer], weights: dict[str, torch.Tensor], config: PruneConfig,
+                     density: float) -> dict[str, torch.Tensor]:
+    """Proj_S as 0/1 masks of ``weights`` (keyed like ``layers``) at the given overall density."""
+    nm = parse_nm(config.nm)
+    if nm is not None:
+        return {n: _nm(w, nm) for n, w in weights.items()}
+    if config.scope == "layer":
+        return {n: _topk(w.abs(), density) for n, w in weights.items()}
+    if config.scope == "erk":
+        shares = layer_densities({n: tuple(w.shape) for n, w in weights.items()},
+                                 {n: layers[n].is_conv for n in weights}, density, config.conv_weight)
+        return {n: _topk(w.abs(), shares[n]) for n, w in weights.items()}
+    scores = {n: w.abs() / w.pow(2).mean().sqrt().clamp(min=1e-12) * (config.conv_weight if layers[n].is_conv else 1.0)
+              for n, w in weights.items()}
+    flat = torch.cat([s.reshape(-1) for s in scores.values()])
+    keep = max(1, int(round(density * flat.numel())))
+    if keep >= flat.numel():
+        return {n: torch.ones_like(w) for n, w in weights.items()}
+    threshold = torch.topk(flat, keep, sorted=True).values[-1]
+    return {n: (s >= threshold).to(weights[n].dtype) for n, s in scores.items()}
+
+
+def layer_densities(shapes: dict[str, tuple[int, ...]], convs: dict[str, bool], density: float,
+                    conv_weight: float) -> dict[str, float]:
+    """ERK allocation, convs weighted: d_l = min(1, ε · a_l) with a_l = Σ dims / Π dims (× ``conv_weight``
+    for convs), ε chosen so that Σ d_l · n_l = density · Σ n_l (bisection on ε)."""
+    sizes = {n: float(np.prod(s)) for n, s in shapes.items()}
+    raw = {n: sum(s) / sizes[n] * (conv_weight if convs[n] else 1.0) for n, s in shapes.items()}
+    target = density * sum(sizes.values())
+    lo, hi = 0.0, 1.0 / min(raw.values())
+    for _ in range(100):
+        eps = 0.5 * (lo + hi)
+        kept = sum(min(1.0, eps * raw[n]) * sizes[n] for n in sizes)
+        lo, hi = (eps, hi) if kept < target else (lo, eps)
+    return {n: min(1.0, hi * raw[n]) for n in sizes}
+
+
+def _topk(score: torch.Tensor, density: float) -> torch.Tensor:
+    flat = score.reshape(-1)
+    keep = max(1, int(round(density * flat.numel())))
+    mask = torch.zeros_like(flat)
+    mask[torch.topk(flat, keep, sorted=False).indices] = 1.0
+    return mask.view_as(score)
+
+
+def _nm(weight: torch.Tensor, nm: tuple[int, int]) -> torch.Tensor:
+    rows = weight.detach().reshape(weight.shape[0], -1).cpu().numpy()
+    return torch.from_numpy(nm_mask(rows, *nm).astype(np.float32)).view_as(weight).to(weight.dtype)
+
+
+class _Admm:
+    """Z, U, ρ of one ADMM phase; ``project`` maps {name: W + U} to {name: Z}."""
+
+    def __init__(self, layers: dict[str, PrunedLayer], project, schedule: PruneSchedule, steps_per_epoch: int,
+                 trace: list[dict[str, float]], label: str):
+        self.layers, self.project, self.trace, self.label = layers, project, trace, label
+        self.rho, self.growth = schedule.rho, schedule.rho_growth
+        self.every = schedule.update_every or steps_per_epoch
+        self.steps = 0
+        weights = {n: x.module.weight.detach() for n, x in layers.items()}
+        self.z = project(weights)
+        self.u = {n: torch.zeros_like(w) for n, w in weights.items()}
+
+    def penalty(self, _model: nn.Module) -> torch.Tensor:
+        total = sum((x.module.weight - self.z[n] + self.u[n]).pow(2).sum() for n, x in self.layers.items())
+        return 0.5 * self.rho * total
+
+    def after_step(self, _model: nn.Module) -> None:
+        for x in self.layers.values():
+            if x.mask is not None:
+                x.module.weight.mul_(x.mask)
+        self.steps += 1
+        if self.steps % self.every == 0:
+            self.update()
+
+    @torch.no_grad()
+    def update(self) -> None:
+        weights = {n: x.module.weight.detach() for n, x in self.layers.items()}
+        self.z = self.project({n: w + self.u[n] for n, w in weights.items()})
+        residual = norm = 0.0
+        for n, w in weights.items():
+            self.u[n] = (self.u[n] + w - self.z[n]) / self.growth
+            residual += float((w - self.z[n]).pow(2).sum())
+            norm += float(w.pow(2).sum())
+        self.trace.append({"phase": self.label, "step": self.steps, "rho": self.rho,
+                           "primal_residual": (residual / max(norm, 1e-30)) ** 0.5})
+        self.rho *= self.growth
+
+
+def _prune_round(model: nn.Module, loader: DataLoader, result: PruneResult, schedule: PruneSchedule,
+                 density: float, seed: int, progress: bool, label: str) -> None:
+    """One ADMM phase at ``density``, the hard projection and masked retraining."""
+    layers, config = result.layers, result.config
+
+    def project(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        masks = projection_masks(layers, {n: _restricted(layers[n], v) for n, v in values.items()}, config, density)
+        return {n: v * masks[n] for n, v in values.items()}
+
+    if schedule.admm_epochs > 0:
+        state = _Admm(layers, project, schedule, max(1, len(loader)), result.trace, label)
+        train_classifier(model, loader, schedule.admm_epochs, lr=schedule.lr, seed=seed, progress=progress,
+                         extra_loss=state.penalty, after_step=state.after_step, desc=f"admm {label}")
+    with torch.no_grad():
+        weights = {n: _restricted(x, x.module.weight.detach()) for n, x in layers.items()}
+        masks = projection_masks(layers, weights, config, density)
+        for n, x in layers.items():
+            x.mask = masks[n] if x.mask is None else masks[n] * x.mask
+            x.module.weight.mul_(x.mask)
+    if schedule.retrain_epochs > 0:
+        train_classifier(model, loader, schedule.retrain_epochs, lr=schedule.lr, seed=seed + 1, progress=progress,
+                         after_step=lambda _m: apply_masks(result), desc=f"masked retrain {label}")
+    apply_masks(result)
+
+
+def _restricted(layer: PrunedLayer, value: torch.Tensor) -> torch.Tensor:
+    """A weight restricted to the layer's current support (pruned weights stay pruned)."""
+    return value if layer.mask is None else value * layer.mask
+
+
+@torch.no_grad()
+def apply_masks(result: PruneResult) -> None:
+    for x in result.layers.values():
+        if x.mask is not None:
+            x.module.weight.mul_(x.mask)
+
+
+def densities(config: PruneConfig, steps: int) -> list[float]:
+    """The density of each progressive step: d^(i/K), i = 1..K."""
+    return [config.density ** (i / steps) for i in range(1, steps + 1)]
+
+
+def admm_prune(model: nn.Module, loader: DataLoader, config: PruneConfig | None = None,
+               schedule: PruneSchedule | None = None, seed: int = 0, progress: bool = True) -> PruneResult:
+    """ADMM-NN pruning of a (pre-trained) model in place; progressive with ``schedule.steps`` > 1; then,
+    with ``schedule.quantize_bits``, ADMM quantization of the surviving weights."""
+    config, schedule = config or PruneConfig(), schedule or PruneSchedule()
+    config.check()
+    schedule.check()
+    layers, skipped = prunable_layers(model, config)
+    result = PruneResult(layers, skipped, config)
+    steps = 1 if config.nm else schedule.steps
+    for i, density in enumerate(densities(config, steps)):
+        label = f"{i + 1}/{steps}" if steps > 1 else "prune"
+        _prune_round(model, loader, result, schedule, density, seed + 2 * i, progress, label)
+    if schedule.quantize_bits:
+        admm_quantize(model, loader, result, schedule, seed + 2 * steps, progress)
+    return result
+
+
+def admm_quantize(model: nn.Module, loader: DataLoader, result: PruneResult, schedule: PruneSchedule,
+                  seed: int, progress: bool) -> None:
+    """ADMM quantization of the survivors onto ±i·q_c, hard projection, frozen weights, bias retraining."""
+    from ..quantize.qat import project as quant_project
+
+    bits = int(schedule.quantize_bits or 8)
+    layers = result.layers
+
+    def project(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {n: quant_project(v, bits)[0] * _mask(layers[n], v) for n, v in values.items()}
+
+    if schedule.quantize_epochs > 0:
+        state = _Admm(layers, project, schedule, max(1, len(loader)), result.trace, f"quantize {bits}b")
+        train_classifier(model, loader, schedule.quantize_epochs, lr=schedule.lr, seed=seed, progress=progress,
+                         extra_loss=state.penalty, after_step=state.after_step, desc=f"admm quantize {bits}b")
+    with torch.no_grad():
+        for n, x in layers.items():
+            z, q = quant_project(x.module.weight.detach(), bits)
+            x.module.weight.copy_(z * _mask(x, z))
+            x.module.weight.requires_grad_(False)
+            result.scales[n] = q.cpu().numpy()
+    if schedule.quantize_epochs > 0 and any(p.requires_grad for p in model.parameters()):
+        train_classifier(model, loader, schedule.quantize_epochs, lr=schedule.lr, seed=seed + 1, progress=progress,
+                         desc="retrain biases")
+    for x in layers.values():
+        x.module.weight.requires_grad_(True)
+
+
+def _mask(layer: PrunedLayer, like: torch.Tensor) -> torch.Tensor:
+    return torch.ones_like(like) if layer.mask is None else layer.mask
+
+
+def weight_nonzeros(model: nn.Module) -> tuple[int, int]:
+    """(non-zero, total) weights over every Conv2d and Linear of a torch model."""
+    nnz = total = 0
+    for module in model.modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            nnz += int(torch.count_nonzero(module.weight))
+            total += module.weight.numel()
+    return nnz, total
+
+
+def export_pruned_onnx(model: nn.Module, result: PruneResult, path: str | os.PathLike,
+                       input_shape: tuple[int, int, int], calibration: list[dict[str, np.ndarray]] | None = None,
+                       act_bits: int = 8, bits: int | None = None) -> onnx.ModelProto:
+    """Export (through the QDQ writer when the weights were quantized) and annotate the compute nodes."""
+    out = Path(path)
+    if bits:
+        from ..quantize.qat import QuantState, quant_layers, write_quantized_onnx
+        from ..quantize.qat import project as quant_project
+
+        state = QuantState(bits, act_bits, scales={n: s.astype(np.float32) for n, s in result.scales.items()})
+        for name, module in quant_layers(model):  # layers outside the pruned set: plain n-bit projection
+            if name not in state.scales:
+                with torch.no_grad():
+                    z, q = quant_project(module.weight.detach(), bits)
+                    module.weight.copy_(z)
+                state.scales[name] = q.cpu().numpy().astype(np.float32)
+        proto = write_quantized_onnx(model, state, out, input_shape, calibration or [])
+    else:
+        export_onnx(model, out, input_shape)
+        proto = onnx.load(str(out))
+    label = "admm-n:m" if result.config.nm else "admm"
+    for node in proto.graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1:
+            weight = constant_value(proto, node.input[1])
+            if weight is not None:
+                set_node_annotation(node, "sparsity", round(1 - np.count_nonzero(weight) / weight.size, 6))
+                set_node_annotation(node, "prune", label)
+                if result.config.nm:
+                    set_node_annotation(node, "nm", result.config.nm)
+    write_model(proto, out)
+    return proto

@@ -1,0 +1,159 @@
+"""ADMM-NN pruning in torch: the projection, the ADMM update, progressive rounds, joint quantization and
+the annotated ONNX export (tiny models and epochs; the LeNet-5 runs are ``slow``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from pimc.compiler import annotations as ann
+from pimc.compiler.storage import model_storage
+from pimc.compiler.workload import constant_value
+from pimc.models.train import make_loader
+from pimc.passes.prune.config import PruneConfig, PruneSchedule
+from pimc.passes.prune.exporter import (
+    _Admm,
+    admm_prune,
+    densities,
+    export_pruned_onnx,
+    layer_densities,
+    projection_masks,
+    prunable_layers,
+)
+from pimc.runtime.session import make_session
+
+
+def tiny() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(1, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 8, 3), nn.ReLU(),
+                         nn.Flatten(), nn.Linear(8 * 6 * 6, 16), nn.ReLU(), nn.Linear(16, 3))
+
+
+def data(n: int = 48):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 1, 8, 8)).astype(np.float32)
+    y = (x[:, 0, :4].mean(axis=(1, 2)) > 0).astype(np.int64) + (x[:, 0, 4:].mean(axis=(1, 2)) > 0)
+    return make_loader(x, y, 16, True, 0), x
+
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def test_erk_shares_weight_convs_and_meet_the_density():
+    shapes = {"c": (8, 4, 3, 3), "f": (10, 288)}
+    d = layer_densities(shapes, {"c": True, "f": False}, 0.1, conv_weight=2.0)
+    kept = d["c"] * 288 + d["f"] * 2880
+    assert kept == pytest.approx(0.1 * (288 + 2880), rel=1e-6)
+    assert d["c"] > d["f"]
+    assert densities(PruneConfig(ratio=100.0), 2) == pytest.approx([0.1, 0.01])
+
+
+@pytest.mark.parametrize("scope", ["erk", "global", "layer"])
+def test_projection_keeps_the_requested_count(scope):
+    model = tiny()
+    layers, _ = prunable_layers(model, PruneConfig())
+    weights = {n: x.module.weight.detach() for n, x in layers.items()}
+    masks = projection_masks(layers, weights, PruneConfig(ratio=10.0, scope=scope), 0.1)
+    kept = sum(int(m.sum()) for m in masks.values())
+    total = sum(w.numel() for w in weights.values())
+    assert kept == pytest.approx(total / 10, rel=0.02)
+    if scope == "layer":
+        assert all(float(m.mean()) == pytest.approx(0.1, abs=0.01) for m in masks.values())
+
+
+def test_admm_update_is_projection_and_dual_ascent():
+    model = tiny()
+    layers, _ = prunable_layers(model, PruneConfig())
+    config = PruneConfig(ratio=4.0, scope="layer")
+
+    def project(values):
+        masks = projection_masks(layers, values, config, 0.25)
+        return {n: v * masks[n] for n, v in values.items()}
+
+    state = _Admm(layers, project, PruneSchedule(rho=0.1, rho_growth=1.5), 3, [], "t")
+    name = "5"
+    with torch.no_grad():
+        layers[name].module.weight.add_(0.01)
+    w = layers[name].module.weight.detach().clone()
+    u_old = state.u[name].clone()
+    state.update()
+    z = state.z[name]
+    assert float((z != 0).float().mean()) == pytest.approx(0.25, abs=0.01)
+    assert torch.allclose(state.u[name] * 1.5, u_old + w - z)
+    assert state.rho == pytest.approx(0.15)
+
+
+def test_progressive_pruning_keeps_pruned_weights_pruned_and_exports_annotations(tmp_path):
+    loader, x = data()
+    model = tiny()
+    schedule = PruneSchedule(admm_epochs=1, retrain_epochs=1, steps=2)
+    result = admm_prune(model, loader, PruneConfig(ratio=20.0), schedule, progress=False)
+    nnz, total = result.nonzeros()
+    assert nnz <= total / 20 + 2
+    assert {t["phase"] for t in result.trace} == {"1/2", "2/2"}
+    out = tmp_path / "p.onnx"
+    proto = export_pruned_onnx(model, result, out, (1, 8, 8))
+    compute = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
+    assert len(compute) == 4 and all(ann.get_node_annotation(n, "prune") == "admm" for n in compute)
+    exported = sum(int(np.count_nonzero(constant_value(proto, n.input[1]))) for n in compute)
+    assert exported == nnz
+    got = make_session(onnx.load(str(out))).run(None, {"input": x[:4]})[0]
+    np.testing.assert_allclose(got, model(torch.from_numpy(x[:4])).detach().numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_joint_quantization_puts_survivors_on_the_grid_and_storage_counts_their_bits(tmp_path):
+    loader, x = data()
+    model = tiny()
+    schedule = PruneSchedule(admm_epochs=1, retrain_epochs=1, quantize_bits=3, quantize_epochs=1)
+    result = admm_prune(model, loader, PruneConfig(ratio=10.0), schedule, progress=False)
+    assert len({t["phase"] for t in result.trace}) == 6  # 5 progressive rounds + quantization
+    masks = {n: x.mask.clone() for n, x in result.layers.items()}
+    for name, layer in result.layers.items():
+        w = layer.module.weight.detach().reshape(layer.module.weight.shape[0], -1)
+        levels = w / torch.from_numpy(result.scales[name])[:, None]
+        assert torch.allclose(levels, levels.round(), atol=1e-4) and float(levels.abs().max()) <= 3 + 1e-4
+        assert not bool((layer.module.weight.detach() != 0)[masks[name] == 0].any())
+    out = tmp_path / "q.onnx"
+    calibration = [{"input": x[i:i + 1]} for i in range(8)]
+    proto = export_pruned_onnx(model, result, out, (1, 8, 8), calibration, bits=3)
+    store = model_storage(proto)
+    assert all(layer["weight_bits"] == 3 for layer in store["layers"].values())
+    assert store["ratio"] > 10
+
+
+def test_cli_exports_digits_cnn(tmp_path):
+    from pimc.compiler.cli import cli
+
+    out = tmp_path / "p.onnx"
+    result = CliRunner().invoke(cli, [
+        "export", "prune", "--model", "digits_cnn", "-o", str(out), "--epochs", "1", "--admm-epochs", "1",
+        "--retrain-epochs", "1", "--steps", "1", "--train-limit", "128", "--ratio", "5", "--no-progress", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["compression"] >= 4.5
+    loaded = onnx.load(str(out))
+    assert any(ann.get_node_annotation(n, "sparsity") for n in loaded.graph.node)
+
+
+@pytest.mark.slow
+def test_lenet5_mnist_85x(tmp_path):
+    """The issue's LeNet-5 run (minutes): 85× fewer non-zero weights; accuracies are printed, not asserted
+    (this machine's 4,000-image MNIST gives a 97 % dense model; see the report)."""
+    from pimc.compiler.cli import cli
+
+    result = CliRunner().invoke(cli, [
+        "export", "prune", "--model", "lenet5", "--data", "mnist", "-o", str(tmp_path / "p.onnx"),
+        "--dense-output", str(tmp_path / "d.onnx"), "--no-progress", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    print(summary["accuracy_dense"], summary["accuracy_pruned"], summary["compression"])
+    assert summary["compression"] >= 85
+    assert summary["accuracy_pruned"] > 0.85

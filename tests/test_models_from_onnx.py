@@ -1,0 +1,62 @@
+"""The ONNX → torch conversion behind the exporters' ``--model FILE.onnx`` (and ``FILE.py:FACTORY``)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import torch
+from click.testing import CliRunner
+
+from pimc.compiler.loader import load_model
+from pimc.models import bundled_model_path
+from pimc.models.from_onnx import load_onnx_module
+from pimc.runtime.datasets import load_dataset
+from pimc.runtime.session import make_session
+
+
+def test_converted_module_computes_what_onnxruntime_computes():
+    module, shape, _ = load_onnx_module(bundled_model_path())
+    assert shape == (1, 8, 8)
+    x = load_dataset("digits", shape, split="test").x[:16]
+    original = load_model(bundled_model_path())
+    session = make_session(original)
+    ref = session.run(None, {session.get_inputs()[0].name: x})[0]
+    got = module.eval()(torch.from_numpy(x)).detach().numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
+    assert sum(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in module.modules()) == 4
+
+
+def test_export_prune_on_a_users_onnx_keeps_its_io_names(tmp_path):
+    from pimc.compiler.cli import cli
+
+    out = tmp_path / "p.onnx"
+    result = CliRunner().invoke(cli, [
+        "export", "prune", "--model", str(bundled_model_path()), "--data", "digits", "-o", str(out),
+        "--admm-epochs", "1", "--retrain-epochs", "1", "--steps", "1", "--train-limit", "128", "--ratio", "4", "--no-progress",
+        "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["compression"] >= 3.5
+    source, pruned = onnx.load(str(bundled_model_path())), onnx.load(str(out))
+    assert [i.name for i in pruned.graph.input] == [i.name for i in source.graph.input]
+    assert [o.name for o in pruned.graph.output] == [o.name for o in source.graph.output]
+
+
+def test_export_prune_on_a_factory(tmp_path):
+    from pimc.compiler.cli import cli
+
+    factory = tmp_path / "net.py"
+    factory.write_text(
+        "from torch import nn\n"
+        "def build(num_classes=10):\n"
+        "    return nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, num_classes))\n")
+    out = tmp_path / "f.onnx"
+    result = CliRunner().invoke(cli, [
+        "export", "prune", "--model", f"{factory}:build", "--input-shape", "1,8,8", "--data", "digits",
+        "-o", str(out), "--epochs", "1", "--admm-epochs", "1", "--retrain-epochs", "1", "--steps", "1", "--train-limit", "128",
+        "--ratio", "4", "--no-progress", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["compression"] >= 3.5
