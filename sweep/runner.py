@@ -79,21 +79,15 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions) -> SweepResult:
     digests = {m: file_digest(m) for m in spec.models}
     fast = spec.cost_only and bool(spec.axes) and not opts.exact and spec.search != "optuna"
     try:
-        started = start_ray(opts.address, opts.workers)
-        try:
-            if spec.search == "optuna":
-                computed, skipped = _run_optuna(spec, opts, journal, digests)
-            else:
-                points = plan_points(spec, opts.seed, digests)
-                todo = [p for p in points if p["key"] not in journal.done]
-                skipped = len(points) - len(todo)
-                runner = _run_fast if fast else _run_tune
-                computed = runner(todo, spec, opts, journal) if todo else 0
-        finally:
-            if started:
-                import ray
-
-                ray.shutdown()
+        if spec.search == "optuna":
+            computed, skipped = _with_ray(opts, spec.trials > len(journal.rows),
+                                          lambda: _run_optuna(spec, opts, journal, digests), (0, len(journal.rows)))
+        else:
+            points = plan_points(spec, opts.seed, digests)
+            todo = [p for p in points if p["key"] not in journal.done]
+            skipped = len(points) - len(todo)
+            runner = _run_fast if fast else _run_tune
+            computed = _with_ray(opts, bool(todo), lambda: runner(todo, spec, opts, journal), 0)
     finally:
         journal.close()
     rows = ordered_rows(journal, spec, opts.seed, digests)
@@ -115,6 +109,20 @@ def ordered_rows(journal: Journal, spec: SweepSpec, seed: int, digests: dict[str
 
 # ---------------------------------------------------------------------------------------------------
 # Ray
+
+
+def _with_ray(opts: SweepOptions, needed: bool, work, nothing: Any) -> Any:
+    """``work()`` on Ray (started or joined for it, shut down after), or ``nothing`` when there is no work."""
+    if not needed:
+        return nothing
+    started = start_ray(opts.address, opts.workers)
+    try:
+        return work()
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
 
 
 def start_ray(address: str | None, workers: int | None) -> bool:

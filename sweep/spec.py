@@ -8,10 +8,11 @@ mistake in the file is one ``PimcError`` line.
 from __future__ import annotations
 
 import itertools
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from ..compiler.errors import PimcError
 
