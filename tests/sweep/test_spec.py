@@ -69,3 +69,13 @@ def test_split_axes():
     sets, hw = split_axes({"decompose.rank": 3, "decompose.include": ["a", "b"], "hw.cim.rows": 32})
     assert sets == ("decompose.rank=3", "decompose.include=a,b")
     assert hw == {"rows": 32}
+
+
+def test_cli_bad_spec_is_one_line(tmp_path, capsys):
+    from pimc.compiler.cli import main
+
+    bad = tmp_path / "s.toml"
+    bad.write_text(f'model = "{MODEL}"\ntargets = ["escalate"]\n[axes]\n"decompose.rnk" = [1]\n')
+    assert main(["sweep", str(bad), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pimc: error:") and "has no option 'rnk'" in err and "\n" not in err
