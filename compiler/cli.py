@@ -18,6 +18,7 @@ _PLUGINS = {
     "models": ("pimc.models.commands", "models_group"),
     "demo": ("pimc.compiler.demo", "demo_command"),
     "diff": ("pimc.compiler.diff", "diff_command"),
+    "sweep": ("pimc.sweep.cli", "sweep_command"),
 }
 
 
