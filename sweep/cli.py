@@ -20,7 +20,7 @@ from ..compiler.errors import PimcError
 @click.option("--seed", default=0, show_default=True, help="Seed of the compiles and of random / optuna search.")
 @click.option("--exact", is_flag=True, help="Compile every hardware point (no cost-only fast path).")
 @click.option("--study", type=click.Choice(["layerwise", "break-even"]), default=None,
-              help="Built-in study: SPEC is then the MODEL (needs --target and --data).")
+              help="Built-in study: SPEC is then the MODEL (layerwise needs --target and --data, break-even --target).")
 @click.option("--target", "-t", default=None, help="Target of a --study.")
 @click.option("--data", default=None, help="Data of a --study (labelled, e.g. digits).")
 @click.option("--values", default=None, help="--study layerwise: comma-separated ranks (default 1..9).")

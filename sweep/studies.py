@@ -4,8 +4,10 @@
 (``decompose.include=<layer>``), the compile is run at each rank (``decompose.rank``); the table and
 ``DIR/layerwise.png`` show accuracy and energy against rank per layer. The accuracy budget is lifted
 (``max_accuracy_drop = 100``) so every point is measured.
-``break-even``: per-layer break-even pruning ratios; needs a ``prune`` pass, which this build lacks
-(the study says so and stops).
+``break-even``: per-layer break-even pruning ratios (ADMM-NN's definition: the lowest pruning ratio at
+which the layer's sparse path is no slower than its dense path), from the target's own cost model
+(``Target.break_even``, as ``pimc inspect --break-even``); ``DIR/break_even.csv`` and ``DIR/break_even.png``.
+Needs no data.
 """
 
 from __future__ import annotations
@@ -22,19 +24,63 @@ DEFAULT_RANKS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 
 def run_study(study: str, model: str, target: str | None, data: str | None, values: str | None,
               opts: SweepOptions) -> SweepResult:
+    if study == "break-even":
+        if not target:
+            raise PimcError("--study break-even needs --target")
+        return break_even(model, target, opts.out)
     if not target or not data:
         raise PimcError(f"--study {study} needs --target and --data")
-    if study == "break-even":
-        return _break_even()
     return layerwise(model, target, data, _ranks(values), opts)
 
 
-def _break_even() -> SweepResult:
-    from ..compiler.passbase import all_passes
+def break_even(model: str, target: str, out: Path) -> SweepResult:
+    """Per-layer break-even pruning ratios on ``target``, as a table, a CSV and a bar plot."""
+    import csv
+    import time
 
-    if "prune" not in all_passes():
-        raise PimcError("--study break-even needs the 'prune' pass, which is not in this build (skipped)")
-    raise PimcError("--study break-even: not implemented yet for the 'prune' pass")
+    from ..compiler.inspect_model import break_even_info
+    from ..compiler.loader import load_model
+    from ..compiler.tables import Table, console
+
+    start = time.perf_counter()
+    info = break_even_info(load_model(model), target, None)
+    rows = [{**r, "status": "ok"} for r in info["layers"]]
+    if not rows:
+        raise PimcError(f"--study break-even: {info['note']}")
+    out.mkdir(parents=True, exist_ok=True)
+    csv_path = out / "break_even.csv"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    table = Table(title=f"break-even pruning ratios on {target}")
+    for col in rows[0]:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(str(v) for v in r.values()))
+    console().print(table)
+    console().print(info["note"], markup=False)
+    png = plot_break_even(rows, target, out / "break_even.png")
+    return SweepResult(rows, len(rows), 0, time.perf_counter() - start,
+                       {"break_even_csv": str(csv_path), "break_even_png": str(png)})
+
+
+def plot_break_even(rows: list[dict[str, Any]], target: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(5, 0.6 * len(rows) + 2), 4))
+    ratios = [r["break_even_ratio"] if r["break_even_ratio"] is not None else float("nan") for r in rows]
+    ax.bar(range(len(rows)), ratios, color="C0")
+    ax.set_xticks(range(len(rows)), [str(r["layer"]) for r in rows], rotation=60, ha="right", fontsize=7)
+    ax.set(ylabel="break-even pruning ratio (x)", title=f"per-layer break-even pruning ratio on {target}")
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
 
 
 def _ranks(values: str | None) -> list[int]:
