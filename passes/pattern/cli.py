@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import click
 
 from ...compiler.errors import PimcError
 from ...compiler.tables import Table, console
 from ...runtime.datasets import TRAINABLE_HELP
+from .._exporter_cli import FILE, emit, shared_options
 from .pattern_prune import LIBRARIES, PatternConfig
 from .schedule import AdmmSchedule
 
-_FILE = click.Path(dir_okay=False, path_type=Path)
+_FILE = FILE
 
 
 @click.command("pattern")
@@ -39,22 +37,10 @@ _FILE = click.Path(dir_okay=False, path_type=Path)
 @click.option("--rho-growth", type=float, default=AdmmSchedule.rho_growth, show_default=True, help="ρ multiplier per Z update.")
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training.")
 @click.option("--prune-lr", type=float, default=AdmmSchedule.lr, show_default=True, help="Learning rate of ADMM/retraining.")
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--train-limit", type=click.IntRange(min=1), default=None, help="Train on the first N training images only (smoke runs).")
-@click.option("--in-channels", type=int, default=None, help="Override the model's input channels.")
-@click.option("--input-size", type=int, default=None, help="Override the input height/width (e.g. 16).")
-@click.option("--dense-output", type=_FILE, default=None, help="Also export the dense pre-trained model.")
-@click.option("--dense-checkpoint", type=_FILE, default=None,
-              help="torch state_dict of the dense model: loaded if it exists, else written after pre-training.")
-@click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
-@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@shared_options
 def command(**kw) -> None:
     """Pattern + connectivity pruning (PatDNN / ADMM-NN) of zoo model on a dataset, exported with annotations."""
-    summary = run_export(**kw)
-    if kw["as_json"]:
-        click.echo(json.dumps(summary, indent=2))
-    else:
-        _print_summary(summary)
+    emit(run_export(**kw), kw["as_json"], _print_summary)
 
 
 def run_export(**kw) -> dict:
