@@ -19,8 +19,11 @@ from min/max or from the ``p``/``100−p`` percentiles, widened to contain 0)::
 
 For ``n < 8`` a ``Clip`` to the representable n-bit range, ``[(code_min − z)·s, (code_max − z)·s]``,
 precedes the QuantizeLinear, so onnxruntime computes exactly the n-bit activations. One Q/DQ pair per
-activation tensor is shared by every quantized compute node that reads it; other readers (a residual
-``Add``) keep the float tensor.
+activation tensor, placed right after its producer, is read by every reader of the tensor. With the
+``int8`` layout (default, :func:`fused_layout`) the outputs of compute nodes, residual Adds, pooling and
+Concat are quantized too, after a Relu/Clip that is their only reader (the range folds the activation),
+and MaxPool/Flatten/Reshape outputs share their input's parameters, which is what onnxruntime's QDQ
+fusion turns into QLinearConv, QGemm, QLinearAdd, QLinearGlobalAveragePool and uint8 pooling.
 
 Biases (optional, when the activation is quantized): ``b_q = round(b / (s_x · s_c))`` as int32, dequantized
 per output channel at scale ``s_x · s_c`` — the integer accumulator an integer datapath would add.
