@@ -106,25 +106,26 @@ def bench_command(
 
 
 def _bench_table(rows: list[dict], sizes: list[int], data: str) -> Table:
-    """Rich table of bench rows with ratios against the first model."""
+    """Rich table of bench rows with ratios against the first model, every ratio "> 1 = better": the
+    non-zero column says how many times fewer non-zero params, each latency column how many times faster."""
     ref = rows[0]
-    table = Table(title=f"bench on {data} (ratios vs {ref['model']})")
-    headers = ["model", "params", "non-zero", "accuracy", "top-1 agree", "max |diff|"]
-    headers += [f"ms @b{b}" for b in sizes]
+    table = Table(title=f"bench on {data} (ratios vs {ref['model']}, > 1 = better)")
+    headers = ["model", "params", "non-zero (× fewer)", "accuracy", "top-1 agree", "max |diff|"]
+    headers += [f"ms @b{b} (× faster)" for b in sizes]
     for header in headers:
         table.add_column(header, justify="left" if header == "model" else "right")
     for row in rows:
         cells = [
             row["model"],
             str(row["params"]),
-            f"{row['nonzero_params']} ({_ratio(row['nonzero_params'], ref['nonzero_params'])})",
+            f"{row['nonzero_params']} ({_gain(ref['nonzero_params'], row['nonzero_params'], 'fewer')})",
             _percent(row["accuracy"]),
             _percent(row["top1_agreement"]),
             "-" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.2e}",
         ]
         for b in sizes:
             key = f"latency_ms_b{b}"
-            cells.append(f"{row[key]:.3f} ({_ratio(row[key], ref[key])})")
+            cells.append(f"{row[key]:.3f} ({_gain(ref[key], row[key], 'faster')})")
         table.add_row(*cells)
     return table
 
@@ -150,9 +151,9 @@ def dataset_input(proto: onnx.ModelProto, path: Path) -> tuple[str, tuple[int, i
     return model_input(proto)
 
 
-def _ratio(value: float, reference: float) -> str:
-    """``value / reference`` formatted as ``0.50x``."""
-    return f"{value / reference:.2f}x" if reference else "-"
+def _gain(reference: float, value: float, word: str) -> str:
+    """``reference / value`` formatted as ``2.00× faster`` (> 1 = better than the reference)."""
+    return f"{reference / value:.2f}× {word}" if value else "-"
 
 
 def _percent(value: float | None) -> str:

@@ -62,7 +62,14 @@ def test_bench_command(tmp_path: Path) -> None:
     assert [r["model"] for r in json.loads(res.output)] == ["digits_cnn.onnx", "pruned.onnx"]
     assert (tmp_path / "o.csv").is_file() and (tmp_path / "o.png").is_file()
     res = CliRunner().invoke(bench_command, args[:2] + ["--repeats", "2"], terminal_width=200)
-    assert res.exit_code == 0 and "1.00x" in res.output
+    assert res.exit_code == 0 and "1.00× faster" in res.output and "× fewer" in res.output
+
+
+def test_bench_ratios_are_better_when_above_one() -> None:
+    from pimc.runtime.commands import _gain
+
+    assert _gain(2.0, 1.0, "faster") == "2.00× faster"
+    assert _gain(1.0, 0.0, "faster") == "-"
 
 
 def test_bench_rejects_mismatched_inputs(tmp_path: Path) -> None:

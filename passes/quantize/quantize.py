@@ -45,8 +45,10 @@ from .qdq import (
     compute_nodes,
     ensure_qdq_opset,
     float_weight,
+    fused_layout,
     merge_feeds,
     quantize_symmetric,
+    share_params,
     weight_axis,
 )
 
@@ -62,6 +64,9 @@ ACT_OPTIONS = (
     Option("act_scheme", str, "asymmetric", "activation grid: asymmetric uint with zero point, or symmetric int",
            choices=("asymmetric", "symmetric")),
     Option("samples", int, 128, "calibration samples used for activation ranges", minimum=1),
+    Option("layout", str, "int8", "Q/DQ placement: int8 (inputs and outputs of compute nodes, Adds, pooling, "
+           "Concat; Relu/Clip folded, so onnxruntime fuses its integer kernels) or inputs (compute-node inputs "
+           "only)", choices=("int8", "inputs")),
     Option("quantize_bias", bool, True, "store biases as int32 at scale s_act·s_weight"),
     Option("exclude", list, [], "compute node names left in float"),
 )
@@ -259,8 +264,12 @@ def plan_activations(
         plan.node_acts[node.name] = tensor
         if tensor not in tensors:
             tensors.append(tensor)
+    aliases: dict[str, str] = {}
+    if opts.get("layout", "int8") == "int8":
+        tensors, aliases = fused_layout(model, plan.node_acts)
     plan.acts = calibrate_acts(model, tensors, feeds, bits, opts["calibration"], opts["percentile"],
                                opts["act_scheme"], seed, values)
+    share_params(plan.acts, aliases)
 
 
 def summary_stats(plan: QuantPlan, skipped: list[dict[str, str]], old_opset: int | None, ctx: PassContext):

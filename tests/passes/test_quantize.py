@@ -77,7 +77,9 @@ def init(model: onnx.ModelProto, name: str) -> np.ndarray:
 def test_int8_structure_annotations_and_accuracy(tmp_path):
     x = np.concatenate([f["x"] for f in feeds(16, seed=5)])
     ref = ort_run(small_cnn(), x)[0]
-    q, stats = run_pass(small_cnn())
+    fused, _ = run_pass(small_cnn())
+    assert [n.op_type for n in fused.graph.node].count("QuantizeLinear") > 3  # outputs quantized too
+    q, stats = run_pass(small_cnn(), layout="inputs")
     ops = [n.op_type for n in q.graph.node]
     assert ops.count("QuantizeLinear") == 3 and ops.count("DequantizeLinear") == 3 + 3 + 3
     onnx.checker.check_model(q, full_check=True)
@@ -222,7 +224,8 @@ def test_int8_on_bundled_digits_model_stays_within_one_point(tmp_path):
     fp32 = evaluate(str(bundled_model_path()), data, repeats=1)["accuracy"]
     int8 = evaluate(str(out), data, repeats=1)["accuracy"]
     assert int8 >= fp32 - 0.01
-    assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(out).graph.node) == 4
+    # int8 layout: inputs and outputs of every fused kernel
+    assert sum(n.op_type == "QuantizeLinear" for n in onnx.load(out).graph.node) == 7
 
 
 def test_auto_weight_bits_without_labelled_data_keep_eight_bits():

@@ -1,0 +1,37 @@
+"""The quantize pass's int8 layout: onnxruntime's optimizer replaces every float Conv/Add/pool by int8 kernels."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import onnx
+import onnxruntime as ort
+import pytest
+
+from pimc.models import bundled_model_path
+
+
+def _optimized_ops(path: Path) -> Counter:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    so.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    return Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+
+
+@pytest.mark.parametrize("layout", ["int8"])
+def test_int8_kernels_replace_float_convs(tmp_path: Path, layout: str) -> None:
+    from click.testing import CliRunner
+
+    from pimc.compiler.cli import cli
+
+    out = tmp_path / "q.onnx"
+    res = CliRunner().invoke(cli, ["compile", str(bundled_model_path()), "-t", "onnxruntime", "--passes",
+                                    "fold-constants,eliminate-identity,fold-batchnorm,quantize,cleanup",
+                                    "--set", f"quantize.layout={layout}", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    ops = _optimized_ops(out)
+    assert ops["QLinearConv"] == 3 and ops["Conv"] == 0 and ops["FusedConv"] == 0
+    assert ops["QLinearGlobalAveragePool"] == 1 and ops["QGemm"] == 1
+    assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 0
