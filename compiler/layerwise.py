@@ -41,6 +41,18 @@ class Site:
     macs: float
 
 
+def dense_macs(node: onnx.NodeProto, weight_size: int, shapes: dict[str, list]) -> float:
+    """A site's dense MACs: output positions × weight size. A Conv's positions are N·spatial, a Gemm's or
+    MatMul's every output dim but the last; unknown or symbolic dims count as 1."""
+    out = shapes.get(node.output[0]) or []
+    known = [d if isinstance(d, int) and d > 0 else 1 for d in out]
+    if node.op_type == "Conv":
+        positions = int(np.prod(known[:1] + known[2:])) if known else 1
+    else:
+        positions = int(np.prod(known[:-1])) if len(known) > 1 else 1
+    return float(positions * weight_size)
+
+
 @dataclass
 class Candidate:
     """One way to rewrite a layer. ``apply`` rewrites a model copy (refitting as needed); ``preview``, if

@@ -44,7 +44,7 @@ from onnx import helper
 from ...compiler.annotations import get_node_annotation
 from ...compiler.errors import PimcError
 from ...compiler.graph import all_names, attr, selection_miss, set_initializer, unique_name, value_shapes
-from ...compiler.layerwise import Candidate, Site, compress_layerwise
+from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 from ...compiler.reconstruct import ConvGeometry, LayerStats, conv_stats, relative_error, solve
 from ._common import (
@@ -116,7 +116,7 @@ class Decompose(Pass):
             if reason:
                 skipped.append({"node": node.name, "reason": reason})
                 continue
-            sites.append(Site(node.name, node.input[0], _dense_macs(graph, node, shapes)))
+            sites.append(Site(node.name, node.input[0], dense_macs(node, conv_weight(graph, node).size, shapes)))
         result = compress_layerwise(model, sites, self._propose, ctx, force=not self.searching)
         model = result.model
         skipped += result.skipped
@@ -207,7 +207,7 @@ class Decompose(Pass):
         masked = np.where(keep, dense_coef, 0.0)
         error = relative_error(zstats, masked, bias) if zstats is not None else _weight_error(layer, basis, masked)
         nnz = int(np.count_nonzero(masked))
-        dense_macs = layer.pixels * cout * cin * kh * kw
+        macs_dense = layer.pixels * cout * cin * kh * kw
         info = {
             "layer": layer.name, "cout": int(cout), "cin": int(cin), "kernel": [int(kh), int(kw)], "rank": int(d),
             "coefficient_sparsity": round(1.0 - nnz / masked.size, 4),
@@ -215,8 +215,8 @@ class Decompose(Pass):
             "relative_error": float(error), "refitted": zstats is not None,
             "coefficients": int(masked.size), "coefficients_nonzero": nnz,
             "params_before": int(layer.weight.size), "params_after": int(d * kh * kw + nnz),
-            "macs_before": int(dense_macs), "macs_after": int(layer.pixels * (cin * d * kh * kw + nnz)),
-            "dense_cost": float(dense_macs),
+            "macs_before": int(macs_dense), "macs_after": int(layer.pixels * (cin * d * kh * kw + nnz)),
+            "dense_cost": float(macs_dense),
         }
         write_bias = bias if (zstats is not None or layer.bias is not None) else None
         refit = _Refit(zstats, keep, masked, bias)
@@ -281,13 +281,6 @@ class _LayerFit:
     sigma: np.ndarray
     vt: np.ndarray
     pixels: float
-
-
-def _dense_macs(graph: onnx.GraphProto, node: onnx.NodeProto, shapes: dict[str, list]) -> float:
-    weight = conv_weight(graph, node)
-    out = shapes.get(node.output[0]) or []
-    pixels = int(np.prod([d if isinstance(d, int) and d > 0 else 1 for d in out[:1] + out[2:]])) if out else 1
-    return float(pixels * weight.size)
 
 
 def _weight_error(layer: _LayerFit, basis: np.ndarray, coef: np.ndarray) -> float:

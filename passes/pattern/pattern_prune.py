@@ -73,7 +73,7 @@ from ...compiler.graph import (
     unique_name,
     value_shapes,
 )
-from ...compiler.layerwise import Candidate, Site, compress_layerwise
+from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 from ...compiler.reconstruct import ConvGeometry, LayerStats, conv_stats, relative_error, solve
 
@@ -455,7 +455,7 @@ class PatternPrune(Pass):
                 layer_changed, layers[node.name] = write_layer(model, node, weight, result, config)
                 changed |= layer_changed
                 continue
-            sites.append(Site(node.name, node.input[0], _pixels(shapes, node) * float(weight.size)))
+            sites.append(Site(node.name, node.input[0], dense_macs(node, weight.size, shapes)))
         outcome = compress_layerwise(model, sites, self._propose, ctx, force=not self.searching)
         for entry in outcome.chosen:
             layers[entry["node"]] = {**entry, **self._refits[(entry["node"], entry["setting"])].summary()}
@@ -489,7 +489,7 @@ class PatternPrune(Pass):
         return sorted(candidates, key=lambda c: c.cost)
 
     def _candidate(self, name: str, weight: np.ndarray, bias: np.ndarray | None, stats: LayerStats | None,
-                   setting: PatternConfig, dense_macs: float, config: PatternConfig) -> Candidate:
+                   setting: PatternConfig, macs_dense: float, config: PatternConfig) -> Candidate:
         result = prune_kernels(weight, setting)
         support = pattern_support(result).reshape(weight.shape[0], -1)
         flat_bias = np.zeros(weight.shape[0]) if bias is None else bias.astype(np.float64)
@@ -501,11 +501,11 @@ class PatternPrune(Pass):
         label = f"nonzeros={result.nonzeros},connectivity={setting.connectivity:g}"
         refit = _Refit(stats, support, result)
         self._refits[(name, label)] = refit
-        pixels = dense_macs / max(weight.size, 1)
+        pixels = macs_dense / max(weight.size, 1)
         info = {"setting": label, "nonzeros": result.nonzeros, "connectivity": setting.connectivity,
                 "relative_error": float(error), "refitted": stats is not None,
-                "macs_before": int(dense_macs), "macs_after": int(pixels * int(support.sum())),
-                "dense_cost": float(dense_macs)}
+                "macs_before": int(macs_dense), "macs_after": int(pixels * int(support.sum())),
+                "dense_cost": float(macs_dense)}
 
         def apply(target: onnx.ModelProto) -> None:
             node = next(n for n in target.graph.node if n.name == name)
@@ -559,12 +559,6 @@ class _Refit:
         if self.error is not None:
             out["refit_relative_error"] = float(self.error)
         return out
-
-
-def _pixels(shapes: dict, node: onnx.NodeProto) -> float:
-    out = shapes.get(node.output[0]) or []
-    dims = [d if isinstance(d, int) and d > 0 else 1 for d in out[2:]]
-    return float(np.prod(dims)) if dims else 1.0
 
 
 def _bias(graph: onnx.GraphProto, node: onnx.NodeProto) -> np.ndarray | None:

@@ -44,7 +44,7 @@ from ...compiler.graph import (
     unique_name,
     value_shapes,
 )
-from ...compiler.layerwise import Candidate, Site, compress_layerwise
+from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 from ...compiler.reconstruct import ConvGeometry, LayerStats, conv_stats, dense_stats, relative_error, solve
 from .masks import global_sparsities, nm_mask, parse_nm, sparsity_of, topk_mask
@@ -146,7 +146,7 @@ class Prune(Pass):
             if reason:
                 skipped.append({"node": node.name, "reason": reason})
                 continue
-            sites.append(Site(node.name, node.input[0], _dense_macs(node, inits, shapes)))
+            sites.append(Site(node.name, node.input[0], dense_macs(node, int(np.prod(inits[node.input[1]].dims)), shapes)))
         convs_first = sorted(range(len(sites)), key=lambda i: (_op_of(graph, sites[i].node) != "Conv", i))
         return [sites[i] for i in convs_first], skipped
 
@@ -304,14 +304,3 @@ def _write_bias(graph: onnx.GraphProto, node: onnx.NodeProto, layer: _Layer, bia
     while len(node.input) < 3:
         node.input.append("")
     node.input[2] = name
-
-
-def _dense_macs(node: onnx.NodeProto, inits: dict, shapes: dict[str, list]) -> float:
-    weight_size = int(np.prod(inits[node.input[1]].dims))
-    out = shapes.get(node.output[0]) or []
-    known = [d if isinstance(d, int) and d > 0 else 1 for d in out]
-    if node.op_type == "Conv":
-        positions = int(np.prod(known[:1] + known[2:])) if known else 1
-    else:
-        positions = int(np.prod(known[:-1])) if len(known) > 1 else 1
-    return float(positions * weight_size)

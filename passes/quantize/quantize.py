@@ -35,7 +35,7 @@ import onnx
 from ...compiler import annotations as ann
 from ...compiler.errors import PimcError
 from ...compiler.graph import value_shapes
-from ...compiler.layerwise import Candidate, Site, compress_layerwise
+from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 from .qdq import (
     QuantPlan,
@@ -143,7 +143,7 @@ def choose_bits(float_model: onnx.ModelProto, quantized: onnx.ModelProto, plan: 
     if ctx.budget is not None and ctx.budget.reference_accuracy is None:
         ctx.budget.set_reference(float_model)  # the 8-bit drop counts as spent before the choice
     weights = {n.name: (n, w) for n, w in selected if node_weight_bits(n, {**opts, "weight_bits": None}) == fallback}
-    sites = [Site(name, node.input[0], _pixels(shapes, node) * float(w.size)) for name, (node, w) in weights.items()]
+    sites = [Site(name, node.input[0], dense_macs(node, w.size, shapes)) for name, (node, w) in weights.items()]
 
     def build(current: onnx.ModelProto, layer: str, layer_bits: int) -> onnx.ModelProto:
         """``float_model`` quantized with the bits already chosen in ``current`` and ``layer`` at ``layer_bits``."""
@@ -196,12 +196,6 @@ def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     return out
-
-
-def _pixels(shapes: dict, node: onnx.NodeProto) -> float:
-    out = shapes.get(node.output[0]) or []
-    dims = [d if isinstance(d, int) and d > 0 else 1 for d in out[2:]] if node.op_type == "Conv" else []
-    return float(np.prod(dims)) if dims else 1.0
 
 
 def calibration(model: onnx.ModelProto, ctx: PassContext, samples: int) -> list[dict[str, np.ndarray]]:
