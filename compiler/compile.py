@@ -22,7 +22,7 @@ from .budget import DEFAULT_MAX_DROP_POINTS, AccuracyBudget
 from .errors import PimcError
 from .input_shapes import fix_input_shapes, static_shape_assumptions
 from .loader import infer_shapes, load_model
-from .modelio import write_model, write_text_atomic
+from .modelio import copy_model, write_model, write_text_atomic
 from .passbase import PassContext
 from .pipeline import PassManager, build_pipeline
 from .report import build_report, report_json
@@ -127,7 +127,7 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     overrides = parse_baseline_models(opts.baseline_models, target)
     model = fix_input_shapes(load_model(opts.input), opts.input_shapes)
     assumptions = static_shape_assumptions(model) if _simulates(target) else []
-    input_model = _copy(model)
+    input_model = copy_model(model)
     before = model_stats(model)
     baselines = cost_baselines(target, model, hw, overrides, opts.seed)  # before any pass touches the model
     data = prepare_data(model, opts)
@@ -172,12 +172,6 @@ def _check_budget(accuracy: dict[str, Any]) -> None:
             f"({100 * accuracy['input']:.2f} % -> {100 * accuracy['output']:.2f} % on {accuracy['samples']} "
             f"held-out samples) > --max-accuracy-drop {accuracy['max_drop_points']:g}; no output written"
         )
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
 
 
 def _simulates(target: Target) -> bool:

@@ -28,6 +28,7 @@ import numpy as np
 import onnx
 
 from .budget import cheapest_within
+from .modelio import copy_model
 from .passbase import PassContext
 from .reconstruct import capture
 
@@ -83,12 +84,6 @@ def reconstruction_feeds(ctx: PassContext) -> list[dict[str, np.ndarray]] | None
     return feeds[::step][:RECONSTRUCTION_SAMPLES]
 
 
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
-
-
 def compress_layerwise(model: onnx.ModelProto, sites: list[Site], propose: Proposer, ctx: PassContext,
                        force: bool) -> LayerwiseResult:
     """Walk ``sites`` in order, choosing one candidate (or none) per layer; see the module docstring.
@@ -114,7 +109,7 @@ class _Walk:
     """The state of one pass over the sites: the reference, the model compressed so far, the records."""
 
     def __init__(self, model: onnx.ModelProto, propose: Proposer, ctx: PassContext, force: bool):
-        self.reference = _copy(model)
+        self.reference = copy_model(model)
         self.current = model
         self.propose = propose
         self.ctx = ctx
@@ -169,13 +164,13 @@ class _Walk:
 
 
 def _applied(model: onnx.ModelProto, candidate: Candidate) -> onnx.ModelProto:
-    trial = _copy(model)
+    trial = copy_model(model)
     candidate.apply(trial)
     return trial
 
 
 def _previewed(model: onnx.ModelProto, candidate: Candidate) -> onnx.ModelProto:
-    trial = _copy(model)
+    trial = copy_model(model)
     (candidate.preview or candidate.apply)(trial)
     return trial
 

@@ -76,6 +76,7 @@ from ...compiler.graph import (
 )
 from ...compiler.layerwise import Candidate, Site, compress_layerwise
 from ...compiler.loader import infer_shapes
+from ...compiler.modelio import copy_model
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 from ...compiler.reconstruct import ConvGeometry, LayerStats, capture, conv_stats, relative_error, solve
 from ...compiler.target import Target, get_target
@@ -183,7 +184,7 @@ class ComparatorConv(Pass):
         sites = self._select(model, skipped)
         if not sites:
             return PassResult(model, False, {"replaced": [], "skipped": skipped})
-        original = _copy(model)
+        original = copy_model(model)
         records = extract_workload(model).by_name()
         self._reference, self._ctx, self._fits = original, ctx, {}
         self._settings: dict[str, list[tuple[Setting, np.ndarray]]] = {}
@@ -399,12 +400,6 @@ class _Fit:
             "train_fit_error": self.train_fit_error, "params_before": int(conv.weight.size),
             "params_learnable_after": int(pointwise.size + bias.size),
         }
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
 
 
 def block_cost(conv: LayerRecord, anchors: np.ndarray, opts: dict[str, Any], ctx: PassContext) -> float:

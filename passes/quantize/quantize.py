@@ -36,6 +36,7 @@ from ...compiler import annotations as ann
 from ...compiler.errors import PimcError
 from ...compiler.graph import value_shapes
 from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
+from ...compiler.modelio import copy_model
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 from .qdq import (
     QuantPlan,
@@ -107,7 +108,7 @@ class Quantize(Pass):
         act_bits = self.opts["act_bits"] or self.opts["bits"]
         if self.opts["activations"]:
             plan_activations(model, plan, [n for n, _ in selected], feeds, act_bits, self.opts, ctx.seed)
-        float_model = _copy(model)
+        float_model = copy_model(model)
         apply_plan(model, plan)
         bit_choice = None
         if self.opts["weight_bits"] == AUTO:
@@ -148,7 +149,7 @@ def choose_bits(float_model: onnx.ModelProto, quantized: onnx.ModelProto, plan: 
     def build(current: onnx.ModelProto, layer: str, layer_bits: int) -> onnx.ModelProto:
         """``float_model`` quantized with the bits already chosen in ``current`` and ``layer`` at ``layer_bits``."""
         bits = {**_chosen_bits(current, set(weights), fallback), layer: layer_bits}
-        trial = _copy(float_model)
+        trial = copy_model(float_model)
         requant = QuantPlan(dict(plan.weights), dict(plan.acts), dict(plan.node_acts), plan.quantize_bias)
         for name, b in bits.items():
             node, w = weights[name]
@@ -190,12 +191,6 @@ def _bits_candidate(node: onnx.NodeProto, weight: np.ndarray, bits: int, fallbac
     info = {"weight_bits": bits, "relative_error": error, "weights": int(weight.size),
             "dense_cost": float(fallback * weight.size)}
     return Candidate(float(bits * weight.size), apply, info)
-
-
-def _copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    return out
 
 
 def calibration(model: onnx.ModelProto, ctx: PassContext, samples: int) -> list[dict[str, np.ndarray]]:
