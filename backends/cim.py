@@ -607,6 +607,7 @@ class CimTarget(Target):
         return [
             ("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}), ("fuse-relu", {}),
             ("quantize", {"bits": 8, "act_scheme": "symmetric"}), ("cleanup", {}),
+            ("activation-sparsity", {}),
         ]
 
     def lower(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> CimSchedule:

@@ -210,7 +210,7 @@ class CmpPimTarget(Target):
 
     def default_pipeline(self) -> list[tuple[str, dict[str, Any]]]:
         return [("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}),
-                ("comparator-conv", {}), ("cleanup", {})]
+                ("comparator-conv", {}), ("cleanup", {}), ("activation-sparsity", {})]
 
     def lower(self, model: onnx.ModelProto, hw: CmpPimConfig) -> Schedule:
         return lower_workload([scatter_record(r) for r in extract_workload(model).layers], _config(hw))

@@ -85,6 +85,23 @@ Energy (J) = Σ components:
 E_sram(size) interpolates log-log between Horowitz's 8 KB, 32 KB and 1 MB points (extrapolated
 with the 8→32 KB slope below 8 KB). Leakage and control are not modelled.
 
+Activation zeros (``activation_skipping``, an assumption: ESCALATE's abstract says nothing about them).
+The ``activation-sparsity`` pass measures, on ``--data``, each layer input's non-zero fraction d (and d_c per
+channel); a layer without the measurement is costed dense. With skipping on:
+    basis stage:  b_t = b · max_{c ∈ tile t} d_c      each basis column walks its own channel's non-zero inputs
+                                                      in scatter form and the tile waits for its slowest column
+    MAC energy:   MACs · d (basis, dense path, sparse baseline; the coefficient stage uses the measured d of
+                  its own input, the intermediate map): a MAC with a zero activation is gated off (Eyeriss,
+                  Chen et al., JSSC 2017: zero data gating)
+    input map:    on-chip input reads and off-chip input bits × min(1, d + 1/bits_act): zero-value compression,
+                  non-zero values plus a 1-bit presence mask per element (the format of SparTen / Eyeriss v2)
+    output map:   off-chip output bits × min(1, d_out + 1/bits_act), d_out the measured density of the map
+                  after the layer's Relu (``output_zero_fraction``); uncompressed when not measured
+    cycles of the dense path, the coefficient unit and the sparse baseline are unchanged: their columns are
+    output pixels in lockstep, which skip a step only when every pixel's input is zero (not modelled).
+The dense baseline never skips (it is the dense machine). The report's ``activation_skipping`` section gives
+cycles and energy with and without skipping for the same compiled model.
+
 Baselines (what the seed paper compares, ANCHORS.md: a dense accelerator runs the dense model, a sparse
 accelerator a model pruned by its own algorithm). ``compiler/baselines.py`` costs them on the INPUT model
 (after the exact fold-constants / eliminate-identity / fold-batchnorm only), or on the model named by
@@ -158,6 +175,9 @@ class EscalateConfig(HardwareConfig):
         False, "", "assumption: layer by layer, every map goes through DRAM (as per-layer SCALE-Sim/ZigZag "
                    "runs); true keeps a map on chip when it fits the input buffer")
     index_overhead_cycles: int = hw_field(1, "cycles", "assumption: decode bubble per index-list restart")
+    activation_skipping: bool = hw_field(
+        True, "", "assumption: ESCALATE's abstract says nothing about activations; true lets its units and the "
+                  "sparse baseline skip MEASURED zero inputs (activation-sparsity pass) as in the header")
     mult_8b_pj: float = hw_field(0.2, "pJ", "Horowitz ISSCC'14, 45 nm: 8-bit integer multiply")
     add_32b_pj: float = hw_field(0.1, "pJ", "Horowitz ISSCC'14, 45 nm: 32-bit integer add")
     sram_8kb_pj: float = hw_field(10.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 8 KB SRAM, 64-bit read")
@@ -263,6 +283,10 @@ class LayerPlan:
     coef_index_bits: float = 0.0
     coef_index_bits_per_nnz: int = 0
     lowered_from: str | None = None
+    input_density: float | None = None
+    output_density: float | None = None
+    channel_density: np.ndarray | None = None
+    coef_input_density: float | None = None
 
 
 @dataclass
@@ -314,7 +338,16 @@ def _dense_plan(rec: LayerRecord, hw: EscalateConfig) -> LayerPlan:
     stats = _weight_stats(rec.weight, geo.cout, params, _mean_bits(rec, hw.weight_bits), nnz)
     stats.pattern_index_bits = _pattern_index_bits(rec)
     return LayerPlan(rec.name, "dense", geo, stats, float(rec.act_bits or hw.act_bits), [rec.name],
-                     lowered_from=rec.annotations.get("lowered_from"))
+                     lowered_from=rec.annotations.get("lowered_from"), input_density=rec.input_density,
+                     output_density=rec.output_density,
+                     channel_density=_channel_density(rec, geo.cin))
+
+
+def _channel_density(rec: LayerRecord, cin: int) -> np.ndarray | None:
+    values = rec.annotations.get("input_channel_density")
+    if values is None or len(values) != cin:
+        return None
+    return np.asarray(values, dtype=float)
 
 
 def _pair_reason(basis: LayerRecord, coef: LayerRecord) -> str | None:
@@ -350,6 +383,8 @@ def _decomposed_plan(basis: LayerRecord, coef: LayerRecord, hw: EscalateConfig) 
         basis_bits=basis_bits, coef_bits=_mean_bits(coef, hw.coef_bits),
         intermediate_bits=float(coef.act_bits or hw.intermediate_bits),
         basis_storage_bits=(m if shared else cin * m) * kh * kw * basis_bits,
+        input_density=basis.input_density, channel_density=_channel_density(basis, cin),
+        coef_input_density=coef.input_density, output_density=coef.output_density,
     )
     _coefficient_tiles(plan, per_kernel, cw.size, hw)
     return plan
@@ -500,6 +535,31 @@ def _weight_dram_bits(total_bits: float, capacity_bits: float, tiles: int) -> fl
     return total_bits if total_bits <= capacity_bits else total_bits * tiles
 
 
+@dataclass(frozen=True)
+class ActivationZeros:
+    """What a layer's measured input zeros change (all 1.0 when not skipping or nothing was measured)."""
+
+    gate: float = 1.0  # share of MACs whose activation operand is non-zero (the others are gated off)
+    storage: float = 1.0  # compressed / plain bits of the input map: non-zero values + a 1-bit mask
+    applied: bool = False
+
+
+def activation_zeros(density: float | None, bits: float, enabled: bool) -> ActivationZeros:
+    if not enabled or density is None:
+        return ActivationZeros()
+    return ActivationZeros(gate=density, storage=min(1.0, density + 1.0 / max(bits, 1.0)), applied=True)
+
+
+def _tile_density(plan: LayerPlan, tc: int, n_tiles: int, enabled: bool) -> np.ndarray:
+    """Per channel tile, the largest measured channel density: the tile's columns walk their own channel's
+    non-zero inputs and the tile waits for the slowest (1.0 when not skipping or not measured)."""
+    if not enabled or plan.channel_density is None:
+        return np.ones(n_tiles)
+    padded = np.zeros(n_tiles * tc)
+    padded[: len(plan.channel_density)] = plan.channel_density
+    return padded.reshape(n_tiles, tc).max(axis=1)
+
+
 def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     geo, m = plan.geometry, plan.rank
     tc, n_tiles = hw.basis_cols, len(plan.tile_nnz)
@@ -517,21 +577,25 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     in_bits = 2 * min(tc, geo.cin) * plan.act_bits
     tiles = _spatial_tiles(geo, [(2 * min(tc, geo.cin) * m * plan.intermediate_bits, int_buf),
                                  (geo.cout * hw.psum_bits, out_buf)], in_bits, in_buf)
-    compute = (b + tiles * float(np.maximum(b, c).sum()) - max(b, c[-1]) + c[-1]) / tiles
-    basis_cycles, coef_cycles = n_tiles * b, float(c.sum())
+    zeros = activation_zeros(plan.input_density, plan.act_bits, hw.activation_skipping)
+    inter = activation_zeros(plan.coef_input_density, plan.intermediate_bits, hw.activation_skipping)
+    out_storage = activation_zeros(plan.output_density, plan.act_bits, hw.activation_skipping).storage
+    bt = b * _tile_density(plan, tc, n_tiles, hw.activation_skipping)
+    compute = (bt[0] + tiles * float(np.maximum(bt, c).sum()) - max(bt[-1], c[-1]) + c[-1]) / tiles
+    basis_cycles, coef_cycles = float(bt.sum()), float(c.sum())
 
     t = Tally()
     basis_macs = geo.pixels * geo.cin * m * geo.k2
     coef_macs = geo.pixels * plan.coef_nnz
-    t.energy_pj["mac"] += basis_macs * mac_pj(hw, plan.basis_bits, plan.act_bits, plan.intermediate_bits)
-    t.energy_pj["mac"] += coef_macs * mac_pj(hw, plan.coef_bits, plan.intermediate_bits, hw.psum_bits)
+    t.energy_pj["mac"] += basis_macs * zeros.gate * mac_pj(hw, plan.basis_bits, plan.act_bits, plan.intermediate_bits)
+    t.energy_pj["mac"] += coef_macs * inter.gate * mac_pj(hw, plan.coef_bits, plan.intermediate_bits, hw.psum_bits)
     e_in, e_int = sram_pj_per_bit(hw, hw.input_buffer_kb), sram_pj_per_bit(hw, hw.intermediate_buffer_kb)
     e_out, e_coef = sram_pj_per_bit(hw, hw.output_buffer_kb), sram_pj_per_bit(hw, hw.coef_buffer_kb)
     e_basis = sram_pj_per_bit(hw, hw.basis_buffer_kb)
     intermediate_words = geo.pixels * geo.cin * m
     n_groups = group_max.shape[1]
     coef_fetches = plan.coef_nnz * col_passes
-    t.sram("input", basis_macs / basis_share * plan.act_bits, e_in, "input_buffer")
+    t.sram("input", basis_macs / basis_share * plan.act_bits * zeros.storage, e_in, "input_buffer")
     t.sram("basis", plan.basis_storage_bits, e_basis, "weight_buffer")
     t.sram("intermediate", intermediate_words * plan.intermediate_bits * (1 + n_groups), e_int,
            "intermediate_buffer")
@@ -545,8 +609,9 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     if geo.cin * in_rows * geo.w * plan.act_bits <= in_buf:
         halo = 1.0
     weight_bits = plan.basis_storage_bits + plan.coef_nnz * plan.coef_bits + plan.coef_index_bits
-    t.dram("input", _activation_bits(geo.batch * geo.cin * geo.h * geo.w * plan.act_bits, hw) * halo, hw)
-    t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits, hw), hw)
+    input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits * zeros.storage
+    t.dram("input", _activation_bits(input_bits, hw) * halo, hw)
+    t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits * out_storage, hw), hw)
     t.dram("weights", _weight_dram_bits(weight_bits, coef_buf + hw.basis_buffer_kb * KB_BITS, tiles), hw)
     dram = _dram_cycles(t.dram_bits, hw)
     occupancy = {
@@ -569,6 +634,7 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
         "bottleneck": "basis" if basis_cycles >= coef_cycles else "coefficient",
         "channel_tiles": n_tiles, "spatial_tiles": tiles,
         "macs": geo.macs, "basis_macs": basis_macs, "coefficient_macs": coef_macs,
+        **_activation_fields(plan.input_density, zeros),
         "utilization": (basis_macs + coef_macs) / (cycles * (hw.basis_rows * hw.basis_cols
                                                              + hw.coef_rows * hw.coef_cols)),
         "coefficient_density": plan.coef_nnz / max(plan.coef_params, 1),
@@ -587,9 +653,17 @@ def _dense_cycles(geo: Geometry, rows: int, cols: int) -> tuple[int, int, str]:
     return (ws, os_, "weight-stationary") if ws <= os_ else (os_, ws, "output-stationary")
 
 
-def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None) -> dict[str, Any]:
-    """The dense path: every weight (zero or not) is multiplied; same cost for the dense baseline."""
+def _activation_fields(density: float | None, zeros: ActivationZeros) -> dict[str, Any]:
+    return {"input_density": density, "activation_skipping": zeros.applied}
+
+
+def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None,
+               skip_activations: bool = False) -> dict[str, Any]:
+    """The dense path: every weight (zero or not) is multiplied; same cost for the dense baseline, which never
+    skips activations (``skip_activations`` is ESCALATE's own dense path: zero inputs gated and compressed)."""
     geo, w = plan.geometry, plan.dense
+    zeros = activation_zeros(plan.input_density, plan.act_bits, skip_activations and hw.activation_skipping)
+    out_storage = activation_zeros(plan.output_density, plan.act_bits, skip_activations and hw.activation_skipping).storage
     rows, cols = hw.dense_rows, hw.dense_cols
     compute, _, mapping = _dense_cycles(geo, rows, cols)
     kg, cg = geo.cout // geo.groups, geo.cin // geo.groups
@@ -599,8 +673,8 @@ def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None) -> 
     e_in, e_out = sram_pj_per_bit(hw, hw.input_buffer_kb), sram_pj_per_bit(hw, hw.output_buffer_kb)
     e_w = sram_pj_per_bit(hw, hw.dense_weight_buffer_kb)
     t = Tally()
-    t.energy_pj["mac"] += macs * mac_pj(hw, w.bits, plan.act_bits, hw.psum_bits)
-    t.sram("input", macs / min(kg, rows) * plan.act_bits, e_in, "input_buffer")
+    t.energy_pj["mac"] += macs * zeros.gate * mac_pj(hw, w.bits, plan.act_bits, hw.psum_bits)
+    t.sram("input", macs / min(kg, rows) * plan.act_bits * zeros.storage, e_in, "input_buffer")
     pixel_tiles = max(1, _ceil(geo.pixels * min(geo.cout, rows) * hw.psum_bits, out_buf))
     if mapping == "weight-stationary":
         t.sram("weight", w.params * w.bits * pixel_tiles, e_w, "weight_buffer")
@@ -609,9 +683,9 @@ def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None) -> 
         t.sram("weight", macs / min(geo.ow, cols) * w.bits, e_w, "weight_buffer")
         t.sram("output", geo.pixels * geo.cout * plan.act_bits, e_out, "output_buffer")
     input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits
-    passes = 1 if input_bits <= in_buf else _ceil(geo.cout, rows)
-    t.dram("input", _activation_bits(input_bits, hw) * passes, hw)
-    t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits, hw), hw)
+    passes = 1 if input_bits * zeros.storage <= in_buf else _ceil(geo.cout, rows)
+    t.dram("input", _activation_bits(input_bits * zeros.storage, hw) * passes, hw)
+    t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits * out_storage, hw), hw)
     t.dram("weights", _weight_dram_bits(w.params * w.bits, w_buf, pixel_tiles), hw)
     dram = _dram_cycles(t.dram_bits, hw)
     cycles = max(compute, dram)
@@ -621,6 +695,7 @@ def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None) -> 
         "cycles": cycles, "compute_cycles": float(compute), "dram_cycles": dram,
         "bound": "memory" if dram > compute else "compute", "stall_cycles": 0.0,
         "macs": macs, "utilization": macs / (cycles * rows * cols),
+        **_activation_fields(plan.input_density, zeros),
         "bits": {"act": plan.act_bits, "weight": w.bits},
         "buffer_occupancy_bits": {
             "input": min(in_buf, input_bits), "weight": min(w_buf, w.params * w.bits),
@@ -655,26 +730,29 @@ def sparse_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     cg = geo.cin // geo.groups
     index_bits, per_nnz = sparse_index_bits(w, cg * geo.k2)
     eff = geo.pixels * w.nnz
+    zeros = activation_zeros(plan.input_density, plan.act_bits, hw.activation_skipping)
+    out_storage = activation_zeros(plan.output_density, plan.act_bits, hw.activation_skipping).storage
     e_in, e_out = sram_pj_per_bit(hw, hw.input_buffer_kb), sram_pj_per_bit(hw, hw.output_buffer_kb)
     e_w = sram_pj_per_bit(hw, hw.dense_weight_buffer_kb)
     t = Tally()
-    t.energy_pj["mac"] += eff * mac_pj(hw, w.bits, plan.act_bits, hw.psum_bits)
-    t.sram("input", geo.pixels * cg * geo.k2 * int(active.sum()) * plan.act_bits, e_in, "input_buffer")
+    t.energy_pj["mac"] += eff * zeros.gate * mac_pj(hw, w.bits, plan.act_bits, hw.psum_bits)
+    t.sram("input", geo.pixels * cg * geo.k2 * int(active.sum()) * plan.act_bits * zeros.storage, e_in,
+           "input_buffer")
     t.sram("weight", w.nnz * passes * w.bits, e_w, "weight_buffer")
     t.sram("index", w.nnz * passes * per_nnz, e_w, "index")
     t.energy_pj["index"] += w.nnz * passes * hw.add_32b_pj * per_nnz / 32.0
     t.sram("output", geo.pixels * geo.cout * plan.act_bits, e_out, "output_buffer")
-    input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits
+    input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits * zeros.storage
     in_passes = 1 if input_bits <= hw.input_buffer_kb * KB_BITS else n_groups
     t.dram("input", _activation_bits(input_bits, hw) * in_passes, hw)
-    t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits, hw), hw)
+    t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits * out_storage, hw), hw)
     stored = w.nnz * w.bits + index_bits
     tiles = max(1, _ceil(geo.pixels * min(geo.cout, rows) * hw.psum_bits, hw.output_buffer_kb * KB_BITS))
     t.dram("weights", _weight_dram_bits(stored, hw.dense_weight_buffer_kb * KB_BITS, tiles), hw)
     dram = _dram_cycles(t.dram_bits, hw)
     cycles = max(compute, dram)
     return {"name": plan.name, "cycles": cycles, "compute_cycles": compute, "dram_cycles": dram,
-            "macs": eff, "index_bits": index_bits, **_finish(t)}
+            "macs": eff, "index_bits": index_bits, **_activation_fields(plan.input_density, zeros), **_finish(t)}
 
 
 def _finish(t: Tally) -> dict[str, Any]:
@@ -699,8 +777,8 @@ def storage_bits(plan: LayerPlan) -> dict[str, float]:
 
 
 def layer_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
-    main = decomposed_cost(plan, hw) if plan.kind == "decomposed" else dense_cost(plan, hw)
-    base_dense = main if plan.kind == "dense" else dense_cost(plan, hw)
+    main = decomposed_cost(plan, hw) if plan.kind == "decomposed" else dense_cost(plan, hw, skip_activations=True)
+    base_dense = dense_cost(plan, hw)
     base_sparse = sparse_cost(plan, hw)
     main["baselines"] = {
         "dense_same_shape": {"cycles": base_dense["cycles"], "energy_j": base_dense["energy_j"]},
@@ -741,7 +819,9 @@ def _sum_details(details: list[dict[str, Any]], seconds_per_cycle: float) -> dic
     }
 
 
-def cost_schedule(schedule: Schedule, hw: EscalateConfig) -> CostReport:
+def cost_schedule(schedule: Schedule, hw: EscalateConfig, counterpart: bool = True) -> CostReport:
+    """The compiled model's cost; with ``counterpart`` the report also carries the totals of the other
+    ``activation_skipping`` setting (``activation_skipping`` section) when any layer's zeros were measured."""
     layers = [layer_cost(plan, hw) for plan in schedule.layers]
     seconds_per_cycle = 1.0 / (hw.clock_mhz * 1e6)
     cycles = sum(layer["cycles"] for layer in layers)
@@ -757,14 +837,32 @@ def cost_schedule(schedule: Schedule, hw: EscalateConfig) -> CostReport:
         details = [layer.pop(f"_{name}_detail") for layer in layers]
         baselines[name] = {**_sum_details(details, seconds_per_cycle), "model": "output", "what": what}
     executed = 2 * sum(_executed_macs(layer) for layer in layers)
+    extra = _extra(schedule, layers, hw)
+    if counterpart:
+        extra["activation_skipping"] = _skipping_summary(schedule, hw, cycles, energy)
     return CostReport(
         latency_cycles=cycles, latency_s=latency, energy_j=energy, energy_breakdown_j=breakdown,
         throughput_gops=2 * dense_macs / latency / 1e9 if latency else 0.0,
         tops_per_w=2 * dense_macs / energy / 1e12 if energy else 0.0,
-        layers=layers, baselines=baselines, extra=_extra(schedule, layers, hw), executed_ops=executed,
+        layers=layers, baselines=baselines, extra=extra, executed_ops=executed,
         executed_note="2 ops per MAC the arrays perform (basis MACs + non-zero coefficient MACs of "
                       "decomposed layers, every MAC of dense-path layers)",
     )
+
+
+def _skipping_summary(schedule: Schedule, hw: EscalateConfig, cycles: float, energy: float) -> dict[str, Any]:
+    """Cycles and energy with and without activation skipping (the other setting costed on the same schedule)."""
+    measured = [plan.name for plan in schedule.layers if plan.input_density is not None]
+    summary: dict[str, Any] = {"enabled": hw.activation_skipping, "measured_layers": len(measured),
+                               "layers": len(schedule.layers)}
+    if not measured:
+        summary["note"] = "no layer input was measured (activation-sparsity runs with --data): nothing skipped"
+        return summary
+    other = cost_schedule(schedule, hw.replace(activation_skipping=not hw.activation_skipping), counterpart=False)
+    on, off = ((cycles, energy), (other.latency_cycles, other.energy_j))[:: 1 if hw.activation_skipping else -1]
+    summary.update(cycles_with=on[0], cycles_without=off[0], energy_with_j=on[1], energy_without_j=off[1],
+                   speedup=off[0] / on[0] if on[0] else 1.0, energy_gain=off[1] / on[1] if on[1] else 1.0)
+    return summary
 
 
 def lower_dense(workload: Workload, hw: EscalateConfig) -> Schedule:
@@ -836,6 +934,7 @@ class EscalateTarget(Target):
         return [
             ("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}),
             ("fuse-relu", {"measure": False}), ("decompose", {}), ("shrink", {}), ("cleanup", {}),
+            ("activation-sparsity", {}),
         ]
 
     def lower(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> Schedule:

@@ -23,6 +23,9 @@ from .target import CostReport, HardwareConfig, Target
 
 #: The exact passes run on a baseline model before it is costed (verified exact on onnxruntime).
 NORMALIZATIONS = ("fold-constants", "eliminate-identity", "fold-batchnorm")
+#: With calibration data, the baseline's own activation zeros are measured too (annotation only), so a
+#: baseline machine that skips zero activations is costed on the zeros of the model it runs.
+MEASUREMENT = "activation-sparsity"
 
 
 def parse_baseline_models(items: tuple[str, ...] | list[str], target: Target) -> dict[str, str]:
@@ -43,8 +46,10 @@ def parse_baseline_models(items: tuple[str, ...] | list[str], target: Target) ->
     return result
 
 
-def normalize(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
-    """A copy of ``model`` after the exact normalisations (the input model is not modified)."""
+def normalize(model: onnx.ModelProto, seed: int = 0,
+              calibration: list[dict[str, Any]] | None = None) -> onnx.ModelProto:
+    """A copy of ``model`` after the exact normalisations (the input model is not modified); with
+    ``calibration`` feeds, also its activation zeros (``MEASUREMENT``)."""
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
     ctx = PassContext(seed=seed)
@@ -54,14 +59,28 @@ def normalize(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:
         if result.changed:
             name_nodes(copy)
             copy = infer_shapes(copy, f"baseline normalisation '{name}'")
+    if calibration:
+        ctx = PassContext(seed=seed, calibration=_feeds_for(copy, calibration), data_spec="calibration data")
+        copy = get_pass(MEASUREMENT)().run(copy, ctx).model
     return copy
+
+
+def _feeds_for(model: onnx.ModelProto, calibration: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The calibration feeds under ``model``'s own input name (a --baseline-model may name it differently)."""
+    from ..runtime.session import real_inputs
+
+    names = [value.name for value in real_inputs(model)]
+    if len(names) == 1 and all(len(feed) == 1 and names[0] not in feed for feed in calibration):
+        return [{names[0]: next(iter(feed.values()))} for feed in calibration]
+    return calibration
 
 
 def cost_baselines(
     target: Target, input_model: onnx.ModelProto, hw: HardwareConfig | None, overrides: dict[str, str],
-    seed: int = 0,
+    seed: int = 0, calibration: list[dict[str, Any]] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Every declared baseline of ``target``, costed on the normalised input model or its override."""
+    """Every declared baseline of ``target``, costed on the normalised input model or its override (with
+    its activation zeros measured on ``calibration`` when given)."""
     plans = target.baseline_plans()
     if not plans:
         return {}
@@ -70,8 +89,10 @@ def cost_baselines(
     for plan in plans:
         source = overrides.get(plan.name, "input")
         if source not in models:
-            models[source] = normalize(input_model if source == "input" else load_model(source), seed)
+            models[source] = normalize(input_model if source == "input" else load_model(source), seed, calibration)
         out[plan.name] = summarize(plan.cost(models[source], hw), source, plan.what, plan.reference)
+        if calibration:
+            out[plan.name]["normalized_by"].append(MEASUREMENT)
     return out
 
 

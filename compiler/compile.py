@@ -129,9 +129,9 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     assumptions = static_shape_assumptions(model) if _simulates(target) else []
     input_model = copy_model(model)
     before = model_stats(model)
-    baselines = cost_baselines(target, model, hw, overrides, opts.seed)  # before any pass touches the model
     data = prepare_data(model, opts)
     feeds = data.calibration
+    baselines = cost_baselines(target, model, hw, overrides, opts.seed, feeds)  # before any pass touches the model
     ctx = PassContext(target=opts.target, calibration=feeds, seed=opts.seed, data_spec=opts.data, hw=hw,
                       budget=data.budget, cost_fn=target_cost_fn(target, hw))
     verify_feeds = _verify_feeds(model, feeds, opts.seed) if opts.verify else None

@@ -157,7 +157,23 @@ def render_cost(cost: dict[str, Any], console: Console) -> None:
         console.print(f"executed: {cost['executed_gops']:.4g} GOPS, {cost['executed_tops_per_w']:.4g} TOPS/W "
                       f"({cost.get('executed_note', '')}); GOPS and TOPS/W above count the input model's dense MACs",
                       highlight=False, markup=False)
+    render_activation_skipping(cost.get("activation_skipping"), console)
     render_baselines(cost, console)
+
+
+def render_activation_skipping(section: dict[str, Any] | None, console: Console) -> None:
+    """One line: the measured zero activations' effect (cycles / energy without → with skipping)."""
+    if not section:
+        return
+    head = f"activation skipping: {section['measured_layers']}/{section['layers']} layer inputs measured"
+    if "cycles_with" not in section:
+        console.print(f"{head}; {section.get('note', 'nothing skipped')}", highlight=False, markup=False)
+        return
+    state = "on" if section["enabled"] else "off (figures above are without)"
+    console.print(
+        f"{head}, skipping {state}: cycles {section['cycles_without']:.4g} → {section['cycles_with']:.4g} "
+        f"({section['speedup']:.3g}×), energy {_si(section['energy_without_j'], 'J')} → "
+        f"{_si(section['energy_with_j'], 'J')} ({section['energy_gain']:.3g}×)", highlight=False, markup=False)
 
 
 def render_baselines(cost: dict[str, Any], console: Console) -> None:

@@ -98,6 +98,26 @@ class LayerRecord:
     def role(self) -> str | None:
         return self.annotations.get("role")
 
+    @property
+    def input_density(self) -> float | None:
+        """Measured non-zero fraction of the activation input (``activation-sparsity`` pass), else None."""
+        zero = self.annotations.get("input_zero_fraction")
+        return None if zero is None else 1.0 - float(zero)
+
+    @property
+    def output_density(self) -> float | None:
+        """Measured non-zero fraction of the map the layer writes after its Relu, else None."""
+        zero = self.annotations.get("output_zero_fraction")
+        return None if zero is None else 1.0 - float(zero)
+
+    def input_zero_chunk_fraction(self, size: int) -> float:
+        """Measured all-zero fraction of aligned im2col chunks of ``size`` elements; a size that was not
+        measured reads the next larger measured one (chunks nest, so that never overstates the zeros); 0.0
+        when nothing was measured or every measured size is smaller."""
+        chunks = self.annotations.get("input_zero_chunks") or {}
+        sizes = sorted(int(k) for k in chunks if int(k) >= size)
+        return float(chunks[str(sizes[0])]) if sizes else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("weight")

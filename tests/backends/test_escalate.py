@@ -253,7 +253,7 @@ def _has_passes(*names: str) -> bool:
 def test_default_pipeline_lists_the_decomposition_passes():
     names = [n for n, _ in get_target("escalate").default_pipeline()]
     assert names == ["fold-constants", "eliminate-identity", "fold-batchnorm", "fuse-relu", "decompose",
-                     "shrink", "cleanup"]
+                     "shrink", "cleanup", "activation-sparsity"]
 
 
 @pytest.mark.skipif(not _has_passes("decompose", "shrink"), reason="decompose/shrink passes not registered yet")

@@ -1,0 +1,1 @@
+"""Feature Regularization: input-dependent activation sparsity (exporter) and its measurement (graph pass)."""

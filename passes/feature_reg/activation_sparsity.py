@@ -1,0 +1,208 @@
+"""activation-sparsity: measure how many inputs of every Conv / Gemm / MatMul are zero, and annotate the node.
+
+Feature Regularization (ANCHORS.md) makes hidden features sparse along the channel dimension at each pixel,
+and the sparsity depends on the input; ReLU gives some zeros by itself. The targets can skip work on zero
+activations, so they need the zeros *measured*, on real data (``--data``): random inputs say nothing about
+a trained model's features, and the pass then changes nothing.
+
+For the activation input X of a compute node (``[B, C, *spatial]`` for a conv, ``[..., K]`` for Gemm / MatMul,
+whose "channel" is the reduction axis K and whose "pixels" are the rows), over the calibration samples:
+
+    input_zero_fraction     z = #{x = 0} / #x                                       (exact zeros)
+    input_channel_density   d_c = #{x[:, c, ...] ≠ 0} / #x[:, c, ...]               (convs, per channel c)
+    input_pixel_density     histogram over pixels p of  #{c : x[c, p] ≠ 0} / C,     10 equal bins on [0, 1]
+    input_zero_chunks       {G: fraction of all-zero aligned chunks of G consecutive elements of an
+                            im2col row}, G = 1, 2, 4, ..., 512; a row is one output position's receptive
+                            field in (c, ky, kx) order (the order a weight-stationary array reads it), padding
+                            zeros included; at most ``positions`` output positions per sample (seeded) are
+                            drawn for this statistic. For Gemm / MatMul a row is one K-vector.
+    input_samples           how many samples were measured, and ``input_sparsity_source`` the data spec.
+    output_zero_fraction    the zero fraction of the map the node writes after its activation, when its
+                            only reader is a Relu (the map a target stores compressed), else absent.
+
+Aligned chunks nest, so the all-zero fraction falls (weakly) as G grows: a backend whose skipping unit is not a
+measured size reads the next larger one, which never overstates the skipping. The graph computes exactly what it
+did: only annotations change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from ...compiler import annotations as ann
+from ...compiler.graph import consumers, graph_output_names, initializer_map
+from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.verify import run_model
+from ...compiler.workload import LayerRecord, extract_workload
+
+CHUNKS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+HIST_BINS = 10
+MAX_CHANNEL_LIST = 4096
+
+
+@dataclass
+class ZeroStats:
+    """Running counts for one node's activation input."""
+
+    zeros: int = 0
+    total: int = 0
+    samples: int = 0
+    channel_nonzero: np.ndarray | None = None
+    channel_total: int = 0
+    pixel_hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, dtype=np.int64))
+    chunk_zero: dict[int, int] = field(default_factory=dict)
+    chunk_total: dict[int, int] = field(default_factory=dict)
+
+    def annotations(self, conv: bool) -> dict[str, object]:
+        notes: dict[str, object] = {
+            "input_zero_fraction": round(self.zeros / max(self.total, 1), 6),
+            "input_pixel_density": [round(float(v), 6) for v in self.pixel_hist / max(self.pixel_hist.sum(), 1)],
+            "input_zero_chunks": {str(g): round(self.chunk_zero[g] / max(self.chunk_total[g], 1), 6)
+                                  for g in sorted(self.chunk_zero) if self.chunk_total[g]},
+            "input_samples": self.samples,
+        }
+        if conv and self.channel_nonzero is not None and len(self.channel_nonzero) <= MAX_CHANNEL_LIST:
+            density = self.channel_nonzero / max(self.channel_total, 1)
+            notes["input_channel_density"] = [round(float(v), 4) for v in density]
+        return notes
+
+
+@register_pass
+class ActivationSparsity(Pass):
+    name = "activation-sparsity"
+    summary = "Measure the zero fraction of every Conv/Gemm/MatMul input on --data and annotate it (annotation only)"
+    exact = True
+    options = (
+        Option("samples", int, 256, "calibration samples measured", minimum=1),
+        Option("positions", int, 2048, "output positions per sample drawn for the im2col chunk statistic",
+               minimum=1),
+    )
+
+    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        if not ctx.has_real_data:
+            return PassResult(model, False, {"skipped": "no --data: activation sparsity is measured on real data only"})
+        records = _measurable(model)
+        if not records:
+            return PassResult(model, False, {"skipped": "no Conv/Gemm/MatMul with an activation input"})
+        feeds = ctx.calibration[: self.opts["samples"]]
+        written = _activated_outputs(model, records)
+        stats, out_zeros = measure(model, records, feeds, self.opts["positions"], ctx.seed, written)
+        nodes = {node.name: node for node in model.graph.node}
+        summary: dict[str, float] = {}
+        for rec in records:
+            notes = stats[rec.name].annotations(rec.op in ("Conv", "ConvTranspose"))
+            notes["input_sparsity_source"] = ctx.data_spec or "calibration data"
+            if rec.name in written:
+                notes["output_zero_fraction"] = round(out_zeros[written[rec.name]], 6)
+            for key, value in notes.items():
+                ann.set_node_annotation(nodes[rec.name], key, value)
+            summary[rec.name] = notes["input_zero_fraction"]
+        return PassResult(model, True, {"input_zero_fraction": summary, "samples": len(feeds)})
+
+
+def _measurable(model: onnx.ModelProto) -> list[LayerRecord]:
+    """Compute records whose first input is an activation (not a constant) and whose shape is known."""
+    constants = set(initializer_map(model.graph))
+    constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
+    return [rec for rec in extract_workload(model).layers if rec.input and rec.input not in constants]
+
+
+def _activated_outputs(model: onnx.ModelProto, records: list[LayerRecord]) -> dict[str, str]:
+    """{record: the output of the Relu that is its only reader}."""
+    readers = consumers(model.graph)
+    out: dict[str, str] = {}
+    for rec in records:
+        users = readers.get(rec.output, [])
+        if len(users) == 1 and users[0].op_type == "Relu":
+            out[rec.name] = users[0].output[0]
+    return out
+
+
+def measure(model: onnx.ModelProto, records: list[LayerRecord], feeds: list[dict[str, np.ndarray]],
+            positions: int, seed: int, written: dict[str, str] | None = None,
+            ) -> tuple[dict[str, ZeroStats], dict[str, float]]:
+    """Stream the calibration feeds through the model once: the zeros of every record's input, and the zero
+    fraction of every tensor in ``written`` (record → activated output)."""
+    written = written or {}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    present = graph_output_names(probe.graph)
+    given = {name for feed in feeds for name in feed}
+    for name in [rec.input for rec in records] + list(written.values()):
+        if name not in present and name not in given:
+            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
+            present.add(name)
+    names = [o.name for o in probe.graph.output]
+    rng = np.random.default_rng(seed)
+    stats = {rec.name: ZeroStats() for rec in records}
+    zeros = dict.fromkeys(written.values(), 0)
+    sizes = dict.fromkeys(written.values(), 0)
+    for feed, outs in zip(feeds, run_model(probe, feeds), strict=True):
+        values = {**dict(zip(names, outs, strict=True)), **feed}
+        for rec in records:
+            _accumulate(stats[rec.name], rec, np.asarray(values[rec.input]), positions, rng)
+        for name in zeros:
+            value = np.asarray(values[name])
+            zeros[name] += int(value.size - np.count_nonzero(value))
+            sizes[name] += int(value.size)
+    return stats, {name: zeros[name] / max(sizes[name], 1) for name in zeros}
+
+
+def _accumulate(s: ZeroStats, rec: LayerRecord, x: np.ndarray, positions: int, rng: np.random.Generator) -> None:
+    nonzero = x != 0
+    s.zeros += int(nonzero.size - np.count_nonzero(nonzero))
+    s.total += int(nonzero.size)
+    s.samples += int(x.shape[0]) if x.ndim else 1
+    if rec.op in ("Conv", "ConvTranspose") and x.ndim >= 3:
+        per_channel = np.moveaxis(nonzero, 1, 0).reshape(x.shape[1], -1)
+        counts = per_channel.sum(axis=1)
+        s.channel_nonzero = counts if s.channel_nonzero is None else s.channel_nonzero + counts
+        s.channel_total += per_channel.shape[1]
+        pixel_density = per_channel.mean(axis=0)
+        rows = _im2col_rows(nonzero, rec, positions, rng) if rec.op == "Conv" else per_channel.T
+    else:
+        rows = nonzero.reshape(-1, x.shape[-1]) if x.ndim else nonzero.reshape(1, 1)
+        pixel_density = rows.mean(axis=1)
+    s.pixel_hist += np.histogram(pixel_density, bins=HIST_BINS, range=(0.0, 1.0))[0]
+    _count_chunks(s, rows)
+
+
+def _im2col_rows(nonzero: np.ndarray, rec: LayerRecord, positions: int, rng: np.random.Generator) -> np.ndarray:
+    """Non-zero masks of up to ``positions`` im2col rows per group, ``[rows, Cin/G · kh · kw]``, padding = 0.
+
+    3-D convs are measured on their (D·H, W) folding only when the tensor is 4-D; otherwise the rows are the
+    per-pixel channel vectors (the chunk statistic then covers the channel axis only)."""
+    if nonzero.ndim != 4:
+        return np.moveaxis(nonzero, 1, -1).reshape(-1, nonzero.shape[1])
+    b, c, h, w = nonzero.shape
+    kh, kw = rec.kernel
+    sh, sw = rec.stride
+    dh, dw = rec.dilation
+    top, left, bottom, right = rec.pads
+    padded = np.zeros((b, c, h + top + bottom, w + left + right), dtype=bool)
+    padded[:, :, top:top + h, left:left + w] = nonzero
+    oh, ow = rec.out_h, rec.out_w
+    count = b * oh * ow
+    pick = np.arange(count) if count <= positions else np.sort(rng.choice(count, positions, replace=False))
+    n, oy, ox = np.unravel_index(pick, (b, oh, ow))
+    ky, kx = np.meshgrid(np.arange(kh) * dh, np.arange(kw) * dw, indexing="ij")
+    ys = (oy * sh)[:, None, None] + ky[None]
+    xs = (ox * sw)[:, None, None] + kx[None]
+    patches = padded[n[:, None, None, None], np.arange(c)[None, :, None, None], ys[:, None], xs[:, None]]
+    groups = max(rec.groups, 1)
+    return patches.reshape(len(pick), groups, (c // groups) * kh * kw).reshape(len(pick) * groups, -1)
+
+
+def _count_chunks(s: ZeroStats, rows: np.ndarray) -> None:
+    width = rows.shape[1]
+    for g in CHUNKS:
+        if g > width:
+            break
+        usable = (width // g) * g
+        chunks = rows[:, :usable].reshape(rows.shape[0], -1, g).any(axis=2)
+        s.chunk_zero[g] = s.chunk_zero.get(g, 0) + int(chunks.size - np.count_nonzero(chunks))
+        s.chunk_total[g] = s.chunk_total.get(g, 0) + int(chunks.size)
