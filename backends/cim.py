@@ -59,6 +59,18 @@ Cost equations (per layer; s = bit passes, E_adc = ``adc_energy_pj``, B = ``adc_
   + weight bits written · ``weight_buffer_pj_per_bit``
 * E_weight_writes = weight bits written · ``weight_write_energy_fj_per_bit``
 
+Activation zeros (``activation_skipping``; an assumption, the paper says nothing about them). On the zeros
+the ``activation-sparsity`` pass MEASURED on ``--data`` (a layer without the measurement is costed dense):
+* a row tile (N im2col rows of one position, the aligned chunk the pass measures) whose inputs are all zero
+  is detected by an OR of its N inputs and costs no cycle and no conversion: cycles, conversions and
+  last conversions × (1 − z_N), z_N = the measured all-zero fraction of N-row chunks (the next larger
+  measured size when N is not one; pattern-packed layers gather scattered inputs and skip nothing);
+* a zero input leaves its row's capacitors uncharged: E_array × d_rows / (1 − z_N), d_rows the measured
+  non-zero fraction of the im2col rows (padding included), over the evaluated tiles; the ADC costs the same;
+* the input map is read compressed: input buffer bits × min(1, d + 1/act_bits) (non-zero values + a 1-bit
+  mask per element). The ``digital`` baseline gets the same tile skipping and gates its MACs on zero inputs.
+The report's ``activation_skipping`` section gives cycles and energy with and without.
+
 Peak figures (one fully used macro, p_neg = 0, macro energy only):
   peak_gops = 2·N·f·M;  peak_tops_per_w = 2·N / (N·e_row + E_adc).
 Defaults: 2·N·f = 2·64·400 MHz = 51.2 GOPS (ANCHORS: N·f fixed by 51.2 GOPS, N = 64 at 400 MHz chosen).
@@ -136,6 +148,9 @@ class CimConfig(HardwareConfig):
     overlap_weight_writes: bool = hw_field(
         False, "flag", "assumption: a macro cannot compute while its weights are rewritten")
     replicate: bool = hw_field(True, "flag", "assumption: small layers are copied onto idle macros")
+    activation_skipping: bool = hw_field(
+        True, "flag", "assumption (the paper says nothing): an OR of a row tile's N inputs skips all-zero tiles; "
+        "a zero input leaves its row uncharged; costed only on MEASURED zeros (activation-sparsity pass)")
     digital_mult_8b_pj: float = hw_field(0.2, "pJ", "Horowitz ISSCC'14, 45 nm 0.9 V: 8-bit multiply (digital baseline)")
     digital_add_32b_pj: float = hw_field(0.1, "pJ", "Horowitz ISSCC'14, 45 nm 0.9 V: 32-bit add (digital MAC accumulate)")
     digital_sram_8kb_pj: float = hw_field(10.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 8 KB SRAM 64-bit read")
@@ -228,6 +243,10 @@ class LayerPlan:
     neg_fraction: float
     neg_fraction_source: str | None
     notes: list[str] = field(default_factory=list)
+    input_density: float | None = None  # measured non-zero fraction of the input map (None: not measured)
+    tile_zero: float = 0.0  # measured all-zero fraction of the layer's row tiles (N im2col rows)
+    row_density: float = 1.0  # measured non-zero fraction of the im2col rows (padding included)
+    skipping: bool = False  # whether the measured zeros were applied (see ``apply_skipping``)
 
     @property
     def cycles(self) -> int:
@@ -402,6 +421,8 @@ def plan_layer(layer: LayerRecord, hw: CimConfig, resident: bool, layout: Column
     drives = _input_drives(layout, hw.columns)
     input_bits = passes * positions * (drives * min(ab, MACRO_BITS) + layout.index_bits)
     k = layer.cin_per_group * layer.kernel[0] * layer.kernel[1] if layer.op == "Conv" else layer.cin
+    density = layer.input_density
+    measured = density is not None
     return LayerPlan(
         name=layer.name, op=layer.op, positions=positions, cout=layer.cout, k_rows=k, groups=max(layer.groups, 1),
         layout=layout, blocks=blocks, rounds=rounds, replication=replication, compute_cycles=compute,
@@ -409,8 +430,33 @@ def plan_layer(layer: LayerRecord, hw: CimConfig, resident: bool, layout: Column
         input_bits_read=input_bits, weight_bits_written=written, macs=layer.macs,
         effective_macs=layer.effective_macs, weight_bits=wb, act_bits=ab, bits_assumed=assumed,
         relu_fused=fused, neg_fraction=float(p_neg or 0.0) if fused else 0.0, neg_fraction_source=source,
-        notes=notes,
+        notes=notes, input_density=density,
+        # packed layers gather scattered inputs per column: their all-zero vectors are not measured, no cycle skip
+        tile_zero=layer.input_zero_chunk_fraction(min(hw.rows, k)) if measured and not layout.packed else 0.0,
+        row_density=1.0 - layer.input_zero_chunk_fraction(1) if measured else 1.0,
     )
+
+
+def apply_skipping(plan: LayerPlan, hw: CimConfig) -> LayerPlan:
+    """The plan with its measured zero activations applied (unchanged when skipping is off or nothing was
+    measured): row tiles whose N inputs are all zero cost no cycle and no conversion (z_N), the array
+    switches only the rows of non-zero inputs, and the input map is read compressed (non-zero values + a
+    1-bit mask per element)."""
+    if not hw.activation_skipping or plan.input_density is None or plan.skipping:
+        return plan
+    keep = 1.0 - plan.tile_zero
+    storage = min(1.0, plan.input_density + 1.0 / max(plan.act_bits, 1))
+    return dataclasses.replace(
+        plan, compute_cycles=int(round(plan.compute_cycles * keep)), conversions=int(round(plan.conversions * keep)),
+        last_conversions=int(round(plan.last_conversions * keep)),
+        input_bits_read=int(round(plan.input_bits_read * storage)), skipping=True)
+
+
+def _array_activity(plan: LayerPlan) -> float:
+    """Share of the driven rows of the evaluated tiles whose input is non-zero."""
+    if not plan.skipping:
+        return 1.0
+    return min(1.0, plan.row_density / max(1.0 - plan.tile_zero, 1e-12))
 
 
 def lower_workload(layers: list[LayerRecord], hw: CimConfig) -> CimSchedule:
@@ -447,7 +493,7 @@ class LayerEnergy:
 
 def layer_energy(plan: LayerPlan, hw: CimConfig) -> LayerEnergy:
     e_adc = hw.adc_energy_pj * 1e-12
-    array = plan.conversions * hw.rows * hw.array_energy_per_row_fj * 1e-15
+    array = plan.conversions * hw.rows * hw.array_energy_per_row_fj * 1e-15 * _array_activity(plan)
     unfused = plan.conversions * e_adc
     adc = unfused
     if plan.relu_fused:
@@ -483,6 +529,8 @@ def _layer_row(plan: LayerPlan, energy: LayerEnergy, hw: CimConfig) -> dict[str,
         "weight_bits": plan.weight_bits, "act_bits": plan.act_bits, "bits_assumed": plan.bits_assumed,
         "relu_fused": plan.relu_fused, "neg_fraction": plan.neg_fraction,
         "neg_fraction_source": plan.neg_fraction_source,
+        "input_density": plan.input_density, "activation_skipping": plan.skipping,
+        "zero_row_tile_fraction": plan.tile_zero if plan.skipping else 0.0,
         "macs": plan.macs, "effective_macs": plan.effective_macs,
         "energy_breakdown_j": {"array": energy.array, "adc": energy.adc, "digital": energy.digital,
                                "buffers": energy.buffers, "weight_writes": energy.weight_writes},
@@ -491,7 +539,10 @@ def _layer_row(plan: LayerPlan, energy: LayerEnergy, hw: CimConfig) -> dict[str,
     }
 
 
-def schedule_cost(schedule: CimSchedule, hw: CimConfig) -> CostReport:
+def schedule_cost(schedule: CimSchedule, hw: CimConfig, counterpart: bool = True) -> CostReport:
+    """The schedule's cost; with ``counterpart`` the report also gives the totals of the other
+    ``activation_skipping`` setting (``activation_skipping`` section)."""
+    raw, schedule = schedule, dataclasses.replace(schedule, plans=[apply_skipping(p, hw) for p in schedule.plans])
     energies = [layer_energy(p, hw) for p in schedule.plans]
     cycles = sum(p.cycles for p in schedule.plans)
     latency = cycles / hw.clock_hz
@@ -515,6 +566,8 @@ def schedule_cost(schedule: CimSchedule, hw: CimConfig) -> CostReport:
         "skipped": schedule.skipped,
         "digital_baseline": digital_summary(hw),
     }
+    if counterpart:
+        extra["activation_skipping"] = _skipping_summary(raw, hw, cycles, total)
     if schedule.emulated:
         extra["cim_emulation"] = schedule.emulated
         mismatched = sorted({v["rows"] for v in schedule.emulated.values() if v["rows"] not in (None, hw.rows)})
@@ -530,6 +583,21 @@ def schedule_cost(schedule: CimSchedule, hw: CimConfig) -> CostReport:
         extra=extra, executed_ops=float(executed),
         executed_note="2 ops per MAC the macro evaluates (stored weights x positions, zeros included)",
     )
+
+
+def _skipping_summary(raw: CimSchedule, hw: CimConfig, cycles: float, energy: float) -> dict[str, Any]:
+    """Cycles and energy with and without skipping; ``raw`` is the schedule before ``apply_skipping``."""
+    measured = sum(1 for p in raw.plans if p.input_density is not None)
+    summary: dict[str, Any] = {"enabled": hw.activation_skipping, "measured_layers": measured,
+                               "layers": len(raw.plans)}
+    if not measured:
+        summary["note"] = "no layer input was measured (activation-sparsity runs with --data): nothing skipped"
+        return summary
+    other = schedule_cost(raw, hw.replace(activation_skipping=not hw.activation_skipping), counterpart=False)
+    on, off = ((cycles, energy), (other.latency_cycles, other.energy_j))[:: 1 if hw.activation_skipping else -1]
+    summary.update(cycles_with=on[0], cycles_without=off[0], energy_with_j=on[1], energy_without_j=off[1],
+                   speedup=off[0] / on[0] if on[0] else 1.0, energy_gain=off[1] / on[1] if on[1] else 1.0)
+    return summary
 
 
 def _fusion_summary(plans: list[LayerPlan], energies: list[LayerEnergy], hw: CimConfig,
@@ -553,8 +621,10 @@ def _fusion_summary(plans: list[LayerPlan], energies: list[LayerEnergy], hw: Cim
 
 
 def executed_macs(plan: LayerPlan) -> int:
-    """MACs the macro evaluates: stored rows of every column-tile × positions × bit passes."""
-    return plan.bit_passes * plan.positions * int(plan.layout.tile_rows.sum())
+    """MACs the macro evaluates: stored rows of every column-tile × positions × bit passes (minus the
+    skipped all-zero row tiles when skipping is applied)."""
+    keep = 1.0 - plan.tile_zero if plan.skipping else 1.0
+    return int(round(plan.bit_passes * plan.positions * int(plan.layout.tile_rows.sum()) * keep))
 
 
 def digital_summary(hw: CimConfig) -> dict[str, Any]:
@@ -573,17 +643,19 @@ def digital_cost(schedule: CimSchedule, hw: CimConfig) -> CostReport:
     """The digital 8b MAC array (equal peak throughput) on the macro's mapping: see the header."""
     per_mac = hw.digital_pj_per_mac
     breakdown = dict.fromkeys(("mac", "weight_read", "digital", "buffers", "weight_writes"), 0.0)
-    rows, macs = [], 0
+    rows, macs, cycles = [], 0, 0
     for plan in schedule.plans:
+        plan = apply_skipping(plan, hw)
+        cycles += plan.cycles
         cim = layer_energy(plan, hw)
         n = executed_macs(plan)
-        parts = {"mac": n * per_mac["mac"] * 1e-12, "weight_read": n * per_mac["weight_read"] * 1e-12,
+        gated = n * _array_activity(plan)  # a MAC with a zero activation is gated off, as the macro's rows
+        parts = {"mac": gated * per_mac["mac"] * 1e-12, "weight_read": n * per_mac["weight_read"] * 1e-12,
                  "digital": cim.digital, "buffers": cim.buffers, "weight_writes": cim.weight_writes}
         for key, value in parts.items():
             breakdown[key] += value
         macs += n
         rows.append({"name": plan.name, "cycles": plan.cycles, "energy_j": sum(parts.values()), "macs": n})
-    cycles = sum(p.cycles for p in schedule.plans)
     latency, energy = cycles / hw.clock_hz, sum(breakdown.values())
     return CostReport(
         latency_cycles=cycles, latency_s=latency, energy_j=energy, energy_breakdown_j=breakdown,

@@ -63,6 +63,14 @@ c cycles per operation and P = subarrays · C columns,
     latency   T = T_c + ⌈M / bus_bits⌉              cycles (no overlap of transfer and compute)
     energy    E = W · (E_sense + E_write) + M · E_mv + P_static · T / f
 
+**Activation zeros** (``activation_skipping``, an assumption; the abstract says nothing about them). The
+sub-arrays run bit-serial SIMD in lockstep, so a zero operand saves no cycle; but a column whose activation
+operand is zero has nothing to add (its tag bits are all 0 in a multiply, its ternary add adds 0) and is
+predicated off. With the ``activation-sparsity`` pass's MEASURED non-zero fraction d of a layer's input:
+    E_compute = W · d · (E_sense + E_write)      for MAC and anchor-add groups (comparisons unchanged)
+Movement is unchanged (maps are moved uncompressed). The report's ``activation_skipping`` section gives
+the energy with and without.
+
 **Baselines** on the same substrate, costed by ``compiler/baselines.py`` on the INPUT model (after the
 exact normalisations only; ``--baseline-model cnn=FILE`` / ``lbcnn=FILE`` replace it), never on the
 compiled model:
@@ -141,6 +149,9 @@ class CmpPimConfig(HardwareConfig):
         0, "anchors", "assumption: anchors m of the lbcnn baseline's synthesized blocks; 0 = the conv's output "
         "channels (LBCNN's m is a free choice; its reference code uses 512, ANCHORS.md)")
     lbcnn_density: float = hw_field(0.9, "fraction", "LBCNN default: fraction of non-zero anchor weights (ANCHORS.md)")
+    activation_skipping: bool = hw_field(
+        True, "flag", "assumption (the abstract says nothing): columns whose activation operand is a MEASURED "
+        "zero (activation-sparsity pass) are predicated off, saving their energy, not their cycles")
 
     def validate(self) -> None:
         super().validate()
@@ -189,6 +200,7 @@ class OpGroup:
     reduce_cycles: int
     move_bits: float
     ops: float
+    active: float | None = None  # measured non-zero fraction of the activation operands (None: not measured)
 
     def work(self) -> float:
         return self.outputs * self.per_output * self.cycles_per_op
@@ -255,6 +267,17 @@ def groups_cost(groups: list[OpGroup], hw: CmpPimConfig) -> CostReport:
     """The cost report of one network's op groups."""
     result = evaluate(groups, hw)
     ops = sum(g.ops for g in groups)
+    measured = sum(1 for g in groups if g.active is not None)
+    skipping: dict[str, Any] = {"enabled": hw.activation_skipping, "measured_layers": measured,
+                                "layers": len(groups)}
+    if measured:
+        other = evaluate(groups, hw.replace(activation_skipping=not hw.activation_skipping))
+        on, off = (result, other) if hw.activation_skipping else (other, result)
+        skipping.update(cycles_with=on["latency_cycles"], cycles_without=off["latency_cycles"],
+                        energy_with_j=on["energy_j"], energy_without_j=off["energy_j"], speedup=1.0,
+                        energy_gain=off["energy_j"] / on["energy_j"] if on["energy_j"] else 1.0)
+    else:
+        skipping["note"] = "no layer input was measured (activation-sparsity runs with --data): nothing skipped"
     latency, energy = result["latency_s"], result["energy_j"]
     return CostReport(
         latency_cycles=result["latency_cycles"], latency_s=latency, energy_j=energy,
@@ -265,7 +288,7 @@ def groups_cost(groups: list[OpGroup], hw: CmpPimConfig) -> CostReport:
             "parallel_columns": hw.subarrays * hw.cols, "work_column_cycles": result["work"],
             "movement_bits": result["move_bits"], "compute_cycles": result["compute_cycles"],
             "movement_cycles": result["move_cycles"],
-        }},
+        }, "activation_skipping": skipping},
         executed_ops=ops,
         executed_note="2 ops per non-zero-weight MAC, 1 per ternary addition and 1 per comparison",
     )
@@ -364,7 +387,8 @@ def _mac_group(layer: LayerRecord, hw: CmpPimConfig, weight_bits: int | None = N
     per_output = layer.effective_macs / outputs if outputs else 0
     acc = acc_bits(wb, ab, int(k))
     return OpGroup(layer.name, "mac", outputs, per_output, mac_cycles(wb, ab, int(k)), add_cycles(acc),
-                   _input_elements(layer) * ab * _replication(layer), 2.0 * layer.effective_macs)
+                   _input_elements(layer) * ab * _replication(layer), 2.0 * layer.effective_macs,
+                   layer.input_density)
 
 
 def _anchor_group(layer: LayerRecord, hw: CmpPimConfig) -> OpGroup:
@@ -374,7 +398,7 @@ def _anchor_group(layer: LayerRecord, hw: CmpPimConfig) -> OpGroup:
     per_output = layer.effective_macs / outputs if outputs else 0
     return OpGroup(layer.name, "add", outputs, per_output, ternary_add_cycles(ab, k),
                    add_cycles(acc_bits(0, ab, k)), _input_elements(layer) * ab * _replication(layer),
-                   float(layer.effective_macs))
+                   float(layer.effective_macs), layer.input_density)
 
 
 def _compare_group(layer: LayerRecord, comparator: str, hw: CmpPimConfig) -> OpGroup:
@@ -420,7 +444,8 @@ def evaluate(groups: list[OpGroup], hw: CmpPimConfig) -> dict[str, Any]:
     total_compute = total_move = work = move_bits = 0.0
     for group in groups:
         compute, move = group_cycles(group, hw)
-        energy_compute = group.work() * e_col
+        gate = group.active if hw.activation_skipping and group.active is not None else 1.0
+        energy_compute = group.work() * gate * e_col
         energy_move = group.move_bits * hw.e_move_fj_per_bit * 1e-15
         energy_static = hw.static_power_w * (compute + move) / hw.clock_hz
         breakdown[group.kind] += energy_compute
@@ -435,6 +460,7 @@ def evaluate(groups: list[OpGroup], hw: CmpPimConfig) -> dict[str, Any]:
             "movement_cycles": move, "energy_j": energy_compute + energy_move + energy_static,
             "ops": group.ops, "outputs": group.outputs, "ops_per_output": group.per_output,
             "cycles_per_op": group.cycles_per_op, "movement_bits": group.move_bits,
+            "input_density": group.active, "activation_skipping": hw.activation_skipping and group.active is not None,
         })
     cycles = total_compute + total_move
     return {

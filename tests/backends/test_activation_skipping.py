@@ -1,0 +1,104 @@
+"""Every simulator target costs MEASURED zero activations the way its header says, and only those."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from test_escalate_fixtures import conv_model, decompose_model
+
+from pimc.backends.cim import CimConfig, lower_workload as cim_lower, schedule_cost
+from pimc.backends.cmp_pim import CmpPimConfig
+from pimc.backends.escalate import EscalateConfig, cost_schedule, lower_workload
+from pimc.compiler import annotations as ann
+from pimc.compiler.target import get_target
+from pimc.compiler.workload import extract_workload
+
+
+def _weights(cout: int = 16, cin: int = 32, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((cout, cin, 3, 3)).astype(np.float32)
+
+
+def _annotate(model: onnx.ModelProto, op: str, **notes) -> onnx.ModelProto:
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    for node in model.graph.node:
+        if node.op_type == op and (op != "Conv" or ann.get_node_annotation(node, "role") in (None, "basis")):
+            for key, value in notes.items():
+                ann.set_node_annotation(node, key, value)
+    return model
+
+
+def _escalate(model: onnx.ModelProto, skipping: bool = True):
+    hw = EscalateConfig(activation_skipping=skipping)
+    return cost_schedule(lower_workload(extract_workload(model), hw), hw)
+
+
+def test_escalate_dense_path_gates_macs_and_compresses_the_input_map():
+    model = conv_model(_weights())
+    sparse = _annotate(model, "Conv", input_zero_fraction=0.75, output_zero_fraction=0.5)
+    on, off, plain = _escalate(sparse), _escalate(sparse, skipping=False), _escalate(model)
+    assert off.energy_j == pytest.approx(plain.energy_j)
+    layer, base = on.layers[0], off.layers[0]
+    assert layer["energy_breakdown_j"]["mac"] == pytest.approx(0.25 * base["energy_breakdown_j"]["mac"])
+    assert layer["offchip_traffic_bits"]["input"] == pytest.approx(
+        (0.25 + 1 / 8) * base["offchip_traffic_bits"]["input"])
+    assert layer["offchip_traffic_bits"]["output"] == pytest.approx(
+        (0.5 + 1 / 8) * base["offchip_traffic_bits"]["output"])
+    assert layer["cycles"] == base["cycles"]  # lockstep output pixels skip nothing
+    # the dense baseline never skips
+    assert on.baselines["dense_same_shape"]["energy_j"] == pytest.approx(plain.baselines["dense_same_shape"]["energy_j"])
+    section = on.extra["activation_skipping"]
+    assert section["energy_without_j"] == pytest.approx(off.energy_j)
+    assert section["energy_with_j"] == pytest.approx(on.energy_j)
+    assert section["energy_gain"] > 1.0 and section["measured_layers"] == 1
+
+
+def test_escalate_basis_tiles_wait_for_their_densest_channel():
+    density = [0.1] * 16 + [0.1] * 15 + [0.6]  # tile 0 max 0.1, tile 1 max 0.6 (basis_cols = 16)
+    pair = decompose_model(conv_model(_weights(), h=16, w=16), rank=2)
+    sparse = _annotate(pair, "Conv", input_zero_fraction=1 - float(np.mean(density)),
+                       input_channel_density=density)
+    on = next(layer for layer in _escalate(sparse).layers if layer["kind"] == "decomposed")
+    off = next(layer for layer in _escalate(sparse, skipping=False).layers if layer["kind"] == "decomposed")
+    assert on["basis_cycles"] == pytest.approx(off["basis_cycles"] * (0.1 + 0.6) / 2)
+    assert on["cycles"] <= off["cycles"]
+    assert on["energy_j"] < off["energy_j"]
+
+
+def test_escalate_unmeasured_model_reports_that_nothing_was_skipped():
+    section = _escalate(conv_model(_weights())).extra["activation_skipping"]
+    assert section["measured_layers"] == 0 and "cycles_with" not in section
+
+
+def test_cim_skips_all_zero_row_tiles_and_uncharged_rows():
+    model = conv_model(_weights(cin=64))  # K = 576 rows: 9 row tiles of N = 64
+    sparse = _annotate(model, "Conv", input_zero_fraction=0.8, input_zero_chunks={"1": 0.8, "64": 0.5})
+    hw = CimConfig()
+    on = schedule_cost(cim_lower(extract_workload(sparse).layers, hw), hw)
+    off = schedule_cost(cim_lower(extract_workload(sparse).layers, hw.replace(activation_skipping=False)),
+                        hw.replace(activation_skipping=False))
+    a, b = on.layers[0], off.layers[0]
+    assert a["conversions"] == pytest.approx(0.5 * b["conversions"], rel=1e-6)
+    assert a["compute_cycles"] == pytest.approx(0.5 * b["compute_cycles"], rel=1e-6)
+    # array energy follows the non-zero rows: 0.2 of all rows, carried by the evaluated half of the tiles
+    assert a["energy_breakdown_j"]["array"] == pytest.approx(0.2 * b["energy_breakdown_j"]["array"], rel=1e-6)
+    assert on.extra["activation_skipping"]["speedup"] == pytest.approx(off.latency_cycles / on.latency_cycles)
+
+
+def test_cim_reads_the_next_larger_measured_chunk():
+    model = _annotate(conv_model(_weights(cin=64)), "Conv", input_zero_fraction=0.5,
+                      input_zero_chunks={"1": 0.5, "32": 0.4, "128": 0.1})
+    record = extract_workload(model).layers[0]
+    assert record.input_zero_chunk_fraction(64) == 0.1
+    assert record.input_zero_chunk_fraction(512) == 0.0
+
+
+def test_cmp_pim_predicates_off_zero_operands_without_saving_cycles():
+    model = conv_model(_weights())
+    sparse = _annotate(model, "Conv", input_zero_fraction=0.6)
+    target, hw = get_target("cmp-pim"), CmpPimConfig()
+    on = target.cost(target.lower(sparse, hw), hw)
+    off = target.cost(target.lower(sparse, hw.replace(activation_skipping=False)), hw.replace(activation_skipping=False))
+    assert on.latency_cycles == off.latency_cycles
+    assert on.energy_breakdown_j["mac"] == pytest.approx(0.4 * off.energy_breakdown_j["mac"])
+    assert on.extra["activation_skipping"]["energy_gain"] == pytest.approx(off.energy_j / on.energy_j)
