@@ -51,7 +51,7 @@ def test_json_totals_and_layers_match_the_reports(reports, capsys) -> None:
     names = [layer["name"] for layer in a["cost"]["layers"]]
     assert [row["name"] for row in diff["layers"]] == names
     assert all(row["in"] == "both" for row in diff["layers"])
-    assert diff["a"]["passes"][-1] == "cleanup" and "decompose" in diff["a"]["passes"]
+    assert diff["a"]["passes"][-1] == "activation-sparsity" and "decompose" in diff["a"]["passes"]
     assert "decompose" not in diff["b"]["passes"]
 
 
