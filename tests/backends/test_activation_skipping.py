@@ -7,7 +7,8 @@ import onnx
 import pytest
 from test_escalate_fixtures import conv_model, decompose_model
 
-from pimc.backends.cim import CimConfig, lower_workload as cim_lower, schedule_cost
+from pimc.backends.cim import CimConfig, schedule_cost
+from pimc.backends.cim import lower_workload as cim_lower
 from pimc.backends.cmp_pim import CmpPimConfig
 from pimc.backends.escalate import EscalateConfig, cost_schedule, lower_workload
 from pimc.compiler import annotations as ann
