@@ -40,6 +40,7 @@ class AccuracyBudget:
     safety: float = DEFAULT_SAFETY
     reference_accuracy: float | None = None
     evaluations: int = 0
+    integer_kernels: bool = True  # False for simulator targets: see runtime.session.make_session
     log: list[dict[str, Any]] = field(default_factory=list)
 
     def accuracy(self, model: onnx.ModelProto) -> float:
@@ -47,7 +48,7 @@ class AccuracyBudget:
         from ..runtime.session import accuracy, make_session, predict
 
         self.evaluations += 1
-        session = make_session(model, spinning=False)
+        session = make_session(model, spinning=False, integer_kernels=self.integer_kernels)
         return float(accuracy(predict(session, self.x.astype(np.float32)), self.y))
 
     def set_reference(self, model: onnx.ModelProto) -> float:

@@ -83,24 +83,29 @@ def prepare_data(model: onnx.ModelProto, opts: CompileOptions) -> CompileData:
     budget = None
     max_drop = DEFAULT_MAX_DROP_POINTS if opts.max_accuracy_drop is None else opts.max_accuracy_drop
     if splits.validation is not None and splits.validation.y is not None and len(splits.validation):
-        budget = AccuracyBudget(splits.validation.x, splits.validation.y, max_drop)
+        budget = AccuracyBudget(splits.validation.x, splits.validation.y, max_drop,
+                                integer_kernels=_runs_on_onnxruntime(opts))
     test = splits.test if splits.test is not None and splits.test.y is not None else None
     return CompileData(feeds(model, splits.calibration), budget, test, splits.description)
 
 
 def measure_accuracy(input_model: onnx.ModelProto, output_model: onnx.ModelProto, data: CompileData,
-                     max_drop: float | None) -> dict[str, Any]:
-    """Top-1 of the input and the output model on the same held-out samples (fractions; drop in points)."""
+                     max_drop: float | None, integer_kernels: bool = True) -> dict[str, Any]:
+    """Top-1 of the input and the output model on the same held-out samples (fractions; drop in points);
+    ``integer_kernels=False`` (simulator targets) measures the exact quantized arithmetic."""
     if data.test is None:
         return {"measured": False, "note": "accuracy not measured: no labelled evaluation data "
                                            "(give --data digits|mnist|cifar10:DIR|npz:PATH with labels)"}
     from ..runtime.session import model_accuracy
 
-    before = model_accuracy(input_model, data.test)
-    after = model_accuracy(output_model, data.test)
+    exact = not integer_kernels
+    before = model_accuracy(input_model, data.test, integer_kernels=not exact)
+    after = model_accuracy(output_model, data.test, integer_kernels=not exact)
     budget = DEFAULT_MAX_DROP_POINTS if max_drop is None else max_drop
     return {"measured": True, "input": before, "output": after, "drop_points": round(100 * (before - after), 4),
             "samples": len(data.test), "data": data.description, "max_drop_points": budget,
+            "arithmetic": "exact quantized arithmetic (no onnxruntime int8 kernels)" if exact
+            else "onnxruntime's own kernels",
             "validation_evaluations": data.budget.evaluations if data.budget else 0}
 
 
@@ -144,7 +149,7 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
         if comparison.failure():
             raise PimcError(f"--verify: the compiled model is wrong: {comparison.failure()}")
         verify = comparison.to_dict()
-    accuracy = measure_accuracy(input_model, model, data, opts.max_accuracy_drop)
+    accuracy = measure_accuracy(input_model, model, data, opts.max_accuracy_drop, _runs_on_onnxruntime(opts))
     _check_budget(accuracy)
     after = manager.final_stats or model_stats(model)
     cost = merge_baselines(target.cost(target.lower(model, hw), hw), baselines, before.macs)
@@ -161,6 +166,11 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     if opts.report:
         write_text_atomic(report_json(report), opts.report)
     return model, report
+
+
+def _runs_on_onnxruntime(opts: CompileOptions) -> bool:
+    """The output is deployed on onnxruntime (its int8 kernels count); simulator targets compute exactly."""
+    return opts.target == "onnxruntime"
 
 
 def _check_budget(accuracy: dict[str, Any]) -> None:

@@ -37,13 +37,21 @@ def as_model(model: ModelLike) -> onnx.ModelProto:
     return read_model(model)
 
 
-def make_session(model: ModelLike, threads: int | None = None, spinning: bool = True) -> ort.InferenceSession:
+def make_session(model: ModelLike, threads: int | None = None, spinning: bool = True,
+                 integer_kernels: bool = True) -> ort.InferenceSession:
     """An onnxruntime CPU session; load failures become a one-line PimcError.
 
     ``spinning=False`` stops idle worker threads from busy-waiting, which matters when several
     sessions run alternately in one process (their spinning threads would steal each other's cores).
+    ``integer_kernels=False`` keeps onnxruntime from fusing Q/DQ pairs into its int8 kernels (basic graph
+    optimisations only): the model then computes its exact quantized arithmetic in float. A simulated
+    accelerator multiplies its int8 operands exactly with a wide accumulator, while onnxruntime's u8×s8
+    kernels on x86 CPUs without VNNI sum pairs of products in int16 (VPMADDUBSW) and can saturate, so
+    accuracy measured for a simulator target must not depend on the machine's instruction set.
     """
     options = session_options()
+    if not integer_kernels:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
@@ -211,13 +219,14 @@ def feeds(model: ModelLike, dataset: Dataset) -> list[dict[str, np.ndarray]]:
     return [{name: dataset.x[i : i + 1].astype(dtype)} for i in range(len(dataset))]
 
 
-def model_accuracy(model: ModelLike, dataset: Dataset, batch: int = 64, threads: int | None = None) -> float:
+def model_accuracy(model: ModelLike, dataset: Dataset, batch: int = 64, threads: int | None = None,
+                   integer_kernels: bool = True) -> float:
     """Top-1 accuracy of ``model`` on the labelled ``dataset`` on onnxruntime (no timing runs)."""
     if dataset.y is None:
         raise PimcError(f"{dataset.name}: no labels to measure accuracy against")
     proto = as_model(model)
     _, _, dtype = model_input(proto)
-    logits = predict(make_session(proto, threads), dataset.x.astype(dtype, copy=False), batch)
+    logits = predict(make_session(proto, threads, integer_kernels=integer_kernels), dataset.x.astype(dtype, copy=False), batch)
     result = accuracy(logits, dataset.y)
     return 0.0 if result is None else result
 

@@ -86,6 +86,10 @@ class Quantize(Pass):
         Option("coefficient_bits", int, None, "weight bits of coefficient nodes (role=coefficient)", **BITS),
         Option("auto_bits", list, [str(b) for b in AUTO_BITS], "weight_bits=auto: candidate bit widths below bits "
                "(3 is available but the validation split, drawn from the training data, underestimates its test loss)"),
+        Option("reduce_range", bool, None, "8-bit weights on the 7-bit grid (±63, quantize_static's reduce_range): "
+               "onnxruntime's u8×s8 kernels on x86 CPUs without VNNI sum pairs of products in int16 (VPMADDUBSW) "
+               "and saturate otherwise; unset: on when compiling for the onnxruntime target, off elsewhere "
+               "(simulated accelerators compute int8 exactly)"),
         *ACT_OPTIONS,
     )
 
@@ -102,8 +106,11 @@ class Quantize(Pass):
         model, old_opset = ensure_qdq_opset(model, feeds)
         selected = refind(model, selected)
         plan = QuantPlan(quantize_bias=self.opts["quantize_bias"])
+        reduce = self.opts["reduce_range"]
+        reduce = ctx.target == "onnxruntime" if reduce is None else reduce
         for node, weight in selected:
             bits = node_weight_bits(node, self.opts)
+            bits = 7 if reduce and bits == 8 else bits
             plan.weights[node.name] = quantize_symmetric(weight, bits, weight_axis(node, weight.ndim))
         act_bits = self.opts["act_bits"] or self.opts["bits"]
         if self.opts["activations"]:
@@ -114,6 +121,7 @@ class Quantize(Pass):
         if self.opts["weight_bits"] == AUTO:
             model, bit_choice = choose_bits(float_model, model, plan, selected, self.opts, ctx)
         stats = summary_stats(plan, skipped, old_opset, ctx)
+        stats["reduce_range"] = reduce
         if bit_choice is not None:
             stats["bit_choice"] = bit_choice
         return PassResult(model, True, stats)

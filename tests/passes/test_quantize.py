@@ -79,7 +79,7 @@ def test_int8_structure_annotations_and_accuracy(tmp_path):
     ref = ort_run(small_cnn(), x)[0]
     fused, _ = run_pass(small_cnn())
     assert [n.op_type for n in fused.graph.node].count("QuantizeLinear") > 3  # outputs quantized too
-    q, stats = run_pass(small_cnn(), layout="inputs")
+    q, stats = run_pass(small_cnn(), layout="inputs", reduce_range=True)  # onnxruntime's kernels run it
     ops = [n.op_type for n in q.graph.node]
     assert ops.count("QuantizeLinear") == 3 and ops.count("DequantizeLinear") == 3 + 3 + 3
     onnx.checker.check_model(q, full_check=True)
@@ -91,10 +91,10 @@ def test_int8_structure_annotations_and_accuracy(tmp_path):
     loaded = onnx.load(path)
     for name in ("conv1", "conv2", "fc"):
         n = node(loaded, name)
-        assert ann.get_node_annotation(n, "weight_bits") == 8
+        assert ann.get_node_annotation(n, "weight_bits") == 7  # reduce_range: the 7-bit grid
         assert ann.get_node_annotation(n, "act_bits") == 8
     tensors = ann.tensor_annotations(loaded)
-    assert tensors[node(loaded, "conv2").input[1]] == {"dtype": "INT8", "bits": 8}
+    assert tensors[node(loaded, "conv2").input[1]] == {"dtype": "INT7", "bits": 7}
     assert tensors[node(loaded, "conv2").input[0]] == {"dtype": "UINT8", "bits": 8}
     assert tensors[node(loaded, "conv1").input[2]] == {"dtype": "INT32", "bits": 32}
     assert {s["node"] for s in stats["skipped"]} == set()
@@ -259,3 +259,30 @@ def test_auto_weight_bits_on_the_bundled_model_choose_fewer_bits_within_budget(t
     assert chosen and all(c["weight_bits"] < 8 and "validation_drop_points" in c for c in chosen)
     for c in chosen:
         assert stats["quantized"][c["node"]]["weight_bits"] == c["weight_bits"]
+
+
+def _weight_codes(model: onnx.ModelProto) -> list[np.ndarray]:
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [inits[n.input[0]] for n in model.graph.node
+            if n.op_type == "DequantizeLinear" and n.input[0] in inits and inits[n.input[0]].dtype == np.int8]
+
+
+def test_reduce_range_keeps_u8s8_pair_sums_inside_int16():
+    """onnxruntime's x86 u8×s8 kernels without VNNI add two products in int16 (VPMADDUBSW): with codes
+    ≤ 63 two products of a uint8 activation stay ≤ 2·255·63 = 32130 < 32767, so nothing saturates."""
+    reduced, stats = run_pass(small_cnn(), reduce_range=True)
+    assert stats["reduce_range"] is True
+    assert max(int(np.abs(c).max()) for c in _weight_codes(reduced)) <= 63
+    assert 2 * 255 * 63 <= np.iinfo(np.int16).max
+    full, stats = run_pass(small_cnn())
+    assert stats["reduce_range"] is False  # the default outside an onnxruntime compile
+    assert max(int(np.abs(c).max()) for c in _weight_codes(full)) == 127
+
+
+def test_only_the_onnxruntime_target_reduces_the_range_by_default():
+    for target, reduced in (("cim", False), ("escalate", False), ("onnxruntime", True)):
+        result = get_pass("quantize")().run(small_cnn(), PassContext(target=target, calibration=feeds(8)))
+        assert result.stats["reduce_range"] is reduced
+        bits = {ann.get_node_annotation(n, "weight_bits") for n in result.model.graph.node
+                if n.op_type in ("Conv", "Gemm")}
+        assert bits == {7 if reduced else 8}
