@@ -15,7 +15,7 @@ Accuracy table: fp32, quantize_static, quantize_static with ``reduce_range`` (7-
 u8×s8 kernel sums pairs of products in 16 bits with saturation (255 · 127 · 2 > 32767), which costs the
 8-bit variants accuracy that the unfused QDQ graph does not lose; 7-bit weights cannot saturate.
 
-    OMP_NUM_THREADS=2 python benchmarks/int8_vs_ort.py --out /tmp/int8 [--repeats 30] [--mnist-model lenet5.onnx]
+    OMP_NUM_THREADS=2 python benchmarks/int8_vs_ort.py --out /tmp/int8 [--repeats 30] [--mnist-model lenet5.onnx] [--reuse]
 """
 
 from __future__ import annotations
@@ -76,13 +76,15 @@ def fp32_model(name: str, out: Path, mnist_model: Path | None) -> Path:
     return fp32
 
 
-def prepare(name: str, out: Path, mnist_model: Path | None) -> dict[str, Path]:
+def prepare(name: str, out: Path, mnist_model: Path | None, reuse: bool = False) -> dict[str, Path]:
     """fp32, quantize_static (plain and reduce_range), pimc 8-bit weights and pimc as the pipeline file sets it."""
     data = MODELS[name]
-    fp32 = fp32_model(name, out, mnist_model)
-    calib = data_splits(data, input_dims(fp32), 0, None).calibration.x[:64].astype(np.float32)
+    fp32 = out / f"{name}.onnx" if reuse else fp32_model(name, out, mnist_model)
     paths = {"fp32": fp32, "ort": out / f"{name}.ort_int8.onnx", "ort_rr": out / f"{name}.ort_int8_rr.onnx",
              "pimc_w8": out / f"{name}.pimc_int8_w8.onnx", "pimc": out / f"{name}.pimc_int8.onnx"}
+    if reuse and all(p.exists() for p in paths.values()):
+        return paths
+    calib = data_splits(data, input_dims(fp32), 0, None).calibration.x[:64].astype(np.float32)
     ort_quantize(fp32, paths["ort"], calib)
     ort_quantize(fp32, paths["ort_rr"], calib, reduce_range=True)
     common = ["compile", str(fp32), "-t", "onnxruntime", "--data", data, "--max-accuracy-drop", "100"]
@@ -99,10 +101,11 @@ def main() -> None:
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--mnist-model", type=Path, default=None,
                         help="LeNet-5 trained on mnist (pimc models train lenet5 --data mnist); trained if absent")
+    parser.add_argument("--reuse", action="store_true", help="reuse the models a previous run wrote to --out")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     names = [n for n in args.models.split(",") if n]
-    prepared = {name: prepare(name, args.out, args.mnist_model) for name in names}
+    prepared = {name: prepare(name, args.out, args.mnist_model, args.reuse) for name in names}
     print("model          batch  pimc/ort  ort/ort (A/A)  ort × faster than fp32  pimc × faster than fp32")
     for name, paths in prepared.items():
         timed = [paths["fp32"], paths["ort"], paths["ort"], paths["pimc"]]
