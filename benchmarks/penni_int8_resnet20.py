@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--reuse", action="store_true", help="reuse dense.onnx / penni.onnx in --out")
     parser.add_argument("--repeats", type=int, default=30)
     parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
-    defaults = {"pretrain-epochs": 8, "epochs": 8, "swap-every": 2, "prune-rounds": 2, "finetune-epochs": 3,
+    defaults = {"pretrain-epochs": 8, "epochs": 12, "swap-every": 2, "prune-rounds": 3, "finetune-epochs": 6,
                 "threshold": 1.0, "group-l1": 1e-2, "group-threshold": 1.0, "residual-l1": 1e-2,
                 "residual-threshold": 1.1, "seed": 0}
     for key in TRAINING:
