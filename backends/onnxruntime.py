@@ -10,6 +10,11 @@ Pipeline: fold-constants → eliminate-identity → fold-batchnorm → shrink �
   themselves; filters and input channels that connectivity pruning emptied are removed by ``shrink``
   (exactly: a removed filter's constant output is folded into the next layer's bias where that is exact).
 * Quantized (QDQ) models run as they are; onnxruntime executes the QuantizeLinear/DequantizeLinear pairs.
+* int8 stacked with the compression: ``--pipeline examples/onnxruntime_int8.toml`` (or ``--passes
+  fold-constants,eliminate-identity,fold-batchnorm,shrink,recompose,quantize,cleanup``) ends the pipeline
+  in ``quantize`` (layout ``int8``, calibrated on ``--data``), so a PENNI or pattern-pruned model gets the
+  shrunk, re-fused dense convs *and* onnxruntime's integer kernels (QLinearConv, QLinearAdd, QGemm). The
+  default pipeline stays exact: quantizing is lossy and needs calibration data, so it is opt-in.
 
 Accuracy and latency are measured with ``pimc run`` / ``pimc bench``.
 """

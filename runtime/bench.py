@@ -32,8 +32,8 @@ def compare_models(
 ) -> list[dict]:
     """Compare models on one dataset; agreement and ratios are relative to the first model.
 
-    Latency runs are interleaved (model A, B, ..., A, B, ...) in one process so drift affects all
-    models alike; the median per model and batch size is reported. ``eval_spec`` (``--eval-data``)
+    Latency runs are interleaved (every repeat runs each model once, in a seeded shuffled order) in one
+    process so drift and position affect all models alike; the median per model and batch size is reported. ``eval_spec`` (``--eval-data``)
     replaces the test split of ``data_spec`` by :func:`evaluation_set`'s data.
     """
     if not paths:
@@ -72,10 +72,18 @@ def _interleaved_latency(
         chunks = [batch_input(s, x, batch) for s, x in zip(sessions, inputs, strict=True)]
         for session, chunk in zip(sessions, chunks, strict=True):
             time_run(session, chunk)
-        for _ in range(max(1, repeats)):
-            for i, (session, chunk) in enumerate(zip(sessions, chunks, strict=True)):
-                samples[i][batch].append(time_run(session, chunk))
+        for r in range(max(1, repeats)):
+            for i in _order(len(sessions), r):
+                samples[i][batch].append(time_run(sessions[i], chunks[i]))
     return [{b: float(np.median(v)) for b, v in per_model.items()} for per_model in samples]
+
+
+def _order(count: int, repeat: int) -> list[int]:
+    """Model order of one repeat: a seeded permutation (repeat 0 in the given order), so no model always
+    runs first, last or right after the same other one (on a loaded machine a fixed order biases medians)."""
+    if repeat == 0:
+        return list(range(count))
+    return [int(i) for i in np.random.default_rng(repeat).permutation(count)]
 
 
 def _row(

@@ -94,3 +94,12 @@ def test_quantized_weights_count_as_parameters(tmp_path: Path) -> None:
     rows = compare_models([bundled_model_path(), out], "digits", batches=(4,), repeats=1)
     assert rows[1]["params"] == dense
     assert rows[1]["accuracy"] >= rows[0]["accuracy"] - 0.01
+
+
+def test_interleaved_order_is_a_permutation_that_moves_every_model():
+    from pimc.runtime.bench import _order
+
+    orders = [_order(4, r) for r in range(30)]
+    assert orders[0] == [0, 1, 2, 3] and all(sorted(o) == [0, 1, 2, 3] for o in orders)
+    assert all({o[pos] for o in orders} == {0, 1, 2, 3} for pos in range(4))
+    assert orders == [_order(4, r) for r in range(30)]

@@ -1,0 +1,124 @@
+"""PENNI + shrink + recompose + int8 on ResNet-20 (digits) against the dense fp32 model (issue 14).
+
+Runs, printing every command:
+  1. python -m pimc export decompose --model resnet20 --data digits -o penni.onnx --dense-output dense.onnx
+     --threads 1 ...                      (skipped with --reuse)
+  2. python -m pimc compile penni.onnx -t onnxruntime --data digits -o penni_fp32.onnx
+     (the default pipeline: shrink + recompose, exact)
+  3. python -m pimc compile penni.onnx -t onnxruntime --data digits --pipeline examples/onnxruntime_int8.toml
+     -o penni_int8.onnx                   (shrink + recompose + int8, under the 1-point budget)
+  4. python -m pimc compile dense.onnx ... --pipeline examples/onnxruntime_int8.toml -o dense_pimc_int8.onnx,
+     and onnxruntime's quantize_static of dense.onnx (calibrated on 64 calibration images of the training
+     split) -> dense_ort_int8.onnx
+then times dense fp32, quantize_static(dense), pimc int8(dense), PENNI fp32 and PENNI int8 interleaved in
+one process (``pimc bench``'s runner) at batch 1 and 64, and prints each model's latency, '× faster than
+dense fp32', top-1 on the 450 held-out digits test images, MACs, and the conv channels left per layer (what
+limits the speed-up: the channels shrink could not remove, and the float ops left outside the int8 kernels).
+
+    OMP_NUM_THREADS=2 python benchmarks/penni_int8_resnet20.py --out /tmp/penni_int8 [--reuse] [--repeats 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from int8_vs_ort import input_dims, ort_quantize
+
+from pimc.compiler.loader import load_model
+from pimc.compiler.stats import model_stats
+from pimc.runtime.bench import compare_models
+from pimc.runtime.datasets import data_splits
+
+PIPELINE = Path(__file__).resolve().parent.parent / "examples" / "onnxruntime_int8.toml"
+TRAINING = ("pretrain-epochs", "epochs", "swap-every", "prune-rounds", "finetune-epochs", "threshold", "group-l1",
+            "group-threshold", "residual-l1", "residual-threshold", "seed")
+
+
+def pimc_cli(*args: str) -> str:
+    cmd = [sys.executable, "-m", "pimc", *args]
+    print("$ " + " ".join(shlex.quote(a) for a in cmd), flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+def train(out: Path, args: argparse.Namespace) -> None:
+    options = [x for k in TRAINING for x in (f"--{k}", str(getattr(args, k.replace("-", "_"))))]
+    print(pimc_cli("export", "decompose", "--model", "resnet20", "--data", "digits", "-o", str(out / "penni.onnx"),
+                   "--dense-output", str(out / "dense.onnx"), "--threads", "1", "--no-progress", *options))
+
+
+def build(out: Path) -> dict[str, Path]:
+    paths = {"dense fp32": out / "dense.onnx", "dense ort int8": out / "dense_ort_int8.onnx",
+             "dense pimc int8": out / "dense_pimc_int8.onnx", "penni fp32": out / "penni_fp32.onnx",
+             "penni int8": out / "penni_int8.onnx"}
+    common = ["-t", "onnxruntime", "--data", "digits"]
+    pimc_cli("compile", str(out / "penni.onnx"), *common, "-o", str(paths["penni fp32"]), "--verify")
+    pimc_cli("compile", str(out / "penni.onnx"), *common, "--pipeline", str(PIPELINE), "-o", str(paths["penni int8"]),
+             "--report", str(out / "penni_int8_report.json"))
+    pimc_cli("compile", str(paths["dense fp32"]), *common, "--pipeline", str(PIPELINE),
+             "-o", str(paths["dense pimc int8"]))
+    calib = data_splits("digits", input_dims(paths["dense fp32"]), 0, None).calibration.x[:64].astype(np.float32)
+    ort_quantize(paths["dense fp32"], paths["dense ort int8"], calib)
+    return paths
+
+
+def conv_channels(path: Path) -> list[int]:
+    """Output channels of every conv (float Conv or its int8 weight), in graph order."""
+    model = onnx.load(str(path))
+    inits = {i.name: list(i.dims) for i in model.graph.initializer}
+    dq = {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    return [inits[dq.get(n.input[1], n.input[1])][0] for n in model.graph.node if n.op_type == "Conv"]
+
+
+def float_ops(path: Path) -> dict[str, int]:
+    """Op types of onnxruntime's optimized graph that are not integer kernels."""
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
+    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    ops = Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    return {k: v for k, v in sorted(ops.items()) if not k.startswith("QLinear") and k != "QGemm"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--out", type=Path, default=Path("/tmp/penni_int8"))
+    parser.add_argument("--reuse", action="store_true", help="reuse dense.onnx / penni.onnx in --out")
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--threads", type=int, default=2, help="onnxruntime intra-op threads")
+    defaults = {"pretrain-epochs": 8, "epochs": 12, "swap-every": 2, "prune-rounds": 3, "finetune-epochs": 6,
+                "threshold": 1.0, "group-l1": 1e-2, "group-threshold": 1.0, "residual-l1": 1e-2,
+                "residual-threshold": 1.1, "seed": 0}
+    for key in TRAINING:
+        parser.add_argument(f"--{key}", type=type(defaults[key]), default=defaults[key])
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.reuse:
+        train(args.out, args)
+    paths = build(args.out)
+    rows = compare_models(list(paths.values()), "digits", (1, 64), args.repeats, threads=args.threads)
+    base = {b: rows[0][f"latency_ms_b{b}"] for b in (1, 64)}
+    print(f"\n{'model':<16} {'acc':>7} {'MACs':>11} {'b1 ms':>8} {'b1 ×':>6} {'b64 ms':>8} {'b64 ×':>6}")
+    for (name, path), row in zip(paths.items(), rows, strict=True):
+        macs = model_stats(load_model(str(path))).macs
+        b1, b64 = row["latency_ms_b1"], row["latency_ms_b64"]
+        print(f"{name:<16} {row['accuracy']:>7.2%} {macs:>11,} {b1:>8.3f} {base[1] / b1:>6.2f} "
+              f"{b64:>8.2f} {base[64] / b64:>6.2f}")
+    print("\nconv output channels, dense:", conv_channels(paths["dense fp32"]))
+    print("conv output channels, penni:", conv_channels(paths["penni fp32"]))
+    for name in ("dense ort int8", "penni int8"):
+        print(f"non-integer ops in onnxruntime's optimized {name}: {float_ops(paths[name])}")
+
+
+if __name__ == "__main__":
+    main()
