@@ -76,8 +76,10 @@ class OnnxModule(nn.Module):
         if w is None or (len(node.input) > 2 and node.input[2] and b is None):
             return None
         if op == "Conv" and w.ndim == 4:
+            pads = list(attr(node, "pads", [0, 0, 0, 0]))
             layer = nn.Conv2d(w.shape[1] * int(attr(node, "group", 1)), w.shape[0], tuple(w.shape[2:]),
                               stride=tuple(attr(node, "strides", [1, 1])), dilation=tuple(attr(node, "dilations", [1, 1])),
+                              padding=tuple(pads[:2]) if pads[:2] == pads[2:] else 0,
                               groups=int(attr(node, "group", 1)), bias=b is not None)
             layer.weight.data = torch.from_numpy(w.astype(np.float32).copy())
         elif op in ("Gemm", "MatMul") and w.ndim == 2 and not attr(node, "transA", 0):
@@ -145,15 +147,15 @@ class OnnxModule(nn.Module):
 
     @staticmethod
     def _layer(op: str, x: torch.Tensor, attrs: dict, layer: nn.Module) -> torch.Tensor:
-        if op != "Conv":
-            return layer(x)
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        if str(attrs.get("auto_pad", b"NOTSET")).strip("b'") not in ("NOTSET", "VALID"):
-            raise PimcError("--model FILE.onnx: Conv auto_pad SAME is not supported; re-export with explicit pads")
-        if pads[:2] == pads[2:]:
-            return F.conv2d(x, layer.weight, layer.bias, layer.stride, tuple(pads[:2]), layer.dilation, layer.groups)
-        x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-        return F.conv2d(x, layer.weight, layer.bias, layer.stride, 0, layer.dilation, layer.groups)
+        """Call the layer module itself, so hooks, parametrizations and replacements (LBConv2d,
+        DecomposedConv2d) see the call; a Conv's asymmetric pads are applied before it."""
+        if op == "Conv":
+            if str(attrs.get("auto_pad", b"NOTSET")).strip("b'") not in ("NOTSET", "VALID"):
+                raise PimcError("--model FILE.onnx: Conv auto_pad SAME is not supported; re-export with explicit pads")
+            pads = list(attrs.get("pads", [0, 0, 0, 0]))
+            if pads[:2] != pads[2:]:
+                x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+        return layer(x)
 
 
 def _pool(op: str, x: torch.Tensor, attrs: dict) -> torch.Tensor:
