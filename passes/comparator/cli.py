@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ...compiler.errors import PimcError
-from .._exporter_cli import FILE, MODEL_HELP, model_options
+from .._exporter_cli import FILE, MODEL_HELP, emit, model_options
 from .comparator_conv import LBCConfig
 from .config import TRAIN_WHAT, LBCTraining
 
@@ -38,9 +38,15 @@ SPECIAL = ("cmpnet", "cmpnet-cnn")
 @click.option("--train", "train_what", type=click.Choice(TRAIN_WHAT), default=LBCTraining.train, show_default=True,
               help="Train every parameter, or only the LBC 1×1 weights (the rest keeps its weights).")
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def command(**kw) -> None:
     """Train a comparator (LBC) network on a dataset and export annotated ONNX."""
-    run_export(**kw)
+    emit(run_export(**kw), kw["as_json"], _print_summary)
+
+
+def _print_summary(s: dict) -> None:
+    click.echo(f"replaced {len(s['replaced'])} convs by LBC layers; annotated {len(s['annotated'])} LBC blocks")
+    click.echo(f"wrote {s['output']}: test accuracy {s['test_accuracy']:.2%} on {s['test_samples']} samples")
 
 
 def run_export(**kw) -> dict:
@@ -66,9 +72,9 @@ def run_export(**kw) -> dict:
     if resolved is not None:
         resolved.restore_io(kw["output"])
     result = evaluate(kw["output"], sets.test, repeats=1)
-    click.echo(f"replaced {len(replaced)} convs by LBC layers; annotated {len(annotated)} LBC blocks")
-    click.echo(f"wrote {kw['output']}: test accuracy {result['accuracy']:.2%} on {result['samples']} samples")
-    return {"replaced": replaced, "annotated": annotated, "accuracy": result["accuracy"]}
+    return {"model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),
+            "pretrained": False, "replaced": replaced, "annotated": annotated,
+            "test_accuracy": result["accuracy"], "test_samples": result["samples"]}
 
 
 def _build(kw: dict):
