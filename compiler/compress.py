@@ -138,6 +138,7 @@ def _pattern(model, loader, shape, out: Path, options: dict) -> Any:
     mode, seed, progress = options.get("mode", MODES[0]), options.get("seed", 0), options.get("progress", True)
     if mode not in MODES:
         raise PimcError(f"compress(method='pattern'): mode must be one of {', '.join(MODES)}, got {mode!r}")
+    config.check()
     schedule.check()
     if mode == "admm":
         result = admm_prune(model, loader, config, schedule, seed=seed, progress=progress)

@@ -71,6 +71,8 @@ def user_model(kw: dict, build_model=None, get_spec=None, model_input_shape=None
     """(module or None for a zoo model, input shape, source ONNX or None). An ONNX model keeps its trained
     weights (no pre-training); a factory's model is pre-trained like a zoo model."""
     name = kw["model_name"]
+    if (name.endswith(".onnx") or ".py:" in name) and (kw.get("in_channels") or kw.get("input_size")):
+        raise PimcError(f"--model {name}: --in-channels / --input-size apply to zoo models only")
     if name.endswith(".onnx"):
         from ..models.from_onnx import load_onnx_module
 

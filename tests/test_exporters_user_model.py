@@ -102,6 +102,13 @@ def test_bad_user_model_is_one_line(name: str, model: str, message: str, tmp_pat
     assert not out.exists()
 
 
+def test_zoo_only_options_are_refused_for_a_users_onnx(tmp_path: Path, capsys) -> None:
+    source = user_onnx(tmp_path / "user.onnx")
+    code = main(["export", "pattern", "--model", str(source), "--in-channels", "3", "-o", str(tmp_path / "o.onnx")])
+    err = capsys.readouterr().err
+    assert code == 1 and "--in-channels / --input-size apply to zoo models only" in err
+
+
 def test_done_when_export_decompose_on_your_onnx_with_mnist(tmp_path: Path) -> None:
     """`pimc export decompose --model YOUR.onnx --data mnist` trains and exports a model whose input/output
     names match YOUR.onnx, and reports its held-out accuracy."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import click
 
-from ...compiler.errors import PimcError
 from ...compiler.tables import Table, console
 from .._exporter_cli import FILE, emit, input_size, model_options, pretrain, shared_options
 from .pattern_prune import LIBRARIES, PatternConfig
@@ -86,14 +85,10 @@ def _pretrain(model, loader, kw: dict, progress: bool, train_classifier=None, to
 
 
 def _config(kw: dict) -> PatternConfig:
-    if kw["patterns"] < 1:
-        raise PimcError(f"--patterns must be positive, got {kw['patterns']}")
-    if kw["nonzeros"] < 0:
-        raise PimcError(f"--nonzeros must not be negative, got {kw['nonzeros']}")
-    if not 0.0 <= kw["connectivity"] < 1.0:
-        raise PimcError(f"--connectivity must be in [0, 1), got {kw['connectivity']}")
-    return PatternConfig(kw["patterns"], kw["nonzeros"], kw["connectivity"], kw["library"],
-                         tuple(kw["include"]), tuple(kw["exclude"]))
+    config = PatternConfig(kw["patterns"], kw["nonzeros"], kw["connectivity"], kw["library"],
+                           tuple(kw["include"]), tuple(kw["exclude"]))
+    config.check()
+    return config
 
 
 def _input_shape(shape: tuple[int, int, int], size: int | None) -> tuple[int, int, int]:

@@ -77,6 +77,9 @@ def test_compress_an_onnx_path_keeps_its_names(trained, tmp_path: Path) -> None:
     ({"method": "decompose", "ranks": 3}, "unknown option ranks (valid: "),
     ({"method": "prune", "input_shape": None}, "give input_shape=(C, H, W)"),
     ({"method": "quantize", "bits": 12}, "--bits and --act-bits must lie between 2 and 8"),
+    ({"method": "pattern", "connectivity": 1.5}, "--connectivity must be in [0, 1), got 1.5"),
+    ({"method": "pattern", "mode": "greedy"}, "mode must be one of admm, oneshot"),
+    ({"method": "comparator", "train": "some"}, "--train must be one of all, pointwise"),
 ])
 def test_compress_errors_are_one_line(kwargs: dict, message: str, trained, tmp_path: Path) -> None:
     model, data = trained
