@@ -6,7 +6,7 @@ from __future__ import annotations
 import click
 
 from ...compiler.errors import PimcError
-from .._exporter_cli import FILE, MODEL_HELP, emit, model_options
+from .._exporter_cli import FILE, emit, model_options
 from .comparator_conv import LBCConfig
 from .config import TRAIN_WHAT, LBCTraining
 
@@ -15,7 +15,8 @@ SPECIAL = ("cmpnet", "cmpnet-cnn")
 
 @click.command("comparator")
 @model_options(default="cmpnet", help_text="cmpnet (CMPNET-style LBC network), cmpnet-cnn (its plain-CNN twin), "
-               f"or a model whose k×k convs are replaced by LBC layers: {MODEL_HELP}")
+               "or a model whose k×k convs are replaced by LBC layers: a zoo model name, your own FILE.onnx "
+               "(its other layers keep their trained weights) or FILE.py:FACTORY.")
 @click.option("-o", "--output", type=FILE, required=True)
 @click.option("--seed", type=int, default=LBCTraining.seed, show_default=True)
 @click.option("--epochs", type=int, default=LBCTraining.epochs, show_default=True,
