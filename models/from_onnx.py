@@ -5,8 +5,10 @@ constant weight becomes an ``nn.Conv2d`` and every Gemm / MatMul with a constant
 ``nn.Linear`` (so the exporters find and constrain them like a zoo model's layers); the other ops are
 functional: Relu, LeakyRelu, Sigmoid, Tanh, Clip, BatchNormalization (left-over, frozen statistics),
 MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, Add, Sub, Mul, Div, Concat, Flatten, Reshape,
-Identity, Dropout, Softmax. Constant operands are buffers. ``rename_io`` gives an exported file back the
-original model's input and output names.
+Identity, Dropout, Softmax. Constant operands are buffers. The layers are called as modules (so hooks,
+parametrizations and in-place replacements by ``LBConv2d`` / ``DecomposedConv2d`` work) and the module
+traces with ``torch.fx`` (PENNI's residual-channel grouping). ``rename_io`` gives an exported file back
+the original model's input and output names.
 
 ``file.py:factory`` imports ``factory`` from a Python file and calls it with ``num_classes`` (if it takes
 it); the input shape then comes from ``--input-shape C,H,W`` or a ``input_shape`` attribute.
@@ -67,6 +69,8 @@ class OnnxModule(nn.Module):
                     self.register_buffer(buf, torch.from_numpy(np.array(inits[name])), persistent=True)
                     self._consts[name] = buf
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "Reshape" and len(node.input) > 1 and node.input[1] in inits:
+                attrs["_shape"] = [int(d) for d in np.asarray(inits[node.input[1]]).reshape(-1)]  # traceable
             self.steps.append((node.op_type, list(node.input), list(node.output), attrs, module_key))
 
     def _make_layer(self, node: onnx.NodeProto, inits: dict, used: set[str]) -> str | None:
@@ -124,19 +128,20 @@ class OnnxModule(nn.Module):
             return torch.clamp(x, None if lo is None else float(lo), None if hi is None else float(hi))
         if op in ("MaxPool", "AveragePool"):
             return _pool(op, x, attrs)
-        if op == "GlobalAveragePool":
-            return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+        if op == "GlobalAveragePool":  # feature maps are NCHW (the convs are Conv2d); rank-free for torch.fx
+            return x.mean(dim=(-2, -1), keepdim=True)
         if op == "GlobalMaxPool":
-            return x.amax(dim=tuple(range(2, x.dim())), keepdim=True)
+            return x.amax(dim=(-2, -1), keepdim=True)
         if op == "Concat":
             return torch.cat(xs, dim=int(attrs["axis"]))
-        if op == "Flatten":
-            axis = int(attrs.get("axis", 1)) % max(x.dim(), 1)
+        if op == "Flatten":  # a non-negative axis needs no rank, so torch.fx can trace the module
+            axis = int(attrs.get("axis", 1))
+            axis = axis if axis >= 0 else axis % max(x.dim(), 1)
             if axis == 0:
                 return x.reshape(1, -1)
             return torch.flatten(torch.flatten(x, axis), 0, axis - 1)
         if op == "Reshape":
-            shape = [int(s) for s in xs[1].tolist()]
+            shape = attrs["_shape"] if "_shape" in attrs else [int(s) for s in xs[1].tolist()]
             shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
             return x.reshape(shape)
         if op == "Softmax":
