@@ -1,3 +1,20 @@
-"""pimc: an ONNX graph-rewriting compiler for compressed CNNs."""
+"""pimc: an ONNX graph-rewriting compiler for compressed CNNs.
+
+``pimc.compress(model, train_loader, method=..., output=..., input_shape=..., **options)`` is the library
+entry of the training-aware exporters (see ``compiler/compress.py``); it is imported on first use, so
+``import pimc`` does not import torch."""
+
+from __future__ import annotations
+
+from typing import Any
 
 __version__ = "0.1.0"
+__all__ = ["compress"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "compress":
+        from .compiler.compress import compress
+
+        return compress
+    raise AttributeError(f"module 'pimc' has no attribute {name!r}")

@@ -84,9 +84,12 @@ def export_annotated(model, output: Path, shape: tuple[int, ...], dynamo: bool =
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate (cosine decay).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch CPU threads (1 is fastest for small models).")
+@click.option("--train-limit", type=click.IntRange(min=1), default=None,
+              help="Train on the first N training images only (smoke runs).")
 def train_command(
     name: str, output: Path, num_classes: int | None, in_channels: int | None, seed: int, dynamo: bool,
     opset: int | None, data: str, epochs: int, lr: float, batch_size: int, threads: int | None,
+    train_limit: int | None,
 ) -> None:
     """Train zoo model NAME on a dataset, export it and report its onnxruntime test accuracy."""
     import torch
@@ -99,7 +102,7 @@ def train_command(
         torch.set_num_threads(threads)
     get_spec(name)
     shape = model_input_shape(name, in_channels)
-    sets = training_data(data, shape, batch_size, seed)
+    sets = training_data(data, shape, batch_size, seed, limit=train_limit)
     torch.manual_seed(seed)
     model = build_model(name, num_classes if num_classes is not None else max(10, sets.num_classes), in_channels)
     train_classifier(model, sets.loader, epochs, lr=lr, seed=seed, desc=f"train {name}")

@@ -5,8 +5,10 @@ constant weight becomes an ``nn.Conv2d`` and every Gemm / MatMul with a constant
 ``nn.Linear`` (so the exporters find and constrain them like a zoo model's layers); the other ops are
 functional: Relu, LeakyRelu, Sigmoid, Tanh, Clip, BatchNormalization (left-over, frozen statistics),
 MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, Add, Sub, Mul, Div, Concat, Flatten, Reshape,
-Identity, Dropout, Softmax. Constant operands are buffers. ``rename_io`` gives an exported file back the
-original model's input and output names.
+Identity, Dropout, Softmax. Constant operands are buffers. The layers are called as modules (so hooks,
+parametrizations and in-place replacements by ``LBConv2d`` / ``DecomposedConv2d`` work) and the module
+traces with ``torch.fx`` (PENNI's residual-channel grouping). ``rename_io`` gives an exported file back
+the original model's input and output names.
 
 ``file.py:factory`` imports ``factory`` from a Python file and calls it with ``num_classes`` (if it takes
 it); the input shape then comes from ``--input-shape C,H,W`` or a ``input_shape`` attribute.
@@ -67,6 +69,8 @@ class OnnxModule(nn.Module):
                     self.register_buffer(buf, torch.from_numpy(np.array(inits[name])), persistent=True)
                     self._consts[name] = buf
             attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+            if node.op_type == "Reshape" and len(node.input) > 1 and node.input[1] in inits:
+                attrs["_shape"] = [int(d) for d in np.asarray(inits[node.input[1]]).reshape(-1)]  # traceable
             self.steps.append((node.op_type, list(node.input), list(node.output), attrs, module_key))
 
     def _make_layer(self, node: onnx.NodeProto, inits: dict, used: set[str]) -> str | None:
@@ -76,8 +80,10 @@ class OnnxModule(nn.Module):
         if w is None or (len(node.input) > 2 and node.input[2] and b is None):
             return None
         if op == "Conv" and w.ndim == 4:
+            pads = list(attr(node, "pads", [0, 0, 0, 0]))
             layer = nn.Conv2d(w.shape[1] * int(attr(node, "group", 1)), w.shape[0], tuple(w.shape[2:]),
                               stride=tuple(attr(node, "strides", [1, 1])), dilation=tuple(attr(node, "dilations", [1, 1])),
+                              padding=tuple(pads[:2]) if pads[:2] == pads[2:] else 0,
                               groups=int(attr(node, "group", 1)), bias=b is not None)
             layer.weight.data = torch.from_numpy(w.astype(np.float32).copy())
         elif op in ("Gemm", "MatMul") and w.ndim == 2 and not attr(node, "transA", 0):
@@ -122,19 +128,20 @@ class OnnxModule(nn.Module):
             return torch.clamp(x, None if lo is None else float(lo), None if hi is None else float(hi))
         if op in ("MaxPool", "AveragePool"):
             return _pool(op, x, attrs)
-        if op == "GlobalAveragePool":
-            return x.mean(dim=tuple(range(2, x.dim())), keepdim=True)
+        if op == "GlobalAveragePool":  # feature maps are NCHW (the convs are Conv2d); rank-free for torch.fx
+            return x.mean(dim=(-2, -1), keepdim=True)
         if op == "GlobalMaxPool":
-            return x.amax(dim=tuple(range(2, x.dim())), keepdim=True)
+            return x.amax(dim=(-2, -1), keepdim=True)
         if op == "Concat":
             return torch.cat(xs, dim=int(attrs["axis"]))
-        if op == "Flatten":
-            axis = int(attrs.get("axis", 1)) % max(x.dim(), 1)
+        if op == "Flatten":  # a non-negative axis needs no rank, so torch.fx can trace the module
+            axis = int(attrs.get("axis", 1))
+            axis = axis if axis >= 0 else axis % max(x.dim(), 1)
             if axis == 0:
                 return x.reshape(1, -1)
             return torch.flatten(torch.flatten(x, axis), 0, axis - 1)
         if op == "Reshape":
-            shape = [int(s) for s in xs[1].tolist()]
+            shape = attrs["_shape"] if "_shape" in attrs else [int(s) for s in xs[1].tolist()]
             shape = [x.shape[i] if s == 0 else s for i, s in enumerate(shape)]
             return x.reshape(shape)
         if op == "Softmax":
@@ -145,15 +152,15 @@ class OnnxModule(nn.Module):
 
     @staticmethod
     def _layer(op: str, x: torch.Tensor, attrs: dict, layer: nn.Module) -> torch.Tensor:
-        if op != "Conv":
-            return layer(x)
-        pads = list(attrs.get("pads", [0, 0, 0, 0]))
-        if str(attrs.get("auto_pad", b"NOTSET")).strip("b'") not in ("NOTSET", "VALID"):
-            raise PimcError("--model FILE.onnx: Conv auto_pad SAME is not supported; re-export with explicit pads")
-        if pads[:2] == pads[2:]:
-            return F.conv2d(x, layer.weight, layer.bias, layer.stride, tuple(pads[:2]), layer.dilation, layer.groups)
-        x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
-        return F.conv2d(x, layer.weight, layer.bias, layer.stride, 0, layer.dilation, layer.groups)
+        """Call the layer module itself, so hooks, parametrizations and replacements (LBConv2d,
+        DecomposedConv2d) see the call; a Conv's asymmetric pads are applied before it."""
+        if op == "Conv":
+            if str(attrs.get("auto_pad", b"NOTSET")).strip("b'") not in ("NOTSET", "VALID"):
+                raise PimcError("--model FILE.onnx: Conv auto_pad SAME is not supported; re-export with explicit pads")
+            pads = list(attrs.get("pads", [0, 0, 0, 0]))
+            if pads[:2] != pads[2:]:
+                x = F.pad(x, (pads[1], pads[3], pads[0], pads[2]))
+        return layer(x)
 
 
 def _pool(op: str, x: torch.Tensor, attrs: dict) -> torch.Tensor:

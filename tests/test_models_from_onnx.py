@@ -60,3 +60,24 @@ def test_export_prune_on_a_factory(tmp_path):
     ])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["compression"] >= 3.5
+
+
+def test_converted_resnet_traces_with_torch_fx_and_keeps_its_residual_streams(tmp_path):
+    """PENNI's residual-channel grouping (torch.fx) finds the same streams in a user's ONNX ResNet as in
+    the torch model it was exported from; the conversion computes the same logits."""
+    from pimc.models.train import export_onnx
+    from pimc.models.zoo import build_model, model_input_shape
+    from pimc.passes.decompose.exporter import find_residual_spaces
+
+    torch.manual_seed(0)
+    model = build_model("resnet20", 10).eval()
+    shape = model_input_shape("resnet20")
+    export_onnx(model, tmp_path / "r20.onnx", shape)
+    converted, _, _ = load_onnx_module(tmp_path / "r20.onnx")
+    streams, note = find_residual_spaces(converted)
+    assert note is None
+    expected = sorted((s.channels, len(s.writers)) for s in find_residual_spaces(model)[0])
+    assert sorted((s.channels, len(s.writers)) for s in streams) == expected == [(16, 4), (32, 4), (64, 4)]
+    x = torch.randn(2, *shape)
+    with torch.no_grad():
+        np.testing.assert_allclose(converted.eval()(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)

@@ -1,29 +1,30 @@
-"""``pimc export comparator``: train an LBC / CMPNET network (or a zoo model with its convs replaced) and
-export it with the comparator annotations."""
+"""``pimc export comparator``: train an LBC / CMPNET network, or a zoo model, your own ONNX or a factory's
+model with its convs replaced by LBC layers, and export it with the comparator annotations."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import click
 
 from ...compiler.errors import PimcError
-from ...runtime.datasets import TRAINABLE_HELP
+from .._exporter_cli import FILE, emit, model_options
 from .comparator_conv import LBCConfig
+from .config import TRAIN_WHAT, LBCTraining
 
 SPECIAL = ("cmpnet", "cmpnet-cnn")
 
 
 @click.command("comparator")
-@click.option("--model", "model_name", default="cmpnet", show_default=True,
-              help="cmpnet (CMPNET-style LBC network), cmpnet-cnn (its plain-CNN twin) or a zoo model "
-                   "whose k×k convs are replaced by LBC layers.")
-@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--epochs", type=int, default=20, show_default=True)
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate (cosine decay).")
+@model_options(default="cmpnet", help_text="cmpnet (CMPNET-style LBC network), cmpnet-cnn (its plain-CNN twin), "
+               "or a model whose k×k convs are replaced by LBC layers: a zoo model name, your own FILE.onnx "
+               "(its other layers keep their trained weights) or FILE.py:FACTORY.")
+@click.option("-o", "--output", type=FILE, required=True)
+@click.option("--seed", type=int, default=LBCTraining.seed, show_default=True)
+@click.option("--epochs", type=int, default=LBCTraining.epochs, show_default=True,
+              help="Training epochs after the substitution.")
+@click.option("--lr", type=float, default=LBCTraining.lr, show_default=True, help="Adam learning rate (cosine decay).")
 @click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--train-limit", type=click.IntRange(min=1), default=None,
+              help="Train on the first N training images only (smoke runs).")
 @click.option("--anchors", type=int, default=LBCConfig.anchors, show_default=True,
               help="Anchors: per input channel (separable) or per layer (lbc); 0 = automatic "
                    "(8 per channel for cmpnet; k² per channel / Cin·k² per layer, at most "
@@ -35,49 +36,72 @@ SPECIAL = ("cmpnet", "cmpnet-cnn")
 @click.option("--comparator", type=click.Choice(["binary", "relu"]), default=None,
               help="Comparison bit [a>0] (CMPNET) or ReLU (LBCNN)  [default: binary for cmpnet, "
                    f"{LBCConfig.comparator} for zoo models]")
-@click.option("--train", "train_what", type=click.Choice(["all", "pointwise"]), default="all", show_default=True,
-              help="Train every parameter, or only the LBC 1×1 weights (the rest keeps its initialisation).")
-def command(
-    model_name: str, data: str, output: Path, seed: int, epochs: int, lr: float, batch_size: int, anchors: int,
-    density: float, variant: str, comparator: str | None, train_what: str,
-) -> None:
+@click.option("--train", "train_what", type=click.Choice(TRAIN_WHAT), default=LBCTraining.train, show_default=True,
+              help="Train every parameter, or only the LBC 1×1 weights (the rest keeps its weights).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def command(**kw) -> None:
     """Train a comparator (LBC) network on a dataset and export annotated ONNX."""
-    import torch
+    emit(run_export(**kw), kw["as_json"], _print_summary)
 
-    from ...models.train import train_classifier, training_data
+
+def _print_summary(s: dict) -> None:
+    click.echo(f"replaced {len(s['replaced'])} convs by LBC layers; annotated {len(s['annotated'])} LBC blocks")
+    click.echo(f"wrote {s['output']}: test accuracy {s['test_accuracy']:.2%} on {s['test_samples']} samples")
+
+
+def run_export(**kw) -> dict:
+    from ...models.train import train_classifier
     from ...runtime.session import evaluate
     from .exporter import export_lbc_onnx, freeze_all_but_pointwise
 
-    if batch_size < 1 or epochs < 1:
-        raise PimcError("--epochs and --batch-size must be positive")
-    if not 0 < density <= 1:
-        raise PimcError(f"--density must be in (0, 1], got {density}")
-    torch.manual_seed(seed)
-    model, shape, replaced = _build(model_name, anchors, density, variant, comparator, seed)
-    if train_what == "pointwise":
+    training = LBCTraining(kw["epochs"], kw["lr"], kw["train_what"], kw["seed"], not kw["no_progress"])
+    training.check()
+    if kw["batch_size"] < 1:
+        raise PimcError("--batch-size must be positive")
+    if not 0 < kw["density"] <= 1:
+        raise PimcError(f"--density must be in (0, 1], got {kw['density']}")
+    model, shape, replaced, resolved, sets = _build(kw)
+    if not replaced and kw["model_name"] != "cmpnet-cnn":
+        raise PimcError(f"--model {kw['model_name']}: no ungrouped square k×k conv (k ≥ {LBCConfig.min_kernel}) "
+                        "to replace by an LBC layer")
+    if training.train == "pointwise":
         freeze_all_but_pointwise(model)
-    sets = training_data(data, shape, batch_size, seed)
-    train_classifier(model, sets.loader, epochs, lr=lr, seed=seed, desc=f"train {model_name}")
-    annotated = export_lbc_onnx(model, output, shape)
-    result = evaluate(output, sets.test, repeats=1)
-    click.echo(f"replaced {len(replaced)} convs by LBC layers; annotated {len(annotated)} LBC blocks")
-    click.echo(f"wrote {output}: test accuracy {result['accuracy']:.2%} on {result['samples']} samples")
+    train_classifier(model, sets.loader, training.epochs, lr=training.lr, seed=training.seed,
+                     progress=training.progress, desc=f"train {kw['model_name']}")
+    annotated = export_lbc_onnx(model, kw["output"], shape)
+    if resolved is not None:
+        resolved.restore_io(kw["output"])
+    result = evaluate(kw["output"], sets.test, repeats=1)
+    return {"model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),
+            "pretrained": False, "replaced": replaced, "annotated": annotated,
+            "test_accuracy": result["accuracy"], "test_samples": result["samples"]}
 
 
-def _build(name: str, anchors: int, density: float, variant: str, comparator: str | None, seed: int):
-    """The network to train: cmpnet / cmpnet-cnn, or a zoo model with its convs replaced."""
+def _build(kw: dict):
+    """(network to train, input shape, replaced conv names, resolved user model or None, training data):
+    cmpnet / cmpnet-cnn, or a zoo / ONNX / factory model with its convs replaced."""
+    import torch
+
     from ...models import cmpnet
-    from ...models.zoo import build_model, get_spec, model_input_shape
+    from ...models.train import training_data
+    from .._exporter_cli import resolve_model
     from .exporter import lbc_modules, replace_convs
 
-    if name == "cmpnet":
-        model = cmpnet.build_cmpnet(anchors_per_channel=anchors or cmpnet.ANCHORS_PER_CHANNEL, density=density,
-                                    comparator=comparator or cmpnet.COMPARATOR, seed=seed)
-        return model, cmpnet.INPUT_SHAPE, [n for n, _ in lbc_modules(model)]
-    if name == "cmpnet-cnn":
-        return cmpnet.build_cmpnet_cnn(), cmpnet.INPUT_SHAPE, []
-    get_spec(name)
-    model = build_model(name, 10)
-    replaced = replace_convs(model, anchors, density, variant == "separable", comparator or LBCConfig.comparator,
-                             seed)
-    return model, model_input_shape(name), replaced
+    name, anchors, density, comparator, seed = (kw["model_name"], kw["anchors"], kw["density"], kw["comparator"],
+                                                kw["seed"])
+    if name in SPECIAL:
+        torch.manual_seed(seed)
+        if name == "cmpnet":
+            model = cmpnet.build_cmpnet(anchors_per_channel=anchors or cmpnet.ANCHORS_PER_CHANNEL, density=density,
+                                        comparator=comparator or cmpnet.COMPARATOR, seed=seed)
+            replaced = [n for n, _ in lbc_modules(model)]
+        else:
+            model, replaced = cmpnet.build_cmpnet_cnn(), []
+        sets = training_data(kw["data"], cmpnet.INPUT_SHAPE, kw["batch_size"], seed, limit=kw["train_limit"])
+        return model, cmpnet.INPUT_SHAPE, replaced, None, sets
+    resolved = resolve_model(kw)
+    model = resolved.module
+    replaced = replace_convs(model, anchors, density, kw["variant"] == "separable",
+                             comparator or LBCConfig.comparator, seed, LBCConfig.min_kernel)
+    return model, resolved.shape, replaced, resolved, resolved.sets

@@ -100,6 +100,7 @@ def replace_convs(
     model: nn.Module, anchors: int = LBCConfig.anchors, density: float = LBCConfig.density,
     separable: bool = LBCConfig.variant == "separable", comparator: str = LBCConfig.comparator,
     seed: int = 0, min_kernel: int = LBCConfig.min_kernel, skip: tuple[str, ...] = (),
+    max_anchors: int = LBCConfig.max_anchors,
 ) -> list[str]:
     """Replace every ungrouped k×k ``nn.Conv2d`` (k ≥ min_kernel) of ``model`` by an ``LBConv2d`` in place."""
     replaced = []
@@ -112,7 +113,7 @@ def replace_convs(
             continue
         lbc = LBConv2d(conv.in_channels, conv.out_channels, conv.kernel_size[0], conv.stride[0],
                        conv.padding[0], conv.dilation[0], anchors, density, separable, comparator,
-                       seed=seed * 1000 + index)
+                       seed=seed * 1000 + index, max_anchors=max_anchors)
         setattr(parent, child_name, lbc)
         replaced.append(name)
     return replaced

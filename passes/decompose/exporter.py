@@ -1,10 +1,12 @@
 """PENNI training-aware exporter (torch): decompose, train alternately with sparsity terms, prune, fine-tune, export.
 
-Library use on any model and DataLoader::
+Library use on any trained model and DataLoader (``PenniConfig`` fields as options; the CLI's defaults)::
 
-    from pimc.passes.decompose.exporter import PenniConfig, penni_compress, export_penni
-    stats = penni_compress(model, train_loader, PenniConfig(rank=5, epochs=12))
-    export_penni(model, "model.penni.onnx", input_shape=(3, 32, 32))
+    import pimc
+    penni = pimc.compress(model, train_loader, method="decompose", output="model.penni.onnx",
+                          input_shape=(3, 32, 32), rank=5)
+
+or, step by step, ``penni_compress(model, train_loader, PenniConfig(...))`` then ``export_penni``.
 
 Steps (PENNI, ICML 2020, and the authors' code as summarised in ANCHORS.md, plus channel-level sparsity
 so that ``shrink`` can remove whole channels):
@@ -76,7 +78,7 @@ from .config import PenniConfig
 class DecomposedConv2d(nn.Module):
     """A Conv2d as a shared basis (d × kh × kw) and per-kernel coefficients (Cout × Cin × d)."""
 
-    def __init__(self, conv: nn.Conv2d, rank: int = 5):
+    def __init__(self, conv: nn.Conv2d, rank: int = PenniConfig.rank):
         super().__init__()
         if conv.groups != 1 or conv.padding_mode != "zeros":
             raise PimcError("DecomposedConv2d needs groups=1 and zero padding")
@@ -165,7 +167,7 @@ def eligible(module: nn.Module) -> bool:
             and module.kernel_size[0] * module.kernel_size[1] > 1)
 
 
-def replace_convs(model: nn.Module, rank: int = 5, include: Callable[[str], bool] | None = None
+def replace_convs(model: nn.Module, rank: int = PenniConfig.rank, include: Callable[[str], bool] | None = None
                   ) -> dict[str, DecomposedConv2d]:
     """Replace every eligible Conv2d (in place) with a DecomposedConv2d; return them by module name."""
     replaced: dict[str, DecomposedConv2d] = {}

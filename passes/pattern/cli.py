@@ -1,24 +1,22 @@
-"""``pimc export pattern``: train a zoo model, pattern-prune it with ADMM (or one-shot) and export ONNX."""
+"""``pimc export pattern``: pattern-prune a zoo model, your own ONNX or a factory's model with ADMM (or
+one-shot) and export ONNX."""
 
 from __future__ import annotations
 
 import click
 
-from ...compiler.errors import PimcError
 from ...compiler.tables import Table, console
-from ...runtime.datasets import TRAINABLE_HELP
-from .._exporter_cli import FILE, emit, shared_options
+from .._exporter_cli import FILE, emit, input_size, model_options, pretrain, shared_options
 from .pattern_prune import LIBRARIES, PatternConfig
-from .schedule import AdmmSchedule
+from .schedule import MODES, AdmmSchedule
 
 _FILE = FILE
 
 
 @click.command("pattern")
-@click.option("--model", "model_name", required=True, help="Zoo model name (pimc models list).")
-@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
+@model_options()
 @click.option("-o", "--output", type=_FILE, required=True, help="Pattern-pruned .onnx file.")
-@click.option("--mode", type=click.Choice(["admm", "oneshot"]), default="admm", show_default=True)
+@click.option("--mode", type=click.Choice(MODES), default=MODES[0], show_default=True)
 @click.option("--patterns", type=int, default=PatternConfig.patterns, show_default=True, help="Library size per layer.")
 @click.option("--nonzeros", type=int, default=PatternConfig.nonzeros, show_default=True,
               help="Weights kept per kernel (0: 4 for 3x3, round(4k²/9) otherwise, 11 for 5x5).")
@@ -29,7 +27,7 @@ _FILE = FILE
 @click.option("--exclude", multiple=True, help="Do not prune conv modules matching this glob (repeatable).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=30, show_default=True,
-              help="Dense pre-training epochs (as `pimc models train`).")
+              help="Dense pre-training epochs (as `pimc models train`; none for an ONNX model).")
 @click.option("--admm-epochs", type=int, default=AdmmSchedule.admm_epochs, show_default=True, help="ADMM epochs (admm mode).")
 @click.option("--retrain-epochs", type=int, default=AdmmSchedule.retrain_epochs, show_default=True,
               help="Masked retraining / fine-tuning epochs.")
@@ -39,40 +37,36 @@ _FILE = FILE
 @click.option("--prune-lr", type=float, default=AdmmSchedule.lr, show_default=True, help="Learning rate of ADMM/retraining.")
 @shared_options
 def command(**kw) -> None:
-    """Pattern + connectivity pruning (PatDNN / ADMM-NN) of zoo model on a dataset, exported with annotations."""
+    """Pattern + connectivity pruning (PatDNN / ADMM-NN) of a model on a dataset, exported with annotations."""
     emit(run_export(**kw), kw["as_json"], _print_summary)
 
 
 def run_export(**kw) -> dict:
-    import torch
-
-    from ...models.train import export_onnx, train_classifier, training_data
-    from ...models.zoo import build_model, get_spec, model_input_shape
+    from ...models.train import export_onnx
     from ...runtime.session import evaluate
+    from .._exporter_cli import pretrain_unless_trained, resolve_model
     from .admm import admm_prune, conv_weight_nonzeros, export_pattern_onnx, oneshot_prune
 
-    get_spec(kw["model_name"])
     config = _config(kw)
-    shape = _input_shape(model_input_shape(kw["model_name"], kw["in_channels"]), kw["input_size"])
-    seed = kw["seed"]
-    sets = training_data(kw["data"], shape, kw["batch_size"], seed, limit=kw["train_limit"])
-    test, loader = sets.test, sets.loader
-    progress = not kw["no_progress"]
-    torch.manual_seed(seed)
-    model = build_model(kw["model_name"], max(10, sets.num_classes), kw["in_channels"])
-    _pretrain(model, loader, kw, progress, train_classifier, torch)
+    schedule = AdmmSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["rho"], kw["rho_growth"], None, kw["prune_lr"])
+    schedule.check()
+    resolved = resolve_model(kw)
+    model, shape, test, loader = resolved.module, resolved.shape, resolved.sets.test, resolved.sets.loader
+    seed, progress = kw["seed"], not kw["no_progress"]
+    pretrain_unless_trained(resolved, kw, kw["epochs"], kw["lr"])
     dense_nnz, conv_params = conv_weight_nonzeros(model)
     if kw["dense_output"]:
         export_onnx(model, kw["dense_output"], shape)
     if kw["mode"] == "admm":
-        schedule = AdmmSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["rho"], kw["rho_growth"], None, kw["prune_lr"])
         result = admm_prune(model, loader, config, schedule, seed=seed, progress=progress)
     else:
         result = oneshot_prune(model, loader, config, kw["retrain_epochs"], kw["prune_lr"], seed=seed, progress=progress)
     _, stats = export_pattern_onnx(model, result, kw["output"], shape)
+    resolved.restore_io(kw["output"], kw["dense_output"])
     pruned_nnz, _ = conv_weight_nonzeros(model)
     summary = {
         "model": kw["model_name"], "input_shape": list(shape), "mode": kw["mode"], "output": str(kw["output"]),
+        "pretrained": not resolved.trained,
         "config": config.__dict__ | {"include": list(config.include), "exclude": list(config.exclude)},
         "conv_params": conv_params, "conv_nonzero_dense": dense_nnz, "conv_nonzero_pruned": pruned_nnz,
         "conv_compression": round(dense_nnz / max(pruned_nnz, 1), 2),
@@ -85,38 +79,20 @@ def run_export(**kw) -> dict:
     return summary
 
 
-def _pretrain(model, loader, kw: dict, progress: bool, train_classifier, torch) -> None:
-    """Dense pre-training exactly as ``pimc models train`` (or load a checkpoint)."""
-    path = kw["dense_checkpoint"]
-    if path is not None and path.exists():
-        try:
-            model.load_state_dict(torch.load(path, weights_only=True))
-        except (RuntimeError, OSError) as exc:
-            raise PimcError(f"{path}: not a checkpoint of this model ({str(exc).splitlines()[0]})") from None
-        return
-    train_classifier(model, loader, kw["epochs"], lr=kw["lr"], seed=kw["seed"], progress=progress,
-                     desc=f"train {kw['model_name']}")
-    if path is not None:
-        torch.save(model.state_dict(), path)
+def _pretrain(model, loader, kw: dict, progress: bool, train_classifier=None, torch=None) -> None:
+    """Kept for callers of the old helper: dense pre-training (see ``_exporter_cli.pretrain``)."""
+    pretrain(model, loader, {**kw, "no_progress": not progress}, kw["epochs"], kw["lr"], f"train {kw['model_name']}")
 
 
 def _config(kw: dict) -> PatternConfig:
-    if kw["patterns"] < 1:
-        raise PimcError(f"--patterns must be positive, got {kw['patterns']}")
-    if kw["nonzeros"] < 0:
-        raise PimcError(f"--nonzeros must not be negative, got {kw['nonzeros']}")
-    if not 0.0 <= kw["connectivity"] < 1.0:
-        raise PimcError(f"--connectivity must be in [0, 1), got {kw['connectivity']}")
-    return PatternConfig(kw["patterns"], kw["nonzeros"], kw["connectivity"], kw["library"],
-                         tuple(kw["include"]), tuple(kw["exclude"]))
+    config = PatternConfig(kw["patterns"], kw["nonzeros"], kw["connectivity"], kw["library"],
+                           tuple(kw["include"]), tuple(kw["exclude"]))
+    config.check()
+    return config
 
 
 def _input_shape(shape: tuple[int, int, int], size: int | None) -> tuple[int, int, int]:
-    if size is None:
-        return shape
-    if size < 4:
-        raise PimcError(f"--input-size must be at least 4, got {size}")
-    return (shape[0], size, size)
+    return input_size(shape, size)
 
 
 def _print_summary(s: dict) -> None:

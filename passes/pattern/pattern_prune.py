@@ -62,6 +62,7 @@ import numpy as np
 import onnx
 
 from ...compiler import annotations as ann
+from ...compiler.errors import PimcError
 from ...compiler.graph import (
     all_names,
     attr,
@@ -94,6 +95,14 @@ class PatternConfig:
 
     def nonzeros_for(self, k: int) -> int:
         return min(self.nonzeros, k * k) if self.nonzeros else default_nonzeros(k)
+
+    def check(self) -> None:
+        if self.patterns < 1:
+            raise PimcError(f"--patterns must be positive, got {self.patterns}")
+        if self.nonzeros < 0:
+            raise PimcError(f"--nonzeros must not be negative, got {self.nonzeros}")
+        if not 0.0 <= self.connectivity < 1.0:
+            raise PimcError(f"--connectivity must be in [0, 1), got {self.connectivity}")
 
 
 @dataclass

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from ...compiler.errors import PimcError
 
+MODES = ("admm", "oneshot")  # ADMM then masked retraining, or one projection then fine-tuning
+
 
 @dataclass
 class AdmmSchedule:

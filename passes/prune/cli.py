@@ -1,24 +1,20 @@
-"""``pimc export prune``: train a zoo model, prune it with ADMM-NN (optionally progressive, optionally jointly
-quantized) and export ONNX."""
+"""``pimc export prune``: prune a zoo model, your own ONNX or a factory's model with ADMM-NN (optionally
+progressive, optionally jointly quantized) and export ONNX."""
 
 from __future__ import annotations
 
 import click
 
-from ...compiler.errors import PimcError
 from ...compiler.tables import Table, console
-from ...runtime.datasets import TRAINABLE_HELP
-from .._exporter_cli import FILE, emit, shared_options
+from .._exporter_cli import FILE, emit, model_options, shared_options
+from .._exporter_cli import user_model as _user_model  # noqa: F401 - re-exported for older importers
 from .config import SCOPES, PruneConfig, PruneSchedule
 
 _FILE = FILE
 
 
 @click.command("prune")
-@click.option("--model", "model_name", required=True,
-              help="Zoo model name (pimc models list), your own FILE.onnx, or FILE.py:FACTORY.")
-@click.option("--input-shape", default=None, help="C,H,W of a FILE.py:FACTORY model (else its input_shape).")
-@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
+@model_options()
 @click.option("-o", "--output", type=_FILE, required=True, help="Pruned .onnx file.")
 @click.option("--ratio", type=float, default=PruneConfig.ratio, show_default=True,
               help="Compression of the pruned layers' non-zero weights (dense / kept).")
@@ -48,21 +44,19 @@ _FILE = FILE
 @click.option("--act-bits", type=int, default=PruneSchedule.act_bits, show_default=True,
               help="Activation bits of the QDQ export (with --quantize-bits).")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--epochs", type=int, default=30, show_default=True, help="Dense pre-training epochs.")
+@click.option("--epochs", type=int, default=30, show_default=True,
+              help="Dense pre-training epochs (none for an ONNX model).")
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training.")
 @shared_options
 def command(**kw) -> None:
-    """ADMM-NN non-structured pruning (+ optional joint quantization) of a zoo model, exported with annotations."""
+    """ADMM-NN non-structured pruning (+ optional joint quantization) of a model, exported with annotations."""
     emit(run_export(**kw), kw["as_json"], _print_summary)
 
 
 def run_export(**kw) -> dict:
-    import torch
-
-    from ...models.train import export_onnx, train_classifier, training_data
-    from ...models.zoo import build_model, get_spec, model_input_shape
+    from ...models.train import export_onnx
     from ...runtime.session import evaluate
-    from ..pattern.cli import _pretrain
+    from .._exporter_cli import pretrain_unless_trained, resolve_model
     from .exporter import admm_prune, export_pruned_onnx, weight_nonzeros
 
     config = PruneConfig(kw["ratio"], kw["scope"], kw["conv_weight"], kw["nm"] or "", tuple(kw["include"]),
@@ -71,16 +65,12 @@ def run_export(**kw) -> dict:
                              None, kw["prune_lr"], kw["quantize_bits"], kw["quantize_epochs"], kw["act_bits"])
     config.check()
     schedule.check()
-    seed = kw["seed"]
-    progress = not kw["no_progress"]
-    model, shape, source = _user_model(kw, build_model, get_spec, model_input_shape)
-    sets = training_data(kw["data"], shape, kw["batch_size"], seed, limit=kw["train_limit"])
-    if model is None:
-        torch.manual_seed(seed)
-        model = build_model(kw["model_name"], max(10, sets.num_classes), kw["in_channels"])
-    if source is None:
-        _pretrain(model, sets.loader, kw, progress, train_classifier, torch)
-    if schedule.quantize_bits and source is None:  # an ONNX model's BatchNorms are folded on load
+    seed, progress = kw["seed"], not kw["no_progress"]
+    resolved = resolve_model(kw)
+    sets, shape = resolved.sets, resolved.shape
+    pretrain_unless_trained(resolved, kw, kw["epochs"], kw["lr"])
+    model = resolved.module
+    if schedule.quantize_bits and not resolved.trained:  # an ONNX model's BatchNorms are folded on load
         from ..quantize.qat import fold_batchnorm
 
         model = fold_batchnorm(model)
@@ -90,12 +80,7 @@ def run_export(**kw) -> dict:
     result = admm_prune(model, sets.loader, config, schedule, seed=seed, progress=progress)
     calibration = [{"input": sets.train.x[i:i + 1]} for i in range(min(256, len(sets.train.x)))]
     export_pruned_onnx(model, result, kw["output"], shape, calibration, schedule.act_bits, schedule.quantize_bits)
-    if source is not None:
-        from ...models.from_onnx import rename_io
-
-        for path in (kw["output"], kw["dense_output"]):
-            if path:
-                rename_io(path, source)
+    resolved.restore_io(kw["output"], kw["dense_output"])
     pruned_nnz, _ = weight_nonzeros(model)
     summary = {
         "model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),
@@ -110,33 +95,6 @@ def run_export(**kw) -> dict:
         summary["dense_output"] = str(kw["dense_output"])
         summary["accuracy_dense"] = evaluate(kw["dense_output"], sets.test, repeats=1)["accuracy"]
     return summary
-
-
-def _user_model(kw: dict, build_model, get_spec, model_input_shape):
-    """(module or None for a zoo model, input shape, source ONNX or None). An ONNX model keeps its trained
-    weights (no pre-training); a factory's model is pre-trained like a zoo model."""
-    from ..pattern.cli import _input_shape
-
-    name = kw["model_name"]
-    if name.endswith(".onnx"):
-        from ...models.from_onnx import load_onnx_module
-
-        module, shape, source = load_onnx_module(name)
-        return module, shape, source
-    if ".py:" in name:
-        from ...models.from_onnx import load_factory
-
-        module = load_factory(name, 10)
-        text = kw["input_shape"] or ",".join(str(d) for d in getattr(module, "input_shape", ()))
-        try:
-            shape = tuple(int(d) for d in text.split(","))
-        except ValueError:
-            shape = ()
-        if len(shape) != 3:
-            raise PimcError(f"--model {name}: give --input-shape C,H,W (or an input_shape attribute)")
-        return module, shape, None
-    get_spec(name)
-    return None, _input_shape(model_input_shape(name, kw["in_channels"]), kw["input_size"]), None
 
 
 def _print_summary(s: dict) -> None:

@@ -1,70 +1,75 @@
-"""``pimc export quantize``: train a zoo model with STE quantization-aware training or ADMM quantization
-and export ONNX with QDQ nodes and the ``quantize`` pass's annotations (see :mod:`.qat`)."""
+"""``pimc export quantize``: train a zoo model, your own ONNX or a factory's model with STE
+quantization-aware training or ADMM quantization and export ONNX with QDQ nodes and the ``quantize``
+pass's annotations (see :mod:`.qat`)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ...compiler.errors import PimcError
-from ...runtime.datasets import TRAINABLE_HELP
+from .._exporter_cli import FILE, model_options
+from .config import QAT_MODES, QatConfig
 
 
 @dataclass
 class ExportConfig:
+    """The CLI's settings: the model and data, float pre-training, and ``QatConfig``'s fields (whose
+    defaults are ``QatConfig``'s)."""
+
     model: str
     output: Path
     data: str = "digits"
-    bits: int = 8
-    act_bits: int | None = None
-    mode: str = "qat"
+    input_shape: str | None = None
+    bits: int = QatConfig.bits
+    act_bits: int | None = QatConfig.act_bits
+    mode: str = QatConfig.mode
     epochs: int = 30
-    quant_epochs: int = 10
+    quant_epochs: int = QatConfig.quant_epochs
     lr: float = 3e-3
-    quant_lr: float = 1e-3
+    quant_lr: float = QatConfig.quant_lr
     batch_size: int = 64
-    rho: float = 1e-2
-    rho_growth: float = 1.3
-    retrain_epochs: int = 2
-    seed: int = 0
-    calibration_samples: int = 256
-    progress: bool = True
+    rho: float = QatConfig.rho
+    rho_growth: float = QatConfig.rho_growth
+    retrain_epochs: int = QatConfig.retrain_epochs
+    seed: int = QatConfig.seed
+    calibration_samples: int = QatConfig.calibration_samples
+    progress: bool = QatConfig.progress
+    train_limit: int | None = None
+
+    def qat(self) -> QatConfig:
+        return QatConfig(**{f.name: getattr(self, f.name) for f in fields(QatConfig)})
 
 
 def run_export(cfg: ExportConfig) -> dict[str, Any]:
-    """Train float, quantize (qat or admm), export; returns accuracies along the way."""
-    import torch
-
-    from ...models.train import evaluate_torch, train_classifier, training_data
-    from ...models.zoo import build_model, get_spec, model_input_shape
+    """Train float (unless an ONNX model), quantize (qat or admm), export; returns accuracies along the way."""
+    from ...models.train import evaluate_torch, train_classifier
     from ...runtime.session import evaluate
+    from .._exporter_cli import resolve_model
     from . import qat
 
-    if not 2 <= cfg.bits <= 8 or not 2 <= (cfg.act_bits or cfg.bits) <= 8:
-        raise PimcError("--bits and --act-bits must lie between 2 and 8")
-    if cfg.calibration_samples < 1:
-        raise PimcError(f"--calibration-samples must be positive, got {cfg.calibration_samples}")
-    get_spec(cfg.model)
-    shape = model_input_shape(cfg.model)
-    sets = training_data(cfg.data, shape, cfg.batch_size, cfg.seed)
+    qcfg = cfg.qat()
+    qcfg.check()
+    resolved = resolve_model({"model_name": cfg.model, "input_shape": cfg.input_shape, "data": cfg.data,
+                              "batch_size": cfg.batch_size, "seed": cfg.seed, "train_limit": cfg.train_limit})
+    net, shape, sets = resolved.module, resolved.shape, resolved.sets
     train, test, loader = sets.train, sets.test, sets.loader
-    torch.manual_seed(cfg.seed)
-    net = build_model(cfg.model, max(10, sets.num_classes))
-    train_classifier(net, loader, cfg.epochs, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, desc="float")
-    result: dict[str, Any] = {"config": {k: str(v) for k, v in asdict(cfg).items()},
+    if not resolved.trained:
+        train_classifier(net, loader, cfg.epochs, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, desc="float")
+    result: dict[str, Any] = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "pretrained": not resolved.trained,
                               "float_accuracy_torch": evaluate_torch(net, test.x, test.y)}
     net = qat.fold_batchnorm(net)
-    act_bits = cfg.act_bits or cfg.bits
     calib = [{"input": train.x[i : i + 1]} for i in range(min(cfg.calibration_samples, len(train.x)))]
-    result["ptq_accuracy"] = _ptq_accuracy(net, shape, cfg.bits, act_bits, calib, test)
-    state = _quantize(net, cfg, act_bits, loader, result)
+    result["ptq_accuracy"] = _ptq_accuracy(net, shape, qcfg.bits, qcfg.activation_bits, calib, test)
+    net, state, info = qat.quantize_trained(net, loader, qcfg)
+    result.update(info)
     result["quantized_accuracy_torch"] = evaluate_torch(net, test.x, test.y)
-    proto = qat.write_quantized_onnx(net, state, cfg.output, shape, calib)
-    result["onnx_accuracy"] = evaluate(proto, test, repeats=1)["accuracy"]
+    qat.write_quantized_onnx(net, state, cfg.output, shape, calib)
+    resolved.restore_io(cfg.output)
+    result["onnx_accuracy"] = evaluate(cfg.output, test, repeats=1)["accuracy"]
     return result
 
 
@@ -86,37 +91,13 @@ def _ptq_accuracy(net, shape, bits: int, act_bits: int, calib, test) -> float:
     return evaluate(model, test, repeats=1)["accuracy"]
 
 
-def _quantize(net, cfg: ExportConfig, act_bits: int, loader, result: dict[str, Any]):
-    from ...models.train import train_classifier
-    from . import qat
-
-    if cfg.mode == "qat":
-        state = qat.attach_qat(net, cfg.bits, act_bits)
-        train_classifier(net, loader, cfg.quant_epochs, lr=cfg.quant_lr, seed=cfg.seed, progress=cfg.progress,
-                         weight_decay=0.0, desc="qat")
-        qat.detach_qat(net, state)
-        return state
-    state = qat.QuantState(cfg.bits, act_bits)
-    admm = qat.ADMMQuantizer(net, cfg.bits, cfg.rho, cfg.rho_growth, interval=len(loader))
-    train_classifier(net, loader, cfg.quant_epochs, lr=cfg.quant_lr, seed=cfg.seed, progress=cfg.progress,
-                     weight_decay=0.0, extra_loss=admm.penalty, after_step=admm.after_step, desc="admm")
-    result["admm_residual"] = admm.residual()
-    admm.finish(state)
-    if cfg.retrain_epochs and any(p.requires_grad for p in net.parameters()):
-        train_classifier(net, loader, cfg.retrain_epochs, lr=cfg.quant_lr, seed=cfg.seed, progress=cfg.progress,
-                         weight_decay=0.0, desc="retrain")
-    return state
-
-
 @click.command("quantize")
-@click.option("--model", "model_name", required=True, help="Zoo model name (pimc models list).")
-@click.option("--data", default=ExportConfig.data, show_default=True,
-              help=f"Training data: {TRAINABLE_HELP}.")
+@model_options()
 @click.option("--bits", type=int, default=ExportConfig.bits, show_default=True, help="Weight bit width (2-8).")
 @click.option("--act-bits", type=int, default=None, help="Activation bit width (default: --bits).")
-@click.option("--mode", type=click.Choice(["qat", "admm"]), default=ExportConfig.mode, show_default=True,
+@click.option("--mode", type=click.Choice(QAT_MODES), default=ExportConfig.mode, show_default=True,
               help="STE quantization-aware training or ADMM quantization.")
-@click.option("--epochs", type=int, default=ExportConfig.epochs, show_default=True, help="Float training epochs.")
+@click.option("--epochs", type=int, default=ExportConfig.epochs, show_default=True, help="Float training epochs (none for an ONNX model).")
 @click.option("--quant-epochs", type=int, default=ExportConfig.quant_epochs, show_default=True, help="QAT / ADMM epochs.")
 @click.option("--lr", type=float, default=ExportConfig.lr, show_default=True, help="Float training learning rate.")
 @click.option("--quant-lr", type=float, default=ExportConfig.quant_lr, show_default=True, help="QAT / ADMM learning rate.")
@@ -128,11 +109,14 @@ def _quantize(net, cfg: ExportConfig, act_bits: int, loader, result: dict[str, A
 @click.option("--calibration-samples", type=int, default=ExportConfig.calibration_samples, show_default=True,
               help="Training images that calibrate the activation ranges.")
 @click.option("--seed", type=int, default=ExportConfig.seed, show_default=True)
+@click.option("--train-limit", type=click.IntRange(min=1), default=None,
+              help="Train on the first N training images only (smoke runs).")
+@click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
-def command(model_name: str, output: Path, as_json: bool, **kwargs: Any) -> None:
-    """Train zoo model MODEL with quantization-aware training (or ADMM) and export QDQ ONNX."""
-    cfg = ExportConfig(model=model_name, output=output, **kwargs)
+@click.option("-o", "--output", type=FILE, required=True)
+def command(model_name: str, output: Path, as_json: bool, no_progress: bool, **kwargs: Any) -> None:
+    """Train MODEL with quantization-aware training (or ADMM) and export QDQ ONNX."""
+    cfg = ExportConfig(model=model_name, output=output, progress=not no_progress, **kwargs)
     result = run_export(cfg)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -140,5 +124,5 @@ def command(model_name: str, output: Path, as_json: bool, **kwargs: Any) -> None
     click.echo(f"float (torch)      {result['float_accuracy_torch']:.4f}")
     click.echo(f"post-training      {result['ptq_accuracy']:.4f}  (quantize pass on the same float model)")
     click.echo(f"{cfg.mode + ' (torch)':18s} {result['quantized_accuracy_torch']:.4f}")
-    click.echo(f"exported (onnxrt)  {result['onnx_accuracy']:.4f}")
+    click.echo(f"exported (onnxrt)  {result['onnx_accuracy']:.4f}  (held-out test split)")
     click.echo(f"wrote {output}")

@@ -37,6 +37,7 @@ from ...compiler.errors import PimcError
 from ...compiler.loader import infer_shapes, normalize
 from ...compiler.modelio import write_model
 from ...compiler.pipeline import check_model_full
+from .config import QatConfig
 from .qdq import (
     QuantPlan,
     WeightQuant,
@@ -58,10 +59,16 @@ def qmax(bits: int) -> int:
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (eval mode) with every Conv→BatchNorm pair folded into the Conv."""
+    """A copy of ``model`` (eval mode) with every Conv→BatchNorm pair folded into the Conv (a plain copy when
+    it has no BatchNorm, e.g. a converted ONNX model, whose BatchNorms were folded on load: such a model
+    need not be traceable by torch.fx)."""
+    import copy
+
     from torch.fx.experimental.optimization import fuse
 
     model.eval()
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return copy.deepcopy(model)
     try:
         return fuse(model, inplace=False)
     except Exception as exc:
@@ -163,6 +170,36 @@ def detach_qat(model: nn.Module, state: QuantState) -> None:
             state.act_ranges[name] = (float(observer.lo), float(observer.hi))
         if hasattr(layer, "act_quant"):
             del layer.act_quant
+
+
+def quantize_trained(model: nn.Module, loader: Any, config: QatConfig | None = None
+                     ) -> tuple[nn.Module, QuantState, dict[str, float]]:
+    """The whole training-aware quantization of a trained float model in one call: fold its BatchNorms,
+    then STE fake-quant training (``mode="qat"``) or ADMM quantization + bias retraining (``"admm"``).
+
+    Returns the model carrying the quantized weights (a BatchNorm-folded copy when it had BatchNorms),
+    the state ``write_quantized_onnx`` needs, and ``{"admm_residual": ...}`` in admm mode."""
+    from ...models.train import train_classifier
+
+    cfg = config or QatConfig()
+    cfg.check()
+    net = fold_batchnorm(model)
+    info: dict[str, float] = {}
+    common = {"lr": cfg.quant_lr, "seed": cfg.seed, "progress": cfg.progress, "weight_decay": 0.0}
+    if cfg.mode == "qat":
+        state = attach_qat(net, cfg.bits, cfg.activation_bits)
+        train_classifier(net, loader, cfg.quant_epochs, desc="qat", **common)
+        detach_qat(net, state)
+        return net, state, info
+    state = QuantState(cfg.bits, cfg.activation_bits)
+    admm = ADMMQuantizer(net, cfg.bits, cfg.rho, cfg.rho_growth, interval=len(loader))
+    train_classifier(net, loader, cfg.quant_epochs, extra_loss=admm.penalty, after_step=admm.after_step,
+                     desc="admm", **common)
+    info["admm_residual"] = admm.residual()
+    admm.finish(state)
+    if cfg.retrain_epochs and any(p.requires_grad for p in net.parameters()):
+        train_classifier(net, loader, cfg.retrain_epochs, desc="retrain", **common)
+    return net, state, info
 
 
 def project(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:

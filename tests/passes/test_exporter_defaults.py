@@ -10,6 +10,7 @@ import pytest
 from pimc.compiler.passbase import get_pass
 from pimc.passes.comparator import cli as comparator_cli
 from pimc.passes.comparator.comparator_conv import LBCConfig
+from pimc.passes.comparator.config import LBCTraining
 from pimc.passes.decompose import cli as decompose_cli
 from pimc.passes.decompose.config import PenniConfig
 from pimc.passes.pattern import cli as pattern_cli
@@ -19,6 +20,7 @@ from pimc.passes.prune import cli as prune_cli
 from pimc.passes.prune.config import PruneConfig, PruneSchedule
 from pimc.passes.quantize import cli as quantize_cli
 from pimc.passes.quantize.cli import ExportConfig
+from pimc.passes.quantize.config import QatConfig
 
 
 def _cli_defaults(command) -> dict[str, object]:
@@ -39,20 +41,50 @@ def _shared(config, command, renames: dict[str, str] | None = None) -> list[tupl
     return pairs
 
 
-@pytest.mark.parametrize(("config", "command", "renames", "minimum"), [
-    (PenniConfig, decompose_cli.command, {}, 12),
-    (PatternConfig, pattern_cli.command, {}, 4),
-    (AdmmSchedule, pattern_cli.command, {"lr": "prune_lr"}, 5),
-    (ExportConfig, quantize_cli.command, {}, 13),
-    (LBCConfig, comparator_cli.command, {}, 3),
-    (PruneConfig, prune_cli.command, {}, 3),
-    (PruneSchedule, prune_cli.command, {"lr": "prune_lr"}, 8),
-])
-def test_cli_defaults_are_the_library_defaults(config, command, renames, minimum) -> None:
-    pairs = _shared(config, command, renames)
+# every `pimc export` command, and the library dataclasses its options map to (field → option renames)
+MAPPINGS = {
+    "decompose": (decompose_cli.command, [(PenniConfig, {}, 12)]),
+    "pattern": (pattern_cli.command, [(PatternConfig, {}, 4), (AdmmSchedule, {"lr": "prune_lr"}, 5)]),
+    "quantize": (quantize_cli.command, [(ExportConfig, {}, 13), (QatConfig, {}, 9)]),
+    "comparator": (comparator_cli.command, [(LBCConfig, {}, 3), (LBCTraining, {"train": "train_what"}, 4)]),
+    "prune": (prune_cli.command, [(PruneConfig, {}, 3), (PruneSchedule, {"lr": "prune_lr"}, 8)]),
+}
+CASES = [(name, config, renames, minimum) for name, (_, configs) in MAPPINGS.items()
+         for config, renames, minimum in configs]
+
+
+@pytest.mark.parametrize(("name", "config", "renames", "minimum"), CASES,
+                         ids=[f"{c[0]}-{c[1].__name__}" for c in CASES])
+def test_cli_defaults_are_the_library_defaults(name, config, renames, minimum) -> None:
+    pairs = _shared(config, MAPPINGS[name][0], renames)
     assert len(pairs) >= minimum
-    for name, library, cli in pairs:
-        assert cli == library, f"{config.__name__}.{name}: CLI {cli!r} != library {library!r}"
+    for field, library, cli in pairs:
+        assert cli == library, f"{config.__name__}.{field}: CLI {cli!r} != library {library!r}"
+
+
+def test_every_exporter_command_has_a_default_mapping() -> None:
+    """A new `pimc export` command must say which library dataclasses its option defaults come from."""
+    from pimc.compiler.cli import _export_commands
+
+    assert set(_export_commands()) == set(MAPPINGS)
+
+
+def test_library_compress_takes_the_same_dataclasses_as_the_cli() -> None:
+    """``pimc.compress(method=M, **options)`` accepts exactly the fields the CLI defaults come from."""
+    from pimc.compiler.compress import METHODS, option_names
+
+    assert set(METHODS) == set(MAPPINGS)
+    for method, (_, configs) in MAPPINGS.items():
+        library = {f.name for config, _, _ in configs if config is not ExportConfig for f in fields(config)}
+        assert library <= set(option_names(method)), method
+    assert {"mode", "seed", "progress"} <= set(option_names("pattern"))
+
+
+def test_quantize_export_config_reads_qat_config() -> None:
+    shared = {f.name for f in fields(QatConfig)}
+    for field in fields(ExportConfig):
+        if field.name in shared:
+            assert field.default == getattr(QatConfig, field.name), field.name
 
 
 def test_penni_library_defaults_are_the_tuned_residual_terms() -> None:
