@@ -85,8 +85,9 @@ def run_export(**kw) -> dict:
     return summary
 
 
-def _pretrain(model, loader, kw: dict, progress: bool, train_classifier, torch) -> None:
-    """Dense pre-training exactly as ``pimc models train`` (or load a checkpoint)."""
+def _pretrain(model, loader, kw: dict, progress: bool, train_classifier, torch, augment=None) -> None:
+    """Dense pre-training exactly as ``pimc models train`` (or load a checkpoint); ``augment``: the
+    ``models.augment.Augment`` of the training batches (default none)."""
     path = kw["dense_checkpoint"]
     if path is not None and path.exists():
         try:
@@ -95,7 +96,7 @@ def _pretrain(model, loader, kw: dict, progress: bool, train_classifier, torch) 
             raise PimcError(f"{path}: not a checkpoint of this model ({str(exc).splitlines()[0]})") from None
         return
     train_classifier(model, loader, kw["epochs"], lr=kw["lr"], seed=kw["seed"], progress=progress,
-                     desc=f"train {kw['model_name']}")
+                     desc=f"train {kw['model_name']}", augment=augment)
     if path is not None:
         torch.save(model.state_dict(), path)
 

@@ -197,7 +197,8 @@ def _prune_round(model: nn.Module, loader: DataLoader, result: PruneResult, sche
     if schedule.admm_epochs > 0:
         state = _Admm(layers, project, schedule, max(1, len(loader)), result.trace, label)
         train_classifier(model, loader, schedule.admm_epochs, lr=schedule.lr, seed=seed, progress=progress,
-                         extra_loss=state.penalty, after_step=state.after_step, desc=f"admm {label}")
+                         extra_loss=state.penalty, after_step=state.after_step, desc=f"admm {label}",
+                         augment=schedule.augment())
     with torch.no_grad():
         weights = {n: _restricted(x, x.module.weight.detach()) for n, x in layers.items()}
         masks = projection_masks(layers, weights, config, density)
@@ -206,7 +207,8 @@ def _prune_round(model: nn.Module, loader: DataLoader, result: PruneResult, sche
             x.module.weight.mul_(x.mask)
     if schedule.retrain_epochs > 0:
         train_classifier(model, loader, schedule.retrain_epochs, lr=schedule.lr, seed=seed + 1, progress=progress,
-                         after_step=lambda _m: apply_masks(result), desc=f"masked retrain {label}")
+                         after_step=lambda _m: apply_masks(result), desc=f"masked retrain {label}",
+                         augment=schedule.augment())
     apply_masks(result)
 
 
@@ -248,29 +250,41 @@ def admm_prune(model: nn.Module, loader: DataLoader, config: PruneConfig | None 
 def admm_quantize(model: nn.Module, loader: DataLoader, result: PruneResult, schedule: PruneSchedule,
                   seed: int, progress: bool) -> None:
     """ADMM quantization of the survivors onto ±i·q_c, hard projection, frozen weights, bias retraining."""
-    from ..quantize.qat import project as quant_project
-
     bits = int(schedule.quantize_bits or 8)
     layers = result.layers
 
+    per_layer = schedule.quantize_scale == "layer"
+
     def project(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {n: quant_project(v, bits)[0] * _mask(layers[n], v) for n, v in values.items()}
+        return {n: grid_project(v, bits, per_layer)[0] * _mask(layers[n], v) for n, v in values.items()}
 
     if schedule.quantize_epochs > 0:
         state = _Admm(layers, project, schedule, max(1, len(loader)), result.trace, f"quantize {bits}b")
         train_classifier(model, loader, schedule.quantize_epochs, lr=schedule.lr, seed=seed, progress=progress,
-                         extra_loss=state.penalty, after_step=state.after_step, desc=f"admm quantize {bits}b")
+                         extra_loss=state.penalty, after_step=state.after_step, desc=f"admm quantize {bits}b",
+                         augment=schedule.augment())
     with torch.no_grad():
         for n, x in layers.items():
-            z, q = quant_project(x.module.weight.detach(), bits)
+            z, q = grid_project(x.module.weight.detach(), bits, per_layer)
             x.module.weight.copy_(z * _mask(x, z))
             x.module.weight.requires_grad_(False)
             result.scales[n] = q.cpu().numpy()
     if schedule.quantize_epochs > 0 and any(p.requires_grad for p in model.parameters()):
         train_classifier(model, loader, schedule.quantize_epochs, lr=schedule.lr, seed=seed + 1, progress=progress,
-                         desc="retrain biases")
+                         desc="retrain biases", augment=schedule.augment())
     for x in layers.values():
         x.module.weight.requires_grad_(True)
+
+
+def grid_project(weight: torch.Tensor, bits: int, per_layer: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """ADMM-NN's Proj_Q (``quantize.qat.project``) with one q per output channel, or (``per_layer``) one q
+    for the whole layer, returned repeated per output channel (the QDQ writer takes per-channel scales)."""
+    from ..quantize.qat import project as quant_project
+
+    if not per_layer:
+        return quant_project(weight, bits)
+    z, q = quant_project(weight.reshape(1, -1), bits)
+    return z.view_as(weight), q.expand(weight.shape[0]).clone()
 
 
 def _mask(layer: PrunedLayer, like: torch.Tensor) -> torch.Tensor:

@@ -127,6 +127,34 @@ def test_joint_quantization_puts_survivors_on_the_grid_and_storage_counts_their_
     assert store["ratio"] > 10
 
 
+def test_per_layer_quantization_has_one_scale_per_layer_and_storage_counts_it_once(tmp_path):
+    loader, x = data()
+    model = tiny()
+    schedule = PruneSchedule(admm_epochs=1, retrain_epochs=1, steps=1, quantize_bits=3, quantize_epochs=1,
+                             quantize_scale="layer", augment_shift=1.0)
+    result = admm_prune(model, loader, PruneConfig(ratio=5.0), schedule, progress=False)
+    for name, layer in result.layers.items():
+        scale = result.scales[name]
+        assert scale.shape == (layer.module.weight.shape[0],) and np.unique(scale).size == 1
+        levels = layer.module.weight.detach() / float(scale[0])
+        assert torch.allclose(levels, levels.round(), atol=1e-4) and float(levels.abs().max()) <= 3 + 1e-4
+    proto = export_pruned_onnx(model, result, tmp_path / "q.onnx", (1, 8, 8),
+                               [{"input": x[i:i + 1]} for i in range(8)], bits=3)
+    store = model_storage(proto)
+    assert store["breakdown"]["scales"] == 32 * 4
+    assert store["breakdown"]["biases"] == 32 * (6 + 8 + 16 + 3)
+    assert store["ratio"] < store["weights_ratio"]
+
+
+def test_schedule_refuses_unknown_scale_granularity_and_negative_augmentation():
+    from pimc.compiler.errors import PimcError
+
+    with pytest.raises(PimcError, match="quantize-scale"):
+        PruneSchedule(quantize_scale="tensor").check()
+    with pytest.raises(PimcError, match="augment"):
+        PruneSchedule(augment_shift=-1.0).check()
+
+
 def test_cli_exports_digits_cnn(tmp_path):
     from pimc.compiler.cli import cli
 
