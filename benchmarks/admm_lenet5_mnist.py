@@ -14,7 +14,8 @@ and the table (``results.json``, ``results.csv`` in ``--out``) lists model, rati
 dense / pruned accuracy, drop (points), non-zero compression, storage ratio (all in / weights + index only)
 and the training seconds (dense pre-training once per model; pruning per row), on 1 torch thread.
 
-    python benchmarks/admm_lenet5_mnist.py --out /tmp/admm [--models lenet5_caffe] [--rows 85x,246x]
+    python benchmarks/admm_lenet5_mnist.py --out /tmp/admm [--models lenet5_caffe] [--rows 85x,246x] \
+        [--checkpoints DIR] [--extra "--admm-epochs 4"]
 """
 
 from __future__ import annotations
@@ -49,11 +50,12 @@ def pimc(*args: str) -> dict:
     return json.loads(proc.stdout)
 
 
-def run_row(model: str, row: str, out: Path, extra: list[str]) -> dict:
+def run_row(model: str, row: str, out: Path, checkpoints: Path, extra: list[str]) -> dict:
     ratio, steps, bits, options = ROWS[row]
     output = out / f"{model}.{row}.onnx"
     dense = out / f"{model}.dense.onnx"
-    checkpoint = out / f"{model}.dense.pt"
+    checkpoint = checkpoints / f"{model}.dense.pt"
+    timing = checkpoints / f"{model}.pretrain_seconds"
     fresh = not checkpoint.exists()
     args = ["export", "prune", "--model", model, "--data", "mnist", "-o", str(output), "--dense-output", str(dense),
             "--dense-checkpoint", str(checkpoint), "--ratio", str(ratio), "--steps", str(steps), "--threads", "1",
@@ -62,8 +64,8 @@ def run_row(model: str, row: str, out: Path, extra: list[str]) -> dict:
         args += ["--quantize-bits", str(bits)]
     summary = pimc(*args)
     if fresh:
-        (out / f"{model}.pretrain_seconds").write_text(str(summary["train_seconds"]["pretrain"]))
-    pretrain = float((out / f"{model}.pretrain_seconds").read_text()) if (out / f"{model}.pretrain_seconds").exists() else None
+        timing.write_text(str(summary["train_seconds"]["pretrain"]))
+    pretrain = float(timing.read_text()) if timing.exists() else None
     dense_acc = pimc("run", str(dense), "--data", "mnist", "--repeats", "1")["accuracy"]
     pruned_acc = pimc("run", str(output), "--data", "mnist", "--repeats", "1")["accuracy"]
     storage = pimc("inspect", str(output))["storage"]
@@ -79,15 +81,19 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--checkpoints", type=Path, default=None,
+                        help="Folder of the dense checkpoints M.dense.pt (default --out; share it between runs).")
     parser.add_argument("--extra", default="", help="More exporter options for every row (one string).")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    checkpoints = args.checkpoints or args.out
+    checkpoints.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else []
     for model in args.models.split(","):
         for row in args.rows.split(","):
             results = [r for r in results if (r["model"], r["row"]) != (model, row)]
-            results.append(run_row(model, row, args.out, shlex.split(args.extra)))
+            results.append(run_row(model, row, args.out, checkpoints, shlex.split(args.extra)))
             results_path.write_text(json.dumps(results, indent=2))
             print(json.dumps(results[-1]), flush=True)
     with open(args.out / "results.csv", "w", newline="") as handle:

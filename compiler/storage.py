@@ -14,7 +14,8 @@ On top of the weights every layer stores
     scales:    32 bits per distinct quantization scale of a DequantizeLinear weight (per-channel: one per
                output channel; a per-tensor scale, or per-channel scales that are all equal, count once;
                zero points count 8 bits each unless all zero: a symmetric grid needs none)
-    biases:    32 bits per bias entry (fp32 as exported, or the int32 accumulator of a quantized bias)
+    biases:    32 bits per bias entry (fp32 as exported, or the int32 accumulator of a quantized bias), or
+               when cheaper 32 bits per non-zero entry + 1 presence bit per entry
 and the fp32 reference counts the same biases at 32 bits. ``ratio`` = dense fp32 bits (weights + biases) /
 stored bits (weights + index + scales + biases); ``weights_ratio`` = the same with the weights and their
 index alone (no scales, no biases), the count that papers quoting "model size" compression usually give.
@@ -91,12 +92,15 @@ def scale_bits(model: onnx.ModelProto, name: str, inits, prods) -> float:
     return bits
 
 
-def bias_bits(model: onnx.ModelProto, node: onnx.NodeProto, inits, prods) -> float:
-    """32 bits per bias entry of a Conv / Gemm (a MatMul's bias lives in a separate Add: not counted)."""
+def bias_bits(model: onnx.ModelProto, node: onnx.NodeProto, inits, prods) -> tuple[float, float]:
+    """A Conv / Gemm bias at 32 bits per entry, dense or (when cheaper) its non-zeros + a presence bitmap
+    (a MatMul's bias lives in a separate Add: not counted); returns (stored bits, dense fp32 bits)."""
     if node.op_type not in ("Conv", "Gemm") or len(node.input) < 3 or not node.input[2]:
-        return 0.0
+        return 0.0, 0.0
     bias = constant_value(model, node.input[2], inits, prods)
-    return 32.0 * (bias.size if bias is not None else 0)
+    if bias is None:
+        return 0.0, 0.0
+    return float(min(32 * bias.size, 32 * np.count_nonzero(bias) + bias.size)), 32.0 * bias.size
 
 
 def node_bits(node: onnx.NodeProto) -> float:
@@ -120,9 +124,9 @@ def model_storage(model: onnx.ModelProto) -> dict[str, Any]:
         layer = layer_storage(layer_matrix(node, weight), node_bits(node))
         layer["weight_storage_bits"] = layer["bits"]
         layer["scale_bits"] = scale_bits(model, node.input[1], inits, prods)
-        layer["bias_bits"] = bias_bits(model, node, inits, prods)
+        layer["bias_bits"], dense_bias = bias_bits(model, node, inits, prods)
         layer["bits"] += layer["scale_bits"] + layer["bias_bits"]
-        layer["dense_fp32_bits"] += layer["bias_bits"]
+        layer["dense_fp32_bits"] += dense_bias
         layers[node.name or node.output[0]] = layer
     bits = sum(x["bits"] for x in layers.values())
     dense = sum(x["dense_fp32_bits"] for x in layers.values())

@@ -133,6 +133,11 @@ def test_biases_count_in_the_stored_and_the_dense_bits():
     assert biased["dense_fp32_bits"] == (200 + 10) * 32
     assert biased["ratio"] == pytest.approx(210 * 32 / biased["bits"], rel=1e-3)
     assert biased["weights_ratio"] == plain["weights_ratio"] == pytest.approx(6400 / plain["bits"], rel=1e-3)
+    mostly_zero = np.zeros(10)
+    mostly_zero[3] = 0.5
+    sparse_bias = model_storage(_gemm_model(w, mostly_zero, None))
+    assert sparse_bias["breakdown"]["biases"] == 32 + 10  # one value + a 10-bit presence map
+    assert sparse_bias["dense_fp32_bits"] == biased["dense_fp32_bits"]
 
 
 def test_quantization_scales_count_once_per_distinct_value():
