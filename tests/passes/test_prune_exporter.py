@@ -155,6 +155,28 @@ def test_schedule_refuses_unknown_scale_granularity_and_negative_augmentation():
         PruneSchedule(augment_shift=-1.0).check()
 
 
+def test_dead_units_fold_exactly_into_the_next_bias():
+    from pimc.passes.prune.exporter import PruneResult, fold_dead_units
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 5), nn.ReLU(), nn.Dropout(0.5), nn.Linear(5, 3), nn.BatchNorm1d(3),
+                          nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        model[0].weight[[1, 3]] = 0.0
+        model[0].bias[1], model[0].bias[3] = 0.7, -0.4  # live constant, dead (ReLU) constant
+        model[3].weight[0] = 0.0  # before a BatchNorm: not foldable
+    layers, _ = prunable_layers(model, PruneConfig())
+    layers["3"].mask = torch.ones_like(model[3].weight)
+    x = torch.randn(8, 6)
+    before = model(x)
+    folded = fold_dead_units(model, PruneResult(layers, [], PruneConfig()))
+    assert folded == {"0": 2}
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-6)
+    assert not model[3].weight[:, [1, 3]].any() and not model[0].bias[[1, 3]].any()
+    assert not layers["3"].mask[:, [1, 3]].any() and layers["3"].mask[:, 0].all()
+    assert model[3].bias.ne(0).all()
+
+
 def test_cli_exports_digits_cnn(tmp_path):
     from pimc.compiler.cli import cli
 
