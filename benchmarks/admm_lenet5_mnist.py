@@ -34,6 +34,8 @@ ROWS: dict[str, tuple[float, int, int | None, list[str]]] = {
     "246x": (246.0, 5, None, []),
     "85x-3b": (85.0, 5, 3, []),
     "246x-3b": (246.0, 5, 3, []),
+    "85x-3b-layer": (85.0, 5, 3, ["--quantize-scale", "layer"]),  # ADMM-NN: one q per layer
+    "246x-3b-layer": (246.0, 5, 3, ["--quantize-scale", "layer"]),
 }
 MODELS = ("lenet5", "lenet5_caffe")
 FIELDS = ("model", "row", "ratio", "steps", "quantize_bits", "dense_acc", "pruned_acc", "drop_points",
