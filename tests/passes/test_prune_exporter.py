@@ -177,6 +177,22 @@ def test_dead_units_fold_exactly_into_the_next_bias():
     assert model[3].bias.ne(0).all()
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    (["--augment-scale", "1.5"], "--augment-scale"), (["--quantize-scale", "tensor"], "--quantize-scale"),
+    (["--threads", "0"], "--threads"),
+])
+def test_cli_refuses_bad_new_options_in_one_line_and_writes_nothing(tmp_path, option, message):
+    import subprocess
+    import sys
+
+    out = tmp_path / "p.onnx"
+    proc = subprocess.run([sys.executable, "-m", "pimc", "export", "prune", "--model", "digits_cnn", "-o", str(out),
+                           "--no-progress", *option], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
 def test_cli_exports_digits_cnn(tmp_path):
     from pimc.compiler.cli import cli
 
