@@ -93,10 +93,10 @@ def run_export(**kw) -> dict:
     if model is None:
         torch.manual_seed(seed)
         model = build_model(kw["model_name"], max(10, sets.num_classes), kw["in_channels"])
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if source is None:
         _pretrain(model, sets.loader, kw, progress, train_classifier, torch, schedule.augment())
-    pretrained = time.perf_counter()
+    pretrained, cpu_pretrained = time.perf_counter(), time.process_time()
     if schedule.quantize_bits and source is None:  # an ONNX model's BatchNorms are folded on load
         from ..quantize.qat import fold_batchnorm
 
@@ -105,7 +105,9 @@ def run_export(**kw) -> dict:
     if kw["dense_output"]:
         export_onnx(model, kw["dense_output"], shape)
     result = admm_prune(model, sets.loader, config, schedule, seed=seed, progress=progress)
-    seconds = {"pretrain": round(pretrained - started, 1), "prune": round(time.perf_counter() - pretrained, 1)}
+    seconds = {"pretrain": round(pretrained - started, 1), "prune": round(time.perf_counter() - pretrained, 1),
+               "pretrain_cpu": round(cpu_pretrained - cpu_started, 1),
+               "prune_cpu": round(time.process_time() - cpu_pretrained, 1)}
     calibration = [{"input": sets.train.x[i:i + 1]} for i in range(min(256, len(sets.train.x)))]
     export_pruned_onnx(model, result, kw["output"], shape, calibration, schedule.act_bits, schedule.quantize_bits)
     if source is not None:

@@ -208,18 +208,45 @@ def test_cli_exports_digits_cnn(tmp_path):
     assert any(ann.get_node_annotation(n, "sparsity") for n in loaded.graph.node)
 
 
-@pytest.mark.slow
-def test_lenet5_mnist_85x(tmp_path):
-    """The issue's LeNet-5 run (minutes): 85× fewer non-zero weights; accuracies are printed, not asserted
-    (this machine's 4,000-image MNIST gives a 97 % dense model; see the report)."""
+def _export_mnist(tmp_path, model: str, *options: str) -> dict:
+    """``pimc export prune --model M --data mnist`` (default schedule unless ``options``), summary JSON."""
     from pimc.compiler.cli import cli
 
     result = CliRunner().invoke(cli, [
-        "export", "prune", "--model", "lenet5", "--data", "mnist", "-o", str(tmp_path / "p.onnx"),
-        "--dense-output", str(tmp_path / "d.onnx"), "--no-progress", "--json",
+        "export", "prune", "--model", model, "--data", "mnist", "-o", str(tmp_path / "p.onnx"),
+        "--dense-output", str(tmp_path / "d.onnx"), "--threads", "1", "--no-progress", "--json", *options,
     ])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output)
-    print(summary["accuracy_dense"], summary["accuracy_pruned"], summary["compression"])
+    print(model, options, summary["accuracy_dense"], summary["accuracy_pruned"], summary["compression"],
+          summary["train_seconds"])
+    return summary
+
+
+# What the default schedule reached on this machine (seed 0, 1 thread; benchmarks/admm_lenet5_mnist.py): both
+# dense models pass 98 % (98.5 %, 98.8 %); ADMM-NN's (Caffe) LeNet-5 keeps its accuracy at 85x (98.8 -> 98.8);
+# the classic LeNet-5 keeps only 723 weights at 85x and loses 3.3 points (98.5 -> 95.2): the issue's <= 1 point
+# is missed there (asserted: what it reached, minus half a point).
+MNIST_85X = {"lenet5": {"dense": 0.98, "pruned": 0.947}, "lenet5_caffe": {"dense": 0.98, "drop": 0.01}}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model", sorted(MNIST_85X))
+def test_lenets_mnist_85x(tmp_path, model):
+    """The issue's command on both LeNets (tens of minutes each): dense >= 98 %, 85x fewer non-zeros."""
+    summary = _export_mnist(tmp_path, model)
+    expect = MNIST_85X[model]
+    assert summary["accuracy_dense"] >= expect["dense"]
     assert summary["compression"] >= 85
-    assert summary["accuracy_pruned"] > 0.85
+    if "drop" in expect:
+        assert summary["accuracy_dense"] - summary["accuracy_pruned"] <= expect["drop"]
+    else:
+        assert summary["accuracy_pruned"] >= expect["pruned"]
+
+
+@pytest.mark.slow
+def test_caffe_lenet5_mnist_246x_progressive_within_one_point(tmp_path):
+    """ADMM-NN's progressive 246x on its own LeNet-5 (about an hour here): 98.8 % -> 98.1 % measured."""
+    summary = _export_mnist(tmp_path, "lenet5_caffe", "--ratio", "246")
+    assert summary["compression"] >= 245.9
+    assert summary["accuracy_dense"] - summary["accuracy_pruned"] <= 0.01
