@@ -250,3 +250,18 @@ def test_caffe_lenet5_mnist_246x_progressive_within_one_point(tmp_path):
     summary = _export_mnist(tmp_path, "lenet5_caffe", "--ratio", "246")
     assert summary["compression"] >= 245.9
     assert summary["accuracy_dense"] - summary["accuracy_pruned"] <= 0.01
+
+
+@pytest.mark.slow
+def test_caffe_lenet5_mnist_85x_3bit_within_one_point_and_its_honest_storage(tmp_path):
+    """85x + 3-bit per-layer ADMM quantization (about an hour here): 98.8 % -> 98.9 % measured; storage
+    (weights + relative index + scales + biases) 219x, far from ADMM-NN's 1,910x (see the report: at 85x and
+    3 bits even an index-free count stops at 85 * 32 / 3 = 907x)."""
+    summary = _export_mnist(tmp_path, "lenet5_caffe", "--quantize-bits", "3", "--quantize-scale", "layer")
+    assert summary["compression"] >= 85
+    assert summary["accuracy_dense"] - summary["accuracy_pruned"] <= 0.01
+    from pimc.compiler.storage import model_storage
+
+    store = model_storage(onnx.load(str(tmp_path / "p.onnx")))
+    assert store["breakdown"]["scales"] == 4 * 32
+    assert store["ratio"] >= 200
