@@ -24,6 +24,7 @@ from ..compiler.errors import PimcError
 from ..compiler.graph import remove_initializers
 from ..compiler.modelio import write_model
 from ..runtime.datasets import TRAINABLE_HELP, Dataset, load_dataset, train_test_sets
+from .augment import Augment
 
 LEGACY_OPSET = 17
 DYNAMO_OPSET = 18
@@ -102,15 +103,24 @@ def train_classifier(
     after_step: Callable[[nn.Module], None] | None = None,
     desc: str = "train",
     optimizer: str = "adam",
+    augment: Augment | None = None,
 ) -> list[float]:
     """Train with cross-entropy and a per-step cosine learning-rate schedule; return per-epoch mean loss.
 
     ``extra_loss(model)`` is added to every step's loss (e.g. an L1 or ADMM penalty) and
     ``after_step(model)`` runs after every optimiser step (e.g. to re-apply pruning masks).
+    ``augment`` (default none) randomly shifts / rotates / scales every training batch, seeded by ``seed``
+    (``models/augment.py``).
     """
     if epochs < 1:
         raise PimcError(f"epochs must be positive, got {epochs}")
     torch.manual_seed(seed)
+    if augment is not None:
+        augment.check()
+        generator = torch.Generator().manual_seed(seed)
+        extra = (lambda xb: augment(xb, generator)) if augment.active else None
+    else:
+        extra = None
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     total = max(1, epochs * len(train_loader))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
@@ -118,7 +128,7 @@ def train_classifier(
     history = []
     bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
     for _ in bar:
-        history.append(_train_epoch(model, train_loader, opt, sched, loss_fn, extra_loss, after_step))
+        history.append(_train_epoch(model, train_loader, opt, sched, loss_fn, extra_loss, after_step, extra))
         bar.set_postfix(loss=f"{history[-1]:.4f}")
     model.eval()
     return history
@@ -132,11 +142,14 @@ def _train_epoch(
     loss_fn: nn.Module,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None,
     after_step: Callable[[nn.Module], None] | None,
+    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> float:
-    """One pass over the loader; returns the mean loss."""
+    """One pass over the loader (each batch through ``transform`` first, if given); returns the mean loss."""
     model.train()
     losses = []
     for xb, yb in loader:
+        if transform is not None:
+            xb = transform(xb)
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(model(xb), yb)
         if extra_loss is not None:

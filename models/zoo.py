@@ -56,6 +56,28 @@ class LeNet5(nn.Module):
         return self.classifier(torch.flatten(self.features(x), 1))
 
 
+class LeNet5Caffe(nn.Module):
+    """Caffe's LeNet-5 (``examples/mnist/lenet_train_test.prototxt``), the model ADMM-NN prunes 85×:
+    conv 20@5x5 → max-pool 2 → conv 50@5x5 → max-pool 2 → FC 800→500 → ReLU → FC 500→10 on 28x28 input.
+
+    As in the prototxt there is no ReLU after the convs (the max-pools are the only non-linearity there);
+    430,500 weights + 580 biases (the classic ``lenet5`` has 61,470 weights).
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, 20, 5), nn.MaxPool2d(2),
+            nn.Conv2d(20, 50, 5), nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(nn.Linear(50 * 4 * 4, 500), nn.ReLU(inplace=True),
+                                        nn.Linear(500, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of 28x28 images."""
+        return self.classifier(torch.flatten(self.features(x), 1))
+
+
 class BasicBlock(nn.Module):
     """ResNet basic block (two 3x3 convs) with a 1x1 conv shortcut when the shape changes."""
 
@@ -134,6 +156,11 @@ def _resnet(
 def lenet5(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
     """LeNet-5 for 32x32 inputs."""
     return LeNet5(num_classes, in_channels)
+
+
+def lenet5_caffe(num_classes: int = 10, in_channels: int = 1) -> nn.Module:
+    """Caffe LeNet-5 (ADMM-NN's LeNet-5) for 28x28 inputs."""
+    return LeNet5Caffe(num_classes, in_channels)
 
 
 def resnet20(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
@@ -243,6 +270,8 @@ MODELS: dict[str, ModelSpec] = {
     spec.name: spec
     for spec in [
         ModelSpec("lenet5", lenet5, (1, 32, 32), 10, "LeNet-5, 5x5 convs, 32x32 grayscale"),
+        ModelSpec("lenet5_caffe", lenet5_caffe, (1, 28, 28), 10,
+                  "Caffe LeNet-5 (ADMM-NN's LeNet-5): conv 20/50@5x5, FC 800-500-10, 28x28 grayscale"),
         ModelSpec("resnet20", resnet20, (3, 32, 32), 10, "CIFAR ResNet-20, 16/32/64 channels"),
         ModelSpec("resnet18", resnet18, (3, 32, 32), 10, "CIFAR ResNet-18, 64..512 channels"),
         ModelSpec("vgg16", vgg16, (3, 32, 32), 10, "CIFAR VGG-16 with BatchNorm"),

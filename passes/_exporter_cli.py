@@ -178,8 +178,9 @@ def _check_outputs(name: str, module: Any, shape: tuple[int, int, int], classes:
         raise PimcError(f"--model {name}: outputs {tuple(out.shape)} for a batch of 2, the data has {classes} classes")
 
 
-def pretrain(model: Any, loader: Any, kw: dict, epochs: int, lr: float, desc: str) -> None:
-    """Dense pre-training exactly as ``pimc models train`` (or load / save ``--dense-checkpoint``)."""
+def pretrain(model: Any, loader: Any, kw: dict, epochs: int, lr: float, desc: str, augment: Any = None) -> None:
+    """Dense pre-training exactly as ``pimc models train`` (or load / save ``--dense-checkpoint``);
+    ``augment``: the ``models.augment.Augment`` of the training batches (default none)."""
     import torch
 
     from ..models.train import train_classifier
@@ -193,12 +194,12 @@ def pretrain(model: Any, loader: Any, kw: dict, epochs: int, lr: float, desc: st
         return
     if epochs > 0:
         train_classifier(model, loader, epochs, lr=lr, seed=kw["seed"], progress=not kw.get("no_progress"),
-                         desc=desc)
+                         desc=desc, augment=augment)
     if path is not None:
         torch.save(model.state_dict(), path)
 
 
-def pretrain_unless_trained(resolved: ResolvedModel, kw: dict, epochs: int, lr: float) -> None:
+def pretrain_unless_trained(resolved: ResolvedModel, kw: dict, epochs: int, lr: float, augment: Any = None) -> None:
     """Pre-train a zoo / factory model; an ONNX model is already trained."""
     if not resolved.trained:
-        pretrain(resolved.module, resolved.sets.loader, kw, epochs, lr, f"train {kw['model_name']}")
+        pretrain(resolved.module, resolved.sets.loader, kw, epochs, lr, f"train {kw['model_name']}", augment)

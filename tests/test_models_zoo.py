@@ -36,6 +36,16 @@ def test_known_parameter_counts() -> None:
     assert counts["resnet50"] == 25557032
 
 
+def test_caffe_lenet5_is_admm_nns_model() -> None:
+    model = build_model("lenet5_caffe")
+    weights = {n: tuple(p.shape) for n, p in model.named_parameters() if n.endswith("weight")}
+    assert list(weights.values()) == [(20, 1, 5, 5), (50, 20, 5, 5), (500, 800), (10, 500)]
+    assert sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight")) == 430500
+    assert model_input_shape("lenet5_caffe") == (1, 28, 28)
+    relus = [m for m in model.modules() if isinstance(m, torch.nn.ReLU)]
+    assert len(relus) == 1  # Caffe's prototxt: ReLU after ip1 only
+
+
 def test_unknown_model_lists_known_ones() -> None:
     with pytest.raises(PimcError, match="unknown model 'alexnet'.*resnet20"):
         build_model("alexnet")

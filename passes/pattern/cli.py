@@ -79,9 +79,10 @@ def run_export(**kw) -> dict:
     return summary
 
 
-def _pretrain(model, loader, kw: dict, progress: bool, train_classifier=None, torch=None) -> None:
+def _pretrain(model, loader, kw: dict, progress: bool, train_classifier=None, torch=None, augment=None) -> None:
     """Kept for callers of the old helper: dense pre-training (see ``_exporter_cli.pretrain``)."""
-    pretrain(model, loader, {**kw, "no_progress": not progress}, kw["epochs"], kw["lr"], f"train {kw['model_name']}")
+    pretrain(model, loader, {**kw, "no_progress": not progress}, kw["epochs"], kw["lr"], f"train {kw['model_name']}",
+             augment)
 
 
 def _config(kw: dict) -> PatternConfig:

@@ -3,12 +3,14 @@ progressive, optionally jointly quantized) and export ONNX."""
 
 from __future__ import annotations
 
+import time
+
 import click
 
 from ...compiler.tables import Table, console
 from .._exporter_cli import FILE, emit, model_options, shared_options
 from .._exporter_cli import user_model as _user_model  # noqa: F401 - re-exported for older importers
-from .config import SCOPES, PruneConfig, PruneSchedule
+from .config import QUANTIZE_SCALES, SCOPES, PruneConfig, PruneSchedule
 
 _FILE = FILE
 
@@ -41,8 +43,18 @@ _FILE = FILE
               help="Jointly quantize the surviving weights to N bits (ADMM, levels ±i·q) and export QDQ.")
 @click.option("--quantize-epochs", type=int, default=PruneSchedule.quantize_epochs, show_default=True,
               help="ADMM quantization epochs (and as many bias-retraining epochs).")
+@click.option("--quantize-scale", type=click.Choice(QUANTIZE_SCALES), default=PruneSchedule.quantize_scale,
+              show_default=True, help="With --quantize-bits: one scale q per output channel, or per layer (ADMM-NN).")
 @click.option("--act-bits", type=int, default=PruneSchedule.act_bits, show_default=True,
               help="Activation bits of the QDQ export (with --quantize-bits).")
+@click.option("--augment-shift", type=float, default=PruneSchedule.augment_shift, show_default=True,
+              help="Random shift of every training batch, up to this many pixels (0: none).")
+@click.option("--augment-rotate", type=float, default=PruneSchedule.augment_rotate, show_default=True,
+              help="Random rotation of every training batch, up to this many degrees.")
+@click.option("--augment-scale", type=float, default=PruneSchedule.augment_scale, show_default=True,
+              help="Random scaling of every training batch, up to this fraction (0.1 = ±10 %).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch intra-op threads (default: torch's choice; 1 on shared machines).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=30, show_default=True,
               help="Dense pre-training epochs (none for an ONNX model).")
@@ -54,6 +66,8 @@ def command(**kw) -> None:
 
 
 def run_export(**kw) -> dict:
+    import torch
+
     from ...models.train import export_onnx
     from ...runtime.session import evaluate
     from .._exporter_cli import pretrain_unless_trained, resolve_model
@@ -62,13 +76,18 @@ def run_export(**kw) -> dict:
     config = PruneConfig(kw["ratio"], kw["scope"], kw["conv_weight"], kw["nm"] or "", tuple(kw["include"]),
                          tuple(kw["exclude"]))
     schedule = PruneSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["steps"], kw["rho"], kw["rho_growth"],
-                             None, kw["prune_lr"], kw["quantize_bits"], kw["quantize_epochs"], kw["act_bits"])
+                             None, kw["prune_lr"], kw["quantize_bits"], kw["quantize_epochs"], kw["act_bits"],
+                             kw["quantize_scale"], kw["augment_shift"], kw["augment_rotate"], kw["augment_scale"])
     config.check()
     schedule.check()
+    if kw["threads"]:
+        torch.set_num_threads(kw["threads"])
     seed, progress = kw["seed"], not kw["no_progress"]
     resolved = resolve_model(kw)
     sets, shape = resolved.sets, resolved.shape
-    pretrain_unless_trained(resolved, kw, kw["epochs"], kw["lr"])
+    started, cpu_started = time.perf_counter(), time.process_time()
+    pretrain_unless_trained(resolved, kw, kw["epochs"], kw["lr"], schedule.augment())
+    pretrained, cpu_pretrained = time.perf_counter(), time.process_time()
     model = resolved.module
     if schedule.quantize_bits and not resolved.trained:  # an ONNX model's BatchNorms are folded on load
         from ..quantize.qat import fold_batchnorm
@@ -78,6 +97,9 @@ def run_export(**kw) -> dict:
     if kw["dense_output"]:
         export_onnx(model, kw["dense_output"], shape)
     result = admm_prune(model, sets.loader, config, schedule, seed=seed, progress=progress)
+    seconds = {"pretrain": round(pretrained - started, 1), "prune": round(time.perf_counter() - pretrained, 1),
+               "pretrain_cpu": round(cpu_pretrained - cpu_started, 1),
+               "prune_cpu": round(time.process_time() - cpu_pretrained, 1)}
     calibration = [{"input": sets.train.x[i:i + 1]} for i in range(min(256, len(sets.train.x)))]
     export_pruned_onnx(model, result, kw["output"], shape, calibration, schedule.act_bits, schedule.quantize_bits)
     resolved.restore_io(kw["output"], kw["dense_output"])
@@ -87,7 +109,7 @@ def run_export(**kw) -> dict:
         "config": {**config.__dict__, "include": list(config.include), "exclude": list(config.exclude)},
         "schedule": schedule.__dict__,
         "weights": total, "nonzero_dense": dense_nnz, "nonzero_pruned": pruned_nnz,
-        "compression": round(dense_nnz / max(pruned_nnz, 1), 2),
+        "compression": round(dense_nnz / max(pruned_nnz, 1), 2), "train_seconds": seconds,
         "accuracy_pruned": evaluate(kw["output"], sets.test, repeats=1)["accuracy"],
         **result.summary(),
     }

@@ -9,6 +9,7 @@ from ...compiler.errors import PimcError
 from .masks import parse_nm
 
 SCOPES = ("erk", "global", "layer")
+QUANTIZE_SCALES = ("channel", "layer")
 
 
 @dataclass
@@ -53,6 +54,18 @@ class PruneSchedule:
     quantize_bits: int | None = None
     quantize_epochs: int = 6  # ADMM quantization epochs (then biases are retrained for as many)
     act_bits: int = 8
+    quantize_scale: str = "channel"  # channel: one q per output channel; layer: one q per layer (ADMM-NN)
+    # random affine augmentation of every training batch (pre-training, ADMM, retraining; models/augment.py):
+    # ±2 px shifts by default, scarce data (4,000 MNIST images) over-fits without it
+    augment_shift: float = 2.0
+    augment_rotate: float = 0.0
+    augment_scale: float = 0.0
+
+    def augment(self):
+        """The ``models.augment.Augment`` of these fields (imported here: this module stays torch-free)."""
+        from ...models.augment import Augment
+
+        return Augment(self.augment_shift, self.augment_rotate, self.augment_scale)
 
     def check(self) -> None:
         if min(self.admm_epochs, self.retrain_epochs, self.quantize_epochs) < 0:
@@ -65,5 +78,9 @@ class PruneSchedule:
             raise PimcError(f"--rho-growth must be in [1, 10], got {self.rho_growth}")
         if self.quantize_bits is not None and not 2 <= self.quantize_bits <= 8:
             raise PimcError(f"--quantize-bits must be in 2..8, got {self.quantize_bits}")
+        if self.quantize_scale not in QUANTIZE_SCALES:
+            raise PimcError(f"--quantize-scale must be one of {', '.join(QUANTIZE_SCALES)}, got {self.quantize_scale!r}")
+        if self.augment_shift < 0 or self.augment_rotate < 0 or not 0 <= self.augment_scale < 1:
+            raise PimcError("--augment-shift and --augment-rotate must be >= 0, --augment-scale in [0, 1)")
         if self.update_every is not None and self.update_every < 1:
             raise PimcError(f"update_every must be positive, got {self.update_every}")

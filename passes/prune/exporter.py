@@ -15,6 +15,8 @@ ADMM (scaled form, as ``passes/pattern/admm.py``), for every pruned layer:
     Z ← Proj_S(W + U),  U ← U + W − Z                 (every ``update_every`` steps, default 1 epoch)
     ρ ← growth · ρ,  U ← U / growth
 then the hard projection W ← Proj_S(W) and masked retraining (masks re-applied after every step).
+Finally ``fold_dead_units``: a Linear unit left with no weights is a constant, folded (exactly) into the
+next Linear's bias, so its bias and its column of the next layer need no storage.
 Progressive mode (``steps`` = K > 1): K rounds of ADMM + hard prune + masked retrain with the density
 falling geometrically, d_i = d^(i/K); each round starts from the last one's masked model, so a weight once
 pruned stays pruned.
@@ -66,6 +68,7 @@ class PruneResult:
     config: PruneConfig
     trace: list[dict[str, float]] = field(default_factory=list)
     scales: dict[str, np.ndarray] = field(default_factory=dict)  # per-channel q_c after quantization
+    folded: dict[str, int] = field(default_factory=dict)  # dead output units folded into the next bias
 
     def nonzeros(self) -> tuple[int, int]:
         """(non-zero, total) weights of the pruned layers."""
@@ -78,7 +81,7 @@ class PruneResult:
             w = layer.module.weight.detach()
             per_layer[name] = {"params": int(w.numel()), "nonzero": int(torch.count_nonzero(w)),
                                "sparsity": round(1 - int(torch.count_nonzero(w)) / w.numel(), 5)}
-        return {"layers": per_layer, "skipped": self.skipped, "trace": self.trace}
+        return {"layers": per_layer, "skipped": self.skipped, "trace": self.trace, "folded_units": self.folded}
 
 
 def prunable_layers(model: nn.Module, config: PruneConfig) -> tuple[dict[str, PrunedLayer], list[dict[str, str]]]:
@@ -197,7 +200,8 @@ def _prune_round(model: nn.Module, loader: DataLoader, result: PruneResult, sche
     if schedule.admm_epochs > 0:
         state = _Admm(layers, project, schedule, max(1, len(loader)), result.trace, label)
         train_classifier(model, loader, schedule.admm_epochs, lr=schedule.lr, seed=seed, progress=progress,
-                         extra_loss=state.penalty, after_step=state.after_step, desc=f"admm {label}")
+                         extra_loss=state.penalty, after_step=state.after_step, desc=f"admm {label}",
+                         augment=schedule.augment())
     with torch.no_grad():
         weights = {n: _restricted(x, x.module.weight.detach()) for n, x in layers.items()}
         masks = projection_masks(layers, weights, config, density)
@@ -206,7 +210,8 @@ def _prune_round(model: nn.Module, loader: DataLoader, result: PruneResult, sche
             x.module.weight.mul_(x.mask)
     if schedule.retrain_epochs > 0:
         train_classifier(model, loader, schedule.retrain_epochs, lr=schedule.lr, seed=seed + 1, progress=progress,
-                         after_step=lambda _m: apply_masks(result), desc=f"masked retrain {label}")
+                         after_step=lambda _m: apply_masks(result), desc=f"masked retrain {label}",
+                         augment=schedule.augment())
     apply_masks(result)
 
 
@@ -242,35 +247,95 @@ def admm_prune(model: nn.Module, loader: DataLoader, config: PruneConfig | None 
         _prune_round(model, loader, result, schedule, density, seed + 2 * i, progress, label)
     if schedule.quantize_bits:
         admm_quantize(model, loader, result, schedule, seed + 2 * steps, progress)
+    result.folded = fold_dead_units(model, result)
     return result
+
+
+ELEMENTWISE = (nn.ReLU, nn.Identity, nn.Dropout)
+
+
+@torch.no_grad()
+def fold_dead_units(model: nn.Module, result: PruneResult) -> dict[str, int]:
+    """Exact clean-up after pruning: an output unit j of a Linear whose weight row is all zero is the constant
+    c_j = act(b_j), so in Linear → (ReLU | Identity | Dropout)* → Linear inside one nn.Sequential its
+    contribution moves into the next Linear's bias (b' += W'[:, j] · c_j) and W'[:, j] and b_j become zero.
+    Returns {first Linear's name: units folded}; the next layer's mask loses the folded columns."""
+    names = {id(m): n for n, m in model.named_modules()}
+    folded = {}
+    for seq in (m for m in model.modules() if isinstance(m, nn.Sequential)):
+        children = list(seq)
+        for i, first in enumerate(children):
+            nxt = _next_linear(children, i) if isinstance(first, nn.Linear) and first.bias is not None else None
+            if nxt is None:
+                continue
+            dead = (first.weight == 0).all(dim=1)
+            if not bool(dead.any()):
+                continue
+            value = first.bias.detach().clone()[None]
+            for module in children[i + 1:children.index(nxt)]:
+                value = module.eval()(value.clone())
+            constant = torch.where(dead, value[0], torch.zeros_like(value[0]))
+            if nxt.bias is not None:
+                nxt.bias.add_(nxt.weight @ constant)
+            elif bool(constant.any()):
+                continue
+            nxt.weight[:, dead] = 0.0
+            first.bias[dead] = 0.0
+            layer = result.layers.get(names[id(nxt)])
+            if layer is not None and layer.mask is not None:
+                layer.mask[:, dead] = 0.0
+            folded[names[id(first)]] = int(dead.sum())
+    return folded
+
+
+def _next_linear(children: list[nn.Module], i: int) -> nn.Linear | None:
+    """The Linear after children[i] when only element-wise modules lie between them."""
+    for module in children[i + 1:]:
+        if isinstance(module, nn.Linear):
+            return module
+        if not isinstance(module, ELEMENTWISE):
+            return None
+    return None
 
 
 def admm_quantize(model: nn.Module, loader: DataLoader, result: PruneResult, schedule: PruneSchedule,
                   seed: int, progress: bool) -> None:
     """ADMM quantization of the survivors onto ±i·q_c, hard projection, frozen weights, bias retraining."""
-    from ..quantize.qat import project as quant_project
-
     bits = int(schedule.quantize_bits or 8)
     layers = result.layers
 
+    per_layer = schedule.quantize_scale == "layer"
+
     def project(values: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {n: quant_project(v, bits)[0] * _mask(layers[n], v) for n, v in values.items()}
+        return {n: grid_project(v, bits, per_layer)[0] * _mask(layers[n], v) for n, v in values.items()}
 
     if schedule.quantize_epochs > 0:
         state = _Admm(layers, project, schedule, max(1, len(loader)), result.trace, f"quantize {bits}b")
         train_classifier(model, loader, schedule.quantize_epochs, lr=schedule.lr, seed=seed, progress=progress,
-                         extra_loss=state.penalty, after_step=state.after_step, desc=f"admm quantize {bits}b")
+                         extra_loss=state.penalty, after_step=state.after_step, desc=f"admm quantize {bits}b",
+                         augment=schedule.augment())
     with torch.no_grad():
         for n, x in layers.items():
-            z, q = quant_project(x.module.weight.detach(), bits)
+            z, q = grid_project(x.module.weight.detach(), bits, per_layer)
             x.module.weight.copy_(z * _mask(x, z))
             x.module.weight.requires_grad_(False)
             result.scales[n] = q.cpu().numpy()
     if schedule.quantize_epochs > 0 and any(p.requires_grad for p in model.parameters()):
         train_classifier(model, loader, schedule.quantize_epochs, lr=schedule.lr, seed=seed + 1, progress=progress,
-                         desc="retrain biases")
+                         desc="retrain biases", augment=schedule.augment())
     for x in layers.values():
         x.module.weight.requires_grad_(True)
+
+
+def grid_project(weight: torch.Tensor, bits: int, per_layer: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """ADMM-NN's Proj_Q (``quantize.qat.project``) with one q per output channel, or (``per_layer``) one q
+    for the whole layer, returned repeated per output channel (the QDQ writer takes per-channel scales)."""
+    from ..quantize.qat import project as quant_project
+
+    if not per_layer:
+        return quant_project(weight, bits)
+    z, q = quant_project(weight.reshape(1, -1), bits)
+    return z.view_as(weight), q.expand(weight.shape[0]).clone()
 
 
 def _mask(layer: PrunedLayer, like: torch.Tensor) -> torch.Tensor:

@@ -96,3 +96,59 @@ def test_break_even_is_where_the_sparse_path_stops_being_slower():
 
     dense = dense_cost(plan, hw)["cycles"]
     assert cycles(s) <= dense < cycles(s - 1 / BREAK_EVEN_STEPS)
+
+
+def _gemm_model(w: np.ndarray, bias: np.ndarray | None, scale: np.ndarray | None):
+    """y = x·Wᵀ (+ b), W as an initializer or behind DequantizeLinear(int8 codes, per-row scale)."""
+    inits, nodes, weight = [], [], "W"
+    if scale is None:
+        inits.append(numpy_helper.from_array(w.astype(np.float32), "W"))
+    else:
+        codes = np.round(w / scale[:, None]).astype(np.int8)
+        inits += [numpy_helper.from_array(codes, "Wq"), numpy_helper.from_array(scale.astype(np.float32), "Ws"),
+                  numpy_helper.from_array(np.zeros(len(scale), np.int8), "Wz")]
+        nodes.append(helper.make_node("DequantizeLinear", ["Wq", "Ws", "Wz"], ["Wd"], axis=0))
+        weight = "Wd"
+    inputs = ["x", weight]
+    if bias is not None:
+        inits.append(numpy_helper.from_array(bias.astype(np.float32), "b"))
+        inputs.append("b")
+    node = helper.make_node("Gemm", inputs, ["y"], name="fc", transB=1)
+    set_node_annotation(node, "weight_bits", 3 if scale is not None else 32)
+    rows, cols = w.shape
+    graph = helper.make_graph([*nodes, node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cols])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, rows])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_biases_count_in_the_stored_and_the_dense_bits():
+    from pimc.compiler.storage import model_storage
+
+    w = np.zeros((10, 20), np.float32)
+    w[0, :5] = 1
+    plain = model_storage(_gemm_model(w, None, None))
+    biased = model_storage(_gemm_model(w, np.ones(10), None))
+    assert biased["breakdown"]["biases"] == 10 * 32 and plain["breakdown"]["biases"] == 0
+    assert biased["bits"] == pytest.approx(plain["bits"] + 320)
+    assert biased["dense_fp32_bits"] == (200 + 10) * 32
+    assert biased["ratio"] == pytest.approx(210 * 32 / biased["bits"], rel=1e-3)
+    assert biased["weights_ratio"] == plain["weights_ratio"] == pytest.approx(6400 / plain["bits"], rel=1e-3)
+    mostly_zero = np.zeros(10)
+    mostly_zero[3] = 0.5
+    sparse_bias = model_storage(_gemm_model(w, mostly_zero, None))
+    assert sparse_bias["breakdown"]["biases"] == 32 + 10  # one value + a 10-bit presence map
+    assert sparse_bias["dense_fp32_bits"] == biased["dense_fp32_bits"]
+
+
+def test_quantization_scales_count_once_per_distinct_value():
+    from pimc.compiler.storage import model_storage
+
+    w = np.zeros((4, 50), np.float32)
+    w[:, ::10] = np.array([1, 2, 3, -3], np.float32)[:, None] * 0.5
+    per_channel = model_storage(_gemm_model(w, None, np.array([0.5, 0.25, 0.5, 0.125])))
+    per_layer = model_storage(_gemm_model(w, None, np.full(4, 0.5)))
+    assert per_channel["breakdown"]["scales"] == 3 * 32  # 0.5 twice: one value stored
+    assert per_layer["breakdown"]["scales"] == 32
+    layer = per_layer["layers"]["fc"]
+    assert layer["weight_bits"] == 3 and layer["bits"] == pytest.approx(layer["weight_storage_bits"] + 32)
+    assert per_layer["bits"] == pytest.approx(per_layer["breakdown"]["weights_and_index"] + 32)

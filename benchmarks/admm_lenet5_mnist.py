@@ -1,0 +1,116 @@
+"""ADMM-NN on LeNet-5 / MNIST (issue 12, "Done when"): pruning ratio, progressive mode, 3-bit joint quantization.
+
+Both LeNets of the zoo: ``lenet5`` (LeCun's classic, 6/16 convs, FC 400-120-84-10, 61,470 weights, 32x32
+input) and ``lenet5_caffe`` (ADMM-NN's LeNet-5: conv 20/50, FC 800-500-10, 430,500 weights, 28x28). Each
+model is pre-trained densely once (the checkpoint in ``--out`` is re-used by every row, so every row prunes
+the same dense model) with the exporter's default schedule, then every row runs
+
+    python -m pimc export prune --model M --data mnist -o OUT.onnx --dense-output D.onnx \\
+        --dense-checkpoint M.dense.pt --ratio R --steps S [--quantize-bits 3] --threads 1 --json
+    python -m pimc run OUT.onnx --data mnist --json        # accuracy on the 1,000 held-out test images
+    python -m pimc inspect OUT.onnx --json                 # storage.ratio (weights + index + scales + biases)
+
+and the table (``results.json``, ``results.csv`` in ``--out``) lists model, ratio, steps, quantize bits,
+dense / pruned accuracy, drop (points), non-zero compression, storage ratio (all in / weights + index only)
+and the training seconds (wall; dense pre-training once per model; pruning per row, also as process CPU
+seconds: on a shared machine wall time is mostly waiting), on 1 torch thread.
+
+    python benchmarks/admm_lenet5_mnist.py --out /tmp/admm [--models lenet5_caffe] [--rows 85x,246x] \
+        [--checkpoints DIR] [--extra "--admm-epochs 4"]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+# name: (ratio, steps, quantize bits, extra exporter options)
+ROWS: dict[str, tuple[float, int, int | None, list[str]]] = {
+    "85x": (85.0, 5, None, []),
+    "246x": (246.0, 5, None, []),
+    "85x-3b": (85.0, 5, 3, []),
+    "246x-3b": (246.0, 5, 3, []),
+    # with the shared dense checkpoint (pre-trained with the default ±2 px shifts) this only turns the
+    # augmentation off during ADMM and masked retraining
+    "85x-noaug-prune": (85.0, 5, None, ["--augment-shift", "0"]),
+    "85x-3b-layer": (85.0, 5, 3, ["--quantize-scale", "layer"]),  # ADMM-NN: one q per layer
+    "246x-3b-layer": (246.0, 5, 3, ["--quantize-scale", "layer"]),
+}
+MODELS = ("lenet5", "lenet5_caffe")
+FIELDS = ("model", "row", "ratio", "steps", "quantize_bits", "dense_acc", "pruned_acc", "drop_points",
+          "compression", "storage_ratio", "weights_storage_ratio", "pretrain_seconds", "prune_seconds",
+          "prune_cpu_seconds")
+
+
+def pimc(*args: str) -> dict:
+    """Run ``python -m pimc ARGS --json`` and return its JSON (exit with its stderr on failure)."""
+    command = [sys.executable, "-m", "pimc", *args, "--json"]
+    print("$", shlex.join(["pimc", *command[3:]]), flush=True)
+    proc = subprocess.run(command, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"failed: {proc.stderr.strip()}")
+    return json.loads(proc.stdout)
+
+
+def run_row(model: str, row: str, out: Path, checkpoints: Path, extra: list[str]) -> dict:
+    ratio, steps, bits, options = ROWS[row]
+    output = out / f"{model}.{row}.onnx"
+    dense = out / f"{model}.dense.onnx"
+    checkpoint = checkpoints / f"{model}.dense.pt"
+    timing = checkpoints / f"{model}.pretrain_seconds"
+    fresh = not checkpoint.exists()
+    args = ["export", "prune", "--model", model, "--data", "mnist", "-o", str(output), "--dense-output", str(dense),
+            "--dense-checkpoint", str(checkpoint), "--ratio", str(ratio), "--steps", str(steps), "--threads", "1",
+            "--no-progress", *options, *extra]
+    if bits:
+        args += ["--quantize-bits", str(bits)]
+    summary = pimc(*args)
+    if fresh:
+        timing.write_text(str(summary["train_seconds"]["pretrain"]))
+    pretrain = float(timing.read_text()) if timing.exists() else None
+    dense_acc = pimc("run", str(dense), "--data", "mnist", "--repeats", "1")["accuracy"]
+    pruned_acc = pimc("run", str(output), "--data", "mnist", "--repeats", "1")["accuracy"]
+    storage = pimc("inspect", str(output))["storage"]
+    return {"model": model, "row": row, "ratio": ratio, "steps": steps, "quantize_bits": bits,
+            "dense_acc": dense_acc, "pruned_acc": pruned_acc, "drop_points": round(100 * (dense_acc - pruned_acc), 2),
+            "compression": summary["compression"], "storage_ratio": storage["ratio"],
+            "weights_storage_ratio": storage.get("weights_ratio"), "pretrain_seconds": pretrain,
+            "prune_seconds": summary["train_seconds"]["prune"],
+            "prune_cpu_seconds": summary["train_seconds"].get("prune_cpu")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--rows", default=",".join(ROWS))
+    parser.add_argument("--checkpoints", type=Path, default=None,
+                        help="Folder of the dense checkpoints M.dense.pt (default --out; share it between runs).")
+    parser.add_argument("--extra", default="", help="More exporter options for every row (one string).")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    checkpoints = args.checkpoints or args.out
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    results_path = args.out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else []
+    for model in args.models.split(","):
+        for row in args.rows.split(","):
+            results = [r for r in results if (r["model"], r["row"]) != (model, row)]
+            results.append(run_row(model, row, args.out, checkpoints, shlex.split(args.extra)))
+            results_path.write_text(json.dumps(results, indent=2))
+            print(json.dumps(results[-1]), flush=True)
+    with open(args.out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=FIELDS)
+        writer.writeheader()
+        writer.writerows(results)
+    for r in results:
+        print(" ".join(f"{k}={r[k]}" for k in FIELDS))
+
+
+if __name__ == "__main__":
+    main()
