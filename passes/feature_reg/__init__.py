@@ -1,0 +1,1 @@
+"""Feature Regularization: threshold gates + channel-L1 penalty on conv inputs (``pimc export feature-reg``)."""
