@@ -128,8 +128,9 @@ def measure_levels(path, test, count: int, evaluate) -> list[dict]:
 def _predict(path, x: np.ndarray, level: int) -> np.ndarray:
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    from ...compiler.verify import session_options
+
+    options = session_options()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     data = session.get_inputs()[0].name

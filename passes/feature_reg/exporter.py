@@ -376,20 +376,21 @@ def export_feature_reg_onnx(result: FeatureRegResult, path: str | Path, input_sh
 
     gated = result.gated
     bank = gated.bank
-    saved = bank.level
-    gated.eval()
+    saved, was_training = bank.level, gated.training
+    wrapper = _LevelWrapper(gated).eval()  # the exporter restores the wrapper's (and so gated's) mode
     example = (torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)),
                torch.tensor(result.default_level, dtype=torch.int64))
     try:
         with _temp_onnx() as tmp, _quiet():
             torch.onnx.export(
-                _LevelWrapper(gated), example, str(tmp), dynamo=False, opset_version=opset,
+                wrapper, example, str(tmp), dynamo=False, opset_version=opset,
                 do_constant_folding=True, input_names=["input", LEVEL_INPUT], output_names=["logits"],
                 dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
             )
             proto = _unshare_initializers(onnx.load(str(tmp)))
     finally:
         bank.level = saved
+        gated.train(was_training)
     _finish_graph(proto, result)
     return write_model(proto, Path(path))
 
@@ -433,6 +434,8 @@ def conv_input_zero_fractions(path: str | Path, x: np.ndarray, level: int | None
     """
     import onnxruntime as ort
 
+    from ...compiler.verify import session_options
+
     model = onnx.load(str(path))
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
     outputs = {o.name for o in model.graph.output}
@@ -440,8 +443,7 @@ def conv_input_zero_fractions(path: str | Path, x: np.ndarray, level: int | None
         if node.input[0] not in outputs:
             model.graph.output.append(helper.make_empty_tensor_value_info(node.input[0]))
             outputs.add(node.input[0])
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options = session_options()
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
     names = [n.input[0] for n in convs]
