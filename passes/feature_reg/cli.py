@@ -36,6 +36,8 @@ def _levels(_ctx, _param, text: str) -> tuple[float, ...]:
               help="λ of the per-pixel channel-L1 / RMS penalty on the gated conv inputs.")
 @click.option("--reg-epochs", type=int, default=_D.epochs, show_default=True,
               help="Fine-tuning epochs with the penalty and batch-quantile gates.")
+@click.option("--ramp", type=float, default=_D.ramp, show_default=True,
+              help="Share of the regularized fine-tune over which the targets rise linearly from 0.")
 @click.option("--frozen-epochs", type=int, default=_D.frozen_epochs, show_default=True,
               help="Fine-tuning epochs with the calibrated thresholds frozen (0: none).")
 @click.option("--reg-lr", type=float, default=_D.lr, show_default=True, help="Adam learning rate of fine-tuning.")
@@ -146,8 +148,8 @@ def _zero_fractions(path, x: np.ndarray, level: int | None) -> dict[str, float]:
 
 
 def _config(kw: dict) -> FeatureRegConfig:
-    config = FeatureRegConfig(kw["levels"], kw["penalty"], kw["reg_epochs"], kw["frozen_epochs"], kw["reg_lr"],
-                              FeatureRegConfig.momentum, kw["calibration"], kw["val_fraction"],
+    config = FeatureRegConfig(kw["levels"], kw["penalty"], kw["reg_epochs"], kw["ramp"], kw["frozen_epochs"],
+                              kw["reg_lr"], FeatureRegConfig.momentum, kw["calibration"], kw["val_fraction"],
                               kw["max_accuracy_drop"])
     config.check()
     return config

@@ -16,7 +16,8 @@ the row: ``t_l = Gather(Gather(T, level), l)``. One trained model serves every l
 s_k-quantile of |x_l| (the k-th smallest value with k = ⌈s_k·n⌉, so at least s_k of the values are ≤ t and
 become zero; a post-ReLU input whose natural zeros already exceed s_k gets t = 0, which keeps every
 non-zero). During the regularized fine-tune every batch uses its own quantile (the batch's sparsity is
-exactly s_k; gradients flow through the kept features only, like the inference gate) and keeps an
+exactly s_k — ramped up linearly from 0 over the first ``ramp`` of the steps, so the network is sparsified
+gradually; gradients flow through the kept features only, like the inference gate) and keeps an
 exponential running average for evaluation, as BatchNorm does; afterwards one forward pass over
 ``calibration`` training images sets the table exactly, layer after layer in execution order (each gate
 sees its upstream gates already applied at the same level).
@@ -32,7 +33,8 @@ sparsity measure). It is computed on the gate's input, before thresholding.
 
 **Training.** (1) dense pre-training (the model ``--dense-output`` exports); (2) regularized fine-tune:
 cross-entropy at the level of the step (levels cycle over the batches) + R, gates on batch quantiles;
-(3) exact calibration; (4) optional fine-tune with the table frozen. BatchNorm layers keep their dense
+(3) exact calibration; (4) optional fine-tune with the table frozen, then the calibration once more (the
+weights moved, so the exported table meets the targets on the training images again). BatchNorm layers keep their dense
 running statistics during (2) and (4) (eval mode, affine parameters still trained), so training and
 inference normalise identically at every level and no per-level BatchNorm is needed.
 
@@ -62,15 +64,17 @@ LEVEL_INPUT = "sparsity_level"
 TABLE_NAME = "feature_reg.thresholds"
 METADATA_KEY = "pimc.feature_reg"
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+TRACK_SAMPLE = 1 << 16  # values a training step's quantile is estimated from
 
 
 @dataclass
 class FeatureRegConfig:
     """The regularizer, the levels and the fine-tuning schedule (CLI defaults are these)."""
 
-    levels: tuple[float, ...] = (0.5, 0.7, 0.8, 0.85, 0.9)
+    levels: tuple[float, ...] = (0.5, 0.7, 0.75, 0.8, 0.9)
     penalty: float = 0.5
     epochs: int = 8
+    ramp: float = 0.5
     frozen_epochs: int = 2
     lr: float = 1e-3
     momentum: float = 0.1
@@ -89,6 +93,8 @@ class FeatureRegConfig:
             raise PimcError(f"--penalty must not be negative, got {self.penalty}")
         if self.epochs < 1 or self.frozen_epochs < 0:
             raise PimcError("--reg-epochs must be positive and --frozen-epochs not negative")
+        if not 0.0 <= self.ramp <= 1.0:
+            raise PimcError(f"--ramp must be in [0, 1], got {self.ramp}")
         if not 0.0 < self.val_fraction < 1.0:
             raise PimcError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.calibration < 1:
@@ -119,9 +125,14 @@ def channel_l1(x: torch.Tensor) -> torch.Tensor:
     return l1 / (x.pow(2).mean().sqrt() + 1e-8)
 
 
-def quantile_threshold(x: torch.Tensor, fraction: float) -> torch.Tensor:
-    """The k-th smallest |x| with k = ⌈fraction·n⌉ (0 for fraction 0): |x| > t zeroes ≥ fraction of x."""
+def quantile_threshold(x: torch.Tensor, fraction: float, sample: int | None = None) -> torch.Tensor:
+    """The k-th smallest |x| with k = ⌈fraction·n⌉ (0 for fraction 0): |x| > t zeroes ≥ fraction of x.
+
+    ``sample``: estimate it from that many values drawn at random (training steps; calibration is exact).
+    """
     flat = x.detach().abs().reshape(-1)
+    if sample is not None and flat.numel() > sample:
+        flat = flat[torch.randint(flat.numel(), (sample,))]
     k = math.ceil(fraction * flat.numel())
     if k < 1:
         return flat.new_zeros(())
@@ -147,6 +158,7 @@ class GateBank(nn.Module):
         self.penalize = False
         self.penalties: list[torch.Tensor] = []
         self.seen = torch.zeros(len(self.levels), dtype=torch.bool)
+        self.scale = 1.0  # the regularized fine-tune ramps the targets up: s_k · scale
 
     def threshold(self, index: int) -> torch.Tensor:
         if isinstance(self.level, torch.Tensor):
@@ -155,7 +167,9 @@ class GateBank(nn.Module):
 
     def observe(self, index: int, x: torch.Tensor) -> torch.Tensor:
         assert isinstance(self.level, int)
-        t = quantile_threshold(x, self.levels[self.level])
+        track = self.mode == "track"
+        t = quantile_threshold(x, self.levels[self.level] * (self.scale if track else 1.0),
+                               TRACK_SAMPLE if track else None)
         with torch.no_grad():
             if self.mode == "calibrate" or not bool(self.seen[self.level]):
                 self.table[self.level, index] = t
@@ -283,6 +297,7 @@ def feature_regularize(
     calibrate(gated, calib_x)
     if config.frozen_epochs:
         losses += _fine_tune(gated, loader, config, config.frozen_epochs, "fixed", 0.0, progress, "frozen gates")
+        calibrate(gated, calib_x)  # the weights moved: the table meets the targets again
     accs = [level_accuracy(gated, k, *val) for k in range(len(config.levels))]
     within = [k for k, a in enumerate(accs) if (dense_val - a) * 100 <= config.max_accuracy_drop + 1e-9]
     default = max(within) if within else 0
@@ -325,6 +340,7 @@ def _fine_tune(gated: GatedModel, loader: DataLoader, config: FeatureRegConfig, 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     loss_fn = nn.CrossEntropyLoss()
     history, step = [], 0
+    ramp = config.ramp * total if mode == "track" else 0
     bank.mode, bank.penalize = mode, penalty > 0
     bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
     try:
@@ -333,6 +349,7 @@ def _fine_tune(gated: GatedModel, loader: DataLoader, config: FeatureRegConfig, 
             epoch = []
             for xb, yb in loader:
                 bank.level = step % len(bank.levels)
+                bank.scale = min(1.0, (step + 1) / ramp) if ramp else 1.0
                 opt.zero_grad(set_to_none=True)
                 loss = loss_fn(gated(xb), yb)
                 if penalty > 0:
@@ -347,7 +364,7 @@ def _fine_tune(gated: GatedModel, loader: DataLoader, config: FeatureRegConfig, 
             history.append(float(np.mean(epoch)) if epoch else 0.0)
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     finally:
-        bank.mode, bank.penalize, bank.penalties = "fixed", False, []
+        bank.mode, bank.penalize, bank.penalties, bank.scale = "fixed", False, [], 1.0
         gated.eval()
     return history
 
