@@ -148,9 +148,11 @@ def _zero_fractions(path, x: np.ndarray, level: int | None) -> dict[str, float]:
 
 
 def _config(kw: dict) -> FeatureRegConfig:
-    config = FeatureRegConfig(kw["levels"], kw["penalty"], kw["reg_epochs"], kw["ramp"], kw["frozen_epochs"],
-                              kw["reg_lr"], FeatureRegConfig.momentum, kw["calibration"], kw["val_fraction"],
-                              kw["max_accuracy_drop"])
+    config = FeatureRegConfig(
+        levels=kw["levels"], penalty=kw["penalty"], epochs=kw["reg_epochs"], ramp=kw["ramp"],
+        frozen_epochs=kw["frozen_epochs"], lr=kw["reg_lr"], calibration=kw["calibration"],
+        val_fraction=kw["val_fraction"], max_accuracy_drop=kw["max_accuracy_drop"],
+    )
     config.check()
     return config
 

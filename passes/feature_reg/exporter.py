@@ -75,7 +75,8 @@ class FeatureRegConfig:
     penalty: float = 0.5
     epochs: int = 8
     ramp: float = 0.5
-    frozen_epochs: int = 2
+    frozen_epochs: int = 0
+    frozen_lr_scale: float = 0.1
     lr: float = 1e-3
     momentum: float = 0.1
     calibration: int = 512
@@ -332,10 +333,13 @@ def calibrate(gated: GatedModel, x: np.ndarray) -> None:
 
 def _fine_tune(gated: GatedModel, loader: DataLoader, config: FeatureRegConfig, epochs: int, mode: str,
                penalty: float, progress: bool, desc: str) -> list[float]:
-    """Cross-entropy at the step's level (levels cycle) + λ·R; BatchNorm keeps its running statistics."""
+    """Cross-entropy at the step's level (levels cycle) + λ·R; BatchNorm keeps its running statistics.
+
+    The frozen-gate phase starts a fresh Adam on an already fine-tuned network, whose first steps (≈ lr per
+    weight) would undo it at the full rate: it runs at ``frozen_lr_scale`` × lr."""
     bank = gated.bank
     params = [p for p in gated.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=config.lr)
+    opt = torch.optim.Adam(params, lr=config.lr * (1.0 if mode == "track" else config.frozen_lr_scale))
     total = max(1, epochs * len(loader))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     loss_fn = nn.CrossEntropyLoss()
