@@ -220,6 +220,7 @@ class GatedModel(nn.Module):
 
 def _find_convs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[tuple[str, nn.Module]], list[str]]:
     """(convs to gate in execution order, names of the convs that read the network input)."""
+    _run_pre_hooks_of_functional_convs(model)
     order: list[tuple[str, nn.Module, bool]] = []
     example = torch.zeros(1, *input_shape)
     handles = []
@@ -246,6 +247,23 @@ def _find_convs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[tu
         seen.add(name)
         (first if reads_input else gated).append(name if reads_input else (name, module))
     return gated, first
+
+
+def _run_pre_hooks_of_functional_convs(model: nn.Module) -> None:
+    """``models/from_onnx.OnnxModule`` calls ``F.conv2d`` with a Conv2d's weights (its ``_layer``), which
+    skips the module's forward pre-hooks: run them there too, so the gates see its convs' inputs."""
+    original = getattr(type(model), "_layer", None)
+    if original is None or "_layer" in vars(model):
+        return
+
+    def layer(op: str, x: torch.Tensor, attrs: dict, module: nn.Module) -> torch.Tensor:
+        for hook in list(module._forward_pre_hooks.values()):
+            result = hook(module, (x,))
+            if result is not None:
+                x = result[0] if isinstance(result, tuple) else result
+        return original(op, x, attrs, module)
+
+    model._layer = layer
 
 
 def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
