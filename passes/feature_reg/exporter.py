@@ -71,10 +71,10 @@ TRACK_SAMPLE = 1 << 16  # values a training step's quantile is estimated from
 class FeatureRegConfig:
     """The regularizer, the levels and the fine-tuning schedule (CLI defaults are these)."""
 
-    levels: tuple[float, ...] = (0.5, 0.7, 0.75, 0.8, 0.9)
+    levels: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8)
     penalty: float = 0.5
-    epochs: int = 8
-    ramp: float = 0.5
+    epochs: int = 14
+    ramp: float = 0.4
     frozen_epochs: int = 0
     frozen_lr_scale: float = 0.1
     lr: float = 1e-3
