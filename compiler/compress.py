@@ -10,7 +10,9 @@ dataclasses, whose defaults are the ``pimc export METHOD`` defaults:
 * ``pattern`` — ``PatternConfig`` + ``AdmmSchedule`` + ``mode`` (admm | oneshot), ``seed``, ``progress``;
 * ``prune`` — ``PruneConfig`` + ``PruneSchedule`` + ``seed``, ``progress``;
 * ``quantize`` — ``QatConfig``;
-* ``comparator`` — ``LBCConfig`` + ``LBCTraining``.
+* ``comparator`` — ``LBCConfig`` + ``LBCTraining``;
+* ``feature-reg`` — ``FeatureRegConfig`` + ``seed``, ``progress`` (``val_fraction`` of the loader's images is
+  held out to choose the default sparsity level; the returned module is the gated model).
 
 Nothing here pre-trains: the model is taken as trained (the CLI pre-trains zoo and factory models).
 """
@@ -25,7 +27,7 @@ from typing import Any
 
 from .errors import PimcError
 
-METHODS = ("decompose", "pattern", "prune", "quantize", "comparator")
+METHODS = ("decompose", "pattern", "prune", "quantize", "comparator", "feature-reg")
 _COMMON = ("seed", "progress")
 
 
@@ -48,6 +50,10 @@ def _configs(method: str) -> tuple[type, ...]:
         from ..passes.quantize.config import QatConfig
 
         return (QatConfig,)
+    if method == "feature-reg":
+        from ..passes.feature_reg.exporter import FeatureRegConfig
+
+        return (FeatureRegConfig,)
     from ..passes.comparator.comparator_conv import LBCConfig
     from ..passes.comparator.config import LBCTraining
 
@@ -57,7 +63,7 @@ def _configs(method: str) -> tuple[type, ...]:
 def option_names(method: str) -> list[str]:
     """Every option ``compress(method=...)`` accepts."""
     names = [f.name for config in _configs(method) for f in fields(config)]
-    extra = ["mode", *_COMMON] if method == "pattern" else list(_COMMON) if method == "prune" else []
+    extra = ["mode", *_COMMON] if method == "pattern" else list(_COMMON) if method in ("prune", "feature-reg") else []
     return sorted(set(names) | set(extra))
 
 
@@ -191,7 +197,38 @@ def _comparator(model, loader, shape, out: Path, options: dict) -> Any:
     return model
 
 
+def _loader_arrays(loader: Any) -> tuple[Any, Any]:
+    """Every (image, label) of ``loader`` as two numpy arrays."""
+    import numpy as np
+
+    xs, ys = [], []
+    for images, labels in loader:
+        xs.append(images.detach().cpu().numpy())
+        ys.append(labels.detach().cpu().numpy())
+    if not xs:
+        raise PimcError("compress(method='feature-reg'): the train loader yields no batches")
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys)
+
+
+def _feature_reg(model, loader, shape, out: Path, options: dict) -> Any:
+    from ..models.train import make_loader
+    from ..passes.feature_reg.exporter import export_feature_reg_onnx, feature_regularize, split_validation
+
+    (config,) = _split(_configs("feature-reg"), options)
+    config.check()
+    seed, progress = options.get("seed", 0), options.get("progress", True)
+    x, y = _loader_arrays(loader)
+    if len(x) < 2:
+        raise PimcError("compress(method='feature-reg'): needs at least 2 training images (one is held out)")
+    fit, held = split_validation(len(x), config.val_fraction, seed)
+    batches = make_loader(x[fit], y[fit], getattr(loader, "batch_size", None) or 64, True, seed)
+    result = feature_regularize(model, batches, x[fit][: config.calibration], (x[held], y[held]), shape, config,
+                                seed, progress)
+    export_feature_reg_onnx(result, out, shape)
+    return result.gated
+
+
 _RUNNERS: dict[str, Callable[..., Any]] = {
     "decompose": _decompose, "pattern": _pattern, "prune": _prune, "quantize": _quantize,
-    "comparator": _comparator,
+    "comparator": _comparator, "feature-reg": _feature_reg,
 }

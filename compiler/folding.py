@@ -76,7 +76,7 @@ def fold_constants(model: onnx.ModelProto) -> int:
     graph = model.graph
     opset = opset_version(model)
     inits = {init.name: init for init in graph.initializer}
-    graph_inputs = {i.name for i in graph.input} - set(inits)
+    graph_inputs = {i.name for i in graph.input}  # an input with an initializer is only its default
     outputs = {o.name for o in graph.output}
     types = _known_types(graph)
     known: dict[str, np.ndarray] = {}

@@ -98,13 +98,17 @@ def _separate_initializers_from_inputs(model: onnx.ModelProto) -> bool:
     """IR 3 files list every initializer as a graph input too (and IR >= 4 exports may, e.g. torch's
     ``keep_initializers_as_inputs=True``). pimc treats initializers as constants, so such inputs are not
     fed: drop them, keeping the real inputs, and raise the IR version to 4, which lets initializers stand
-    alone (passes add initializers without listing them). True if the model changed."""
+    alone (passes add initializers without listing them). An IR >= 4 file that lists only some of its
+    initializers as inputs declares those as optional inputs with a default value (e.g. feature-reg's
+    ``sparsity_level``): they are kept, and never folded as constants. True if the model changed."""
     changed = False
-    if model.ir_version < MIN_IR_SEPARATE_INITIALIZERS:
+    legacy = model.ir_version < MIN_IR_SEPARATE_INITIALIZERS
+    if legacy:
         model.ir_version = MIN_IR_SEPARATE_INITIALIZERS
         changed = True
     inits = {init.name for init in model.graph.initializer}
-    if any(vi.name in inits for vi in model.graph.input):
+    listed = {vi.name for vi in model.graph.input} & inits
+    if listed and (legacy or listed == inits):
         keep = [vi for vi in model.graph.input if vi.name not in inits]
         del model.graph.input[:]
         model.graph.input.extend(keep)

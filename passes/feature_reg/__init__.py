@@ -1,1 +1,2 @@
-"""Feature Regularization: input-dependent activation sparsity (exporter) and its measurement (graph pass)."""
+"""Feature Regularization: threshold gates + channel-L1 penalty on conv inputs (``pimc export feature-reg``)
+and the measurement of activation zeros the targets skip (the ``activation-sparsity`` pass)."""

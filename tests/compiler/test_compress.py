@@ -26,6 +26,7 @@ FAST = {
     "prune": {"admm_epochs": 1, "retrain_epochs": 1, "steps": 1, "ratio": 4},
     "quantize": {"quant_epochs": 1, "bits": 6},
     "comparator": {"epochs": 1, "anchors": 2},
+    "feature-reg": {"epochs": 1, "levels": (0.5, 0.7), "calibration": 64},
 }
 
 
@@ -73,7 +74,7 @@ def test_compress_an_onnx_path_keeps_its_names(trained, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"method": "svd"}, "unknown method 'svd' (use decompose, pattern, prune, quantize, comparator)"),
+    ({"method": "svd"}, "unknown method 'svd' (use decompose, pattern, prune, quantize, comparator, feature-reg)"),
     ({"method": "decompose", "ranks": 3}, "unknown option ranks (valid: "),
     ({"method": "prune", "input_shape": None}, "give input_shape=(C, H, W)"),
     ({"method": "quantize", "bits": 12}, "--bits and --act-bits must lie between 2 and 8"),

@@ -13,6 +13,8 @@ from pimc.passes.comparator.comparator_conv import LBCConfig
 from pimc.passes.comparator.config import LBCTraining
 from pimc.passes.decompose import cli as decompose_cli
 from pimc.passes.decompose.config import PenniConfig
+from pimc.passes.feature_reg import cli as feature_reg_cli
+from pimc.passes.feature_reg.exporter import FeatureRegConfig
 from pimc.passes.pattern import cli as pattern_cli
 from pimc.passes.pattern.pattern_prune import PatternConfig
 from pimc.passes.pattern.schedule import AdmmSchedule
@@ -48,6 +50,9 @@ MAPPINGS = {
     "quantize": (quantize_cli.command, [(ExportConfig, {}, 13), (QatConfig, {}, 9)]),
     "comparator": (comparator_cli.command, [(LBCConfig, {}, 3), (LBCTraining, {"train": "train_what"}, 4)]),
     "prune": (prune_cli.command, [(PruneConfig, {}, 3), (PruneSchedule, {"lr": "prune_lr"}, 8)]),
+    # levels: a tuple in the library, its comma-joined text in the CLI (test_feature_reg_cli checks it)
+    "feature-reg": (feature_reg_cli.command, [(FeatureRegConfig, {"epochs": "reg_epochs", "lr": "reg_lr",
+                                                                  "levels": "-"}, 7)]),
 }
 CASES = [(name, config, renames, minimum) for name, (_, configs) in MAPPINGS.items()
          for config, renames, minimum in configs]

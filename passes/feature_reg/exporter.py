@@ -1,0 +1,518 @@
+"""Feature Regularization (pimc's own definition): input-dependent channel sparsity of the conv inputs.
+
+The seed paper's exact regularizer and thresholding are unknown (``/work/shared/ANCHORS.md``); pimc defines:
+
+**Gate.** In front of every conv except those reading the network input (the image), a threshold gate
+
+    y = x · 1(|x| > t_l[k])                      (ONNX: Where(Greater(Abs(x), t), x, 0))
+
+zeroes the small features of layer l. Which channels survive at a pixel depends on the input, so the
+sparsity is along the channel dimension at each pixel and input-dependent. ``t`` has one value per layer
+``l`` and per sparsity level ``k``: the table ``T ∈ R^{K×L}`` is one initializer, and the graph input
+``sparsity_level`` (int64 scalar, with a default-valued initializer, so feeding it is optional) selects
+the row: ``t_l = Gather(Gather(T, level), l)``. One trained model serves every level.
+
+**Thresholds are calibrated, not learned.** For level k with target zero fraction s_k, t_l[k] is the
+s_k-quantile of |x_l| (the k-th smallest value with k = ⌈s_k·n⌉, so at least s_k of the values are ≤ t and
+become zero; a post-ReLU input whose natural zeros already exceed s_k gets t = 0, which keeps every
+non-zero). During the regularized fine-tune every batch uses its own quantile (the batch's sparsity is
+exactly s_k — ramped up linearly from 0 over the first ``ramp`` of the steps, so the network is sparsified
+gradually; gradients flow through the kept features only, like the inference gate) and keeps an
+exponential running average for evaluation, as BatchNorm does; afterwards one forward pass over
+``calibration`` training images sets the table exactly, layer after layer in execution order (each gate
+sees its upstream gates already applied at the same level).
+
+**Penalty.** For the input x_l ∈ R^{N×C×P} of each gated conv (P pixels),
+
+    R = λ · (1/L) Σ_l  [ (1/(N·P)) Σ_{n,p} ‖x_l[n, :, p]‖₁ / C ]  /  rms(x_l)
+
+i.e. the mean over pixels of the per-pixel channel L1 norm, normalised per layer by the channel count and
+the layer's RMS (differentiable, so the ratio is scale-invariant: a layer cannot lower it by shrinking all
+its features, only by concentrating its energy in fewer channels per pixel — an L1/L2, Hoyer-style
+sparsity measure). It is computed on the gate's input, before thresholding.
+
+**Training.** (1) dense pre-training (the model ``--dense-output`` exports); (2) regularized fine-tune:
+cross-entropy at the level of the step (levels cycle over the batches) + R, gates on batch quantiles;
+(3) exact calibration; (4) optional fine-tune with the table frozen, then the calibration once more (the
+weights moved, so the exported table meets the targets on the training images again). BatchNorm layers keep their dense
+running statistics during (2) and (4) (eval mode, affine parameters still trained), so training and
+inference normalise identically at every level and no per-level BatchNorm is needed.
+
+**Default level.** A held-out, seeded part of the training split (``val_fraction``, never trained on) is
+the validation set: the default is the highest level whose validation accuracy is within
+``max_accuracy_drop`` points of the dense model's; the test split is not used for this choice.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ...compiler.errors import PimcError
+
+LEVEL_INPUT = "sparsity_level"
+TABLE_NAME = "feature_reg.thresholds"
+METADATA_KEY = "pimc.feature_reg"
+CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
+TRACK_SAMPLE = 1 << 16  # values a training step's quantile is estimated from
+
+
+@dataclass
+class FeatureRegConfig:
+    """The regularizer, the levels and the fine-tuning schedule (CLI defaults are these)."""
+
+    levels: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8)
+    penalty: float = 0.5
+    epochs: int = 14
+    ramp: float = 0.4
+    frozen_epochs: int = 0
+    frozen_lr_scale: float = 0.1
+    lr: float = 1e-3
+    momentum: float = 0.1
+    calibration: int = 512
+    val_fraction: float = 0.15
+    max_accuracy_drop: float = 1.0
+
+    def check(self) -> None:
+        if not self.levels:
+            raise PimcError("--levels needs at least one target zero fraction")
+        if any(not 0.0 <= s < 1.0 for s in self.levels):
+            raise PimcError(f"--levels must be zero fractions in [0, 1), got {list(self.levels)}")
+        if list(self.levels) != sorted(set(self.levels)):
+            raise PimcError(f"--levels must be strictly increasing, got {list(self.levels)}")
+        if self.penalty < 0:
+            raise PimcError(f"--penalty must not be negative, got {self.penalty}")
+        if self.epochs < 1 or self.frozen_epochs < 0:
+            raise PimcError("--reg-epochs must be positive and --frozen-epochs not negative")
+        if not 0.0 <= self.ramp <= 1.0:
+            raise PimcError(f"--ramp must be in [0, 1], got {self.ramp}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise PimcError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
+        if self.calibration < 1:
+            raise PimcError(f"--calibration must be positive, got {self.calibration}")
+
+
+class ThresholdGate(nn.Module):
+    """``y = x · 1(|x| > t)``; ``t`` comes from the bank's table (or the batch quantile while tracking)."""
+
+    def __init__(self, index: int, channels: int):
+        super().__init__()
+        self.index = index
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
+        if bank.mode in ("track", "calibrate"):
+            t = bank.observe(self.index, x)
+        else:
+            t = bank.threshold(self.index)
+        if bank.penalize:
+            bank.penalties.append(channel_l1(x))
+        return torch.where(x.abs() > t, x, 0.0)
+
+
+def channel_l1(x: torch.Tensor) -> torch.Tensor:
+    """Mean over pixels of ‖x[n, :, p]‖₁ / C, divided by rms(x) (see the module docstring)."""
+    l1 = x.abs().sum(dim=1).mean() / x.shape[1]
+    return l1 / (x.pow(2).mean().sqrt() + 1e-8)
+
+
+def quantile_threshold(x: torch.Tensor, fraction: float, sample: int | None = None) -> torch.Tensor:
+    """The k-th smallest |x| with k = ⌈fraction·n⌉ (0 for fraction 0): |x| > t zeroes ≥ fraction of x.
+
+    ``sample``: estimate it from that many values drawn at random (training steps; calibration is exact).
+    """
+    flat = x.detach().abs().reshape(-1)
+    if sample is not None and flat.numel() > sample:
+        flat = flat[torch.randint(flat.numel(), (sample,))]
+    k = math.ceil(fraction * flat.numel())
+    if k < 1:
+        return flat.new_zeros(())
+    return flat.kthvalue(min(k, flat.numel())).values
+
+
+class GateBank(nn.Module):
+    """The gates of one model and their threshold table ``T[level, layer]``.
+
+    ``mode``: ``fixed`` reads ``T[level]`` (``level`` an int, or a 0-d int64 tensor while exporting);
+    ``track`` uses each batch's quantile and updates T by a running average; ``calibrate`` sets T to the
+    batch quantile.
+    """
+
+    def __init__(self, levels: Sequence[float], channels: Sequence[int], momentum: float = 0.1):
+        super().__init__()
+        self.levels = tuple(float(s) for s in levels)
+        self.gates = nn.ModuleList(ThresholdGate(i, c) for i, c in enumerate(channels))
+        self.register_buffer("table", torch.zeros(len(self.levels), len(self.gates)))
+        self.momentum = momentum
+        self.mode = "fixed"
+        self.level: int | torch.Tensor = len(self.levels) - 1
+        self.penalize = False
+        self.penalties: list[torch.Tensor] = []
+        self.seen = torch.zeros(len(self.levels), dtype=torch.bool)
+        self.scale = 1.0  # the regularized fine-tune ramps the targets up: s_k · scale
+
+    def threshold(self, index: int) -> torch.Tensor:
+        if isinstance(self.level, torch.Tensor):
+            return torch.index_select(self.table, 0, self.level.reshape(1))[0, index]
+        return self.table[self.level, index]
+
+    def observe(self, index: int, x: torch.Tensor) -> torch.Tensor:
+        assert isinstance(self.level, int)
+        track = self.mode == "track"
+        t = quantile_threshold(x, self.levels[self.level] * (self.scale if track else 1.0),
+                               TRACK_SAMPLE if track else None)
+        with torch.no_grad():
+            if self.mode == "calibrate" or not bool(self.seen[self.level]):
+                self.table[self.level, index] = t
+            else:
+                old = self.table[self.level, index]
+                self.table[self.level, index] = (1 - self.momentum) * old + self.momentum * t
+        return t
+
+    def penalty(self) -> torch.Tensor:
+        """Mean of the per-layer channel-L1 terms collected in the last forward pass (then cleared)."""
+        terms, self.penalties = self.penalties, []
+        return torch.stack(terms).mean() if terms else torch.zeros(())
+
+
+class GatedModel(nn.Module):
+    """``model`` with a gate in front of every conv that does not read the network input.
+
+    The gates run as forward pre-hooks, so ``model`` keeps its own modules and state-dict keys.
+    ``forward(x, level=None)``: ``level`` (0-d int64 tensor) overrides ``bank.level``, as in the ONNX file.
+    """
+
+    def __init__(self, model: nn.Module, input_shape: tuple[int, ...], levels: Sequence[float],
+                 momentum: float = 0.1):
+        super().__init__()
+        self.model = model
+        self.gated, self.first = _find_convs(model, input_shape)
+        if not self.gated:
+            raise PimcError("the model has no conv after the first one: nothing to gate")
+        self.bank = GateBank(levels, [c.in_channels for _, c in self.gated], momentum)
+        self._hooks = [conv.register_forward_pre_hook(self._hook(i)) for i, (_, conv) in enumerate(self.gated)]
+
+    def _hook(self, index: int) -> Callable:
+        def hook(_module: nn.Module, args: tuple) -> tuple:
+            return (self.bank.gates[index](args[0], self.bank), *args[1:])
+
+        return hook
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
+        if level is not None:
+            self.bank.level = level
+        return self.model(x)
+
+    @property
+    def names(self) -> list[str]:
+        return [name for name, _ in self.gated]
+
+
+def _find_convs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[tuple[str, nn.Module]], list[str]]:
+    """(convs to gate in execution order, names of the convs that read the network input)."""
+    _run_pre_hooks_of_functional_convs(model)
+    order: list[tuple[str, nn.Module, bool]] = []
+    example = torch.zeros(1, *input_shape)
+    handles = []
+    for name, module in model.named_modules():
+        if isinstance(module, CONV_TYPES):
+            handles.append(module.register_forward_pre_hook(
+                lambda m, args, name=name: order.append((name, m, _same_tensor(args[0], example)))))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    except Exception as exc:
+        raise PimcError(f"the model does not run on input shape {tuple(input_shape)}: {exc}") from None
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    seen: set[str] = set()
+    gated, first = [], []
+    for name, module, reads_input in order:
+        if name in seen:
+            continue
+        seen.add(name)
+        (first if reads_input else gated).append(name if reads_input else (name, module))
+    return gated, first
+
+
+def _run_pre_hooks_of_functional_convs(model: nn.Module) -> None:
+    """``models/from_onnx.OnnxModule`` calls ``F.conv2d`` with a Conv2d's weights (its ``_layer``), which
+    skips the module's forward pre-hooks: run them there too, so the gates see its convs' inputs."""
+    original = getattr(type(model), "_layer", None)
+    if original is None or "_layer" in vars(model):
+        return
+
+    def layer(op: str, x: torch.Tensor, attrs: dict, module: nn.Module) -> torch.Tensor:
+        for hook in list(module._forward_pre_hooks.values()):
+            result = hook(module, (x,))
+            if result is not None:
+                x = result[0] if isinstance(result, tuple) else result
+        return original(op, x, attrs, module)
+
+    model._layer = layer
+
+
+def _same_tensor(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.data_ptr() == b.data_ptr() and a.shape == b.shape)
+
+
+@dataclass
+class FeatureRegResult:
+    """What the fine-tune produced: the gated model, the default level and the validation accuracies."""
+
+    gated: GatedModel
+    default_level: int
+    val_accuracy: list[float]
+    val_accuracy_dense: float
+    val_samples: int
+    losses: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        bank = self.gated.bank
+        return {
+            "levels": list(bank.levels), "default_level": self.default_level,
+            "default_target": bank.levels[self.default_level],
+            "gated_convs": self.gated.names, "ungated_convs": self.gated.first,
+            "thresholds": {name: [round(float(bank.table[k, i]), 6) for k in range(len(bank.levels))]
+                           for i, name in enumerate(self.gated.names)},
+            "val_accuracy_dense": self.val_accuracy_dense, "val_accuracy": self.val_accuracy,
+            "val_samples": self.val_samples, "losses": self.losses,
+        }
+
+
+def split_validation(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded (train indices, validation indices) of n training samples; validation ≥ 1 sample."""
+    perm = np.random.default_rng(seed + 7919).permutation(n)
+    count = min(n - 1, max(1, round(fraction * n)))
+    return np.sort(perm[count:]), np.sort(perm[:count])
+
+
+def feature_regularize(
+    model: nn.Module, loader: DataLoader, calib_x: np.ndarray, val: tuple[np.ndarray, np.ndarray],
+    input_shape: tuple[int, ...], config: FeatureRegConfig, seed: int = 0, progress: bool = True,
+) -> FeatureRegResult:
+    """Fine-tune a trained ``model`` with gates + penalty, calibrate the table and pick the default level."""
+    from ...models.train import evaluate_torch
+
+    config.check()
+    dense_val = evaluate_torch(model, *val)
+    gated = GatedModel(model, input_shape, config.levels, config.momentum)
+    torch.manual_seed(seed)
+    losses = _fine_tune(gated, loader, config, config.epochs, "track", config.penalty, progress, "feature-reg")
+    calibrate(gated, calib_x)
+    if config.frozen_epochs:
+        losses += _fine_tune(gated, loader, config, config.frozen_epochs, "fixed", 0.0, progress, "frozen gates")
+        calibrate(gated, calib_x)  # the weights moved: the table meets the targets again
+    accs = [level_accuracy(gated, k, *val) for k in range(len(config.levels))]
+    within = [k for k, a in enumerate(accs) if (dense_val - a) * 100 <= config.max_accuracy_drop + 1e-9]
+    default = max(within) if within else 0
+    gated.bank.level = default
+    return FeatureRegResult(gated, default, accs, dense_val, len(val[0]), losses)
+
+
+def level_accuracy(gated: GatedModel, level: int, x: np.ndarray, y: np.ndarray) -> float:
+    from ...models.train import evaluate_torch
+
+    gated.bank.mode, gated.bank.level = "fixed", level
+    return evaluate_torch(gated, x, y)
+
+
+@torch.no_grad()
+def calibrate(gated: GatedModel, x: np.ndarray) -> None:
+    """Set every level's thresholds from one forward pass over ``x`` (training images)."""
+    bank = gated.bank
+    was_training = gated.training
+    gated.eval()
+    bank.mode = "calibrate"
+    batch = torch.from_numpy(np.asarray(x, np.float32))
+    try:
+        for level in range(len(bank.levels)):
+            bank.level = level
+            gated(batch)
+            bank.seen[level] = True
+    finally:
+        bank.mode = "fixed"
+        gated.train(was_training)
+
+
+def _fine_tune(gated: GatedModel, loader: DataLoader, config: FeatureRegConfig, epochs: int, mode: str,
+               penalty: float, progress: bool, desc: str) -> list[float]:
+    """Cross-entropy at the step's level (levels cycle) + λ·R; BatchNorm keeps its running statistics.
+
+    The frozen-gate phase starts a fresh Adam on an already fine-tuned network, whose first steps (≈ lr per
+    weight) would undo it at the full rate: it runs at ``frozen_lr_scale`` × lr."""
+    bank = gated.bank
+    params = [p for p in gated.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=config.lr * (1.0 if mode == "track" else config.frozen_lr_scale))
+    total = max(1, epochs * len(loader))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    loss_fn = nn.CrossEntropyLoss()
+    history, step = [], 0
+    ramp = config.ramp * total if mode == "track" else 0
+    bank.mode, bank.penalize = mode, penalty > 0
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
+    try:
+        for _ in bar:
+            _train_mode(gated)
+            epoch = []
+            for xb, yb in loader:
+                bank.level = step % len(bank.levels)
+                bank.scale = min(1.0, (step + 1) / ramp) if ramp else 1.0
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(gated(xb), yb)
+                if penalty > 0:
+                    loss = loss + penalty * bank.penalty()
+                loss.backward()
+                opt.step()
+                sched.step()
+                if mode == "track":
+                    bank.seen[bank.level] = True
+                epoch.append(float(loss.detach()))
+                step += 1
+            history.append(float(np.mean(epoch)) if epoch else 0.0)
+            bar.set_postfix(loss=f"{history[-1]:.4f}")
+    finally:
+        bank.mode, bank.penalize, bank.penalties, bank.scale = "fixed", False, [], 1.0
+        gated.eval()
+    return history
+
+
+def _train_mode(gated: GatedModel) -> None:
+    gated.train()
+    for module in gated.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+class _LevelWrapper(nn.Module):
+    def __init__(self, gated: GatedModel):
+        super().__init__()
+        self.gated = gated
+
+    def forward(self, x: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+        return self.gated(x, level)
+
+
+def export_feature_reg_onnx(result: FeatureRegResult, path: str | Path, input_shape: tuple[int, ...],
+                            opset: int = 17) -> Path:
+    """Write the gated model: inputs ``input`` and ``sparsity_level`` (int64 scalar, defaulted)."""
+    from ...compiler.modelio import write_model
+    from ...models.train import _quiet, _temp_onnx, _unshare_initializers
+
+    gated = result.gated
+    bank = gated.bank
+    saved, was_training = bank.level, gated.training
+    wrapper = _LevelWrapper(gated).eval()  # the exporter restores the wrapper's (and so gated's) mode
+    example = (torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)),
+               torch.tensor(result.default_level, dtype=torch.int64))
+    try:
+        with _temp_onnx() as tmp, _quiet():
+            torch.onnx.export(
+                wrapper, example, str(tmp), dynamo=False, opset_version=opset,
+                do_constant_folding=True, input_names=["input", LEVEL_INPUT], output_names=["logits"],
+                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            )
+            proto = _unshare_initializers(onnx.load(str(tmp)))
+    finally:
+        bank.level = saved
+        gated.train(was_training)
+    _finish_graph(proto, result)
+    return write_model(proto, Path(path))
+
+
+def _finish_graph(proto: onnx.ModelProto, result: FeatureRegResult) -> None:
+    """Default the level input, name the table, and record levels / default / gated convs as metadata."""
+    import json
+
+    graph = proto.graph
+    for node in graph.node:
+        node.name = node.name.replace("/gated/model/", "/", 1)
+    table = [t for t in graph.initializer if tuple(t.dims) == tuple(result.gated.bank.table.shape)
+             and t.data_type == onnx.TensorProto.FLOAT]
+    if len(table) == 1:
+        _rename_tensor(graph, table[0].name, TABLE_NAME)
+    if not any(i.name == LEVEL_INPUT for i in graph.input):
+        raise PimcError("export lost the sparsity_level input (the gates do not read it)")
+    graph.initializer.append(numpy_helper.from_array(np.array(result.default_level, np.int64), LEVEL_INPUT))
+    for value in graph.input:
+        if value.name == LEVEL_INPUT:
+            value.CopyFrom(helper.make_tensor_value_info(LEVEL_INPUT, onnx.TensorProto.INT64, []))
+    info = {"levels": list(result.gated.bank.levels), "default_level": result.default_level,
+            "level_input": LEVEL_INPUT, "table": TABLE_NAME}
+    proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(info, sort_keys=True))
+
+
+def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
+    for tensor in graph.initializer:
+        if tensor.name == old:
+            tensor.name = new
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+
+
+def conv_input_zero_fractions(path: str | Path, x: np.ndarray, level: int | None = None,
+                              batch: int = 128) -> dict[str, float]:
+    """Per Conv node of the ONNX file: the fraction of exact zeros in its data input, on onnxruntime.
+
+    Every Conv's input becomes a graph output of a copy of the model; ``level`` feeds ``sparsity_level``
+    (None: the file's default). Keyed by the Conv node's name (its output name if it has none).
+    """
+    import onnxruntime as ort
+
+    from ...compiler.verify import session_options
+
+    model = onnx.load(str(path))
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    outputs = {o.name for o in model.graph.output}
+    for node in convs:
+        if node.input[0] not in outputs:
+            model.graph.output.append(helper.make_empty_tensor_value_info(node.input[0]))
+            outputs.add(node.input[0])
+    options = session_options()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    names = [n.input[0] for n in convs]
+    zeros = np.zeros(len(names))
+    total = np.zeros(len(names))
+    data_name = session.get_inputs()[0].name
+    for start in range(0, len(x), batch):
+        feed = {data_name: np.asarray(x[start:start + batch], np.float32)}
+        if level is not None:
+            feed[LEVEL_INPUT] = np.array(level, np.int64)
+        values = session.run(names, feed)
+        for i, v in enumerate(values):
+            zeros[i] += float(np.count_nonzero(v == 0))
+            total[i] += v.size
+    return {(n.name or n.output[0]): float(z / max(t, 1)) for n, z, t in zip(convs, zeros, total, strict=True)}
+
+
+def image_convs(path: str | Path) -> list[str]:
+    """Conv nodes (names, else output names) whose data input is a graph input: the ungated first convs."""
+    model = onnx.load(str(path), load_external_data=False)
+    inputs = {i.name for i in model.graph.input}
+    return [n.name or n.output[0] for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs]
+
+
+def level_metadata(path: str | Path) -> dict | None:
+    """The ``pimc.feature_reg`` metadata of an exported file (levels, default level), or None."""
+    import json
+
+    model = onnx.load(str(path), load_external_data=False)
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            return json.loads(prop.value)
+    return None
