@@ -18,7 +18,9 @@ whose "channel" is the reduction axis K and whose "pixels" are the rows), over t
                             drawn for this statistic. For Gemm / MatMul a row is one K-vector.
     input_samples           how many samples were measured, and ``input_sparsity_source`` the data spec.
     output_zero_fraction    the zero fraction of the map the node writes after its activation, when its
-                            only reader is a Relu (the map a target stores compressed), else absent.
+                            only reader is a Relu (the map a target stores compressed), else absent; a
+                            threshold gate on the Relu's output, Where(Greater(Abs(r), t), r, 0) (the
+                            ``feature-reg`` exporter's), counts as part of the activation.
 
 Aligned chunks nest, so the all-zero fraction falls (weakly) as G grows: a backend whose skipping unit is not a
 measured size reads the next larger one, which never overstates the skipping. The graph computes exactly what it
@@ -112,14 +114,31 @@ def _measurable(model: onnx.ModelProto) -> list[LayerRecord]:
 
 
 def _activated_outputs(model: onnx.ModelProto, records: list[LayerRecord]) -> dict[str, str]:
-    """{record: the output of the Relu that is its only reader}."""
+    """{record: the output of the Relu that is its only reader, or of the threshold gate on that Relu}."""
     readers = consumers(model.graph)
     out: dict[str, str] = {}
     for rec in records:
         users = readers.get(rec.output, [])
         if len(users) == 1 and users[0].op_type == "Relu":
-            out[rec.name] = users[0].output[0]
+            relu = users[0].output[0]
+            out[rec.name] = _gate_output(relu, readers) or relu
     return out
+
+
+def _gate_output(tensor: str, readers: dict[str, list[onnx.NodeProto]]) -> str | None:
+    """The output of ``Where(Greater(Abs(tensor), t), tensor, 0)`` when that gate is ``tensor``'s only use."""
+    users = readers.get(tensor, [])
+    ops = sorted(node.op_type for node in users)
+    if ops != ["Abs", "Where"]:
+        return None
+    absolute = next(node for node in users if node.op_type == "Abs")
+    where = next(node for node in users if node.op_type == "Where")
+    greater = readers.get(absolute.output[0], [])
+    if len(greater) != 1 or greater[0].op_type != "Greater" or greater[0].input[0] != absolute.output[0]:
+        return None
+    if list(where.input[:2]) != [greater[0].output[0], tensor]:
+        return None
+    return where.output[0]
 
 
 def measure(model: onnx.ModelProto, records: list[LayerRecord], feeds: list[dict[str, np.ndarray]],

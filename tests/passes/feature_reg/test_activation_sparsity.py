@@ -112,3 +112,25 @@ def _probe(model: onnx.ModelProto, tensor: str) -> onnx.ModelProto:
     del probe.graph.output[:]
     probe.graph.output.append(helper.make_empty_tensor_value_info(tensor))
     return probe
+
+
+def test_a_threshold_gate_after_the_relu_counts_as_the_written_map():
+    model = _model()
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), "t"))
+    graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+    conv2 = next(n for n in graph.node if n.name == "conv2")
+    gate = [helper.make_node("Abs", ["r"], ["ra"], name="abs"),
+            helper.make_node("Greater", ["ra", "t"], ["keep"], name="greater"),
+            helper.make_node("Where", ["keep", "r", "zero"], ["g"], name="where")]
+    conv2.input[0] = "g"
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes[:2] + gate + nodes[2:])
+    model = infer_shapes(model)
+    feeds = _feeds()
+    gated = np.concatenate([outs[0] for outs in run_model(_probe(model, "g"), feeds)])
+    notes = _notes(_run(model, feeds).model, "conv1")
+    assert notes["output_zero_fraction"] == pytest.approx(np.mean(gated == 0), abs=1e-6)
+    assert _notes(_run(model, feeds).model, "conv2")["input_zero_fraction"] == pytest.approx(np.mean(gated == 0),
+                                                                                               abs=1e-6)
