@@ -67,10 +67,11 @@ def main() -> None:
     parser.add_argument("--data", default="digits")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--pipelines", default="measure,default")
+    parser.add_argument("--targets", default=",".join(TARGETS))
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for target in TARGETS:
+    for target in args.targets.split(","):
         for pipeline in args.pipelines.split(","):
             reports = {name: compile_once(path, target, pipeline, args.data, args.out)
                        for name, path in (("dense", args.dense), ("regularized", args.regularized))}
