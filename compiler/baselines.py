@@ -61,8 +61,17 @@ def normalize(model: onnx.ModelProto, seed: int = 0,
             copy = infer_shapes(copy, f"baseline normalisation '{name}'")
     if calibration:
         ctx = PassContext(seed=seed, calibration=_feeds_for(copy, calibration), data_spec="calibration data")
-        copy = get_pass(MEASUREMENT)().run(copy, ctx).model
+        try:
+            copy = get_pass(MEASUREMENT)().run(copy, ctx).model
+        except PimcError:  # a --baseline-model the calibration images do not fit: costed without measured zeros
+            pass
     return copy
+
+
+def _measured(model: onnx.ModelProto) -> bool:
+    from .annotations import get_node_annotation
+
+    return any(get_node_annotation(node, "input_zero_fraction") is not None for node in model.graph.node)
 
 
 def _feeds_for(model: onnx.ModelProto, calibration: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -91,7 +100,7 @@ def cost_baselines(
         if source not in models:
             models[source] = normalize(input_model if source == "input" else load_model(source), seed, calibration)
         out[plan.name] = summarize(plan.cost(models[source], hw), source, plan.what, plan.reference)
-        if calibration:
+        if calibration and _measured(models[source]):
             out[plan.name]["normalized_by"].append(MEASUREMENT)
     return out
 

@@ -98,14 +98,13 @@ def measure_accuracy(input_model: onnx.ModelProto, output_model: onnx.ModelProto
                                            "(give --data digits|mnist|cifar10:DIR|npz:PATH with labels)"}
     from ..runtime.session import model_accuracy
 
-    exact = not integer_kernels
-    before = model_accuracy(input_model, data.test, integer_kernels=not exact)
-    after = model_accuracy(output_model, data.test, integer_kernels=not exact)
+    before = model_accuracy(input_model, data.test, integer_kernels=integer_kernels)
+    after = model_accuracy(output_model, data.test, integer_kernels=integer_kernels)
     budget = DEFAULT_MAX_DROP_POINTS if max_drop is None else max_drop
     return {"measured": True, "input": before, "output": after, "drop_points": round(100 * (before - after), 4),
             "samples": len(data.test), "data": data.description, "max_drop_points": budget,
-            "arithmetic": "exact quantized arithmetic (no onnxruntime int8 kernels)" if exact
-            else "onnxruntime's own kernels",
+            "arithmetic": "onnxruntime's own kernels" if integer_kernels
+            else "exact quantized arithmetic (no onnxruntime int8 kernels)",
             "validation_evaluations": data.budget.evaluations if data.budget else 0}
 
 

@@ -37,3 +37,21 @@ def test_default_pipelines_measure_only_with_data():
                                                  write_output=False))
     assert all(ann.get_node_annotation(n, "input_zero_fraction") is None for n in model.graph.node)
     assert report["cost"]["activation_skipping"]["measured_layers"] == 0
+
+
+def test_a_baseline_model_the_images_do_not_fit_is_costed_without_measured_zeros(tmp_path: Path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("Conv", ["x", "w"], ["y"], name="c")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [weight])
+    other = tmp_path / "other.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(other))
+    _, report = compile_model(CompileOptions(input=BUNDLED, target="escalate", data="digits", passes=PASSES,
+                                             write_output=False, baseline_models=(f"dense={other}",)))
+    baselines = report["cost"]["baselines"]
+    assert "activation-sparsity" not in baselines["dense"]["normalized_by"]
+    assert baselines["sparse"]["normalized_by"][-1] == "activation-sparsity"  # the input model still is
