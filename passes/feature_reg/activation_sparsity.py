@@ -108,7 +108,7 @@ class ActivationSparsity(Pass):
 
 
 def _measurable(model: onnx.ModelProto) -> list[LayerRecord]:
-    """Compute records whose first input is an activation (not a constant) and whose shape is known."""
+    """Compute records whose first input is an activation (not an initializer or a Constant)."""
     constants = set(initializer_map(model.graph))
     constants |= {o for n in model.graph.node if n.op_type == "Constant" for o in n.output}
     return [rec for rec in extract_workload(model).layers if rec.input and rec.input not in constants]
