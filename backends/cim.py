@@ -113,7 +113,15 @@ import numpy as np
 import onnx
 
 from ..compiler.errors import PimcError
-from ..compiler.target import BaselinePlan, CostReport, HardwareConfig, Target, hw_field, register_target
+from ..compiler.target import (
+    BaselinePlan,
+    CostReport,
+    HardwareConfig,
+    Target,
+    hw_field,
+    register_target,
+    skipping_summary,
+)
 from ..compiler.workload import LayerRecord, extract_workload, scatter_record
 
 MACRO_BITS = 8
@@ -587,17 +595,12 @@ def schedule_cost(schedule: CimSchedule, hw: CimConfig, counterpart: bool = True
 
 def _skipping_summary(raw: CimSchedule, hw: CimConfig, cycles: float, energy: float) -> dict[str, Any]:
     """Cycles and energy with and without skipping; ``raw`` is the schedule before ``apply_skipping``."""
+    def other() -> tuple[float, float]:
+        report = schedule_cost(raw, hw.replace(activation_skipping=not hw.activation_skipping), counterpart=False)
+        return report.latency_cycles, report.energy_j
+
     measured = sum(1 for p in raw.plans if p.input_density is not None)
-    summary: dict[str, Any] = {"enabled": hw.activation_skipping, "measured_layers": measured,
-                               "layers": len(raw.plans)}
-    if not measured:
-        summary["note"] = "no layer input was measured (activation-sparsity runs with --data): nothing skipped"
-        return summary
-    other = schedule_cost(raw, hw.replace(activation_skipping=not hw.activation_skipping), counterpart=False)
-    on, off = ((cycles, energy), (other.latency_cycles, other.energy_j))[:: 1 if hw.activation_skipping else -1]
-    summary.update(cycles_with=on[0], cycles_without=off[0], energy_with_j=on[1], energy_without_j=off[1],
-                   speedup=off[0] / on[0] if on[0] else 1.0, energy_gain=off[1] / on[1] if on[1] else 1.0)
-    return summary
+    return skipping_summary(hw.activation_skipping, measured, len(raw.plans), (cycles, energy), other)
 
 
 def _fusion_summary(plans: list[LayerPlan], energies: list[LayerEnergy], hw: CimConfig,

@@ -117,7 +117,15 @@ from typing import Any
 import onnx
 
 from ..compiler.errors import PimcError
-from ..compiler.target import BaselinePlan, CostReport, HardwareConfig, Target, hw_field, register_target
+from ..compiler.target import (
+    BaselinePlan,
+    CostReport,
+    HardwareConfig,
+    Target,
+    hw_field,
+    register_target,
+    skipping_summary,
+)
 from ..compiler.workload import LayerRecord, extract_workload, scatter_record
 
 _PROXY = "ISVLSI 2019 proxy of CMP-PIM (ANCHORS.md): NVSim/CACTI, 256×256 sub-arrays, 32 Mb bank"
@@ -267,17 +275,12 @@ def groups_cost(groups: list[OpGroup], hw: CmpPimConfig) -> CostReport:
     """The cost report of one network's op groups."""
     result = evaluate(groups, hw)
     ops = sum(g.ops for g in groups)
-    measured = sum(1 for g in groups if g.active is not None)
-    skipping: dict[str, Any] = {"enabled": hw.activation_skipping, "measured_layers": measured,
-                                "layers": len(groups)}
-    if measured:
-        other = evaluate(groups, hw.replace(activation_skipping=not hw.activation_skipping))
-        on, off = (result, other) if hw.activation_skipping else (other, result)
-        skipping.update(cycles_with=on["latency_cycles"], cycles_without=off["latency_cycles"],
-                        energy_with_j=on["energy_j"], energy_without_j=off["energy_j"], speedup=1.0,
-                        energy_gain=off["energy_j"] / on["energy_j"] if on["energy_j"] else 1.0)
-    else:
-        skipping["note"] = "no layer input was measured (activation-sparsity runs with --data): nothing skipped"
+    def other() -> tuple[float, float]:
+        report = evaluate(groups, hw.replace(activation_skipping=not hw.activation_skipping))
+        return report["latency_cycles"], report["energy_j"]
+
+    skipping = skipping_summary(hw.activation_skipping, sum(1 for g in groups if g.active is not None), len(groups),
+                                (result["latency_cycles"], result["energy_j"]), other)
     latency, energy = result["latency_s"], result["energy_j"]
     return CostReport(
         latency_cycles=result["latency_cycles"], latency_s=latency, energy_j=energy,

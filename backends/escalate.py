@@ -144,7 +144,15 @@ import numpy as np
 import onnx
 
 from ..compiler.errors import PimcError
-from ..compiler.target import BaselinePlan, CostReport, HardwareConfig, Target, hw_field, register_target
+from ..compiler.target import (
+    BaselinePlan,
+    CostReport,
+    HardwareConfig,
+    Target,
+    hw_field,
+    register_target,
+    skipping_summary,
+)
 from ..compiler.workload import LayerRecord, Workload, extract_workload, scatter_record
 
 KB_BITS = 8 * 1024
@@ -852,17 +860,12 @@ def cost_schedule(schedule: Schedule, hw: EscalateConfig, counterpart: bool = Tr
 
 def _skipping_summary(schedule: Schedule, hw: EscalateConfig, cycles: float, energy: float) -> dict[str, Any]:
     """Cycles and energy with and without activation skipping (the other setting costed on the same schedule)."""
-    measured = [plan.name for plan in schedule.layers if plan.input_density is not None]
-    summary: dict[str, Any] = {"enabled": hw.activation_skipping, "measured_layers": len(measured),
-                               "layers": len(schedule.layers)}
-    if not measured:
-        summary["note"] = "no layer input was measured (activation-sparsity runs with --data): nothing skipped"
-        return summary
-    other = cost_schedule(schedule, hw.replace(activation_skipping=not hw.activation_skipping), counterpart=False)
-    on, off = ((cycles, energy), (other.latency_cycles, other.energy_j))[:: 1 if hw.activation_skipping else -1]
-    summary.update(cycles_with=on[0], cycles_without=off[0], energy_with_j=on[1], energy_without_j=off[1],
-                   speedup=off[0] / on[0] if on[0] else 1.0, energy_gain=off[1] / on[1] if on[1] else 1.0)
-    return summary
+    def other() -> tuple[float, float]:
+        report = cost_schedule(schedule, hw.replace(activation_skipping=not hw.activation_skipping), counterpart=False)
+        return report.latency_cycles, report.energy_j
+
+    measured = sum(1 for plan in schedule.layers if plan.input_density is not None)
+    return skipping_summary(hw.activation_skipping, measured, len(schedule.layers), (cycles, energy), other)
 
 
 def lower_dense(workload: Workload, hw: EscalateConfig) -> Schedule:

@@ -170,6 +170,21 @@ class CostReport:
             + (self.executed_note or "the operations the hardware executes"))
 
 
+def skipping_summary(enabled: bool, measured: int, layers: int, current: tuple[float, float],
+                     other: Callable[[], tuple[float, float]]) -> dict[str, Any]:
+    """The report's ``activation_skipping`` section of one compiled model: its (cycles, energy) ``current``
+    under the ``enabled`` setting, and ``other()`` (called only when a layer input was measured) under the
+    opposite one."""
+    summary: dict[str, Any] = {"enabled": enabled, "measured_layers": measured, "layers": layers}
+    if not measured:
+        summary["note"] = "no layer input was measured (activation-sparsity runs with --data): nothing skipped"
+        return summary
+    on, off = (current, other()) if enabled else (other(), current)
+    summary.update(cycles_with=on[0], cycles_without=off[0], energy_with_j=on[1], energy_without_j=off[1],
+                   speedup=off[0] / on[0] if on[0] else 1.0, energy_gain=off[1] / on[1] if on[1] else 1.0)
+    return summary
+
+
 def _ratio(a: float, b: float) -> float:
     return a / b if b else float("inf")
 
