@@ -47,7 +47,7 @@ def compare_models(
     sessions = [make_session(p, threads, spinning=False) for p in protos]
     inputs = [data.x.astype(model_input(p)[2], copy=False) for p in protos]
     logits = [predict(s, x) for s, x in zip(sessions, inputs, strict=True)]
-    latencies = _interleaved_latency(sessions, inputs, batches, repeats)
+    latencies = interleaved_latency(sessions, inputs, batches, repeats)
     return [
         _row(Path(path).name, proto, data, logits[i], logits[0], latencies[i])
         for i, (path, proto) in enumerate(zip(paths, protos, strict=True))
@@ -63,7 +63,7 @@ def _common_input_shape(protos: list[onnx.ModelProto], paths: Sequence[str | os.
     return shapes[0]
 
 
-def _interleaved_latency(
+def interleaved_latency(
     sessions: list, inputs: list[np.ndarray], batches: Sequence[int], repeats: int
 ) -> list[dict[int, float]]:
     """Median milliseconds per model and batch size, alternating between models on every repeat."""

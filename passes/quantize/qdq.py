@@ -63,6 +63,7 @@ from ...compiler.graph import (
     remove_initializers,
     set_initializer,
     unique_name,
+    value_shapes,
 )
 from ...compiler.verify import compare_outputs, run_model
 
@@ -334,6 +335,88 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan) -> None:
     graph.node.extend(new_nodes)
     still_used = {i for n in graph.node for i in n.input} | graph_output_names(graph)
     remove_initializers(graph, [w for w in old_weights if w not in still_used])
+    guard_float_readers(model, set(plan.weights))
+
+
+# --- float nodes between int8 neighbours ------------------------------------------------------------------
+
+GUARDED_OPS = ("Conv", "ConvTranspose", "Gemm")
+
+
+def guard_float_readers(model: onnx.ModelProto, quantized: set[str]) -> None:
+    """Keep float the Conv / ConvTranspose / Gemm nodes not in ``quantized`` that read a DequantizeLinear.
+
+    onnxruntime's ``WeightBiasQuantization`` transformer (1.20+) quantizes, per tensor to int8 and without
+    saying so, the float weight of such a node when its input comes from a DequantizeLinear with a scalar
+    scale; the node then runs as a per-tensor QLinearConv / QGemm on the full int8 grid, which saturates on
+    CPUs without VNNI. Such a node reads its activation through its own per-axis DequantizeLinear instead:
+    the same scale and zero point repeated along the channel axis (axis 1; a one-channel input uses its
+    first longer axis), so the same values, which that transformer does not match."""
+    graph = model.graph
+    prods, inits, names = producers(graph), initializer_map(graph), all_names(graph)
+    inserted: dict[str, onnx.NodeProto] = {}
+    shapes: dict[str, list] | None = None
+    for node in graph.node:
+        if node.op_type not in GUARDED_OPS or node.name in quantized or not node.input:
+            continue
+        dq = prods.get(node.input[0])
+        channels = _input_channels(node, inits)
+        if dq is None or dq.op_type != "DequantizeLinear" or channels is None or not _scalar_scale(dq, inits):
+            continue
+        axis, size = 1, channels
+        if channels == 1:  # a 1-element scale counts as a scalar: repeat it along a longer axis instead
+            shapes = shapes if shapes is not None else value_shapes(onnx.shape_inference.infer_shapes(model))
+            longer = [(i, d) for i, d in enumerate(shapes.get(node.input[0]) or []) if i and isinstance(d, int) and d > 1]
+            if not longer:
+                continue
+            axis, size = longer[0]
+        per_axis = per_axis_dequantize(graph, dq, size, names, axis)
+        inserted[node.name] = per_axis
+        node.input[0] = per_axis.output[0]
+    if inserted:
+        ordered = [n for node in graph.node for n in ([inserted[node.name]] if node.name in inserted else []) + [node]]
+        del graph.node[:]
+        graph.node.extend(ordered)
+
+
+def per_axis_dequantize(graph: onnx.GraphProto, dq: onnx.NodeProto, channels: int, names: set[str],
+                        axis: int = 1) -> onnx.NodeProto:
+    """A copy of the per-tensor DequantizeLinear ``dq`` with its scale and zero point repeated ``channels``
+    times along ``axis`` (new initializers in ``graph``)."""
+    inits = initializer_map(graph)
+    base = dq.output[0]
+    scale = numpy_helper.to_array(inits[dq.input[1]])
+    scale_name = unique_name(names, f"{base}.per_axis_scale")
+    set_initializer(graph, scale_name, np.full(channels, scale.reshape(-1)[0], scale.dtype))
+    inputs = [dq.input[0], scale_name]
+    if len(dq.input) > 2 and dq.input[2]:
+        zero = numpy_helper.to_array(inits[dq.input[2]])
+        zero_name = unique_name(names, f"{base}.per_axis_zero_point")
+        set_initializer(graph, zero_name, np.full(channels, zero.reshape(-1)[0], zero.dtype))
+        inputs.append(zero_name)
+    return helper.make_node("DequantizeLinear", inputs, [unique_name(names, f"{base}.per_axis")],
+                            name=unique_name(names, f"{dq.name}/per_axis"), axis=axis)
+
+
+def _scalar_scale(dq: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> bool:
+    scale = inits.get(dq.input[1])
+    return scale is not None and int(np.prod(scale.dims)) == 1 and (len(dq.input) < 3 or not dq.input[2]
+                                                                    or dq.input[2] in inits)
+
+
+def _input_channels(node: onnx.NodeProto, inits: dict[str, onnx.TensorProto]) -> int | None:
+    """Size of axis 1 of the node's activation input, from its float weight initializer."""
+    weight = inits.get(node.input[1]) if len(node.input) > 1 else None
+    if weight is None or len(weight.dims) < 2:
+        return None
+    dims = list(weight.dims)
+    if node.op_type == "Conv":
+        return dims[1] * attr(node, "group", 1)
+    if node.op_type == "ConvTranspose":
+        return dims[0]
+    if attr(node, "transA", 0):
+        return None
+    return dims[1] if attr(node, "transB", 0) else dims[0]
 
 
 def _rewire(node: onnx.NodeProto, act_out: dict[str, str], own: set[str]) -> None:

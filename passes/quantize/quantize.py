@@ -38,6 +38,7 @@ from ...compiler.graph import value_shapes
 from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
 from ...compiler.modelio import copy_model
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from .kernel_choice import choose_float_kernels, compare_whole
 from .qdq import (
     QuantPlan,
     activation_input,
@@ -91,23 +92,57 @@ class Quantize(Pass):
                "and saturate otherwise; unset: on when compiling for the onnxruntime target, off elsewhere "
                "(simulated accelerators compute int8 exactly)"),
         *ACT_OPTIONS,
+        Option("kernels", str, "int8", "int8: every selected node gets its int8 kernel; measured: a node stays float "
+               "where onnxruntime's float kernel, with its conversions, is measured faster on this machine "
+               "(layout int8 only; see kernel_choice)", choices=("int8", "measured")),
+        Option("kernel_batches", list, ["1", "64"], "kernels=measured: batch sizes timed (geometric mean)"),
+        Option("kernel_repeats", int, 30, "kernels=measured: interleaved timing repeats", minimum=3),
+        Option("kernel_margin", float, 0.1, "kernels=measured: a node stays float only if float/int8 time is "
+               "below 1 − margin", minimum=0.0, maximum=0.9),
+        Option("kernel_threads", int, None, "kernels=measured: onnxruntime threads (unset: its default, as in "
+               "pimc bench)", minimum=1),
     )
 
     def __init__(self, **opts: Any):
         super().__init__(**opts)
         self.opts["weight_bits"] = parse_weight_bits(self.opts["weight_bits"])
         self.opts["auto_bits"] = sorted({int(parse_weight_bits(b)) for b in self.opts["auto_bits"]})
+        self.opts["kernel_batches"] = parse_batches(self.opts["kernel_batches"])
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        if self.opts["kernels"] == "measured" and self.opts["layout"] != "int8":
+            raise PimcError("option quantize.kernels=measured needs layout=int8 (only that layout fuses int8 kernels)")
         selected, skipped = select_nodes(model, self.opts["exclude"])
         if not selected:
             return PassResult(model, False, {"quantized": [], "skipped": skipped})
         feeds = calibration(model, ctx, self.opts["samples"])
         model, old_opset = ensure_qdq_opset(model, feeds)
         selected = refind(model, selected)
-        plan = QuantPlan(quantize_bias=self.opts["quantize_bias"])
         reduce = self.opts["reduce_range"]
         reduce = ctx.target == "onnxruntime" if reduce is None else reduce
+        float_model = copy_model(model)
+        quantized, plan = self._quantize(model, selected, feeds, reduce, ctx)
+        kernel_choice = None
+        if self.opts["kernels"] == "measured":
+            quantized, plan, selected, kernel_choice = self._choose_kernels(float_model, quantized, plan, selected,
+                                                                             feeds, reduce, ctx, skipped)
+        bit_choice = None
+        if self.opts["weight_bits"] == AUTO:
+            quantized, bit_choice = choose_bits(float_model, quantized, plan, selected, self.opts, ctx)
+        stats = summary_stats(plan, skipped, old_opset, ctx)
+        stats["reduce_range"] = reduce
+        if kernel_choice is not None:
+            stats["kernel_choice"] = kernel_choice
+        if bit_choice is not None:
+            stats["bit_choice"] = bit_choice
+        return PassResult(quantized, True, stats)
+
+    def _quantize(self, float_model: onnx.ModelProto, selected: list[tuple[onnx.NodeProto, np.ndarray]],
+                  feeds: list[dict[str, np.ndarray]], reduce: bool, ctx: PassContext) -> tuple[onnx.ModelProto, QuantPlan]:
+        """A quantized copy of ``float_model`` with the ``selected`` nodes (and their activations) in int8."""
+        model = copy_model(float_model)
+        selected = refind(model, selected)
+        plan = QuantPlan(quantize_bias=self.opts["quantize_bias"])
         for node, weight in selected:
             bits = node_weight_bits(node, self.opts)
             bits = 7 if reduce and bits == 8 else bits
@@ -115,16 +150,41 @@ class Quantize(Pass):
         act_bits = self.opts["act_bits"] or self.opts["bits"]
         if self.opts["activations"]:
             plan_activations(model, plan, [n for n, _ in selected], feeds, act_bits, self.opts, ctx.seed)
-        float_model = copy_model(model)
         apply_plan(model, plan)
-        bit_choice = None
-        if self.opts["weight_bits"] == AUTO:
-            model, bit_choice = choose_bits(float_model, model, plan, selected, self.opts, ctx)
-        stats = summary_stats(plan, skipped, old_opset, ctx)
-        stats["reduce_range"] = reduce
-        if bit_choice is not None:
-            stats["bit_choice"] = bit_choice
-        return PassResult(model, True, stats)
+        return model, plan
+
+    def _choose_kernels(self, float_model, quantized, plan, selected, feeds, reduce, ctx, skipped):
+        """``kernels=measured``: the nodes whose float kernel is measured faster stay float, if the whole
+        rebuilt model is measured faster too (:mod:`.kernel_choice`). Appends them to ``skipped``."""
+        batches = self.opts["kernel_batches"]
+        repeats, threads = self.opts["kernel_repeats"], self.opts["kernel_threads"]
+        names = [n.name for n, _ in selected]
+        chosen, report = choose_float_kernels(quantized, names, batches, repeats, threads, self.opts["kernel_margin"])
+        report["float"] = chosen
+        if not chosen:
+            return quantized, plan, selected, report
+        kept = [(n, w) for n, w in selected if n.name not in set(chosen)]
+        candidate, candidate_plan = self._quantize(float_model, kept, feeds, reduce, ctx)
+        x = next(iter(feeds[0].values()))
+        report["whole_model"] = compare_whole(quantized, candidate, x, batches, repeats, threads)
+        if report["whole_model"]["kept"] == "all int8":
+            report["float"] = []
+            return quantized, plan, selected, report
+        for name in chosen:
+            ratio = report["nodes"][name]["float_over_int8"]
+            skipped.append({"node": name, "reason": f"float kernel measured faster (float/int8 time {ratio:.2f})"})
+        return candidate, candidate_plan, kept, report
+
+
+def parse_batches(values: list[str]) -> list[int]:
+    """``kernel_batches``: positive integers."""
+    try:
+        batches = [int(str(v)) for v in values]
+    except ValueError:
+        raise PimcError(f"option quantize.kernel_batches: expected positive integers, got {values!r}") from None
+    if not batches or min(batches) < 1:
+        raise PimcError(f"option quantize.kernel_batches: expected positive integers, got {values!r}")
+    return batches
 
 
 def parse_weight_bits(value: str | None) -> int | str | None:
