@@ -6,13 +6,15 @@ Runs, printing every command:
   2. python -m pimc compile penni.onnx -t onnxruntime --data digits -o penni_fp32.onnx
      (the default pipeline: shrink + recompose, exact)
   3. python -m pimc compile penni.onnx -t onnxruntime --data digits --pipeline examples/onnxruntime_int8.toml
-     -o penni_int8.onnx                   (shrink + recompose + int8, under the 1-point budget)
+     -o penni_int8.onnx                   (shrink + recompose + int8, under the 1-point budget), and the same
+     with --set quantize.kernels=measured --set quantize.kernel_threads=T -o penni_measured_tT.onnx (int8 or
+     float per layer, whichever this machine runs faster at T threads)
   4. python -m pimc compile dense.onnx ... --pipeline examples/onnxruntime_int8.toml -o dense_pimc_int8.onnx,
      and onnxruntime's quantize_static of dense.onnx (calibrated on 64 calibration images of the training
      split) -> dense_ort_int8.onnx
-then times dense fp32, quantize_static(dense), pimc int8(dense), PENNI fp32 and PENNI int8 interleaved in
-one process (``pimc bench``'s runner) at batch 1 and 64, and prints each model's latency, '× faster than
-dense fp32', top-1 on the 450 held-out digits test images, MACs, and the conv channels left per layer (what
+then times dense fp32, quantize_static(dense), pimc int8(dense), PENNI fp32, PENNI int8 and PENNI measured
+interleaved in one process (``pimc bench``'s runner) at batch 1 and 64, and prints each model's latency,
+'× faster than dense fp32', top-1 on the 450 held-out digits test images, MACs, and the conv channels left per layer (what
 limits the speed-up: the channels shrink could not remove, and the float ops left outside the int8 kernels).
 
     OMP_NUM_THREADS=2 python benchmarks/penni_int8_resnet20.py --out /tmp/penni_int8 [--reuse] [--repeats 30]
@@ -57,14 +59,17 @@ def train(out: Path, args: argparse.Namespace) -> None:
                    "--dense-output", str(out / "dense.onnx"), "--threads", "1", "--no-progress", *options))
 
 
-def build(out: Path) -> dict[str, Path]:
+def build(out: Path, threads: int) -> dict[str, Path]:
     paths = {"dense fp32": out / "dense.onnx", "dense ort int8": out / "dense_ort_int8.onnx",
              "dense pimc int8": out / "dense_pimc_int8.onnx", "penni fp32": out / "penni_fp32.onnx",
-             "penni int8": out / "penni_int8.onnx"}
+             "penni int8": out / "penni_int8.onnx", "penni measured": out / f"penni_measured_t{threads}.onnx"}
     common = ["-t", "onnxruntime", "--data", "digits"]
     pimc_cli("compile", str(out / "penni.onnx"), *common, "-o", str(paths["penni fp32"]), "--verify")
     pimc_cli("compile", str(out / "penni.onnx"), *common, "--pipeline", str(PIPELINE), "-o", str(paths["penni int8"]),
              "--report", str(out / "penni_int8_report.json"))
+    pimc_cli("compile", str(out / "penni.onnx"), *common, "--pipeline", str(PIPELINE), "--set",
+             "quantize.kernels=measured", "--set", f"quantize.kernel_threads={threads}",
+             "-o", str(paths["penni measured"]), "--report", str(out / f"penni_measured_t{threads}_report.json"))
     pimc_cli("compile", str(paths["dense fp32"]), *common, "--pipeline", str(PIPELINE),
              "-o", str(paths["dense pimc int8"]))
     calib = data_splits("digits", input_dims(paths["dense fp32"]), 0, None).calibration.x[:64].astype(np.float32)
@@ -105,7 +110,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.reuse:
         train(args.out, args)
-    paths = build(args.out)
+    paths = build(args.out, args.threads)
     rows = compare_models(list(paths.values()), "digits", (1, 64), args.repeats, threads=args.threads)
     base = {b: rows[0][f"latency_ms_b{b}"] for b in (1, 64)}
     print(f"\n{'model':<16} {'acc':>7} {'MACs':>11} {'b1 ms':>8} {'b1 ×':>6} {'b64 ms':>8} {'b64 ×':>6}")

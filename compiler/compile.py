@@ -51,6 +51,7 @@ class CompileOptions:
     max_accuracy_drop: float | None = None  # points; None: DEFAULT_MAX_DROP_POINTS when labels exist
     baseline_models: tuple[str, ...] = ()
     input_shapes: tuple[str, ...] = ()
+    measure_latency: bool = True  # onnxruntime target: time the input and the output model
 
 
 def default_output_path(input_path: str, target: str) -> str:
@@ -108,6 +109,23 @@ def measure_accuracy(input_model: onnx.ModelProto, output_model: onnx.ModelProto
             "validation_evaluations": data.budget.evaluations if data.budget else 0}
 
 
+LATENCY_BATCHES = (1, 64)
+LATENCY_REPEATS = 15
+
+
+def measure_latency(input_model: onnx.ModelProto, output_model: onnx.ModelProto,
+                    feeds: list[dict[str, np.ndarray]] | None, seed: int) -> dict[str, Any]:
+    """The onnxruntime target's cost: input and output model timed interleaved on this machine at batch 1
+    and 64 (:func:`pimc.runtime.bench.compare_latency`), so a slower output is reported, not hidden."""
+    from ..runtime.bench import compare_latency
+    from ..runtime.session import random_feeds, real_inputs
+
+    if len(real_inputs(input_model)) != 1 or len(real_inputs(output_model)) != 1:
+        return {"measured": False, "note": "latency not measured: the model has more than one input"}
+    x = next(iter((feeds or random_feeds(input_model, 1, seed))[0].values()))
+    return compare_latency(input_model, output_model, x, LATENCY_BATCHES, LATENCY_REPEATS)
+
+
 def target_cost_fn(target, hw) -> Callable[[onnx.ModelProto], tuple[float, float]] | None:
     """The target's (latency_s, energy_j) of a whole model, for passes that compare candidates."""
     if hw is None:
@@ -159,6 +177,8 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
         cost.to_dict() if cost is not None else None, hw.to_dict() if hw is not None else None,
     )
     report["accuracy"] = accuracy
+    if _runs_on_onnxruntime(opts) and opts.measure_latency:
+        report["latency"] = measure_latency(input_model, model, feeds, opts.seed)
     report["warnings"] += compile_warnings(report)
     if assumptions:
         report["assumptions"] = assumptions

@@ -109,6 +109,7 @@ def render_report(report: dict[str, Any], console: Console | None = None) -> Non
     for note in report.get("assumptions") or []:
         console.print(f"[yellow]assumption[/]: {note}")
     render_accuracy(report.get("accuracy"), console)
+    render_latency(report.get("latency"), console)
     if report["cost"]:
         render_cost(report["cost"], console)
     render_warnings(report.get("warnings") or [], console)
@@ -128,8 +129,21 @@ def render_accuracy(accuracy: dict[str, Any] | None, console: Console) -> None:
     console.print(
         f"accuracy: {100 * accuracy['input']:.2f} % → {100 * accuracy['output']:.2f} % "
         f"(drop {accuracy['drop_points']:.2f} points of a {accuracy['max_drop_points']:g}-point budget) on "
-        f"{accuracy['samples']} held-out samples [{accuracy['data']}]"
+        f"{accuracy['samples']} held-out samples \\[{escape(str(accuracy['data']))}]"
     )
+
+
+def render_latency(latency: dict[str, Any] | None, console: Console) -> None:
+    """The onnxruntime target's measured input → output latency."""
+    if not latency:
+        return
+    if not latency.get("measured"):
+        console.print(latency.get("note", "latency not measured"))
+        return
+    parts = [f"batch {latency[f'batch_b{b}']}: {latency[f'input_ms_b{b}']:.3g} → {latency[f'output_ms_b{b}']:.3g} ms "
+             f"({latency[f'speedup_b{b}']:.2f}× faster)" for b in latency["batches"]]
+    console.print(f"onnxruntime latency (median of {latency['repeats']} interleaved runs, this machine): "
+                  + "; ".join(parts))
 
 
 def render_cost(cost: dict[str, Any], console: Console) -> None:

@@ -81,6 +81,28 @@ def _escalate_hint(report: Report) -> str | None:
 _TARGET_HINTS: dict[str, Callable[[Report], str | None]] = {"escalate": _escalate_hint}
 
 
+SLOWER_THAN_INPUT = 0.9  # a ratio below this is slower than the run-to-run spread of one short interleaved run
+
+
+def slower_on_onnxruntime(report: Report) -> list[str]:
+    """The onnxruntime output is measured slower than the input model."""
+    latency = report.get("latency") or {}
+    if not latency.get("measured"):
+        return []
+    slow = [b for b in latency["batches"] if latency[f"speedup_b{b}"] < SLOWER_THAN_INPUT]
+    if not slow:
+        return []
+    shown = ", ".join(f"batch {latency[f'batch_b{b}']}: {1 / latency[f'speedup_b{b}']:.2f}x slower" for b in slow)
+    return [f"the output runs slower than the input on onnxruntime ({shown}; measured on this machine): "
+            "int8 kernels lose on thin layers on CPUs without VNNI; try --set quantize.kernels=measured"
+            if _quantized(report) else f"the output runs slower than the input on onnxruntime ({shown}; "
+            "measured on this machine)"]
+
+
+def _quantized(report: Report) -> bool:
+    return any(p.get("name") == "quantize" and p.get("changed") for p in report.get("passes") or [])
+
+
 def larger_than_input(report: Report) -> list[str]:
     """The output has more params or MACs than the input."""
     m = report["model"]
@@ -169,6 +191,6 @@ def budget_nearly_spent(report: Report) -> list[str]:
 
 
 CHECKS: tuple[Callable[[Report], list[str]], ...] = (
-    worse_than_input, beaten_by_a_baseline, larger_than_input, skipped_by_cost_model, backend_warnings,
+    worse_than_input, slower_on_onnxruntime, beaten_by_a_baseline, larger_than_input, skipped_by_cost_model, backend_warnings,
     layers_left_uncompressed, budget_nearly_spent,
 )

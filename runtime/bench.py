@@ -16,7 +16,7 @@ from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
 from ..compiler.stats import parameter_counts
 from .datasets import Dataset, evaluation_set, load_dataset
-from .session import accuracy, batch_input, make_session, model_input, predict, time_run
+from .session import accuracy, batch_input, fixed_batch, make_session, model_input, predict, time_run
 
 CSV_FIELDS = [
     "model", "params", "nonzero_params", "sparsity", "accuracy", "top1_agreement", "max_abs_diff",
@@ -76,6 +76,23 @@ def interleaved_latency(
             for i in _order(len(sessions), r):
                 samples[i][batch].append(time_run(sessions[i], chunks[i]))
     return [{b: float(np.median(v)) for b, v in per_model.items()} for per_model in samples]
+
+
+def compare_latency(before: onnx.ModelProto, after: onnx.ModelProto, x: np.ndarray,
+                    batches: Sequence[int] = (1, 64), repeats: int = 15, threads: int | None = None) -> dict:
+    """Median milliseconds of ``before`` and ``after`` on ``x`` (tiled to each batch size), timed interleaved
+    in one process, and how many times faster ``after`` runs (> 1: faster). A model with a fixed batch size
+    runs that size; ``batch_B`` records it."""
+    sessions = [make_session(m, threads, spinning=False) for m in (before, after)]
+    t_before, t_after = interleaved_latency(sessions, [x, x], batches, repeats)
+    out: dict = {"measured": True, "repeats": repeats, "threads": threads or "onnxruntime default",
+                 "batches": list(batches)}
+    for b in batches:
+        out[f"input_ms_b{b}"] = round(t_before[b], 5)
+        out[f"output_ms_b{b}"] = round(t_after[b], 5)
+        out[f"speedup_b{b}"] = round(t_before[b] / t_after[b], 4)
+        out[f"batch_b{b}"] = fixed_batch(sessions[1]) or b
+    return out
 
 
 def _order(count: int, repeat: int) -> list[int]:

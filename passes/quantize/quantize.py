@@ -116,6 +116,7 @@ class Quantize(Pass):
         if not selected:
             return PassResult(model, False, {"quantized": [], "skipped": skipped})
         feeds = calibration(model, ctx, self.opts["samples"])
+        given = model
         model, old_opset = ensure_qdq_opset(model, feeds)
         selected = refind(model, selected)
         reduce = self.opts["reduce_range"]
@@ -126,6 +127,8 @@ class Quantize(Pass):
         if self.opts["kernels"] == "measured":
             quantized, plan, selected, kernel_choice = self._choose_kernels(float_model, quantized, plan, selected,
                                                                              feeds, reduce, ctx, skipped)
+        if not plan.weights:  # kernels=measured found the float model fastest
+            return PassResult(given, False, {**summary_stats(plan, skipped, None, ctx), "kernel_choice": kernel_choice})
         bit_choice = None
         if self.opts["weight_bits"] == AUTO:
             quantized, bit_choice = choose_bits(float_model, quantized, plan, selected, self.opts, ctx)
@@ -154,26 +157,27 @@ class Quantize(Pass):
         return model, plan
 
     def _choose_kernels(self, float_model, quantized, plan, selected, feeds, reduce, ctx, skipped):
-        """``kernels=measured``: the nodes whose float kernel is measured faster stay float, if the whole
-        rebuilt model is measured faster too (:mod:`.kernel_choice`). Appends them to ``skipped``."""
+        """``kernels=measured``: the nodes whose float kernel is measured faster stay float. The whole models
+        (all int8, that choice, all float) are then timed interleaved and the fastest is kept
+        (:mod:`.kernel_choice`). Appends the nodes left in float to ``skipped``."""
         batches = self.opts["kernel_batches"]
         repeats, threads = self.opts["kernel_repeats"], self.opts["kernel_threads"]
         names = [n.name for n, _ in selected]
         chosen, report = choose_float_kernels(quantized, names, batches, repeats, threads, self.opts["kernel_margin"])
-        report["float"] = chosen
-        if not chosen:
-            return quantized, plan, selected, report
-        kept = [(n, w) for n, w in selected if n.name not in set(chosen)]
-        candidate, candidate_plan = self._quantize(float_model, kept, feeds, reduce, ctx)
+        options = {"all_int8": (quantized, plan, selected), "float": (float_model, QuantPlan(), [])}
+        if chosen and len(chosen) < len(selected):
+            kept = [(n, w) for n, w in selected if n.name not in set(chosen)]
+            options["measured"] = (*self._quantize(float_model, kept, feeds, reduce, ctx), kept)
         x = next(iter(feeds[0].values()))
-        report["whole_model"] = compare_whole(quantized, candidate, x, batches, repeats, threads)
-        if report["whole_model"]["kept"] == "all int8":
-            report["float"] = []
-            return quantized, plan, selected, report
-        for name in chosen:
-            ratio = report["nodes"][name]["float_over_int8"]
-            skipped.append({"node": name, "reason": f"float kernel measured faster (float/int8 time {ratio:.2f})"})
-        return candidate, candidate_plan, kept, report
+        report["whole_model"] = compare_whole({k: v[0] for k, v in options.items()}, x, batches, repeats, threads)
+        model, plan, kept = options[report["whole_model"]["kept"]]
+        left = [n.name for n, _ in selected if n.name not in {k.name for k, _ in kept}]
+        report["float"] = left
+        for name in left:
+            ratio = report["nodes"].get(name, {}).get("float_over_int8")
+            why = f"float/int8 time {ratio:.2f}" if ratio is not None else "the all-float model was measured fastest"
+            skipped.append({"node": name, "reason": f"float kernel measured faster ({why})"})
+        return model, plan, kept, report
 
 
 def parse_batches(values: list[str]) -> list[int]:

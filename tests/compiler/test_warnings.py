@@ -99,3 +99,27 @@ def test_budget_nearly_spent_from_eighty_percent_of_the_allowed_drop():
                                       "split; a different seed or data may exceed it"]
     data["accuracy"] = {"measured": False}
     assert compile_warnings(data) == []
+
+
+def onnxruntime_report(speedups: dict[int, float], quantized: bool) -> dict:
+    data = report()
+    data.update(target="onnxruntime", cost=None, passes=[{"name": "quantize", "changed": quantized}])
+    data["latency"] = {"measured": True, "batches": list(speedups),
+                       **{f"speedup_b{b}": s for b, s in speedups.items()},
+                       **{f"batch_b{b}": b for b in speedups}}
+    return data
+
+
+def test_onnxruntime_output_measured_slower_says_so():
+    warnings = compile_warnings(onnxruntime_report({1: 0.5, 64: 1.2}, quantized=True))
+    assert len(warnings) == 1 and "batch 1: 2.00x slower" in warnings[0] and "batch 64" not in warnings[0]
+    assert "quantize.kernels=measured" in warnings[0]
+    plain = compile_warnings(onnxruntime_report({1: 0.5, 64: 0.8}, quantized=False))
+    assert "batch 64: 1.25x slower" in plain[0] and "kernels" not in plain[0]
+
+
+def test_onnxruntime_within_the_spread_of_one_run_is_not_slower():
+    assert compile_warnings(onnxruntime_report({1: 0.95, 64: 1.0}, quantized=True)) == []
+    unmeasured = onnxruntime_report({1: 0.5}, quantized=True)
+    unmeasured["latency"] = {"measured": False, "note": "latency not measured: the model has more than one input"}
+    assert compile_warnings(unmeasured) == []

@@ -94,21 +94,35 @@ def test_geometric_mean_weighs_batches_alike() -> None:
     assert kernel_choice.geometric_mean([0.25, 4.0]) == pytest.approx(1.0)
 
 
-@pytest.mark.parametrize("kept", ["measured choice", "all int8"])
-def test_pass_applies_the_choice_only_when_the_whole_model_is_faster(monkeypatch, tmp_path: Path, kept: str) -> None:
+@pytest.mark.parametrize("kept", ["measured", "all_int8", "float"])
+def test_pass_keeps_the_whole_model_measured_fastest(monkeypatch, tmp_path: Path, kept: str) -> None:
     first = _convs(_prepared())[0]
     monkeypatch.setattr(quantize, "choose_float_kernels",
                         lambda model, names, *a: ([first], {"nodes": {first: {"float_over_int8": 0.5}}}))
-    monkeypatch.setattr(quantize, "compare_whole", lambda *a: {"kept": kept})
-    model, stats = _quantized(kernels="measured")
+    compared = {}
+
+    def fake_compare(models, *a):
+        compared.update(models)
+        return {"kept": kept}
+
+    monkeypatch.setattr(quantize, "compare_whole", fake_compare)
+    result = get_pass("quantize")(kernels="measured").run(_prepared(), _context())
+    model, stats = result.model, result.stats
+    assert set(compared) == {"measured", "all_int8", "float"}
     ops = _optimized_ops(model, tmp_path / "m.onnx")
-    if kept == "all int8":
+    assert stats["kernel_choice"]["whole_model"] == {"kept": kept}
+    if kept == "all_int8":
         assert ops["QLinearConv"] == 3 and stats["kernel_choice"]["float"] == []
-        assert first in stats["quantized"]
-    else:
+        assert first in stats["quantized"] and result.changed
+    elif kept == "measured":
         assert ops["QLinearConv"] == 2 and ops["Conv"] + ops["FusedConv"] == 1
         assert stats["kernel_choice"]["float"] == [first] and first not in stats["quantized"]
         assert any(s["node"] == first and "measured faster" in s["reason"] for s in stats["skipped"])
+    else:
+        assert not result.changed and ops["QLinearConv"] == 0 and stats["quantized"] == {}
+        assert len(stats["kernel_choice"]["float"]) == 4  # 3 convs and the Gemm
+        assert onnx.checker.check_model(model) is None
+        assert [n.op_type for n in model.graph.node] == [n.op_type for n in _prepared().graph.node]
 
 
 def test_measured_choice_runs_end_to_end() -> None:
