@@ -7,7 +7,7 @@ images of the data's calibration split, drawn from the training images) and pimc
 then times fp32, quantize_static, quantize_static again (an A/A control: the spread of two identical
 sessions is the noise floor of the ratio) and pimc interleaved in one process (``pimc bench``'s runner,
 session threads fixed) at batch 1 and 64, and prints pimc/ort latency ratios (≤ 1 = pimc as fast or faster)
-and '× faster than fp32'. The zoo ResNets are untrained (random weights), so only their latency means
+and '× faster than fp32', for pimc's int8 and for pimc with ``quantize.kernels=measured``. The zoo ResNets are untrained (random weights), so only their latency means
 anything; accuracies are top-1 on the held-out test split (digits 450, mnist 1,000 images).
 
 Accuracy table: fp32, quantize_static, quantize_static with ``reduce_range`` (7-bit weights), pimc with
@@ -77,12 +77,14 @@ def fp32_model(name: str, out: Path, mnist_model: Path | None) -> Path:
     return fp32
 
 
-def prepare(name: str, out: Path, mnist_model: Path | None, reuse: bool = False) -> dict[str, Path]:
-    """fp32, quantize_static (plain and reduce_range), pimc 8-bit weights and pimc as the pipeline file sets it."""
+def prepare(name: str, out: Path, mnist_model: Path | None, reuse: bool = False, threads: int = 2) -> dict[str, Path]:
+    """fp32, quantize_static (plain and reduce_range), pimc 8-bit weights, pimc as the pipeline file sets it,
+    and the same with ``quantize.kernels=measured`` (int8 or float per layer, timed at ``threads``)."""
     data = MODELS[name]
     fp32 = out / f"{name}.onnx" if reuse else fp32_model(name, out, mnist_model)
     paths = {"fp32": fp32, "ort": out / f"{name}.ort_int8.onnx", "ort_rr": out / f"{name}.ort_int8_rr.onnx",
-             "pimc_w8": out / f"{name}.pimc_int8_w8.onnx", "pimc": out / f"{name}.pimc_int8.onnx"}
+             "pimc_w8": out / f"{name}.pimc_int8_w8.onnx", "pimc": out / f"{name}.pimc_int8.onnx",
+             "pimc_measured": out / f"{name}.pimc_measured_t{threads}.onnx"}
     if reuse and all(p.exists() for p in paths.values()):
         return paths
     calib = data_splits(data, input_dims(fp32), 0, None).calibration.x[:64].astype(np.float32)
@@ -91,6 +93,8 @@ def prepare(name: str, out: Path, mnist_model: Path | None, reuse: bool = False)
     common = ["compile", str(fp32), "-t", "onnxruntime", "--data", data, "--max-accuracy-drop", "100"]
     pimc_cli(*common, "--passes", PASSES, "--set", "quantize.reduce_range=false", "-o", str(paths["pimc_w8"]))
     pimc_cli(*common, "--pipeline", str(PIPELINE), "-o", str(paths["pimc"]))
+    pimc_cli(*common, "--pipeline", str(PIPELINE), "--set", "quantize.kernels=measured", "--set",
+             f"quantize.kernel_threads={threads}", "-o", str(paths["pimc_measured"]))
     return paths
 
 
@@ -106,19 +110,21 @@ def main() -> None:
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     names = [n for n in args.models.split(",") if n]
-    prepared = {name: prepare(name, args.out, args.mnist_model, args.reuse) for name in names}
-    print("model          batch  pimc/ort  ort/ort (A/A)  ort × faster than fp32  pimc × faster than fp32")
+    prepared = {name: prepare(name, args.out, args.mnist_model, args.reuse, args.threads) for name in names}
+    print("model          batch  pimc/ort  measured/ort  ort/ort (A/A)  × faster than fp32: ort  pimc  measured")
     for name, paths in prepared.items():
-        timed = [paths["fp32"], paths["ort"], paths["ort"], paths["pimc"]]
+        timed = [paths["fp32"], paths["ort"], paths["ort"], paths["pimc"], paths["pimc_measured"]]
         rows = compare_models(timed, MODELS[name], (1, 64), args.repeats, threads=args.threads)
         for b in (1, 64):
-            fp, oq, oq2, pq = (r[f"latency_ms_b{b}"] for r in rows)
-            print(f"{name:<14} {b:>5}  {pq / oq:>8.2f}  {oq2 / oq:>13.2f}  {fp / oq:>22.2f}  {fp / pq:>23.2f}", flush=True)
+            fp, oq, oq2, pq, mq = (r[f"latency_ms_b{b}"] for r in rows)
+            print(f"{name:<14} {b:>5}  {pq / oq:>8.2f}  {mq / oq:>12.2f}  {oq2 / oq:>13.2f}  "
+                  f"{fp / oq:>23.2f}  {fp / pq:>4.2f}  {fp / mq:>8.2f}", flush=True)
     print("\ntop-1 on the held-out test split:")
-    print("model          data    fp32     ort      ort rr   pimc w8  pimc (w7)")
+    print("model          data    fp32     ort      ort rr   pimc w8  pimc (w7)  measured")
     for name, paths in prepared.items():
         test = load_dataset(MODELS[name], input_dims(paths["fp32"]), split="test")
-        accs = [model_accuracy(onnx.load(str(paths[k])), test) for k in ("fp32", "ort", "ort_rr", "pimc_w8", "pimc")]
+        keys = ("fp32", "ort", "ort_rr", "pimc_w8", "pimc", "pimc_measured")
+        accs = [model_accuracy(onnx.load(str(paths[k])), test) for k in keys]
         print(f"{name:<14} {MODELS[name]:<6} " + "  ".join(f"{a:>7.2%}" for a in accs))
 
 
