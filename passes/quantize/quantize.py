@@ -19,6 +19,13 @@ within the budget win, and a layer where none fits or pays off on the target kee
 layers (ESCALATE): a node annotated ``role="basis"`` gets ``basis_bits`` and one annotated
 ``role="coefficient"`` gets ``coefficient_bits`` (both default to the weight bits).
 
+``kernels=measured`` (layout int8, for onnxruntime): each layer keeps its int8 kernel only where that is
+measured faster on this machine than its float kernel with the conversions around it, and the pass keeps
+the fastest of all-int8, that choice and its float input, timed whole (:mod:`.kernel_choice`); the
+timings are in ``stats["kernel_choice"]``. A node left in float between int8 neighbours reads a per-axis
+DequantizeLinear so that onnxruntime does not quantize its weight behind pimc's back
+(:func:`.qdq.guard_float_readers`).
+
 The compute node keeps its name and annotations and gains ``pimc.weight_bits`` and ``pimc.act_bits``;
 ``graph.quantization_annotation`` gets ``pimc.dtype`` / ``pimc.bits`` of every quantized tensor. Nodes in
 ``exclude``, nodes whose weight is not a constant float initializer and nodes already behind a
