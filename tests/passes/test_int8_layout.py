@@ -20,8 +20,7 @@ def _optimized_ops(path: Path) -> Counter:
     return Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
 
 
-@pytest.mark.parametrize("layout", ["int8"])
-def test_int8_kernels_replace_float_convs(tmp_path: Path, layout: str) -> None:
+def _quantize_bundled(tmp_path: Path, setting: str) -> Path:
     from click.testing import CliRunner
 
     from pimc.compiler.cli import cli
@@ -29,9 +28,14 @@ def test_int8_kernels_replace_float_convs(tmp_path: Path, layout: str) -> None:
     out = tmp_path / "q.onnx"
     res = CliRunner().invoke(cli, ["compile", str(bundled_model_path()), "-t", "onnxruntime", "--passes",
                                     "fold-constants,eliminate-identity,fold-batchnorm,quantize,cleanup",
-                                    "--set", f"quantize.layout={layout}", "-o", str(out)])
+                                    "--set", setting, "-o", str(out)])
     assert res.exit_code == 0, res.output
-    ops = _optimized_ops(out)
+    return out
+
+
+@pytest.mark.parametrize("layout", ["int8"])
+def test_int8_kernels_replace_float_convs(tmp_path: Path, layout: str) -> None:
+    ops = _optimized_ops(_quantize_bundled(tmp_path, f"quantize.layout={layout}"))
     assert ops["QLinearConv"] == 3 and ops["Conv"] == 0 and ops["FusedConv"] == 0
     assert ops["QLinearGlobalAveragePool"] == 1 and ops["QGemm"] == 1
     assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 0
@@ -41,16 +45,8 @@ def test_int8_kernels_replace_float_convs(tmp_path: Path, layout: str) -> None:
 def test_excluded_conv_stays_float_in_onnxruntime(tmp_path: Path, index: int) -> None:
     """onnxruntime's WeightBiasQuantization would quantize an excluded conv's float weight (per tensor) because it
     reads a DequantizeLinear; the per-axis DequantizeLinear guard keeps it float, the 1-channel first conv too."""
-    from click.testing import CliRunner
-
-    from pimc.compiler.cli import cli
-
     convs = [n.name for n in onnx.load(str(bundled_model_path())).graph.node if n.op_type == "Conv"]
-    out = tmp_path / "q.onnx"
-    res = CliRunner().invoke(cli, ["compile", str(bundled_model_path()), "-t", "onnxruntime", "--passes",
-                                    "fold-constants,eliminate-identity,fold-batchnorm,quantize,cleanup",
-                                    "--set", f"quantize.exclude={convs[index]}", "-o", str(out)])
-    assert res.exit_code == 0, res.output
+    out = _quantize_bundled(tmp_path, f"quantize.exclude={convs[index]}")
     ops = _optimized_ops(out)
     assert ops["QLinearConv"] == 2 and ops["Conv"] + ops["FusedConv"] == 1
     model = onnx.load(str(out))
