@@ -19,9 +19,8 @@ whose "channel" is the reduction axis K and whose "pixels" are the rows), over t
     input_samples           how many samples were measured, and ``input_sparsity_source`` the data spec.
     output_zero_fraction    the zero fraction of the map the node writes after its activation, when its
                             only reader is a Relu (the map a target stores compressed), else absent; a
-                            threshold gate on the Relu's output, Where(Greater(Abs(r), t), r, 0) or its
-                            soft form Where(Greater(Abs(r), t), r − Sign(r)·t, 0) (the ``feature-reg``
-                            exporter's), counts as part of the activation.
+                            threshold gate on the Relu's output, Where(Greater(Abs(r), t), r, 0) (the
+                            ``feature-reg`` exporter's), counts as part of the activation.
     input_stored_zero_fraction  when X is the output of such a gate whose input r has other readers too (a
                             residual Add, another conv's gate): the zero fraction of r. One map r is stored
                             for all its readers and the gate is applied while it is read back, so off-chip
@@ -127,77 +126,55 @@ def _measurable(model: onnx.ModelProto) -> list[LayerRecord]:
 def _activated_outputs(model: onnx.ModelProto, records: list[LayerRecord]) -> dict[str, str]:
     """{record: the output of the Relu that is its only reader, or of the threshold gate on that Relu}."""
     readers = consumers(model.graph)
-    made_by = _producers(model)
     out: dict[str, str] = {}
     for rec in records:
         users = readers.get(rec.output, [])
         if len(users) == 1 and users[0].op_type == "Relu":
             relu = users[0].output[0]
-            out[rec.name] = _gate_output(relu, readers, made_by) or relu
+            out[rec.name] = _gate_output(relu, readers) or relu
     return out
 
 
 def _stored_inputs(model: onnx.ModelProto, records: list[LayerRecord]) -> dict[str, str]:
     """{record: the gate input r} for records reading a threshold gate's output whose r has other readers."""
     readers = consumers(model.graph)
-    made_by = _producers(model)
+    made_by = {out: node for node in model.graph.node for out in node.output}
     out: dict[str, str] = {}
     for rec in records:
         where = made_by.get(rec.input)
-        gate = _gate(where, made_by) if where is not None else None
-        if gate is None:
+        if where is None or where.op_type != "Where" or len(where.input) < 2:
             continue
-        source, _ = gate
-        if _gate_output(source, readers, made_by) != rec.input:  # a gate that is r's only use is stored gated
+        source = where.input[1]
+        if _gate_output(source, readers) == rec.input:
+            continue  # the gate is r's only use: part of r's producer's activation, stored gated
+        if _is_gate(where, source, made_by):
             out[rec.name] = source
     return out
 
 
-def _producers(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
-    return {out: node for node in model.graph.node for out in node.output}
-
-
-def _gate(where: onnx.NodeProto, made_by: dict[str, onnx.NodeProto]) -> tuple[str, set[str]] | None:
-    """(r, the gate's nodes' outputs) when ``where`` is a hard gate ``Where(Greater(Abs(r), t), r, 0)`` or a soft
-    one ``Where(Greater(Abs(r), t), Sub(r, Mul(Sign(r), t)), 0)`` (the ``feature-reg`` exporter's), else None."""
-    if where.op_type != "Where" or len(where.input) != 3:
-        return None
+def _is_gate(where: onnx.NodeProto, source: str, made_by: dict[str, onnx.NodeProto]) -> bool:
+    """Whether ``where`` is ``Where(Greater(Abs(source), t), source, 0)``."""
     greater = made_by.get(where.input[0])
     if greater is None or greater.op_type != "Greater":
-        return None
+        return False
     absolute = made_by.get(greater.input[0])
-    if absolute is None or absolute.op_type != "Abs":
-        return None
-    source = absolute.input[0]
-    nodes = {where.output[0], greater.output[0], absolute.output[0]}
-    if where.input[1] == source:
-        return source, nodes
-    sub = made_by.get(where.input[1])
-    if sub is None or sub.op_type != "Sub" or sub.input[0] != source:
-        return None
-    mul = made_by.get(sub.input[1])
-    if mul is None or mul.op_type != "Mul":
-        return None
-    signs = [made_by.get(name) for name in mul.input]
-    sign = next((n for n in signs if n is not None and n.op_type == "Sign" and n.input[0] == source), None)
-    if sign is None:
-        return None
-    return source, nodes | {sub.output[0], mul.output[0], sign.output[0]}
+    return absolute is not None and absolute.op_type == "Abs" and absolute.input[0] == source
 
 
-def _gate_output(tensor: str, readers: dict[str, list[onnx.NodeProto]],
-                 made_by: dict[str, onnx.NodeProto]) -> str | None:
-    """The output of the threshold gate on ``tensor`` (``_gate``) when that gate is ``tensor``'s only use."""
+def _gate_output(tensor: str, readers: dict[str, list[onnx.NodeProto]]) -> str | None:
+    """The output of ``Where(Greater(Abs(tensor), t), tensor, 0)`` when that gate is ``tensor``'s only use."""
     users = readers.get(tensor, [])
-    for node in users:
-        if node.op_type != "Abs":
-            continue
-        for greater in readers.get(node.output[0], []):
-            for where in readers.get(greater.output[0], []):
-                gate = _gate(where, made_by)
-                if gate is not None and gate[0] == tensor and {u.output[0] for u in users} <= gate[1]:
-                    return where.output[0]
-    return None
+    ops = sorted(node.op_type for node in users)
+    if ops != ["Abs", "Where"]:
+        return None
+    absolute = next(node for node in users if node.op_type == "Abs")
+    where = next(node for node in users if node.op_type == "Where")
+    greater = readers.get(absolute.output[0], [])
+    if len(greater) != 1 or greater[0].op_type != "Greater" or greater[0].input[0] != absolute.output[0]:
+        return None
+    if list(where.input[:2]) != [greater[0].output[0], tensor]:
+        return None
+    return where.output[0]
 
 
 def measure(model: onnx.ModelProto, records: list[LayerRecord], feeds: list[dict[str, np.ndarray]],

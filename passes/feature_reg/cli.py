@@ -47,8 +47,6 @@ def _levels(_ctx, _param, text: str) -> tuple[float, ...]:
               help="Seeded part of the training split held out (never trained on) to pick the default level.")
 @click.option("--max-accuracy-drop", type=float, default=_D.max_accuracy_drop, show_default=True,
               help="Default level: the highest whose validation accuracy is within this many points of dense.")
-@click.option("--gate", type=click.Choice(["hard", "soft"]), default=_D.gate, show_default=True,
-              help="hard: keep |x| > t as is; soft: shrink it by t (continuous; same zeros).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=int, default=15, show_default=True, help="Dense pre-training epochs.")
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training.")
@@ -153,7 +151,7 @@ def _config(kw: dict) -> FeatureRegConfig:
     config = FeatureRegConfig(
         levels=kw["levels"], penalty=kw["penalty"], epochs=kw["reg_epochs"], ramp=kw["ramp"],
         frozen_epochs=kw["frozen_epochs"], lr=kw["reg_lr"], calibration=kw["calibration"],
-        val_fraction=kw["val_fraction"], max_accuracy_drop=kw["max_accuracy_drop"], gate=kw["gate"],
+        val_fraction=kw["val_fraction"], max_accuracy_drop=kw["max_accuracy_drop"],
     )
     config.check()
     return config

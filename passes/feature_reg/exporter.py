@@ -4,13 +4,9 @@ The seed paper's exact regularizer and thresholding are unknown (``/work/shared/
 
 **Gate.** In front of every conv except those reading the network input (the image), a threshold gate
 
-    hard (default):  y = x · 1(|x| > t_l[k])                  (ONNX: Where(Greater(Abs(x), t), x, 0))
-    soft:            y = (x − sign(x)·t_l[k]) · 1(|x| > t_l[k])  (Where(Greater(Abs(x), t), x − Sign(x)·t, 0))
+    y = x · 1(|x| > t_l[k])                      (ONNX: Where(Greater(Abs(x), t), x, 0))
 
-zeroes the small features of layer l. Both zero exactly the same entries; the soft gate (the proximal
-operator of the L1 norm, soft thresholding) is continuous in x, the hard one jumps by t at |x| = t, so a
-small change of x near the threshold (e.g. the weight error a later lossy pass introduces) moves a hard
-gate's output by about t but a soft gate's by at most that change. Which channels survive at a pixel depends on the input, so the
+zeroes the small features of layer l. Which channels survive at a pixel depends on the input, so the
 sparsity is along the channel dimension at each pixel and input-dependent. ``t`` has one value per layer
 ``l`` and per sparsity level ``k``: the table ``T ∈ R^{K×L}`` is one initializer, and the graph input
 ``sparsity_level`` (int64 scalar, with a default-valued initializer, so feeding it is optional) selects
@@ -69,7 +65,6 @@ TABLE_NAME = "feature_reg.thresholds"
 METADATA_KEY = "pimc.feature_reg"
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 TRACK_SAMPLE = 1 << 16  # values a training step's quantile is estimated from
-GATES = ("hard", "soft")
 
 
 @dataclass
@@ -87,7 +82,6 @@ class FeatureRegConfig:
     calibration: int = 512
     val_fraction: float = 0.15
     max_accuracy_drop: float = 1.0
-    gate: str = "hard"
 
     def check(self) -> None:
         if not self.levels:
@@ -104,8 +98,6 @@ class FeatureRegConfig:
             raise PimcError(f"--ramp must be in [0, 1], got {self.ramp}")
         if not 0.0 < self.val_fraction < 1.0:
             raise PimcError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
-        if self.gate not in GATES:
-            raise PimcError(f"--gate must be one of {', '.join(GATES)}, got '{self.gate}'")
         if self.calibration < 1:
             raise PimcError(f"--calibration must be positive, got {self.calibration}")
 
@@ -125,13 +117,7 @@ class ThresholdGate(nn.Module):
             t = bank.threshold(self.index)
         if bank.penalize:
             bank.penalties.append(channel_l1(x))
-        return apply_gate(x, t, bank.gate)
-
-
-def apply_gate(x: torch.Tensor, t: torch.Tensor, kind: str = "hard") -> torch.Tensor:
-    """The hard or soft threshold gate of the module docstring."""
-    kept = x - torch.sign(x) * t if kind == "soft" else x
-    return torch.where(x.abs() > t, kept, 0.0)
+        return torch.where(x.abs() > t, x, 0.0)
 
 
 def channel_l1(x: torch.Tensor) -> torch.Tensor:
@@ -162,10 +148,8 @@ class GateBank(nn.Module):
     batch quantile.
     """
 
-    def __init__(self, levels: Sequence[float], channels: Sequence[int], momentum: float = 0.1,
-                 gate: str = "hard"):
+    def __init__(self, levels: Sequence[float], channels: Sequence[int], momentum: float = 0.1):
         super().__init__()
-        self.gate = gate
         self.levels = tuple(float(s) for s in levels)
         self.gates = nn.ModuleList(ThresholdGate(i, c) for i, c in enumerate(channels))
         self.register_buffer("table", torch.zeros(len(self.levels), len(self.gates)))
@@ -209,13 +193,13 @@ class GatedModel(nn.Module):
     """
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], levels: Sequence[float],
-                 momentum: float = 0.1, gate: str = "hard"):
+                 momentum: float = 0.1):
         super().__init__()
         self.model = model
         self.gated, self.first = _find_convs(model, input_shape)
         if not self.gated:
             raise PimcError("the model has no conv after the first one: nothing to gate")
-        self.bank = GateBank(levels, [c.in_channels for _, c in self.gated], momentum, gate)
+        self.bank = GateBank(levels, [c.in_channels for _, c in self.gated], momentum)
         self._hooks = [conv.register_forward_pre_hook(self._hook(i)) for i, (_, conv) in enumerate(self.gated)]
 
     def _hook(self, index: int) -> Callable:
@@ -326,7 +310,7 @@ def feature_regularize(
 
     config.check()
     dense_val = evaluate_torch(model, *val)
-    gated = GatedModel(model, input_shape, config.levels, config.momentum, config.gate)
+    gated = GatedModel(model, input_shape, config.levels, config.momentum)
     torch.manual_seed(seed)
     losses = _fine_tune(gated, loader, config, config.epochs, "track", config.penalty, progress, "feature-reg")
     calibrate(gated, calib_x)
@@ -468,7 +452,6 @@ def _finish_graph(proto: onnx.ModelProto, result: FeatureRegResult) -> None:
         if value.name == LEVEL_INPUT:
             value.CopyFrom(helper.make_tensor_value_info(LEVEL_INPUT, onnx.TensorProto.INT64, []))
     info = {"levels": list(result.gated.bank.levels), "default_level": result.default_level,
-            "gate": result.gated.bank.gate,
             "level_input": LEVEL_INPUT, "table": TABLE_NAME}
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(info, sort_keys=True))
 

@@ -18,7 +18,6 @@ from pimc.passes.feature_reg.exporter import (
     TABLE_NAME,
     FeatureRegConfig,
     GatedModel,
-    apply_gate,
     calibrate,
     channel_l1,
     conv_input_zero_fractions,
@@ -215,69 +214,3 @@ def test_cli_defaults_are_the_library_defaults():
     for field, option in names.items():
         assert cli[option] == getattr(library, field), field
     assert _levels(None, None, cli["levels"]) == library.levels
-
-
-def test_soft_gate_zeroes_the_same_entries_and_is_continuous():
-    x = torch.linspace(-2.0, 2.0, 401)
-    t = torch.tensor(0.5)
-    hard, soft = apply_gate(x, t, "hard"), apply_gate(x, t, "soft")
-    assert torch.equal(hard == 0, soft == 0)
-    np.testing.assert_allclose(soft.numpy(), np.sign(x.numpy()) * np.maximum(np.abs(x.numpy()) - 0.5, 0), atol=1e-7)
-    assert float(soft.diff().abs().max()) <= float(x.diff().abs().max()) + 1e-6  # 1-Lipschitz: no jump at ±t
-    assert float(hard.diff().abs().max()) >= 0.5  # the hard gate jumps by t
-
-
-@pytest.fixture(scope="module")
-def exported_soft(tmp_path_factory):
-    torch.set_num_threads(1)
-    x, y = data()
-    config = FeatureRegConfig(levels=(0.3, 0.6), epochs=1, calibration=32, gate="soft")
-    result = feature_regularize(tiny(), make_loader(x[:32], y[:32], 16, True), x[:32], (x[32:], y[32:]),
-                                (1, 8, 8), config, progress=False)
-    path = tmp_path_factory.mktemp("frs") / "s.onnx"
-    export_feature_reg_onnx(result, path, (1, 8, 8))
-    return result, path, x
-
-
-def test_soft_export_matches_a_numpy_oracle_and_torch(exported_soft):
-    result, path, x = exported_soft
-    model = onnx.load(str(path))
-    assert level_metadata(path)["gate"] == "soft"
-    wheres = [n for n in model.graph.node if n.op_type == "Where"]
-    producers = {o: n for n in model.graph.node for o in n.output}
-    sources = [producers[producers[w.input[0]].input[0]].input[0] for w in wheres]  # Greater(Abs(r), t)
-    thresholds = [producers[w.input[0]].input[1] for w in wheres]
-    watch = [name for w, r, t in zip(wheres, sources, thresholds, strict=True) for name in (r, t, w.output[0])]
-    for name in watch:
-        model.graph.output.append(helper.make_empty_tensor_value_info(name))
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    for level in range(2):
-        values = session.run(watch, {"input": x, LEVEL_INPUT: np.array(level, np.int64)})
-        for i in range(len(wheres)):
-            before, t, after = values[3 * i: 3 * i + 3]
-            np.testing.assert_allclose(after, np.where(np.abs(before) > t, before - np.sign(before) * t, 0.0),
-                                       rtol=0, atol=1e-6)
-        result.gated.bank.level = level
-        with torch.no_grad():
-            expected = result.gated(torch.from_numpy(x[32:])).numpy()
-        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-            None, {"input": x[32:], LEVEL_INPUT: np.array(level, np.int64)})[0]
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-
-
-def test_activation_sparsity_reads_a_soft_gate_as_the_written_map(exported_soft):
-    from pimc.compiler import annotations as ann
-    from pimc.compiler.passbase import PassContext, get_pass
-
-    _, path, x = exported_soft
-    model = load_model(str(path))
-    ctx = PassContext(calibration=[{"input": x[i:i + 1]} for i in range(8)], data_spec="test")
-    out = get_pass("activation-sparsity")().run(model, ctx).model
-    convs = [n for n in out.graph.node if n.op_type == "Conv"]
-    notes = [ann.node_annotations(n) for n in convs]
-    # tiny(): conv → relu → (gate) → conv: every relu's only reader is a gate, written gated, fetched as is
-    written = [n.get("output_zero_fraction") for n in notes[:-1]]
-    assert all(w is not None for w in written)
-    for w, reader in zip(written, notes[1:], strict=True):
-        assert reader["input_zero_fraction"] == pytest.approx(w, abs=1e-6)
-        assert "input_stored_zero_fraction" not in reader
