@@ -70,6 +70,10 @@ def test_escalate_fetches_the_stored_map_when_the_gate_runs_on_the_way_in(decomp
         (0.5 + 1 / 8) / (0.25 + 1 / 8) * one["offchip_traffic_bits"]["input"])
     assert two["onchip_traffic_bits"]["input"] == pytest.approx(one["onchip_traffic_bits"]["input"])
     assert two["energy_breakdown_j"]["mac"] == pytest.approx(one["energy_breakdown_j"]["mac"])
+    # the sparse baseline fetches the same stored map: dearer by exactly that DRAM difference
+    extra_bits = two["offchip_traffic_bits"]["input"] - one["offchip_traffic_bits"]["input"]
+    sparse = [_escalate(m).baselines["sparse_same_shape"]["energy_j"] for m in (gated, shared)]
+    assert sparse[1] - sparse[0] == pytest.approx(extra_bits * EscalateConfig().dram_pj / 64 * 1e-12, rel=1e-6)
     # a stored map sparser than the gated input cannot be: it is never fetched below the input's density
     odd = _annotate(model, "Conv", input_zero_fraction=0.75, input_stored_zero_fraction=0.9)
     three = next(layer for layer in _escalate(odd).layers if layer["kind"] == kind)
