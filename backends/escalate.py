@@ -93,12 +93,23 @@ channel); a layer without the measurement is costed dense. With skipping on:
     MAC energy:   MACs · d (basis, dense path, sparse baseline; the coefficient stage uses the measured d of
                   its own input, the intermediate map): a MAC with a zero activation is gated off (Eyeriss,
                   Chen et al., JSSC 2017: zero data gating)
-    input map:    on-chip input reads and off-chip input bits × min(1, d + 1/bits_act): zero-value compression,
-                  non-zero values plus a 1-bit presence mask per element (the format of SparTen / Eyeriss v2)
+    input map:    on-chip input reads × min(1, d + 1/bits_act): zero-value compression, non-zero values plus
+                  a 1-bit presence mask per element (the format of SparTen / Eyeriss v2)
+    input fetch:  off-chip input bits × min(1, max(d_s, d) + 1/bits_act), d_s the measured density of the map
+                  STORED off chip (``input_stored_zero_fraction``): when the layer's input is a threshold gate
+                  (feature-reg) on a map that other layers also read (a residual Add, a shortcut conv's own
+                  gate), one ungated map is stored and the gate runs as it is fetched into the input buffer,
+                  so the fetch is at d_s and only the on-chip terms see d; otherwise d_s = d. A model
+                  without gates (the dense twin) always has d_s = d: no asymmetric credit
     output map:   off-chip output bits × min(1, d_out + 1/bits_act), d_out the measured density of the map
                   after the layer's Relu (``output_zero_fraction``); uncompressed when not measured
     cycles of the dense path, the coefficient unit and the sparse baseline are unchanged: their columns are
     output pixels in lockstep, which skip a step only when every pixel's input is zero (not modelled).
+    partial sums (output buffer) are unchanged too: an update of psum[o, p] is skippable only when every input
+    summed into it in that step is zero, i.e. all Tc·k² inputs of a channel tile's window (coefficient stage:
+    the whole intermediate tile at p is zero) or all C inputs of a weight-stationary column group. The pass's
+    all-zero chunk fractions bound this: for the feature-reg ResNet-20 on digits (70 % unstructured zeros)
+    at most 0.1 % of aligned 128-input im2col chunks are all zero, so the saving is not modelled.
 The dense baseline never skips (it is the dense machine). The report's ``activation_skipping`` section gives
 cycles and energy with and without skipping for the same compiled model.
 
@@ -292,6 +303,7 @@ class LayerPlan:
     coef_index_bits_per_nnz: int = 0
     lowered_from: str | None = None
     input_density: float | None = None
+    stored_density: float | None = None
     output_density: float | None = None
     channel_density: np.ndarray | None = None
     coef_input_density: float | None = None
@@ -347,6 +359,7 @@ def _dense_plan(rec: LayerRecord, hw: EscalateConfig) -> LayerPlan:
     stats.pattern_index_bits = _pattern_index_bits(rec)
     return LayerPlan(rec.name, "dense", geo, stats, float(rec.act_bits or hw.act_bits), [rec.name],
                      lowered_from=rec.annotations.get("lowered_from"), input_density=rec.input_density,
+                     stored_density=rec.input_stored_density,
                      output_density=rec.output_density,
                      channel_density=_channel_density(rec, geo.cin))
 
@@ -391,7 +404,8 @@ def _decomposed_plan(basis: LayerRecord, coef: LayerRecord, hw: EscalateConfig) 
         basis_bits=basis_bits, coef_bits=_mean_bits(coef, hw.coef_bits),
         intermediate_bits=float(coef.act_bits or hw.intermediate_bits),
         basis_storage_bits=(m if shared else cin * m) * kh * kw * basis_bits,
-        input_density=basis.input_density, channel_density=_channel_density(basis, cin),
+        input_density=basis.input_density, stored_density=basis.input_stored_density,
+        channel_density=_channel_density(basis, cin),
         coef_input_density=coef.input_density, output_density=coef.output_density,
     )
     _coefficient_tiles(plan, per_kernel, cw.size, hw)
@@ -550,12 +564,18 @@ class ActivationZeros:
     gate: float = 1.0  # share of MACs whose activation operand is non-zero (the others are gated off)
     storage: float = 1.0  # compressed / plain bits of the input map: non-zero values + a 1-bit mask
     applied: bool = False
+    fetched: float = 1.0  # compressed / plain bits of the map stored off chip (before an on-the-way-in gate)
 
 
-def activation_zeros(density: float | None, bits: float, enabled: bool) -> ActivationZeros:
+def activation_zeros(density: float | None, bits: float, enabled: bool,
+                     stored: float | None = None) -> ActivationZeros:
+    """``density`` the measured non-zero fraction of the input, ``stored`` that of the map stored off chip
+    (None: the input itself)."""
     if not enabled or density is None:
         return ActivationZeros()
-    return ActivationZeros(gate=density, storage=min(1.0, density + 1.0 / max(bits, 1.0)), applied=True)
+    storage = min(1.0, density + 1.0 / max(bits, 1.0))
+    fetched = storage if stored is None else min(1.0, max(stored, density) + 1.0 / max(bits, 1.0))
+    return ActivationZeros(gate=density, storage=storage, applied=True, fetched=fetched)
 
 
 def _tile_density(plan: LayerPlan, tc: int, n_tiles: int, enabled: bool) -> np.ndarray:
@@ -585,7 +605,7 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     in_bits = 2 * min(tc, geo.cin) * plan.act_bits
     tiles = _spatial_tiles(geo, [(2 * min(tc, geo.cin) * m * plan.intermediate_bits, int_buf),
                                  (geo.cout * hw.psum_bits, out_buf)], in_bits, in_buf)
-    zeros = activation_zeros(plan.input_density, plan.act_bits, hw.activation_skipping)
+    zeros = activation_zeros(plan.input_density, plan.act_bits, hw.activation_skipping, plan.stored_density)
     inter = activation_zeros(plan.coef_input_density, plan.intermediate_bits, hw.activation_skipping)
     out_storage = activation_zeros(plan.output_density, plan.act_bits, hw.activation_skipping).storage
     bt = b * _tile_density(plan, tc, n_tiles, hw.activation_skipping)
@@ -617,7 +637,7 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     if geo.cin * in_rows * geo.w * plan.act_bits <= in_buf:
         halo = 1.0
     weight_bits = plan.basis_storage_bits + plan.coef_nnz * plan.coef_bits + plan.coef_index_bits
-    input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits * zeros.storage
+    input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits * zeros.fetched
     t.dram("input", _activation_bits(input_bits, hw) * halo, hw)
     t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits * out_storage, hw), hw)
     t.dram("weights", _weight_dram_bits(weight_bits, coef_buf + hw.basis_buffer_kb * KB_BITS, tiles), hw)
@@ -670,7 +690,8 @@ def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None,
     """The dense path: every weight (zero or not) is multiplied; same cost for the dense baseline, which never
     skips activations (``skip_activations`` is ESCALATE's own dense path: zero inputs gated and compressed)."""
     geo, w = plan.geometry, plan.dense
-    zeros = activation_zeros(plan.input_density, plan.act_bits, skip_activations and hw.activation_skipping)
+    zeros = activation_zeros(plan.input_density, plan.act_bits, skip_activations and hw.activation_skipping,
+                             plan.stored_density)
     out_storage = activation_zeros(plan.output_density, plan.act_bits, skip_activations and hw.activation_skipping).storage
     rows, cols = hw.dense_rows, hw.dense_cols
     compute, _, mapping = _dense_cycles(geo, rows, cols)
@@ -692,7 +713,7 @@ def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None,
         t.sram("output", geo.pixels * geo.cout * plan.act_bits, e_out, "output_buffer")
     input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits
     passes = 1 if input_bits * zeros.storage <= in_buf else _ceil(geo.cout, rows)
-    t.dram("input", _activation_bits(input_bits * zeros.storage, hw) * passes, hw)
+    t.dram("input", _activation_bits(input_bits * zeros.fetched, hw) * passes, hw)
     t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits * out_storage, hw), hw)
     t.dram("weights", _weight_dram_bits(w.params * w.bits, w_buf, pixel_tiles), hw)
     dram = _dram_cycles(t.dram_bits, hw)
@@ -738,7 +759,7 @@ def sparse_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     cg = geo.cin // geo.groups
     index_bits, per_nnz = sparse_index_bits(w, cg * geo.k2)
     eff = geo.pixels * w.nnz
-    zeros = activation_zeros(plan.input_density, plan.act_bits, hw.activation_skipping)
+    zeros = activation_zeros(plan.input_density, plan.act_bits, hw.activation_skipping, plan.stored_density)
     out_storage = activation_zeros(plan.output_density, plan.act_bits, hw.activation_skipping).storage
     e_in, e_out = sram_pj_per_bit(hw, hw.input_buffer_kb), sram_pj_per_bit(hw, hw.output_buffer_kb)
     e_w = sram_pj_per_bit(hw, hw.dense_weight_buffer_kb)
@@ -750,9 +771,9 @@ def sparse_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     t.sram("index", w.nnz * passes * per_nnz, e_w, "index")
     t.energy_pj["index"] += w.nnz * passes * hw.add_32b_pj * per_nnz / 32.0
     t.sram("output", geo.pixels * geo.cout * plan.act_bits, e_out, "output_buffer")
-    input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits * zeros.storage
-    in_passes = 1 if input_bits <= hw.input_buffer_kb * KB_BITS else n_groups
-    t.dram("input", _activation_bits(input_bits, hw) * in_passes, hw)
+    input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits
+    in_passes = 1 if input_bits * zeros.storage <= hw.input_buffer_kb * KB_BITS else n_groups
+    t.dram("input", _activation_bits(input_bits * zeros.fetched, hw) * in_passes, hw)
     t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits * out_storage, hw), hw)
     stored = w.nnz * w.bits + index_bits
     tiles = max(1, _ceil(geo.pixels * min(geo.cout, rows) * hw.psum_bits, hw.output_buffer_kb * KB_BITS))

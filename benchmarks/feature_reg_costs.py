@@ -29,14 +29,19 @@ TARGETS = ("escalate", "cim", "cmp-pim")
 MEASURE = "fold-constants,eliminate-identity,fold-batchnorm,fuse-relu,cleanup,activation-sparsity"
 
 
-def compile_once(model: Path, target: str, pipeline: str, data: str, out: Path) -> dict:
+def compile_once(model: Path, target: str, pipeline: str, data: str, out: Path) -> dict | str:
+    """The compile report, or pimc's one-line error (e.g. the final accuracy-budget check failed)."""
     report = out / f"{model.stem}.{target}.{pipeline}.json"
     cmd = [sys.executable, "-m", "pimc", "compile", str(model), "-t", target, "--data", data,
            "-o", str(report.with_suffix(".onnx")), "--report", str(report)]
     if pipeline == "measure":
         cmd += ["--passes", MEASURE]
     print("$", shlex.join(cmd), flush=True)
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        message = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"
+        print("  failed:", message, flush=True)
+        return message
     return json.loads(report.read_text())
 
 
@@ -47,7 +52,9 @@ def zero_fractions(report: dict) -> list[float]:
     return [1.0 - layer["input_density"] for layer in convs[1:]]
 
 
-def row(model: str, target: str, pipeline: str, report: dict) -> dict:
+def row(model: str, target: str, pipeline: str, report: dict | str) -> dict:
+    if isinstance(report, str):
+        return {"model": model, "target": target, "pipeline": pipeline, "failed": report}
     skip = report["cost"]["activation_skipping"]
     zeros = zero_fractions(report)
     return {
@@ -57,6 +64,8 @@ def row(model: str, target: str, pipeline: str, report: dict) -> dict:
         "cycles": skip.get("cycles_with"), "cycles_without_skipping": skip.get("cycles_without"),
         "mean_conv_input_zeros": sum(zeros) / len(zeros) if zeros else None,
         "min_conv_input_zeros": min(zeros) if zeros else None,
+        "decomposed_layers": report["cost"].get("decomposed_layers"),
+        "energy_breakdown_j": report["cost"].get("energy_breakdown_j"),
     }
 
 
@@ -77,17 +86,22 @@ def main() -> None:
                        for name, path in (("dense", args.dense), ("regularized", args.regularized))}
             pair = [row(name, target, pipeline, report) for name, report in reports.items()]
             dense, reg = pair
+            rows += pair
+            if "failed" in dense or "failed" in reg:
+                print(f"{target:9s} {pipeline:8s} no ratio: a compile failed", flush=True)
+                continue
             for entry in pair:
                 entry["energy_vs_dense"] = entry["energy_j"] / dense["energy_j"]
                 entry["cycles_vs_dense"] = entry["cycles"] / dense["cycles"]
-            rows += pair
             print(f"{target:9s} {pipeline:8s} energy r/d {reg['energy_vs_dense']:.3f}  cycles r/d "
                   f"{reg['cycles_vs_dense']:.3f}  accuracy d {dense['accuracy']:.4f} r {reg['accuracy']:.4f}  "
                   f"conv-input zeros d {dense['mean_conv_input_zeros']:.3f} r {reg['mean_conv_input_zeros']:.3f} "
-                  f"(min r {reg['min_conv_input_zeros']:.3f})", flush=True)
+                  f"(min r {reg['min_conv_input_zeros']:.3f})  decomposed d {dense['decomposed_layers']} "
+                  f"r {reg['decomposed_layers']}", flush=True)
     (args.out / "costs.json").write_text(json.dumps(rows, indent=2))
     with (args.out / "costs.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        fields = list(dict.fromkeys(key for entry in rows for key in entry))
+        writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows)
 

@@ -105,6 +105,13 @@ class LayerRecord:
         return None if zero is None else 1.0 - float(zero)
 
     @property
+    def input_stored_density(self) -> float | None:
+        """Measured non-zero fraction of the map stored for this input (the map before a threshold gate
+        that is applied on the way in, ``input_stored_zero_fraction``), else ``input_density``."""
+        zero = self.annotations.get("input_stored_zero_fraction")
+        return self.input_density if zero is None else 1.0 - float(zero)
+
+    @property
     def output_density(self) -> float | None:
         """Measured non-zero fraction of the map the layer writes after its Relu, else None."""
         zero = self.annotations.get("output_zero_fraction")

@@ -21,6 +21,11 @@ whose "channel" is the reduction axis K and whose "pixels" are the rows), over t
                             only reader is a Relu (the map a target stores compressed), else absent; a
                             threshold gate on the Relu's output, Where(Greater(Abs(r), t), r, 0) (the
                             ``feature-reg`` exporter's), counts as part of the activation.
+    input_stored_zero_fraction  when X is the output of such a gate whose input r has other readers too (a
+                            residual Add, another conv's gate): the zero fraction of r. One map r is stored
+                            for all its readers and the gate is applied while it is read back, so off-chip
+                            it is r, not X, that is fetched. Absent otherwise (the stored map is X itself:
+                            a gate that is r's only reader is part of its producer's activation, above).
 
 Aligned chunks nest, so the all-zero fraction falls (weakly) as G grows: a backend whose skipping unit is not a
 measured size reads the next larger one, which never overstates the skipping. The graph computes exactly what it
@@ -93,7 +98,9 @@ class ActivationSparsity(Pass):
             return PassResult(model, False, {"skipped": "no Conv/Gemm/MatMul with an activation input"})
         feeds = ctx.calibration[: self.opts["samples"]]
         written = _activated_outputs(model, records)
-        stats, out_zeros = measure(model, records, feeds, self.opts["positions"], ctx.seed, written)
+        stored = _stored_inputs(model, records)
+        tensors = {**written, **{f"stored:{k}": v for k, v in stored.items()}}
+        stats, out_zeros = measure(model, records, feeds, self.opts["positions"], ctx.seed, tensors)
         nodes = {node.name: node for node in model.graph.node}
         summary: dict[str, float] = {}
         for rec in records:
@@ -101,6 +108,8 @@ class ActivationSparsity(Pass):
             notes["input_sparsity_source"] = ctx.data_spec or "calibration data"
             if rec.name in written:
                 notes["output_zero_fraction"] = round(out_zeros[written[rec.name]], 6)
+            if rec.name in stored:
+                notes["input_stored_zero_fraction"] = round(out_zeros[stored[rec.name]], 6)
             for key, value in notes.items():
                 ann.set_node_annotation(nodes[rec.name], key, value)
             summary[rec.name] = notes["input_zero_fraction"]
@@ -124,6 +133,32 @@ def _activated_outputs(model: onnx.ModelProto, records: list[LayerRecord]) -> di
             relu = users[0].output[0]
             out[rec.name] = _gate_output(relu, readers) or relu
     return out
+
+
+def _stored_inputs(model: onnx.ModelProto, records: list[LayerRecord]) -> dict[str, str]:
+    """{record: the gate input r} for records reading a threshold gate's output whose r has other readers."""
+    readers = consumers(model.graph)
+    made_by = {out: node for node in model.graph.node for out in node.output}
+    out: dict[str, str] = {}
+    for rec in records:
+        where = made_by.get(rec.input)
+        if where is None or where.op_type != "Where" or len(where.input) < 2:
+            continue
+        source = where.input[1]
+        if _gate_output(source, readers) == rec.input:
+            continue  # the gate is r's only use: part of r's producer's activation, stored gated
+        if _is_gate(where, source, made_by):
+            out[rec.name] = source
+    return out
+
+
+def _is_gate(where: onnx.NodeProto, source: str, made_by: dict[str, onnx.NodeProto]) -> bool:
+    """Whether ``where`` is ``Where(Greater(Abs(source), t), source, 0)``."""
+    greater = made_by.get(where.input[0])
+    if greater is None or greater.op_type != "Greater":
+        return False
+    absolute = made_by.get(greater.input[0])
+    return absolute is not None and absolute.op_type == "Abs" and absolute.input[0] == source
 
 
 def _gate_output(tensor: str, readers: dict[str, list[onnx.NodeProto]]) -> str | None:

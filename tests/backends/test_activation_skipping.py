@@ -54,6 +54,31 @@ def test_escalate_dense_path_gates_macs_and_compresses_the_input_map():
     assert section["energy_gain"] > 1.0 and section["measured_layers"] == 1
 
 
+
+@pytest.mark.parametrize("decomposed", [False, True])
+def test_escalate_fetches_the_stored_map_when_the_gate_runs_on_the_way_in(decomposed: bool):
+    model = conv_model(_weights(), h=16, w=16)
+    if decomposed:
+        model = decompose_model(model, rank=2)
+    gated = _annotate(model, "Conv", input_zero_fraction=0.75)
+    shared = _annotate(model, "Conv", input_zero_fraction=0.75, input_stored_zero_fraction=0.5)
+    kind = "decomposed" if decomposed else "dense"
+    one = next(layer for layer in _escalate(gated).layers if layer["kind"] == kind)
+    two = next(layer for layer in _escalate(shared).layers if layer["kind"] == kind)
+    # off chip: the stored map (density 0.5) is fetched; on chip: the gated map (0.25), as without one
+    assert two["offchip_traffic_bits"]["input"] == pytest.approx(
+        (0.5 + 1 / 8) / (0.25 + 1 / 8) * one["offchip_traffic_bits"]["input"])
+    assert two["onchip_traffic_bits"]["input"] == pytest.approx(one["onchip_traffic_bits"]["input"])
+    assert two["energy_breakdown_j"]["mac"] == pytest.approx(one["energy_breakdown_j"]["mac"])
+    # the sparse baseline fetches the same stored map: dearer by exactly that DRAM difference
+    extra_bits = two["offchip_traffic_bits"]["input"] - one["offchip_traffic_bits"]["input"]
+    sparse = [_escalate(m).baselines["sparse_same_shape"]["energy_j"] for m in (gated, shared)]
+    assert sparse[1] - sparse[0] == pytest.approx(extra_bits * EscalateConfig().dram_pj / 64 * 1e-12, rel=1e-6)
+    # a stored map sparser than the gated input cannot be: it is never fetched below the input's density
+    odd = _annotate(model, "Conv", input_zero_fraction=0.75, input_stored_zero_fraction=0.9)
+    three = next(layer for layer in _escalate(odd).layers if layer["kind"] == kind)
+    assert three["offchip_traffic_bits"]["input"] == pytest.approx(one["offchip_traffic_bits"]["input"])
+
 def test_escalate_basis_tiles_wait_for_their_densest_channel():
     density = [0.1] * 16 + [0.1] * 15 + [0.6]  # tile 0 max 0.1, tile 1 max 0.6 (basis_cols = 16)
     pair = decompose_model(conv_model(_weights(), h=16, w=16), rank=2)

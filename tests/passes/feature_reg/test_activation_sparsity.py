@@ -134,3 +134,50 @@ def test_a_threshold_gate_after_the_relu_counts_as_the_written_map():
     assert notes["output_zero_fraction"] == pytest.approx(np.mean(gated == 0), abs=1e-6)
     assert _notes(_run(model, feeds).model, "conv2")["input_zero_fraction"] == pytest.approx(np.mean(gated == 0),
                                                                                                abs=1e-6)
+
+
+def _gated_twice(model: onnx.ModelProto) -> onnx.ModelProto:
+    """conv2 reads a gate on r, and r is also a graph output (a second reader, like a residual)."""
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.array(2.0, np.float32), "t"))
+    graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+    conv2 = next(n for n in graph.node if n.name == "conv2")
+    gate = [helper.make_node("Abs", ["r"], ["ra"], name="abs"),
+            helper.make_node("Greater", ["ra", "t"], ["keep"], name="greater"),
+            helper.make_node("Where", ["keep", "r", "zero"], ["g"], name="where"),
+            helper.make_node("Neg", ["r"], ["side"], name="side")]
+    conv2.input[0] = "g"
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes[:2] + gate + nodes[2:])
+    graph.output.append(helper.make_tensor_value_info("side", onnx.TensorProto.FLOAT, None))
+    return infer_shapes(model)
+
+
+def test_a_gate_on_a_shared_map_records_the_stored_map_zeros():
+    model = _gated_twice(_model())
+    feeds = _feeds()
+    relu = np.concatenate([outs[0] for outs in run_model(_probe(model, "r"), feeds)])
+    gated = np.concatenate([outs[0] for outs in run_model(_probe(model, "g"), feeds)])
+    result = _run(model, feeds).model
+    notes = _notes(result, "conv2")
+    assert np.mean(gated == 0) > np.mean(relu == 0) + 0.05  # the gate adds zeros: the two differ
+    assert notes["input_zero_fraction"] == pytest.approx(np.mean(gated == 0), abs=1e-6)
+    assert notes["input_stored_zero_fraction"] == pytest.approx(np.mean(relu == 0), abs=1e-6)
+    # what conv1 writes (r, ungated: the gate is not its only reader) is what conv2 fetches
+    assert _notes(result, "conv1")["output_zero_fraction"] == notes["input_stored_zero_fraction"]
+
+
+def test_a_gate_that_is_the_maps_only_reader_has_no_stored_fraction():
+    model = _model()
+    graph = model.graph
+    graph.initializer.append(numpy_helper.from_array(np.array(0.5, np.float32), "t"))
+    graph.initializer.append(numpy_helper.from_array(np.array(0.0, np.float32), "zero"))
+    next(n for n in graph.node if n.name == "conv2").input[0] = "g"
+    nodes = list(graph.node)
+    del graph.node[:]
+    graph.node.extend(nodes[:2] + [helper.make_node("Abs", ["r"], ["ra"], name="abs"),
+                                   helper.make_node("Greater", ["ra", "t"], ["keep"], name="greater"),
+                                   helper.make_node("Where", ["keep", "r", "zero"], ["g"], name="where")] + nodes[2:])
+    notes = _notes(_run(infer_shapes(model), _feeds()).model, "conv2")
+    assert "input_stored_zero_fraction" not in notes
