@@ -43,6 +43,9 @@ def _levels(_ctx, _param, text: str) -> tuple[float, ...]:
 @click.option("--reg-lr", type=float, default=_D.lr, show_default=True, help="Adam learning rate of fine-tuning.")
 @click.option("--calibration", type=int, default=_D.calibration, show_default=True,
               help="Training images that calibrate the threshold table.")
+@click.option("--floor-z", type=float, default=_D.floor_z, show_default=True,
+              help="Calibrate each level this many standard errors (over the calibration images) above its "
+                   "target, so unseen images still meet it; 0: the exact quantile.")
 @click.option("--val-fraction", type=float, default=_D.val_fraction, show_default=True,
               help="Seeded part of the training split held out (never trained on) to pick the default level.")
 @click.option("--max-accuracy-drop", type=float, default=_D.max_accuracy_drop, show_default=True,
@@ -151,7 +154,7 @@ def _config(kw: dict) -> FeatureRegConfig:
     config = FeatureRegConfig(
         levels=kw["levels"], penalty=kw["penalty"], epochs=kw["reg_epochs"], ramp=kw["ramp"],
         frozen_epochs=kw["frozen_epochs"], lr=kw["reg_lr"], calibration=kw["calibration"],
-        val_fraction=kw["val_fraction"], max_accuracy_drop=kw["max_accuracy_drop"],
+        val_fraction=kw["val_fraction"], max_accuracy_drop=kw["max_accuracy_drop"], floor_z=kw["floor_z"],
     )
     config.check()
     return config

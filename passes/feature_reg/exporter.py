@@ -22,6 +22,12 @@ exponential running average for evaluation, as BatchNorm does; afterwards one fo
 ``calibration`` training images sets the table exactly, layer after layer in execution order (each gate
 sees its upstream gates already applied at the same level).
 
+**A level is a floor on unseen images.** The exact quantile meets s_k on the calibration images only; on
+other images each layer's zero fraction scatters around it, so about half the layers would fall just short.
+Calibration therefore aims each layer at s_k + z·σ_l/√n, with σ_l the standard deviation over the n
+calibration images of their per-image zero fractions at the exact quantile, and z = ``floor_z`` (2 by
+default; 0 gives the exact quantile): the standard error of a mean of n images, z of them as a guard band.
+
 **Penalty.** For the input x_l ∈ R^{N×C×P} of each gated conv (P pixels),
 
     R = λ · (1/L) Σ_l  [ (1/(N·P)) Σ_{n,p} ‖x_l[n, :, p]‖₁ / C ]  /  rms(x_l)
@@ -82,6 +88,7 @@ class FeatureRegConfig:
     calibration: int = 512
     val_fraction: float = 0.15
     max_accuracy_drop: float = 1.0
+    floor_z: float = 2.0
 
     def check(self) -> None:
         if not self.levels:
@@ -100,6 +107,8 @@ class FeatureRegConfig:
             raise PimcError(f"--val-fraction must be in (0, 1), got {self.val_fraction}")
         if self.calibration < 1:
             raise PimcError(f"--calibration must be positive, got {self.calibration}")
+        if not 0.0 <= self.floor_z <= 10.0:
+            raise PimcError(f"--floor-z must be in [0, 10], got {self.floor_z}")
 
 
 class ThresholdGate(nn.Module):
@@ -140,6 +149,14 @@ def quantile_threshold(x: torch.Tensor, fraction: float, sample: int | None = No
     return flat.kthvalue(min(k, flat.numel())).values
 
 
+def floor_margin(x: torch.Tensor, t: torch.Tensor, z: float) -> float:
+    """z standard errors of the mean per-image zero fraction of ``x`` gated at ``t`` (images on axis 0)."""
+    if x.shape[0] < 2:
+        return 0.0
+    per_image = (x.detach().abs() <= t).reshape(x.shape[0], -1).float().mean(dim=1)
+    return float(z * per_image.std() / math.sqrt(x.shape[0]))
+
+
 class GateBank(nn.Module):
     """The gates of one model and their threshold table ``T[level, layer]``.
 
@@ -160,6 +177,7 @@ class GateBank(nn.Module):
         self.penalties: list[torch.Tensor] = []
         self.seen = torch.zeros(len(self.levels), dtype=torch.bool)
         self.scale = 1.0  # the regularized fine-tune ramps the targets up: s_k · scale
+        self.floor_z = 0.0  # calibration's guard band, in standard errors (see the module docstring)
 
     def threshold(self, index: int) -> torch.Tensor:
         if isinstance(self.level, torch.Tensor):
@@ -169,8 +187,10 @@ class GateBank(nn.Module):
     def observe(self, index: int, x: torch.Tensor) -> torch.Tensor:
         assert isinstance(self.level, int)
         track = self.mode == "track"
-        t = quantile_threshold(x, self.levels[self.level] * (self.scale if track else 1.0),
-                               TRACK_SAMPLE if track else None)
+        target = self.levels[self.level] * (self.scale if track else 1.0)
+        t = quantile_threshold(x, target, TRACK_SAMPLE if track else None)
+        if self.mode == "calibrate" and self.floor_z > 0 and target > 0:
+            t = quantile_threshold(x, min(target + floor_margin(x, t, self.floor_z), 1.0))
         with torch.no_grad():
             if self.mode == "calibrate" or not bool(self.seen[self.level]):
                 self.table[self.level, index] = t
@@ -313,10 +333,10 @@ def feature_regularize(
     gated = GatedModel(model, input_shape, config.levels, config.momentum)
     torch.manual_seed(seed)
     losses = _fine_tune(gated, loader, config, config.epochs, "track", config.penalty, progress, "feature-reg")
-    calibrate(gated, calib_x)
+    calibrate(gated, calib_x, config.floor_z)
     if config.frozen_epochs:
         losses += _fine_tune(gated, loader, config, config.frozen_epochs, "fixed", 0.0, progress, "frozen gates")
-        calibrate(gated, calib_x)  # the weights moved: the table meets the targets again
+        calibrate(gated, calib_x, config.floor_z)  # the weights moved: the table meets the targets again
     accs = [level_accuracy(gated, k, *val) for k in range(len(config.levels))]
     within = [k for k, a in enumerate(accs) if (dense_val - a) * 100 <= config.max_accuracy_drop + 1e-9]
     default = max(within) if within else 0
@@ -332,12 +352,13 @@ def level_accuracy(gated: GatedModel, level: int, x: np.ndarray, y: np.ndarray) 
 
 
 @torch.no_grad()
-def calibrate(gated: GatedModel, x: np.ndarray) -> None:
-    """Set every level's thresholds from one forward pass over ``x`` (training images)."""
+def calibrate(gated: GatedModel, x: np.ndarray, floor_z: float = 0.0) -> None:
+    """Set every level's thresholds from one forward pass over ``x`` (training images), each ``floor_z``
+    standard errors above the level (:func:`floor_margin`)."""
     bank = gated.bank
     was_training = gated.training
     gated.eval()
-    bank.mode = "calibrate"
+    bank.mode, bank.floor_z = "calibrate", floor_z
     batch = torch.from_numpy(np.asarray(x, np.float32))
     try:
         for level in range(len(bank.levels)):
@@ -345,7 +366,7 @@ def calibrate(gated: GatedModel, x: np.ndarray) -> None:
             gated(batch)
             bank.seen[level] = True
     finally:
-        bank.mode = "fixed"
+        bank.mode, bank.floor_z = "fixed", 0.0
         gated.train(was_training)
 
 

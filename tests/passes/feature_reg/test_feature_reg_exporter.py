@@ -23,6 +23,7 @@ from pimc.passes.feature_reg.exporter import (
     conv_input_zero_fractions,
     export_feature_reg_onnx,
     feature_regularize,
+    floor_margin,
     level_metadata,
     quantile_threshold,
     split_validation,
@@ -102,6 +103,26 @@ def test_calibration_hits_each_level_on_the_calibration_images():
             assert float((tensor == 0).float().mean()) >= target - 1e-6
     for h in hooks:
         h.remove()
+
+
+def test_floor_margin_is_z_standard_errors_of_the_per_image_zero_fractions():
+    x = torch.zeros(4, 1, 2, 5)
+    x[:, 0, 0] = torch.arange(1, 6, dtype=torch.float32)  # per image: 5 zeros of 10, then 1..5
+    x[1] *= 10.0  # image 1's values are larger
+    t = torch.tensor(3.0)
+    per_image = torch.tensor([0.8, 0.5, 0.8, 0.8])  # |x| <= 3 share of each image
+    expected = 2.0 * float(per_image.std()) / 2.0
+    assert floor_margin(x, t, 2.0) == pytest.approx(expected)
+    assert floor_margin(x[:1], t, 2.0) == 0.0
+
+
+def test_calibration_floor_sits_above_the_level_on_the_calibration_images():
+    x, _ = data(64)
+    exact, floored = (GatedModel(tiny(), (1, 8, 8), (0.5,)) for _ in range(2))
+    calibrate(exact, x)
+    calibrate(floored, x, floor_z=2.0)
+    assert floored.bank.floor_z == 0.0 and floored.bank.mode == "fixed"
+    assert bool((floored.bank.table >= exact.bank.table).all()) and bool((floored.bank.table > exact.bank.table).any())
 
 
 def test_split_validation_is_disjoint_and_seeded():
