@@ -179,7 +179,8 @@ def test_dead_units_fold_exactly_into_the_next_bias():
 
 @pytest.mark.parametrize(("option", "message"), [
     (["--augment-scale", "1.5"], "--augment-scale"), (["--quantize-scale", "tensor"], "--quantize-scale"),
-    (["--threads", "0"], "--threads"),
+    (["--threads", "0"], "--threads"), (["--validation", "0"], "--validation"),
+    (["--validation", "100000"], "--validation"),
 ])
 def test_cli_refuses_bad_new_options_in_one_line_and_writes_nothing(tmp_path, option, message):
     import subprocess
@@ -206,6 +207,26 @@ def test_cli_exports_digits_cnn(tmp_path):
     assert summary["compression"] >= 4.5
     loaded = onnx.load(str(out))
     assert any(ann.get_node_annotation(n, "sparsity") for n in loaded.graph.node)
+
+
+def test_validation_is_carved_from_the_training_images(tmp_path):
+    from pimc.compiler.cli import cli
+    from pimc.models.train import hold_out, training_data
+
+    data = training_data("digits", (1, 8, 8), 32)
+    kept, validation = hold_out(data, 40, 32)
+    assert len(kept.train) + len(validation) == len(data.train) and len(kept.test) == len(data.test)
+    np.testing.assert_array_equal(validation.x, data.train.x[-40:])
+    assert sum(len(y) for _, y in kept.loader) == len(data.train) - 40
+    result = CliRunner().invoke(cli, [
+        "export", "prune", "--model", "digits_cnn", "-o", str(tmp_path / "p.onnx"), "--dense-output",
+        str(tmp_path / "d.onnx"), "--epochs", "1", "--admm-epochs", "1", "--retrain-epochs", "1", "--steps", "1",
+        "--train-limit", "128", "--validation", "28", "--ratio", "5", "--no-progress", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["training_samples"] == 100 and summary["validation_samples"] == 28
+    assert 0 <= summary["accuracy_validation_pruned"] <= 1 and 0 <= summary["accuracy_validation_dense"] <= 1
 
 
 def _export_mnist(tmp_path, model: str, *options: str) -> dict:
