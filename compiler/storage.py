@@ -37,7 +37,9 @@ On top of the weights every layer stores
                when cheaper 32 bits per non-zero entry + 1 presence bit per entry
 and the fp32 reference counts the same biases at 32 bits. ``ratio`` = dense fp32 bits (weights + biases) /
 stored bits (weights + index + scales + biases); ``weights_ratio`` = the same with the weights and their
-index alone (no scales, no biases), the count that papers quoting "model size" compression usually give.
+index alone (no scales, no biases), the count that papers quoting "model size" compression usually give;
+``weights_ratio_fixed_length`` = ``weights_ratio`` with the cheapest of dense, bitmap, CSR and relative only
+(no entropy coding: the issue-12 definition's three sparse indices).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from .workload import COMPUTE_OPS, constant_value
 
 MAX_RELATIVE_BITS = 16
 MAX_HUFFMAN_VALUE_BITS = 8  # values are Huffman-coded only on a grid of at most 2^8 − 1 non-zero codes
+ENTROPY_FORMATS = ("huffman",)
 CODEBOOK_HEADER_BITS = 8 + 1  # r and k (or b) and the length width w, + which of the two codebook layouts
 
 
@@ -242,9 +245,11 @@ def model_storage(model: onnx.ModelProto) -> dict[str, Any]:
     dense = sum(x["dense_fp32_bits"] for x in layers.values())
     weight_bits = sum(x["weight_storage_bits"] for x in layers.values())
     dense_weights = sum(32.0 * x["params"] for x in layers.values())
+    fixed = sum(min(v for k, v in x["candidates"].items() if k not in ENTROPY_FORMATS) for x in layers.values())
     return {"bits": float(bits), "dense_fp32_bits": float(dense),
             "ratio": round(dense / bits, 3) if bits else None,
             "weights_ratio": round(dense_weights / weight_bits, 3) if weight_bits else None,
+            "weights_ratio_fixed_length": round(dense_weights / fixed, 3) if fixed else None,
             "breakdown": {"weights_and_index": float(weight_bits),
                           "scales": float(sum(x["scale_bits"] for x in layers.values())),
                           "biases": float(sum(x["bias_bits"] for x in layers.values()))},

@@ -237,3 +237,18 @@ def test_a_nonzero_never_needs_the_zero_code():
     w = np.zeros((4, 64))
     w[:, 0] = 1.0  # one non-zero level at 1 bit: the bitmap stores presence only
     assert layer_storage(w, 1.0)["candidates"]["bitmap"] == 4 * 64
+
+
+def test_fixed_length_ratio_leaves_the_entropy_coder_out():
+    from pimc.compiler.storage import model_storage
+
+    rng = np.random.default_rng(1)
+    w = np.zeros((500, 800), np.float32)
+    keep = rng.random(w.shape) < 0.0025
+    w[keep] = rng.choice([-0.2, 0.2, 0.4], keep.sum(), p=[0.45, 0.45, 0.1])
+    store = model_storage(_gemm_model(w, None, np.full(500, 0.2)))
+    layer = store["layers"]["fc"]
+    assert layer["format"] == "huffman"
+    fixed = min(v for k, v in layer["candidates"].items() if k != "huffman")
+    assert store["weights_ratio_fixed_length"] == pytest.approx(w.size * 32 / fixed, rel=1e-4)
+    assert store["weights_ratio"] == pytest.approx(w.size * 32 / layer["candidates"]["huffman"], rel=1e-4)
