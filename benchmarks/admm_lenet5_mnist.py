@@ -44,10 +44,13 @@ ROWS: dict[str, tuple[float, int, int | None, list[str]]] = {
     "85x-noaug-prune": (85.0, 5, None, ["--augment-shift", "0"]),
     "85x-3b-layer": (85.0, 5, 3, ["--quantize-scale", "layer"]),  # ADMM-NN: one q per layer
     "246x-3b-layer": (246.0, 5, 3, ["--quantize-scale", "layer"]),
-    "300x-3b-layer": (300.0, 5, 3, ["--quantize-scale", "layer"]),
-    "350x-3b-layer": (350.0, 5, 3, ["--quantize-scale", "layer"]),
-    "500x-3b-layer": (500.0, 5, 3, ["--quantize-scale", "layer"]),
+    # pruning harder for storage >= 1,000x (weights + index), chosen with --validation 500 (see the docstring)
+    **{f"{r}x-3b-layer": (float(r), 5, 3, ["--quantize-scale", "layer"]) for r in (300, 320, 350, 500)},
+    **{f"{r}x-3b-channel": (float(r), 5, 3, ["--quantize-scale", "channel"]) for r in (300, 350)},
+    **{f"{r}x-3b-layer-cw{w}": (float(r), 5, 3, ["--quantize-scale", "layer", "--conv-weight", str(w)])
+       for r, w in ((300, 16), (320, 16), (350, 16), (350, 4))},
     "350x-3b-layer-e20": (350.0, 5, 3, ["--quantize-scale", "layer", "--admm-epochs", "20", "--retrain-epochs", "20"]),
+    "350x-3b-layer-s8": (350.0, 8, 3, ["--quantize-scale", "layer"]),
 }
 MODELS = ("lenet5", "lenet5_caffe")
 FIELDS = ("model", "row", "ratio", "steps", "quantize_bits", "dense_acc", "pruned_acc", "drop_points",
