@@ -244,6 +244,21 @@ def _export_mnist(tmp_path, model: str, *options: str) -> dict:
     return summary
 
 
+@pytest.mark.slow
+def test_caffe_lenet5_mnist_246x_3bit_within_one_point_and_its_entropy_coded_storage(tmp_path):
+    """Progressive 246x + 3-bit per-layer ADMM quantization (benchmarks/admm_lenet5_mnist.py row 246x-3b-layer,
+    a quarter of an hour here): 98.4 % -> 97.6 % measured; storage weights + index 821x with the Huffman format
+    (637x with the fixed-length indices only), 603x all-in. The issue's >= 1,000x within 1 point is not reached:
+    on a validation split (--validation 500) every 3-bit model at >= 1,000x lost 1.4-3.0 points."""
+    summary = _export_mnist(tmp_path, "lenet5_caffe", "--ratio", "246", "--quantize-bits", "3",
+                            "--quantize-scale", "layer")
+    assert summary["compression"] >= 245.9
+    assert summary["accuracy_dense"] - summary["accuracy_pruned"] <= 0.01
+    store = model_storage(onnx.load(str(tmp_path / "p.onnx")))
+    assert all(x["format"] == "huffman" for x in store["layers"].values())
+    assert store["weights_ratio"] >= 800 and store["weights_ratio_fixed_length"] >= 620 and store["ratio"] >= 590
+
+
 # What the default schedule reached on this machine (seed 0, 1 thread; benchmarks/admm_lenet5_mnist.py): both
 # dense models pass 98 % (98.5 %, 98.8 %); ADMM-NN's (Caffe) LeNet-5 keeps its accuracy at 85x (98.8 -> 98.8);
 # the classic LeNet-5 keeps only 723 weights at 85x and loses 3.3 points (98.5 -> 95.2): the issue's <= 1 point
