@@ -291,7 +291,7 @@ def test_caffe_lenet5_mnist_246x_progressive_within_one_point(tmp_path):
 @pytest.mark.slow
 def test_caffe_lenet5_mnist_85x_3bit_within_one_point_and_its_honest_storage(tmp_path):
     """85x + 3-bit per-layer ADMM quantization (about an hour here): 98.8 % -> 98.9 % measured; storage
-    (weights + relative index + scales + biases) 219x, far from ADMM-NN's 1,910x (see the report: at 85x and
+    (weights + relative index + scales + biases) 219x before the Huffman format, far from ADMM-NN's 1,910x (see the report: at 85x and
     3 bits even an index-free count stops at 85 * 32 / 3 = 907x)."""
     summary = _export_mnist(tmp_path, "lenet5_caffe", "--quantize-bits", "3", "--quantize-scale", "layer")
     assert summary["compression"] >= 85
