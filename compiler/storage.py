@@ -6,11 +6,13 @@ over (Conv: Cin/g·kh·kw; Gemm/MatMul: the input features), flattened row-major
 (``pimc.weight_bits``; a per-block ``bits`` map gives ``pimc.mean_bits``; 32 for an unannotated float
 weight), n the non-zeros and P = rows·cols, the layer costs the cheapest of
     dense:     P·b                                          (no index)
-    bitmap:    n·b + P                                      (one presence bit per weight)
-    CSR:       n·(b + ⌈log2 cols⌉) + (rows + 1)·⌈log2(n + 1)⌉  (column index per non-zero, row pointers)
+    bitmap:    n·v + P                                      (one presence bit per weight; v below)
+    CSR:       n·(v + ⌈log2 cols⌉) + (rows + 1)·⌈log2(n + 1)⌉  (column index per non-zero, row pointers)
     relative:  min over r of Σ_gaps (1 + ⌊g / 2^r⌋)·(b + r)   (Deep Compression: an r-bit gap g to the previous
                                                             non-zero; a gap beyond 2^r − 1 costs filler zeros)
-    huffman:   min over r of H(gaps_r) + H(values) + codebooks   (Deep Compression's third stage, below)
+    huffman:   min over r, k of H(gaps_r,k) + k·n + H(values) + codebooks + ⌈log2(P + 1)⌉  (Deep Compression's
+               third stage, below; H(·) a stream's Huffman-coded bits; the last term stores n, where the
+               decoder stops)
 A stored non-zero never needs the zero code: bitmap and CSR store each non-zero in v = ⌈log2(2^b − 1)⌉ bits
 (= b for b ≥ 2; 0 for b = 1; b itself for a fractional or > 16-bit b). The relative index keeps b: its
 filler entries are zeros.
@@ -27,7 +29,7 @@ non-zero values in the layer; else each value costs b bits raw, no codebook). A 
 c_s has lengths ℓ_s (the optimal prefix code, Huffman 1952) and costs Σ_s c_s·ℓ_s bits; its canonical
 codebook (as DEFLATE, RFC 1951 §3.2.2) is sent as 8 header bits (r and k, or b, and w) + 1 flag bit + the cheaper of
     every symbol's length:  A·w                    (A the alphabet size, w = ⌈log2(ℓ_max + 1)⌉, 0 = unused)
-    the used symbols only:  k·(⌈log2 A⌉ + w)       (k symbols used: each symbol's number and its length)
+    the used symbols only:  m·(⌈log2 A⌉ + w)       (m symbols used: each symbol's number and its length)
 A one-symbol stream gets ℓ = 1.
 On top of the weights every layer stores
     scales:    32 bits per distinct quantization scale of a DequantizeLinear weight (per-channel: one per
@@ -166,7 +168,8 @@ def huffman_bits(flat: np.ndarray, bits: float) -> tuple[float, tuple[int, int]]
     values = huffman_value_bits(flat[nonzero], bits)
     costs = {(r, k): huffman_gap_bits(gaps, r, k) for r in range(1, MAX_RELATIVE_BITS + 1) for k in range(r + 1)}
     best = min(costs, key=lambda rk: costs[rk])
-    return costs[best] + values, best
+    count = math.ceil(math.log2(flat.size + 1))  # n, so that the decoder knows where the stream ends
+    return costs[best] + values + count, best
 
 
 def layer_storage(matrix: np.ndarray, bits: float) -> dict[str, Any]:

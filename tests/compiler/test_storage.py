@@ -213,7 +213,8 @@ def test_huffman_gaps_and_values_by_hand():
     # codebook over 4 + 1 symbols, w = 2: min(5·2, 3·(3 + 2)) = 10
     assert huffman_gap_bits(gaps, 4, 2) == 6 + 8 + CODEBOOK_HEADER_BITS + 10
     per_rk = {(a, b): huffman_gap_bits(gaps, a, b) for a in range(1, 17) for b in range(a + 1)}
-    assert r == min(per_rk, key=lambda k: per_rk[k]) and cost == per_rk[r] + 4 + CODEBOOK_HEADER_BITS + 7
+    count = 5  # n stored in ⌈log2(20 + 1)⌉ bits
+    assert r == min(per_rk, key=lambda k: per_rk[k]) and cost == per_rk[r] + 4 + CODEBOOK_HEADER_BITS + 7 + count
 
 
 def test_huffman_is_chosen_when_cheaper_and_its_bits_are_the_count():
