@@ -62,6 +62,18 @@ def training_data(
     return TrainingData(train, test, make_loader(train.x, train.y, batch_size, True, seed))
 
 
+def hold_out(data: TrainingData, samples: int, batch_size: int, seed: int = 0) -> tuple[TrainingData, Dataset]:
+    """Carve a validation set from the training part: the last ``samples`` training images (the train split
+    is already a seeded shuffle) leave the training set, which keeps the rest; the test part is untouched."""
+    if not 1 <= samples < len(data.train):
+        raise PimcError(f"--validation must be in 1..{len(data.train) - 1} (the training images), got {samples}")
+    assert data.train.y is not None
+    keep = len(data.train) - samples
+    train = Dataset(data.train.name, data.train.x[:keep], data.train.y[:keep])
+    validation = Dataset(f"{data.train.name} (validation)", data.train.x[keep:], data.train.y[keep:])
+    return TrainingData(train, data.test, make_loader(train.x, train.y, batch_size, True, seed)), validation
+
+
 def digits_arrays(
     input_shape: tuple[int, int, int], split: str, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -59,6 +59,9 @@ _FILE = FILE
 @click.option("--epochs", type=int, default=30, show_default=True,
               help="Dense pre-training epochs (none for an ONNX model).")
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training.")
+@click.option("--validation", type=int, default=None,
+              help="Hold the last N training images out of pre-training and pruning and report the accuracy "
+                   "on them (choose --ratio etc. on this, never on the test split).")
 @shared_options
 def command(**kw) -> None:
     """ADMM-NN non-structured pruning (+ optional joint quantization) of a model, exported with annotations."""
@@ -84,6 +87,11 @@ def run_export(**kw) -> dict:
         torch.set_num_threads(kw["threads"])
     seed, progress = kw["seed"], not kw["no_progress"]
     resolved = resolve_model(kw)
+    validation = None
+    if kw["validation"] is not None:
+        from ...models.train import hold_out
+
+        resolved.sets, validation = hold_out(resolved.sets, kw["validation"], kw["batch_size"], seed)
     sets, shape = resolved.sets, resolved.shape
     started, cpu_started = time.perf_counter(), time.process_time()
     pretrain_unless_trained(resolved, kw, kw["epochs"], kw["lr"], schedule.augment())
@@ -116,6 +124,12 @@ def run_export(**kw) -> dict:
     if kw["dense_output"]:
         summary["dense_output"] = str(kw["dense_output"])
         summary["accuracy_dense"] = evaluate(kw["dense_output"], sets.test, repeats=1)["accuracy"]
+    if validation is not None:
+        summary["validation_samples"] = len(validation)
+        summary["training_samples"] = len(sets.train)
+        summary["accuracy_validation_pruned"] = evaluate(kw["output"], validation, repeats=1)["accuracy"]
+        if kw["dense_output"]:
+            summary["accuracy_validation_dense"] = evaluate(kw["dense_output"], validation, repeats=1)["accuracy"]
     return summary
 
 
@@ -123,6 +137,11 @@ def _print_summary(s: dict) -> None:
     table = Table(title=f"ADMM-pruned {s['model']} → {s['output']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
+    if "accuracy_validation_dense" in s:
+        table.add_row("dense validation accuracy", f"{s['accuracy_validation_dense']:.2%}")
+    if "accuracy_validation_pruned" in s:
+        table.add_row(f"pruned validation accuracy ({s['validation_samples']} training images held out)",
+                      f"{s['accuracy_validation_pruned']:.2%}")
     if "accuracy_dense" in s:
         table.add_row("dense test accuracy (onnxruntime)", f"{s['accuracy_dense']:.2%}")
     table.add_row("pruned test accuracy (onnxruntime)", f"{s['accuracy_pruned']:.2%}")

@@ -13,21 +13,31 @@ from pimc.compiler.inspect_model import inspect_model
 from pimc.compiler.storage import layer_storage, relative_index_bits
 
 
+def _codes(shape: tuple[int, ...], seed: int = 0) -> np.ndarray:
+    """Uniform non-zero 8-bit codes ±1..±127 (entropy ~8 bits: nothing for an entropy coder to gain)."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(1, 128, shape) * rng.choice([-1, 1], shape)).astype(float)
+
+
 def test_dense_weights_store_dense():
-    s = layer_storage(np.ones((4, 8)), 8.0)
+    s = layer_storage(_codes((4, 8)), 8.0)
     assert s["format"] == "dense" and s["bits"] == 4 * 8 * 8 and s["dense_fp32_bits"] == 4 * 8 * 32
+    assert s["candidates"]["huffman"] > s["bits"]  # computed, never chosen when not cheaper
 
 
 def test_half_dense_weights_use_a_bitmap_and_very_sparse_ones_an_index():
-    w = (np.random.default_rng(0).random((16, 16)) < 0.6).astype(float)
+    rng = np.random.default_rng(0)
+    w = _codes((16, 16)) * (rng.random((16, 16)) < 0.6)
     half = layer_storage(w, 8.0)
-    assert half["format"] in ("bitmap", "relative") and half["bits"] <= w.sum() * 8 + w.size
+    nnz = np.count_nonzero(w)
+    assert half["format"] in ("bitmap", "relative") and half["bits"] <= nnz * 8 + w.size
     sparse = np.zeros((100, 400))
-    sparse[np.arange(100), np.arange(100) * 4] = 1.0
-    s = layer_storage(sparse, 3.0)
+    sparse[np.arange(100), np.arange(100) * 4] = _codes((100,))
+    s = layer_storage(sparse, 3.0)  # > 2^3 − 1 distinct values: no value codebook, Huffman gaps only
     csr = 100 * (3 + math.ceil(math.log2(400))) + 101 * math.ceil(math.log2(101))
     relative, _ = relative_index_bits(sparse.reshape(-1) != 0, 3.0)
-    assert s["bits"] == min(csr, relative) and s["format"] in ("csr", "relative")
+    assert s["candidates"]["csr"] == csr and s["candidates"]["relative"] == relative
+    assert s["bits"] == min(s["candidates"].values()) and s["format"] in ("csr", "relative", "huffman")
 
 
 def test_relative_index_counts_filler_zeros():
@@ -152,3 +162,94 @@ def test_quantization_scales_count_once_per_distinct_value():
     layer = per_layer["layers"]["fc"]
     assert layer["weight_bits"] == 3 and layer["bits"] == pytest.approx(layer["weight_storage_bits"] + 32)
     assert per_layer["bits"] == pytest.approx(per_layer["breakdown"]["weights_and_index"] + 32)
+
+
+def test_huffman_lengths_match_a_hand_built_code():
+    from pimc.compiler.storage import huffman_lengths
+
+    # counts a5 b2 c1 d1: merge c+d (2), then b+cd (4), then a+bcd (9): a=1, b=2, c=d=3 → 5+4+3+3 = 15 bits
+    assert huffman_lengths([5, 2, 1, 1]) == [1, 2, 3, 3]
+    assert huffman_lengths([0, 3, 0]) == [0, 1, 0]  # one symbol still takes a bit
+    assert huffman_lengths([0, 0]) == [0, 0]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_huffman_is_within_one_bit_of_the_entropy(seed):
+    from pimc.compiler.storage import huffman_lengths
+
+    counts = np.random.default_rng(seed).integers(1, 200, 20)
+    lengths = np.array(huffman_lengths(counts.tolist()))
+    p = counts / counts.sum()
+    entropy = float(-(p * np.log2(p)).sum())
+    mean = float((p * lengths).sum())
+    assert entropy <= mean < entropy + 1 and (2.0 ** -lengths).sum() == pytest.approx(1.0)  # complete prefix code
+
+
+def test_codebook_takes_the_cheaper_layout():
+    from pimc.compiler.storage import CODEBOOK_HEADER_BITS, codebook_bits
+
+    # lengths up to 3 → w = 2 bits; all 7 symbols: 7·2 = 14; the 4 used: 4·(3 + 2) = 20
+    assert codebook_bits([1, 2, 3, 3, 0, 0, 0], 7) == CODEBOOK_HEADER_BITS + 14
+    # 2 used of 1,025 symbols, w = 1: all: 1,025; listed: 2·(11 + 1) = 24
+    assert codebook_bits([1, 1] + [0] * 1023, 1025) == CODEBOOK_HEADER_BITS + 24
+
+
+def test_huffman_gaps_and_values_by_hand():
+    from pimc.compiler.storage import CODEBOOK_HEADER_BITS, huffman_bits, huffman_gap_bits, huffman_value_bits
+
+    gaps = np.array([0, 0, 5, 9])
+    # r = 2: symbols 0, 0, E 1, E E 1 → counts s0 2, s1 2, E 3 → E 1 bit, s0 and s1 2 bits: 3 + 4 + 4 = 11;
+    # codebook over 5 symbols, w = 2: min(5·2, 3·(3 + 2)) = 10
+    assert huffman_gap_bits(gaps, 2) == 11 + CODEBOOK_HEADER_BITS + 10
+    # values a a a b on a 3-bit grid (7 non-zero codes): 1 bit each = 4; codebook w = 1: min(7, 2·(3 + 1)) = 7
+    assert huffman_value_bits(np.array([0.5, 0.5, 0.5, -1.0]), 3.0) == 4 + CODEBOOK_HEADER_BITS + 7
+    # more distinct values than the grid has codes (or fp32): raw b bits each, no codebook
+    assert huffman_value_bits(np.arange(1.0, 9.0), 3.0) == 8 * 3
+    assert huffman_value_bits(np.array([0.1, 0.2]), 32.0) == 64
+    flat = np.zeros(20)
+    flat[[0, 1, 7, 17]] = [0.5, 0.5, 0.5, -1.0]  # gaps 0, 0, 5, 9
+    cost, r = huffman_bits(flat, 3.0)
+    # r = 4, k = 2: symbols (g mod 16) >> 2 = 0, 0, 1, 2 (no escape) → 2, 1, 1 → 1, 2, 2 bits = 6, + 2·4 raw;
+    # codebook over 4 + 1 symbols, w = 2: min(5·2, 3·(3 + 2)) = 10
+    assert huffman_gap_bits(gaps, 4, 2) == 6 + 8 + CODEBOOK_HEADER_BITS + 10
+    per_rk = {(a, b): huffman_gap_bits(gaps, a, b) for a in range(1, 17) for b in range(a + 1)}
+    count = 5  # n stored in ⌈log2(20 + 1)⌉ bits
+    assert r == min(per_rk, key=lambda k: per_rk[k]) and cost == per_rk[r] + 4 + CODEBOOK_HEADER_BITS + 7 + count
+
+
+def test_huffman_is_chosen_when_cheaper_and_its_bits_are_the_count():
+    from pimc.compiler.storage import huffman_bits
+
+    rng = np.random.default_rng(1)
+    w = np.zeros((500, 800))
+    keep = rng.random(w.shape) < 0.0025  # LeNet-5 fc1 at ~400x
+    w[keep] = rng.choice([-0.2, 0.2, 0.4], keep.sum(), p=[0.45, 0.45, 0.1])
+    s = layer_storage(w, 3.0)
+    assert s["format"] == "huffman" and s["bits"] == huffman_bits(w.reshape(-1), 3.0)[0]
+    assert s["bits"] < min(v for k, v in s["candidates"].items() if k != "huffman")
+    assert s["huffman_index_bits"] is not None and s["relative_index_bits"] is None
+
+
+def test_a_nonzero_never_needs_the_zero_code():
+    from pimc.compiler.storage import nonzero_value_bits
+
+    assert nonzero_value_bits(1) == 0 and nonzero_value_bits(2) == 2 and nonzero_value_bits(3) == 3
+    assert nonzero_value_bits(32) == 32 and nonzero_value_bits(2.5) == 2.5
+    w = np.zeros((4, 64))
+    w[:, 0] = 1.0  # one non-zero level at 1 bit: the bitmap stores presence only
+    assert layer_storage(w, 1.0)["candidates"]["bitmap"] == 4 * 64
+
+
+def test_fixed_length_ratio_leaves_the_entropy_coder_out():
+    from pimc.compiler.storage import model_storage
+
+    rng = np.random.default_rng(1)
+    w = np.zeros((500, 800), np.float32)
+    keep = rng.random(w.shape) < 0.0025
+    w[keep] = rng.choice([-0.2, 0.2, 0.4], keep.sum(), p=[0.45, 0.45, 0.1])
+    store = model_storage(_gemm_model(w, None, np.full(500, 0.2)))
+    layer = store["layers"]["fc"]
+    assert layer["format"] == "huffman"
+    fixed = min(v for k, v in layer["candidates"].items() if k != "huffman")
+    assert store["weights_ratio_fixed_length"] == pytest.approx(w.size * 32 / fixed, rel=1e-4)
+    assert store["weights_ratio"] == pytest.approx(w.size * 32 / layer["candidates"]["huffman"], rel=1e-4)

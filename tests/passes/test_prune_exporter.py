@@ -179,7 +179,8 @@ def test_dead_units_fold_exactly_into_the_next_bias():
 
 @pytest.mark.parametrize(("option", "message"), [
     (["--augment-scale", "1.5"], "--augment-scale"), (["--quantize-scale", "tensor"], "--quantize-scale"),
-    (["--threads", "0"], "--threads"),
+    (["--threads", "0"], "--threads"), (["--validation", "0"], "--validation"),
+    (["--validation", "100000"], "--validation"),
 ])
 def test_cli_refuses_bad_new_options_in_one_line_and_writes_nothing(tmp_path, option, message):
     import subprocess
@@ -208,6 +209,26 @@ def test_cli_exports_digits_cnn(tmp_path):
     assert any(ann.get_node_annotation(n, "sparsity") for n in loaded.graph.node)
 
 
+def test_validation_is_carved_from_the_training_images(tmp_path):
+    from pimc.compiler.cli import cli
+    from pimc.models.train import hold_out, training_data
+
+    data = training_data("digits", (1, 8, 8), 32)
+    kept, validation = hold_out(data, 40, 32)
+    assert len(kept.train) + len(validation) == len(data.train) and len(kept.test) == len(data.test)
+    np.testing.assert_array_equal(validation.x, data.train.x[-40:])
+    assert sum(len(y) for _, y in kept.loader) == len(data.train) - 40
+    result = CliRunner().invoke(cli, [
+        "export", "prune", "--model", "digits_cnn", "-o", str(tmp_path / "p.onnx"), "--dense-output",
+        str(tmp_path / "d.onnx"), "--epochs", "1", "--admm-epochs", "1", "--retrain-epochs", "1", "--steps", "1",
+        "--train-limit", "128", "--validation", "28", "--ratio", "5", "--no-progress", "--json",
+    ])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output)
+    assert summary["training_samples"] == 100 and summary["validation_samples"] == 28
+    assert 0 <= summary["accuracy_validation_pruned"] <= 1 and 0 <= summary["accuracy_validation_dense"] <= 1
+
+
 def _export_mnist(tmp_path, model: str, *options: str) -> dict:
     """``pimc export prune --model M --data mnist`` (default schedule unless ``options``), summary JSON."""
     from pimc.compiler.cli import cli
@@ -221,6 +242,21 @@ def _export_mnist(tmp_path, model: str, *options: str) -> dict:
     print(model, options, summary["accuracy_dense"], summary["accuracy_pruned"], summary["compression"],
           summary["train_seconds"])
     return summary
+
+
+@pytest.mark.slow
+def test_caffe_lenet5_mnist_246x_3bit_within_one_point_and_its_entropy_coded_storage(tmp_path):
+    """Progressive 246x + 3-bit per-layer ADMM quantization (benchmarks/admm_lenet5_mnist.py row 246x-3b-layer,
+    a quarter of an hour here): 98.4 % -> 97.6 % measured; storage weights + index 818x with the Huffman format
+    (637x with the fixed-length indices only), 601x all-in. The issue's >= 1,000x within 1 point is not reached:
+    on a validation split (--validation 500) every 3-bit model at >= 1,000x lost 1.4-3.0 points."""
+    summary = _export_mnist(tmp_path, "lenet5_caffe", "--ratio", "246", "--quantize-bits", "3",
+                            "--quantize-scale", "layer")
+    assert summary["compression"] >= 245.9
+    assert summary["accuracy_dense"] - summary["accuracy_pruned"] <= 0.01
+    store = model_storage(onnx.load(str(tmp_path / "p.onnx")))
+    assert all(x["format"] == "huffman" for x in store["layers"].values())
+    assert store["weights_ratio"] >= 800 and store["weights_ratio_fixed_length"] >= 620 and store["ratio"] >= 590
 
 
 # What the default schedule reached on this machine (seed 0, 1 thread; benchmarks/admm_lenet5_mnist.py): both
@@ -255,7 +291,7 @@ def test_caffe_lenet5_mnist_246x_progressive_within_one_point(tmp_path):
 @pytest.mark.slow
 def test_caffe_lenet5_mnist_85x_3bit_within_one_point_and_its_honest_storage(tmp_path):
     """85x + 3-bit per-layer ADMM quantization (about an hour here): 98.8 % -> 98.9 % measured; storage
-    (weights + relative index + scales + biases) 219x, far from ADMM-NN's 1,910x (see the report: at 85x and
+    (weights + relative index + scales + biases) 219x before the Huffman format, far from ADMM-NN's 1,910x (see the report: at 85x and
     3 bits even an index-free count stops at 85 * 32 / 3 = 907x)."""
     summary = _export_mnist(tmp_path, "lenet5_caffe", "--quantize-bits", "3", "--quantize-scale", "layer")
     assert summary["compression"] >= 85
