@@ -143,10 +143,16 @@ def gaps_of(flat_nonzero: np.ndarray) -> np.ndarray:
 def huffman_gap_bits(gaps: np.ndarray, r: int, k: int = 0) -> float:
     """r-bit gaps with escape symbols, the low k bits raw and the high r − k Huffman-coded (alphabet
     2^(r−k) + 1), codebook included."""
+    return _histogram_gap_bits(*np.unique(gaps, return_counts=True), r, k)
+
+
+def _histogram_gap_bits(distinct: np.ndarray, times: np.ndarray, r: int, k: int) -> float:
+    """:func:`huffman_gap_bits` from the gaps' histogram (each distinct gap and how often it occurs), so
+    trying every (r, k) costs the number of distinct gaps, not of non-zeros."""
     span, symbols = 1 << r, 1 << (r - k)
-    counts = np.bincount((gaps % span) >> k, minlength=symbols + 1)
-    counts[symbols] = int(np.sum(gaps // span))  # the escape symbol E
-    return huffman_stream_bits(counts, symbols + 1) + float(k * gaps.size)
+    counts = np.bincount((distinct % span) >> k, weights=times, minlength=symbols + 1).astype(np.int64)
+    counts[symbols] = int(np.sum((distinct // span) * times))  # the escape symbol E
+    return huffman_stream_bits(counts, symbols + 1) + float(k * int(times.sum()))
 
 
 def huffman_value_bits(values: np.ndarray, bits: float) -> float:
@@ -166,7 +172,9 @@ def huffman_bits(flat: np.ndarray, bits: float) -> tuple[float, tuple[int, int]]
         return 0.0, (0, 0)
     gaps = gaps_of(nonzero)
     values = huffman_value_bits(flat[nonzero], bits)
-    costs = {(r, k): huffman_gap_bits(gaps, r, k) for r in range(1, MAX_RELATIVE_BITS + 1) for k in range(r + 1)}
+    distinct, times = np.unique(gaps, return_counts=True)
+    costs = {(r, k): _histogram_gap_bits(distinct, times, r, k)
+             for r in range(1, MAX_RELATIVE_BITS + 1) for k in range(r + 1)}
     best = min(costs, key=lambda rk: costs[rk])
     count = math.ceil(math.log2(flat.size + 1))  # n, so that the decoder knows where the stream ends
     return costs[best] + values + count, best
