@@ -42,6 +42,9 @@ def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def emit(summary: dict, as_json: bool, render: Callable[[dict], None]) -> None:
+    """The summary as JSON or a table; its ``warnings`` also go to stderr, one line each."""
+    for text in summary.get("warnings") or []:
+        click.echo(f"warning: {text}", err=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

@@ -301,3 +301,15 @@ def test_caffe_lenet5_mnist_85x_3bit_within_one_point_and_its_honest_storage(tmp
     store = model_storage(onnx.load(str(tmp_path / "p.onnx")))
     assert store["breakdown"]["scales"] == 4 * 32
     assert store["ratio"] >= 200
+
+
+def test_a_loss_beyond_one_point_is_a_warning_on_stderr(capsys):
+    from pimc.passes._exporter_cli import emit
+    from pimc.passes.prune.cli import accuracy_warnings
+
+    assert accuracy_warnings(0.98, 0.975, 85.0) == [] and accuracy_warnings(None, 0.5, 85.0) == []
+    [text] = accuracy_warnings(0.982, 0.916, 85.0)
+    assert "85x fewer non-zeros lost 6.60 points" in text and "--validation" in text
+    emit({"warnings": [text], "value": 1}, True, lambda s: None)
+    captured = capsys.readouterr()
+    assert captured.err == f"warning: {text}\n" and '"value": 1' in captured.out
