@@ -38,7 +38,7 @@ def test_export_prune_on_a_users_onnx_keeps_its_io_names(tmp_path):
         "--json",
     ])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["compression"] >= 3.5
+    assert json.loads(result.stdout)["compression"] >= 3.5
     source, pruned = onnx.load(str(bundled_model_path())), onnx.load(str(out))
     assert [i.name for i in pruned.graph.input] == [i.name for i in source.graph.input]
     assert [o.name for o in pruned.graph.output] == [o.name for o in source.graph.output]
@@ -59,7 +59,7 @@ def test_export_prune_on_a_factory(tmp_path):
         "--ratio", "4", "--no-progress", "--json",
     ])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["compression"] >= 3.5
+    assert json.loads(result.stdout)["compression"] >= 3.5
 
 
 def test_converted_resnet_traces_with_torch_fx_and_keeps_its_residual_streams(tmp_path):
