@@ -37,6 +37,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ...compiler.graph import consumers, initializer_map, producers, value_shapes
+from ...compiler.workload import constant_value
 from ...runtime.bench import interleaved_latency
 from ...runtime.session import make_session
 from .qdq import guard_float_readers
@@ -156,7 +157,7 @@ def _island(model: onnx.ModelProto, node: onnx.NodeProto, prods, readers, inits,
         return helper.make_model(graph, opset_imports=opset, ir_version=model.ir_version)
 
     int8 = build([source, *constants, node, *tail], init_list)
-    float_node, float_inits = _float_node(node, prods, inits)
+    float_node, float_inits = _float_node(model, node, prods, inits)
     float_used = {i for n in [source, *tail] for i in n.input} | set(float_node.input)
     floats = [inits[i] for i in float_used if i in inits] + float_inits
     float_model = build([source, float_node, *tail], floats)
@@ -191,14 +192,16 @@ def _tail(node: onnx.NodeProto, readers, outputs: set[str]) -> tuple[list[onnx.N
     return tail, out
 
 
-def _float_node(node: onnx.NodeProto, prods, inits) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
+def _float_node(model: onnx.ModelProto, node: onnx.NodeProto, prods,
+                inits) -> tuple[onnx.NodeProto, list[onnx.TensorProto]]:
     """``node`` reading float copies of its dequantized weight and bias."""
     inputs, tensors = [node.input[0]], []
     for name in node.input[1:]:
         if not name or name not in prods:
             inputs.append(name)
             continue
-        value = _dequantized(prods[name], inits)
+        scale_type = numpy_helper.to_array(inits[prods[name].input[1]]).dtype
+        value = constant_value(model, name, inits, prods).astype(scale_type)
         tensors.append(numpy_helper.from_array(value, f"{name}__float"))
         inputs.append(f"{name}__float")
     float_node = onnx.NodeProto()
@@ -206,21 +209,6 @@ def _float_node(node: onnx.NodeProto, prods, inits) -> tuple[onnx.NodeProto, lis
     del float_node.input[:]
     float_node.input.extend(inputs)
     return float_node, tensors
-
-
-def _dequantized(dq: onnx.NodeProto, inits) -> np.ndarray:
-    """The value of a DequantizeLinear of initializers: (codes − zero point) · scale along its axis."""
-    codes = numpy_helper.to_array(inits[dq.input[0]]).astype(np.float64)
-    scale = numpy_helper.to_array(inits[dq.input[1]]).astype(np.float64)
-    zero = numpy_helper.to_array(inits[dq.input[2]]).astype(np.float64) if len(dq.input) > 2 and dq.input[2] else 0.0
-    axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-    if np.ndim(scale) == 1 and codes.ndim > 1:
-        shape = [1] * codes.ndim
-        shape[axis] = -1
-        scale = scale.reshape(shape)
-        zero = np.reshape(zero, shape) if np.ndim(zero) == 1 else zero
-    dtype = numpy_helper.to_array(inits[dq.input[1]]).dtype
-    return ((codes - zero) * scale).astype(dtype)
 
 
 def _elem_type(model: onnx.ModelProto, name: str, prods, inits) -> int:
