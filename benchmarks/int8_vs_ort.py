@@ -7,7 +7,9 @@ images of the data's calibration split, drawn from the training images) and pimc
 then times fp32, quantize_static, quantize_static again (an A/A control: the spread of two identical
 sessions is the noise floor of the ratio) and pimc interleaved in one process (``pimc bench``'s runner,
 session threads fixed) at batch 1 and 64, and prints pimc/ort latency ratios (≤ 1 = pimc as fast or faster)
-and '× faster than fp32', for pimc's int8 and for pimc with ``quantize.kernels=measured``. The zoo ResNets are untrained (random weights), so only their latency means
+and '× faster than fp32', for pimc's int8 and for pimc with ``quantize.kernels=measured``. It then compares onnxruntime's
+optimized graphs of pimc's and quantize_static's outputs kernel by kernel (runtime/ort_graph.py): the
+same kernels run the same work, so their latency ratio is 1 up to the A/A noise. The zoo ResNets are untrained (random weights), so only their latency means
 anything; accuracies are top-1 on the held-out test split (digits 450, mnist 1,000 images).
 
 Accuracy table: fp32, quantize_static, quantize_static with ``reduce_range`` (7-bit weights), pimc with
@@ -32,6 +34,7 @@ import onnx
 from pimc.models import bundled_model_path
 from pimc.runtime.bench import compare_models
 from pimc.runtime.datasets import data_splits, load_dataset
+from pimc.runtime.ort_graph import kernel_difference, optimized_model
 from pimc.runtime.session import model_accuracy
 
 PASSES = "fold-constants,eliminate-identity,fold-batchnorm,quantize,cleanup"
@@ -119,6 +122,12 @@ def main() -> None:
             fp, oq, oq2, pq, mq = (r[f"latency_ms_b{b}"] for r in rows)
             print(f"{name:<14} {b:>5}  {pq / oq:>8.2f}  {mq / oq:>12.2f}  {oq2 / oq:>13.2f}  "
                   f"{fp / oq:>23.2f}  {fp / pq:>4.2f}  {fp / mq:>8.2f}", flush=True)
+    print("\nonnxruntime's optimized graphs (kernel signatures: op, constant shapes and dtypes, attributes):")
+    for name, paths in prepared.items():
+        only_ort, only_pimc = kernel_difference(optimized_model(str(paths["ort"])), optimized_model(str(paths["pimc"])))
+        same = "the same kernels" if not (only_ort or only_pimc) else "the same kernels except"
+        print(f"{name:<14} {same}" + "".join(f"\n    only quantize_static: {k}" for k in only_ort)
+              + "".join(f"\n    only pimc:            {k}" for k in only_pimc))
     print("\ntop-1 on the held-out test split:")
     print("model          data    fp32     ort      ort rr   pimc w8  pimc (w7)  measured")
     for name, paths in prepared.items():

@@ -16,6 +16,10 @@ then times dense fp32, quantize_static(dense), pimc int8(dense), PENNI fp32, PEN
 interleaved in one process (``pimc bench``'s runner) at batch 1 and 64, and prints each model's latency,
 '× faster than dense fp32', top-1 on the 450 held-out digits test images, MACs, and the conv channels left per layer (what
 limits the speed-up: the channels shrink could not remove, and the float ops left outside the int8 kernels).
+Last, for dense and PENNI fp32, onnxruntime's profiler at batch 64 gives the conv MACs per image as
+onnxruntime executes them (its NCHWc convs compute whole 8- or 16-channel blocks, so a 2-channel conv costs
+a block; runtime/ort_graph.py), the time in conv kernels and in NCHWc layout reorders: what a channel cut
+can and cannot buy on this runtime.
 
     OMP_NUM_THREADS=2 python benchmarks/penni_int8_resnet20.py --out /tmp/penni_int8 [--reuse] [--repeats 30]
 """
@@ -26,18 +30,24 @@ import argparse
 import shlex
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 from int8_vs_ort import input_dims, ort_quantize
 
 from pimc.compiler.loader import load_model
 from pimc.compiler.stats import model_stats
 from pimc.runtime.bench import compare_models
 from pimc.runtime.datasets import data_splits
+from pimc.runtime.ort_graph import (
+    CONV_KERNELS,
+    executed_conv_macs,
+    op_counts,
+    optimized_model,
+    profile_kernels,
+    time_by_op,
+)
 
 PIPELINE = Path(__file__).resolve().parent.parent / "examples" / "onnxruntime_int8.toml"
 TRAINING = ("pretrain-epochs", "epochs", "swap-every", "prune-rounds", "finetune-epochs", "threshold", "group-l1",
@@ -87,12 +97,18 @@ def conv_channels(path: Path) -> list[int]:
 
 def float_ops(path: Path) -> dict[str, int]:
     """Op types of onnxruntime's optimized graph that are not integer kernels."""
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
-    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    ops = Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    ops = op_counts(optimized_model(str(path), "all"))
     return {k: v for k, v in sorted(ops.items()) if not k.startswith("QLinear") and k != "QGemm"}
+
+
+def executed(path: Path, threads: int) -> tuple[float, float, float]:
+    """(conv MACs per image onnxruntime executes at its channel blocks, ms per batch-64 run in conv kernels,
+    ms in layout reorders), from onnxruntime's profiler (runtime/ort_graph.py)."""
+    x = np.random.default_rng(0).random((64, *input_dims(path)), dtype=np.float32)
+    kernels = profile_kernels(str(path), x, runs=10, threads=threads)
+    spent = time_by_op(kernels)
+    reorder = sum(t for op, t in spent.items() if op.startswith("Reorder"))
+    return executed_conv_macs(kernels), sum(spent.get(op, 0.0) for op in CONV_KERNELS) / 1e3, reorder / 1e3
 
 
 def main() -> None:
@@ -123,6 +139,12 @@ def main() -> None:
     print("conv output channels, penni:", conv_channels(paths["penni fp32"]))
     for name in ("dense ort int8", "penni int8"):
         print(f"non-integer ops in onnxruntime's optimized {name}: {float_ops(paths[name])}")
+    print("\nfp32 as onnxruntime runs it (profiler, batch 64): NCHWc convs compute whole channel blocks")
+    print(f"{'model':<12} {'MACs':>11} {'executed MACs':>14} {'conv ms':>8} {'reorder ms':>11}")
+    for name in ("dense fp32", "penni fp32"):
+        macs = model_stats(load_model(str(paths[name]))).macs
+        done, conv_ms, reorder_ms = executed(paths[name], args.threads)
+        print(f"{name:<12} {macs:>11,} {done:>14,.0f} {conv_ms:>8.2f} {reorder_ms:>11.2f}")
 
 
 if __name__ == "__main__":

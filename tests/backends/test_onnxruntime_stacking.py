@@ -21,6 +21,7 @@ from pimc.compiler.graph import attr
 from pimc.compiler.loader import load_model
 from pimc.compiler.passbase import PassContext, get_pass
 from pimc.models import bundled_model_path
+from pimc.runtime.ort_graph import op_counts, optimized_model
 
 PIPELINE = Path(__file__).resolve().parents[2] / "examples" / "onnxruntime_int8.toml"
 
@@ -51,11 +52,7 @@ def decomposed(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _optimized_ops(path: Path) -> Counter:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    so.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
-    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    return op_counts(optimized_model(str(path)))
 
 
 def test_pipeline_shrinks_recomposes_and_quantizes(decomposed: Path, tmp_path: Path) -> None:

@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
-import onnx
-import onnxruntime as ort
 import pytest
 
 from pimc.runtime.bench import compare_models
+from pimc.runtime.ort_graph import op_counts, optimized_model
 
 PIPELINE = Path(__file__).resolve().parents[2] / "examples" / "onnxruntime_int8.toml"
 
@@ -41,10 +39,7 @@ def test_penni_resnet20_stacked_with_int8(tmp_path: Path) -> None:
           "-o", str(int8), "--report", str(report))
     accuracy = json.loads(report.read_text())["accuracy"]
     assert accuracy["measured"] and accuracy["drop_points"] <= 1.0
-    so = ort.SessionOptions()
-    so.optimized_model_filepath = str(tmp_path / "p8.opt.onnx")
-    ort.InferenceSession(str(int8), so, providers=["CPUExecutionProvider"])
-    ops = Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    ops = op_counts(optimized_model(str(int8), "all"))
     assert ops["QLinearConv"] > 0 and ops["Conv"] == 0 and ops["FusedConv"] == 0 and ops["QLinearAdd"] > 0
     rows = compare_models([dense, fp32, int8], "digits", (64,), repeats=10, threads=1)
     assert rows[0]["latency_ms_b64"] / rows[2]["latency_ms_b64"] > 1.0

@@ -6,18 +6,14 @@ from collections import Counter
 from pathlib import Path
 
 import onnx
-import onnxruntime as ort
 import pytest
 
 from pimc.models import bundled_model_path
+from pimc.runtime.ort_graph import op_counts, optimized_model
 
 
 def _optimized_ops(path: Path) -> Counter:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-    so.optimized_model_filepath = str(path.with_suffix(".opt.onnx"))
-    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    return Counter(n.op_type for n in onnx.load(so.optimized_model_filepath).graph.node)
+    return op_counts(optimized_model(str(path)))
 
 
 def _quantize_bundled(tmp_path: Path, setting: str) -> Path:

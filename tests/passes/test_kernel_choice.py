@@ -15,6 +15,7 @@ from pimc.compiler.modelio import read_model
 from pimc.compiler.passbase import PassContext, get_pass
 from pimc.models import bundled_model_path
 from pimc.passes.quantize import kernel_choice, quantize
+from pimc.runtime.ort_graph import op_counts, optimized_model
 
 PREP = ("fold-constants", "eliminate-identity", "fold-batchnorm")
 
@@ -36,12 +37,8 @@ def _quantized(**opts) -> tuple[onnx.ModelProto, dict]:
     return result.model, result.stats
 
 
-def _optimized_ops(model: onnx.ModelProto, tmp: Path) -> Counter:
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.optimized_model_filepath = str(tmp)
-    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    return Counter(n.op_type for n in onnx.load(str(tmp)).graph.node)
+def _optimized_ops(model: onnx.ModelProto) -> Counter:
+    return op_counts(optimized_model(model, "all"))
 
 
 def _convs(model: onnx.ModelProto) -> list[str]:
@@ -52,9 +49,9 @@ def test_islands_fuse_like_the_graph_and_agree(tmp_path: Path) -> None:
     model, _ = _quantized()
     islands, unmeasured = kernel_choice.cut_islands(model, _convs(model))
     assert len(islands) == 3 and not unmeasured
-    for i, island in enumerate(islands):
-        int8_ops = _optimized_ops(island.int8, tmp_path / f"q{i}.onnx")
-        float_ops = _optimized_ops(island.float, tmp_path / f"f{i}.onnx")
+    for island in islands:
+        int8_ops = _optimized_ops(island.int8)
+        float_ops = _optimized_ops(island.float)
         assert int8_ops["QLinearConv"] == 1 and int8_ops["Conv"] + int8_ops["FusedConv"] == 0
         assert float_ops["QLinearConv"] == 0 and float_ops["Conv"] + float_ops["FusedConv"] == 1
         # the same arithmetic up to rounding: the int8 kernel requantizes its exact integer sum, the float
@@ -109,7 +106,7 @@ def test_pass_keeps_the_whole_model_measured_fastest(monkeypatch, tmp_path: Path
     result = get_pass("quantize")(kernels="measured").run(_prepared(), _context())
     model, stats = result.model, result.stats
     assert set(compared) == {"measured", "all_int8", "float"}
-    ops = _optimized_ops(model, tmp_path / "m.onnx")
+    ops = _optimized_ops(model)
     assert stats["kernel_choice"]["whole_model"] == {"kept": kept}
     if kept == "all_int8":
         assert ops["QLinearConv"] == 3 and stats["kernel_choice"]["float"] == []
