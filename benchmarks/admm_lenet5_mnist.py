@@ -54,6 +54,12 @@ ROWS: dict[str, tuple[float, int, int | None, list[str]]] = {
        for r, w in ((300, 16), (320, 16), (350, 16), (350, 4))},
     "350x-3b-layer-e20": (350.0, 5, 3, ["--quantize-scale", "layer", "--admm-epochs", "20", "--retrain-epochs", "20"]),
     "350x-3b-layer-s8": (350.0, 8, 3, ["--quantize-scale", "layer"]),
+    # knowledge distillation from the dense model (--distill α, T = 4) in every pruning / quantization phase
+    **{f"{r}x-3b-layer-kd{a}": (float(r), 5, 3, ["--quantize-scale", "layer", "--distill", f"0.{a}"])
+       for r in (300, 350) for a in (5, 9)},
+    **{f"{r}x-3b-layer-cw16-kd{a}": (float(r), 5, 3, ["--quantize-scale", "layer", "--conv-weight", "16",
+                                                      "--distill", f"0.{a}"])
+       for r in (320, 350) for a in (5, 9)},
 }
 MODELS = ("lenet5", "lenet5_caffe")
 FIELDS = ("model", "row", "ratio", "steps", "quantize_bits", "dense_acc", "pruned_acc", "drop_points",
