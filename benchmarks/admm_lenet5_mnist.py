@@ -63,7 +63,7 @@ ROWS: dict[str, tuple[float, int, int | None, list[str]]] = {
 }
 MODELS = ("lenet5", "lenet5_caffe")
 FIELDS = ("model", "row", "ratio", "steps", "quantize_bits", "dense_acc", "pruned_acc", "drop_points",
-          "compression", "storage_ratio", "weights_storage_ratio", "pretrain_seconds", "prune_seconds",
+          "compression", "nonzero_pruned", "storage_ratio", "weights_storage_ratio", "pretrain_seconds", "prune_seconds",
           "prune_cpu_seconds", "val_dense_acc", "val_pruned_acc", "val_drop_points")
 
 
@@ -107,7 +107,8 @@ def run_row(model: str, row: str, out: Path, checkpoints: Path, extra: list[str]
                                                      - summary["accuracy_validation_pruned"]), 2)}
     return {**validated, "model": model, "row": row + held, "ratio": ratio, "steps": steps, "quantize_bits": bits,
             "dense_acc": dense_acc, "pruned_acc": pruned_acc, "drop_points": round(100 * (dense_acc - pruned_acc), 2),
-            "compression": summary["compression"], "storage_ratio": storage["ratio"],
+            "compression": summary["compression"], "nonzero_pruned": summary["nonzero_pruned"],
+            "storage_ratio": storage["ratio"],
             "weights_storage_ratio": storage.get("weights_ratio"), "pretrain_seconds": pretrain,
             "prune_seconds": summary["train_seconds"]["prune"],
             "prune_cpu_seconds": summary["train_seconds"].get("prune_cpu")}
