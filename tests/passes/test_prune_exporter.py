@@ -241,7 +241,7 @@ def test_cli_summary_records_the_distillation(tmp_path):
     for name, extra in {"plain": [], "kd": ["--distill", "0.5", "--distill-temperature", "3"]}.items():
         result = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / f"{name}.onnx"), *extra])
         assert result.exit_code == 0, result.output
-        runs[name] = json.loads(result.output)
+        runs[name] = json.loads(result.stdout)
     assert runs["kd"]["distillation"] == {"alpha": 0.5, "temperature": 3.0}
     assert (runs["kd"]["schedule"]["distill"], runs["kd"]["schedule"]["distill_temperature"]) == (0.5, 3.0)
     assert runs["plain"]["distillation"] == {"alpha": 0.0, "temperature": 4.0}
@@ -292,7 +292,7 @@ def _export_mnist(tmp_path, model: str, *options: str) -> dict:
         "--dense-output", str(tmp_path / "d.onnx"), "--threads", "1", "--no-progress", "--json", *options,
     ])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)  # a loss beyond 1 point adds a warning on stderr
     print(model, options, summary["accuracy_dense"], summary["accuracy_pruned"], summary["compression"],
           summary["train_seconds"])
     return summary
@@ -315,17 +315,17 @@ def test_caffe_lenet5_mnist_246x_3bit_within_one_point_and_its_entropy_coded_sto
 
 @pytest.mark.slow
 def test_caffe_lenet5_mnist_350x_3bit_distilled_on_a_validation_split(tmp_path):
-    """350x + 3-bit per-layer with --distill 0.9 (T = 4), selection mode --validation 500 (minutes here;
-    benchmarks/admm_lenet5_mnist.py row 350x-3b-layer-kd9, which loads its checkpoint: 1.4 points). Asserts what
-    was reached: >= 1,000x weights + index, but a validation drop beyond the 1-point budget."""
+    """350x + 3-bit per-layer with --distill 0.9 (T = 4), selection mode --validation 500 (about 6 minutes here):
+    380.6x, 1,140x weights + index, validation 97.8 % -> 96.0 % (-1.8 points; benchmarks/admm_lenet5_mnist.py row
+    350x-3b-layer-kd9, which loads its checkpoint, lost 1.4): the 1-point budget is missed on validation. Asserts
+    what was reached, with half a point of slack."""
     summary = _export_mnist(tmp_path, "lenet5_caffe", "--ratio", "350", "--quantize-bits", "3", "--quantize-scale",
                             "layer", "--distill", "0.9", "--validation", "500")
     assert summary["distillation"] == {"alpha": 0.9, "temperature": 4.0}
-    assert summary["compression"] >= 350
+    assert summary["compression"] >= 370
     store = model_storage(onnx.load(str(tmp_path / "p.onnx")))
-    assert store["weights_ratio"] >= 1000
-    drop = summary["accuracy_validation_dense"] - summary["accuracy_validation_pruned"]
-    print("validation drop", drop, "weights_ratio", store["weights_ratio"])
+    assert store["weights_ratio"] >= 1100
+    assert summary["accuracy_validation_dense"] - summary["accuracy_validation_pruned"] <= 0.023
 
 
 # What the default schedule reached on this machine (seed 0, 1 thread; benchmarks/admm_lenet5_mnist.py): both
