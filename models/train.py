@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import logging
 import math
@@ -17,6 +18,7 @@ import numpy as np
 import onnx
 import torch
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from tqdm import tqdm
 
@@ -93,6 +95,56 @@ def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, se
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
 
+def distillation_loss(
+    logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, alpha: float, temperature: float
+) -> torch.Tensor:
+    """Knowledge distillation (Hinton, Vinyals & Dean 2015): (1 − α)·CE(y, s) + α·T²·KL(p_t ‖ p_s), with
+    p = softmax(logits / T) and the KL divergence averaged over the batch (T² keeps the soft term's
+    gradient on the scale of the hard one). α = 0 is plain cross-entropy."""
+    hard = F.cross_entropy(logits, targets)
+    if alpha == 0:
+        return hard
+    soft = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                    reduction="batchmean", log_target=True)
+    return (1 - alpha) * hard + alpha * temperature**2 * soft
+
+
+def frozen_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` in eval mode with no trainable parameters (a distillation teacher)."""
+    teacher = copy.deepcopy(model).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+@dataclass
+class Distillation:
+    """A frozen teacher and the weight α / temperature T of ``distillation_loss`` (``train_classifier``'s
+    ``distill``): the teacher's logits are computed, without gradients, on the same (augmented) batch."""
+
+    teacher: nn.Module
+    alpha: float
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.alpha <= 1.0:
+            raise PimcError(f"distillation weight alpha must be in [0, 1], got {self.alpha}")
+        if not (math.isfinite(self.temperature) and self.temperature > 0):
+            raise PimcError(f"distillation temperature must be positive, got {self.temperature}")
+
+    def loss(self, logits: torch.Tensor, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        self.teacher.eval()
+        with torch.no_grad():
+            teacher_logits = self.teacher(inputs)
+        return distillation_loss(logits, teacher_logits, targets, self.alpha, self.temperature)
+
+
+Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, inputs, targets)
+
+
+def _cross_entropy(logits: torch.Tensor, _inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits, targets)
+
+
 def make_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: float) -> torch.optim.Optimizer:
     """SGD with Nesterov momentum or Adam."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -116,13 +168,15 @@ def train_classifier(
     desc: str = "train",
     optimizer: str = "adam",
     augment: Augment | None = None,
+    distill: Distillation | None = None,
 ) -> list[float]:
     """Train with cross-entropy and a per-step cosine learning-rate schedule; return per-epoch mean loss.
 
     ``extra_loss(model)`` is added to every step's loss (e.g. an L1 or ADMM penalty) and
     ``after_step(model)`` runs after every optimiser step (e.g. to re-apply pruning masks).
     ``augment`` (default none) randomly shifts / rotates / scales every training batch, seeded by ``seed``
-    (``models/augment.py``).
+    (``models/augment.py``). ``distill`` replaces the cross-entropy with ``distillation_loss`` against its
+    frozen teacher.
     """
     if epochs < 1:
         raise PimcError(f"epochs must be positive, got {epochs}")
@@ -136,11 +190,11 @@ def train_classifier(
     opt = make_optimizer(model, optimizer, lr, weight_decay)
     total = max(1, epochs * len(train_loader))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    loss_fn = nn.CrossEntropyLoss()
+    criterion = distill.loss if distill is not None else _cross_entropy
     history = []
     bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
     for _ in bar:
-        history.append(_train_epoch(model, train_loader, opt, sched, loss_fn, extra_loss, after_step, extra))
+        history.append(_train_epoch(model, train_loader, opt, sched, criterion, extra_loss, after_step, extra))
         bar.set_postfix(loss=f"{history[-1]:.4f}")
     model.eval()
     return history
@@ -151,7 +205,7 @@ def _train_epoch(
     loader: DataLoader,
     opt: torch.optim.Optimizer,
     sched: torch.optim.lr_scheduler.LRScheduler,
-    loss_fn: nn.Module,
+    criterion: Criterion,
     extra_loss: Callable[[nn.Module], torch.Tensor] | None,
     after_step: Callable[[nn.Module], None] | None,
     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
@@ -163,7 +217,7 @@ def _train_epoch(
         if transform is not None:
             xb = transform(xb)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
+        loss = criterion(model(xb), xb, yb)
         if extra_loss is not None:
             loss = loss + extra_loss(model)
         loss.backward()

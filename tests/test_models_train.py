@@ -16,9 +16,12 @@ from pimc.compiler.errors import PimcError
 from pimc.models import bundled_model_path
 from pimc.models.commands import models_group
 from pimc.models.train import (
+    Distillation,
     digits_arrays,
+    distillation_loss,
     evaluate_torch,
     export_onnx,
+    frozen_copy,
     make_loader,
     train_classifier,
 )
@@ -139,3 +142,82 @@ def test_models_cli_train(tmp_path: Path) -> None:
                                             "--epochs", "1"])
     assert res.exit_code == 0, res.output
     assert "test accuracy" in res.output and out.is_file()
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+STUDENT = np.array([[2.0, 0.0, -1.0], [0.5, 1.5, 0.0]])
+TEACHER = np.array([[0.0, 3.0, 0.0], [1.0, 1.0, 1.0]])
+TARGETS = np.array([0, 1])
+
+
+def _hand_ce() -> float:
+    return float(-np.log(_softmax(STUDENT)[[0, 1], TARGETS]).mean())
+
+
+def _hand_kl(temperature: float) -> float:
+    """KL(p_t ‖ p_s) of the softened distributions, summed over classes, averaged over the batch."""
+    p_t, p_s = _softmax(TEACHER / temperature), _softmax(STUDENT / temperature)
+    return float((p_t * (np.log(p_t) - np.log(p_s))).sum(axis=1).mean())
+
+
+def _kd(alpha: float, temperature: float) -> torch.Tensor:
+    return distillation_loss(torch.tensor(STUDENT, requires_grad=True), torch.tensor(TEACHER),
+                             torch.tensor(TARGETS), alpha, temperature).detach()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 4.0])
+def test_distillation_loss_is_the_hand_computed_mix_of_cross_entropy_and_scaled_kl(temperature: float) -> None:
+    assert float(_kd(0.0, temperature)) == pytest.approx(_hand_ce(), rel=1e-6)
+    assert float(_kd(1.0, temperature)) == pytest.approx(temperature**2 * _hand_kl(temperature), rel=1e-6)
+    mixed = 0.3 * _hand_ce() + 0.7 * temperature**2 * _hand_kl(temperature)
+    assert float(_kd(0.7, temperature)) == pytest.approx(mixed, rel=1e-6)
+
+
+def test_distillation_gradient_pulls_the_student_towards_the_teacher() -> None:
+    """d/ds of T²·KL(softmax(t/T) ‖ softmax(s/T)) averaged over B rows is T·(p_s − p_t)/B: a descent step
+    raises the logits of the classes the teacher prefers."""
+    temperature = 2.0
+    student = torch.tensor(STUDENT, requires_grad=True)
+    distillation_loss(student, torch.tensor(TEACHER), torch.tensor(TARGETS), 1.0, temperature).backward()
+    p_t, p_s = _softmax(TEACHER / temperature), _softmax(STUDENT / temperature)
+    expected = temperature * (p_s - p_t) / len(STUDENT)
+    np.testing.assert_allclose(student.grad.numpy(), expected, rtol=1e-5, atol=1e-7)
+    assert student.grad[0, 1] < 0 and student.grad[0, 0] > 0  # the teacher's class 1 up, the student's 0 down
+    stepped = STUDENT - 0.5 * student.grad.numpy()
+    kl = lambda s: (p_t * (np.log(p_t) - np.log(_softmax(s / temperature)))).sum()  # noqa: E731
+    assert kl(stepped) < kl(STUDENT)
+
+
+def test_distillation_teacher_is_frozen_in_eval_mode_and_training_follows_it() -> None:
+    torch.manual_seed(0)
+    dense = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Dropout(0.5))
+    teacher = frozen_copy(dense.train())
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    assert dense.training and all(p.requires_grad for p in dense.parameters())
+    x = torch.randn(64, 4, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 3, (64,), generator=torch.Generator().manual_seed(2))  # labels the teacher ignores
+    distill = Distillation(teacher, 1.0, 1.0)
+    first = distill.loss(torch.zeros(64, 3), x, y)
+    assert float(first) == pytest.approx(float(distill.loss(torch.zeros(64, 3), x, y)))  # no dropout
+    student = torch.nn.Linear(4, 3)
+    with torch.no_grad():
+        before = float((student(x).argmax(1) == teacher(x).argmax(1)).float().mean())
+    losses = train_classifier(student, make_loader(x.numpy(), y.numpy(), 16, True), 30, lr=3e-2, progress=False,
+                              distill=distill)
+    with torch.no_grad():
+        after = float((student(x).argmax(1) == teacher(x).argmax(1)).float().mean())
+    assert losses[-1] < 0.2 * losses[0] and after >= 0.95 > before
+    assert all(p.grad is None for p in teacher.parameters())
+
+
+@pytest.mark.parametrize(("alpha", "temperature", "message"), [
+    (1.5, 4.0, "alpha"), (-0.1, 4.0, "alpha"), (float("nan"), 4.0, "alpha"), (0.5, 0.0, "temperature"),
+    (0.5, float("inf"), "temperature"),
+])
+def test_distillation_rejects_bad_weight_and_temperature(alpha: float, temperature: float, message: str) -> None:
+    with pytest.raises(PimcError, match=message):
+        Distillation(torch.nn.Linear(2, 2), alpha, temperature)

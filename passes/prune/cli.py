@@ -53,6 +53,11 @@ _FILE = FILE
               help="Random rotation of every training batch, up to this many degrees.")
 @click.option("--augment-scale", type=float, default=PruneSchedule.augment_scale, show_default=True,
               help="Random scaling of every training batch, up to this fraction (0.1 = ±10 %).")
+@click.option("--distill", type=float, default=PruneSchedule.distill, show_default=True,
+              help="Knowledge distillation weight α in [0, 1] from the dense model during ADMM, masked retraining "
+                   "and quantization: (1 − α)·CE + α·T²·KL(dense ‖ pruned); 0: none.")
+@click.option("--distill-temperature", type=float, default=PruneSchedule.distill_temperature, show_default=True,
+              help="Softmax temperature T of --distill.")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch intra-op threads (default: torch's choice; 1 on shared machines).")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -80,7 +85,8 @@ def run_export(**kw) -> dict:
                          tuple(kw["exclude"]))
     schedule = PruneSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["steps"], kw["rho"], kw["rho_growth"],
                              None, kw["prune_lr"], kw["quantize_bits"], kw["quantize_epochs"], kw["act_bits"],
-                             kw["quantize_scale"], kw["augment_shift"], kw["augment_rotate"], kw["augment_scale"])
+                             kw["quantize_scale"], kw["augment_shift"], kw["augment_rotate"], kw["augment_scale"],
+                             distill=kw["distill"], distill_temperature=kw["distill_temperature"])
     config.check()
     schedule.check()
     if kw["threads"]:
@@ -118,6 +124,7 @@ def run_export(**kw) -> dict:
         "model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),
         "config": {**config.__dict__, "include": list(config.include), "exclude": list(config.exclude)},
         "schedule": schedule.__dict__,
+        "distillation": {"alpha": schedule.distill, "temperature": schedule.distill_temperature},
         "weights": total, "nonzero_dense": dense_nnz, "nonzero_pruned": pruned_nnz,
         "compression": round(dense_nnz / max(pruned_nnz, 1), 2), "train_seconds": seconds,
         "accuracy_pruned": evaluate(kw["output"], sets.test, repeats=1)["accuracy"],

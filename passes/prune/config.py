@@ -3,6 +3,7 @@ option defaults from here (the library dataclass is the single source of the CLI
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ...compiler.errors import PimcError
@@ -60,6 +61,10 @@ class PruneSchedule:
     augment_shift: float = 2.0
     augment_rotate: float = 0.0
     augment_scale: float = 0.0
+    # knowledge distillation from the dense model during ADMM, masked retraining and quantization
+    # (models/train.py distillation_loss): loss = (1 − α)·CE + α·T²·KL(teacher ‖ student) at temperature T
+    distill: float = 0.0
+    distill_temperature: float = 4.0
 
     def augment(self):
         """The ``models.augment.Augment`` of these fields (imported here: this module stays torch-free)."""
@@ -82,5 +87,9 @@ class PruneSchedule:
             raise PimcError(f"--quantize-scale must be one of {', '.join(QUANTIZE_SCALES)}, got {self.quantize_scale!r}")
         if self.augment_shift < 0 or self.augment_rotate < 0 or not 0 <= self.augment_scale < 1:
             raise PimcError("--augment-shift and --augment-rotate must be >= 0, --augment-scale in [0, 1)")
+        if not 0.0 <= self.distill <= 1.0:
+            raise PimcError(f"--distill must be in [0, 1], got {self.distill}")
+        if not (math.isfinite(self.distill_temperature) and self.distill_temperature > 0):
+            raise PimcError(f"--distill-temperature must be positive, got {self.distill_temperature}")
         if self.update_every is not None and self.update_every < 1:
             raise PimcError(f"update_every must be positive, got {self.update_every}")

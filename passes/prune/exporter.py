@@ -27,6 +27,11 @@ least squared error, ``quantize.qat.project``), then W ← Proj_Q(W) ⊙ mask, t
 biases retrained. The export goes through the QDQ writer of the quantize exporter (int8 codes on the n-bit
 grid, per-channel scales q_c, calibrated 8-bit activations).
 
+Knowledge distillation (``distill`` α > 0, temperature T): every training phase above (ADMM, masked
+retraining, ADMM quantization and the bias retraining) minimises (1 − α)·CE + α·T²·KL(teacher ‖ student)
+(``models.train.distillation_loss``) instead of the cross-entropy, the teacher being a frozen copy of the
+dense model ``admm_prune`` starts from (eval mode, its logits taken on the same augmented batch).
+
 Every exported compute node carries ``pimc.sparsity`` and ``pimc.prune = "admm"`` (``"admm-n:m"``).
 """
 
@@ -48,7 +53,7 @@ from ...compiler.errors import PimcError
 from ...compiler.graph import selection_miss
 from ...compiler.modelio import write_model
 from ...compiler.workload import constant_value
-from ...models.train import export_onnx, train_classifier
+from ...models.train import Distillation, export_onnx, frozen_copy, train_classifier
 from .config import PruneConfig, PruneSchedule
 from .masks import nm_mask, parse_nm
 
@@ -189,7 +194,7 @@ class _Admm:
 
 
 def _prune_round(model: nn.Module, loader: DataLoader, result: PruneResult, schedule: PruneSchedule,
-                 density: float, seed: int, progress: bool, label: str) -> None:
+                 density: float, seed: int, progress: bool, label: str, distill: Distillation | None = None) -> None:
     """One ADMM phase at ``density``, the hard projection and masked retraining."""
     layers, config = result.layers, result.config
 
@@ -201,7 +206,7 @@ def _prune_round(model: nn.Module, loader: DataLoader, result: PruneResult, sche
         state = _Admm(layers, project, schedule, max(1, len(loader)), result.trace, label)
         train_classifier(model, loader, schedule.admm_epochs, lr=schedule.lr, seed=seed, progress=progress,
                          extra_loss=state.penalty, after_step=state.after_step, desc=f"admm {label}",
-                         augment=schedule.augment())
+                         augment=schedule.augment(), distill=distill)
     with torch.no_grad():
         weights = {n: _restricted(x, x.module.weight.detach()) for n, x in layers.items()}
         masks = projection_masks(layers, weights, config, density)
@@ -211,7 +216,7 @@ def _prune_round(model: nn.Module, loader: DataLoader, result: PruneResult, sche
     if schedule.retrain_epochs > 0:
         train_classifier(model, loader, schedule.retrain_epochs, lr=schedule.lr, seed=seed + 1, progress=progress,
                          after_step=lambda _m: apply_masks(result), desc=f"masked retrain {label}",
-                         augment=schedule.augment())
+                         augment=schedule.augment(), distill=distill)
     apply_masks(result)
 
 
@@ -235,20 +240,29 @@ def densities(config: PruneConfig, steps: int) -> list[float]:
 def admm_prune(model: nn.Module, loader: DataLoader, config: PruneConfig | None = None,
                schedule: PruneSchedule | None = None, seed: int = 0, progress: bool = True) -> PruneResult:
     """ADMM-NN pruning of a (pre-trained) model in place; progressive with ``schedule.steps`` > 1; then,
-    with ``schedule.quantize_bits``, ADMM quantization of the surviving weights."""
+    with ``schedule.quantize_bits``, ADMM quantization of the surviving weights; with ``schedule.distill``
+    every phase distils from a frozen copy of the model as it comes in."""
     config, schedule = config or PruneConfig(), schedule or PruneSchedule()
     config.check()
     schedule.check()
+    distill = teacher_of(model, schedule)
     layers, skipped = prunable_layers(model, config)
     result = PruneResult(layers, skipped, config)
     steps = 1 if config.nm else schedule.steps
     for i, density in enumerate(densities(config, steps)):
         label = f"{i + 1}/{steps}" if steps > 1 else "prune"
-        _prune_round(model, loader, result, schedule, density, seed + 2 * i, progress, label)
+        _prune_round(model, loader, result, schedule, density, seed + 2 * i, progress, label, distill)
     if schedule.quantize_bits:
-        admm_quantize(model, loader, result, schedule, seed + 2 * steps, progress)
+        admm_quantize(model, loader, result, schedule, seed + 2 * steps, progress, distill)
     result.folded = fold_dead_units(model, result)
     return result
+
+
+def teacher_of(model: nn.Module, schedule: PruneSchedule) -> Distillation | None:
+    """The distillation from a frozen copy of ``model`` (before any pruning), or None when ``distill`` is 0."""
+    if schedule.distill == 0:
+        return None
+    return Distillation(frozen_copy(model), schedule.distill, schedule.distill_temperature)
 
 
 ELEMENTWISE = (nn.ReLU, nn.Identity, nn.Dropout)
@@ -299,7 +313,7 @@ def _next_linear(children: list[nn.Module], i: int) -> nn.Linear | None:
 
 
 def admm_quantize(model: nn.Module, loader: DataLoader, result: PruneResult, schedule: PruneSchedule,
-                  seed: int, progress: bool) -> None:
+                  seed: int, progress: bool, distill: Distillation | None = None) -> None:
     """ADMM quantization of the survivors onto ±i·q_c, hard projection, frozen weights, bias retraining."""
     bits = int(schedule.quantize_bits or 8)
     layers = result.layers
@@ -313,7 +327,7 @@ def admm_quantize(model: nn.Module, loader: DataLoader, result: PruneResult, sch
         state = _Admm(layers, project, schedule, max(1, len(loader)), result.trace, f"quantize {bits}b")
         train_classifier(model, loader, schedule.quantize_epochs, lr=schedule.lr, seed=seed, progress=progress,
                          extra_loss=state.penalty, after_step=state.after_step, desc=f"admm quantize {bits}b",
-                         augment=schedule.augment())
+                         augment=schedule.augment(), distill=distill)
     with torch.no_grad():
         for n, x in layers.items():
             z, q = grid_project(x.module.weight.detach(), bits, per_layer)
@@ -322,7 +336,7 @@ def admm_quantize(model: nn.Module, loader: DataLoader, result: PruneResult, sch
             result.scales[n] = q.cpu().numpy()
     if schedule.quantize_epochs > 0 and any(p.requires_grad for p in model.parameters()):
         train_classifier(model, loader, schedule.quantize_epochs, lr=schedule.lr, seed=seed + 1, progress=progress,
-                         desc="retrain biases", augment=schedule.augment())
+                         desc="retrain biases", augment=schedule.augment(), distill=distill)
     for x in layers.values():
         x.module.weight.requires_grad_(True)
 

@@ -25,6 +25,7 @@ from pimc.passes.prune.exporter import (
     layer_densities,
     projection_masks,
     prunable_layers,
+    teacher_of,
 )
 from pimc.runtime.session import make_session
 
@@ -194,6 +195,59 @@ def test_cli_refuses_bad_new_options_in_one_line_and_writes_nothing(tmp_path, op
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("option", "message"), [
+    (["--distill", "1.5"], "--distill must be in [0, 1], got 1.5"),
+    (["--distill", "-0.2"], "--distill must be in [0, 1], got -0.2"),
+    (["--distill", "nan"], "--distill must be in [0, 1], got nan"),
+    (["--distill", "0.5", "--distill-temperature", "0"], "--distill-temperature must be positive, got 0.0"),
+    (["--distill-temperature", "-3"], "--distill-temperature must be positive, got -3.0"),
+])
+def test_cli_refuses_bad_distillation_in_one_stderr_line(tmp_path, option, message):
+    import subprocess
+    import sys
+
+    out = tmp_path / "p.onnx"
+    proc = subprocess.run([sys.executable, "-m", "pimc", "export", "prune", "--model", "digits_cnn", "-o", str(out),
+                           "--no-progress", *option], capture_output=True, text=True)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines() == [f"pimc: error: {message}"]
+    assert not out.exists()
+
+
+def test_distillation_teacher_is_the_dense_model_and_changes_the_pruned_weights():
+    loader, _ = data()
+    dense = tiny()
+    assert teacher_of(dense, PruneSchedule()) is None
+    distill = teacher_of(dense, PruneSchedule(distill=0.9, distill_temperature=2.0))
+    assert (distill.alpha, distill.temperature) == (0.9, 2.0) and distill.teacher is not dense
+    schedule = {"admm_epochs": 1, "retrain_epochs": 1, "steps": 1, "quantize_bits": 3, "quantize_epochs": 1}
+    weights = {}
+    for alpha in (0.0, 0.9):
+        model = tiny()
+        admm_prune(model, loader, PruneConfig(ratio=4.0), PruneSchedule(**schedule, distill=alpha), progress=False)
+        weights[alpha] = [p.detach().clone() for p in model.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(weights[0.0], weights[0.9], strict=True))
+    for p, q in zip(distill.teacher.parameters(), dense.parameters(), strict=True):  # a frozen dense copy
+        assert torch.equal(p, q) and not p.requires_grad and q.requires_grad
+    assert all(torch.count_nonzero(p) == p.numel() for p in distill.teacher.parameters())
+
+
+def test_cli_summary_records_the_distillation(tmp_path):
+    from pimc.compiler.cli import cli
+
+    common = ["export", "prune", "--model", "digits_cnn", "--epochs", "1", "--admm-epochs", "1", "--retrain-epochs",
+              "1", "--steps", "1", "--train-limit", "128", "--ratio", "5", "--no-progress", "--json"]
+    runs = {}
+    for name, extra in {"plain": [], "kd": ["--distill", "0.5", "--distill-temperature", "3"]}.items():
+        result = CliRunner().invoke(cli, [*common, "-o", str(tmp_path / f"{name}.onnx"), *extra])
+        assert result.exit_code == 0, result.output
+        runs[name] = json.loads(result.stdout)
+    assert runs["kd"]["distillation"] == {"alpha": 0.5, "temperature": 3.0}
+    assert (runs["kd"]["schedule"]["distill"], runs["kd"]["schedule"]["distill_temperature"]) == (0.5, 3.0)
+    assert runs["plain"]["distillation"] == {"alpha": 0.0, "temperature": 4.0}
+    assert (tmp_path / "plain.onnx").read_bytes() != (tmp_path / "kd.onnx").read_bytes()
+
+
 def test_cli_exports_digits_cnn(tmp_path):
     from pimc.compiler.cli import cli
 
@@ -238,7 +292,7 @@ def _export_mnist(tmp_path, model: str, *options: str) -> dict:
         "--dense-output", str(tmp_path / "d.onnx"), "--threads", "1", "--no-progress", "--json", *options,
     ])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)  # a loss beyond 1 point adds a warning on stderr
     print(model, options, summary["accuracy_dense"], summary["accuracy_pruned"], summary["compression"],
           summary["train_seconds"])
     return summary
@@ -257,6 +311,21 @@ def test_caffe_lenet5_mnist_246x_3bit_within_one_point_and_its_entropy_coded_sto
     store = model_storage(onnx.load(str(tmp_path / "p.onnx")))
     assert all(x["format"] == "huffman" for x in store["layers"].values())
     assert store["weights_ratio"] >= 800 and store["weights_ratio_fixed_length"] >= 620 and store["ratio"] >= 590
+
+
+@pytest.mark.slow
+def test_caffe_lenet5_mnist_350x_3bit_distilled_on_a_validation_split(tmp_path):
+    """350x + 3-bit per-layer with --distill 0.9 (T = 4), selection mode --validation 500 (about 6 minutes here):
+    380.6x, 1,140x weights + index, validation 97.8 % -> 96.0 % (-1.8 points; benchmarks/admm_lenet5_mnist.py row
+    350x-3b-layer-kd9, which loads its checkpoint, lost 1.4): the 1-point budget is missed on validation. Asserts
+    what was reached, with half a point of slack."""
+    summary = _export_mnist(tmp_path, "lenet5_caffe", "--ratio", "350", "--quantize-bits", "3", "--quantize-scale",
+                            "layer", "--distill", "0.9", "--validation", "500")
+    assert summary["distillation"] == {"alpha": 0.9, "temperature": 4.0}
+    assert summary["compression"] >= 370
+    store = model_storage(onnx.load(str(tmp_path / "p.onnx")))
+    assert store["weights_ratio"] >= 1100
+    assert summary["accuracy_validation_dense"] - summary["accuracy_validation_pruned"] <= 0.023
 
 
 # What the default schedule reached on this machine (seed 0, 1 thread; benchmarks/admm_lenet5_mnist.py): both
