@@ -110,6 +110,7 @@ def run_export(**kw) -> dict:
     dense_nnz, total = weight_nonzeros(model)
     has_labels = sets.test is not None and sets.test.y is not None
     dense_accuracy = evaluate_torch(model, sets.test.x, sets.test.y) if has_labels else None
+    validation_dense = evaluate_torch(model, validation.x, validation.y) if validation is not None else None
     if kw["dense_output"]:
         export_onnx(model, kw["dense_output"], shape)
     result = admm_prune(model, sets.loader, config, schedule, seed=seed, progress=progress)
@@ -140,18 +141,23 @@ def run_export(**kw) -> dict:
         summary["accuracy_validation_pruned"] = evaluate(kw["output"], validation, repeats=1)["accuracy"]
         if kw["dense_output"]:
             summary["accuracy_validation_dense"] = evaluate(kw["dense_output"], validation, repeats=1)["accuracy"]
+        # selection mode: the warning judges the held-out images, so a choice made by it never reads the test split
+        summary["warnings"] = accuracy_warnings(summary.get("accuracy_validation_dense", validation_dense),
+                                                summary["accuracy_validation_pruned"],
+                                                summary["compression"], f"the {len(validation)} validation images")
     return summary
 
 
 LOSS_WARNING_POINTS = 1.0  # ADMM-NN's claim is "no accuracy loss"; the issues' budget is 1 point
 
 
-def accuracy_warnings(dense: float | None, pruned: float | None, compression: float) -> list[str]:
-    """A warning when pruning lost more than LOSS_WARNING_POINTS on the test split (the default ratio is
+def accuracy_warnings(dense: float | None, pruned: float | None, compression: float,
+                      split: str = "the test split") -> list[str]:
+    """A warning when pruning lost more than LOSS_WARNING_POINTS on ``split`` (the default ratio is
     ADMM-NN's LeNet-5 figure, too strong for many smaller models)."""
     if dense is None or pruned is None or 100 * (dense - pruned) <= LOSS_WARNING_POINTS:
         return []
-    return [f"pruning to {compression:g}x fewer non-zeros lost {100 * (dense - pruned):.2f} points on the test split "
+    return [f"pruning to {compression:g}x fewer non-zeros lost {100 * (dense - pruned):.2f} points on {split} "
             f"({dense:.2%} -> {pruned:.2%}): try a lower --ratio, chosen on held-out training images with "
             "--validation N"]
 

@@ -278,9 +278,13 @@ def test_validation_is_carved_from_the_training_images(tmp_path):
         "--train-limit", "128", "--validation", "28", "--ratio", "5", "--no-progress", "--json",
     ])
     assert result.exit_code == 0, result.output
-    summary = json.loads(result.output)
+    summary = json.loads(result.stdout)
     assert summary["training_samples"] == 100 and summary["validation_samples"] == 28
     assert 0 <= summary["accuracy_validation_pruned"] <= 1 and 0 <= summary["accuracy_validation_dense"] <= 1
+    # selection mode: the loss warning judges the validation images, never the test split
+    drop = 100 * (summary["accuracy_validation_dense"] - summary["accuracy_validation_pruned"])
+    assert len(summary["warnings"]) == (drop > 1.0)
+    assert all("the 28 validation images" in w and "test split" not in w for w in summary["warnings"])
 
 
 def _export_mnist(tmp_path, model: str, *options: str) -> dict:
