@@ -12,6 +12,21 @@ sparsity is along the channel dimension at each pixel and input-dependent. ``t``
 ``sparsity_level`` (int64 scalar, with a default-valued initializer, so feeding it is optional) selects
 the row: ``t_l = Gather(Gather(T, level), l)``. One trained model serves every level.
 
+**Placement** (``placement``, CLI ``--gate-placement``). ``conv-input`` (the default): a gate in front of each
+conv (a forward pre-hook), l indexes the convs. A map that other nodes also read — a block output read by the
+next block's conv1 and by the identity shortcut's Add, or by a 1×1 shortcut conv — then reaches those other
+readers ungated, so the map a target stores off chip is the ungated one and the gate only runs as a conv
+fetches it (``activation-sparsity``'s ``input_stored_zero_fraction``). ``stream``: one gate per distinct
+tensor x_l that gated convs read, on the module that produced it (a forward hook on the latest module to
+finish whose output is x_l — a ReLU, a residual block, a stage; a module called several times in one
+forward, like a block's shared ReLU, is gated at the one call that made x_l), so l indexes the maps: every
+reader (each conv, the residual Add) reads the gated map, the stored map is the gated one, and two convs
+reading one map share one gate, one threshold column and one penalty term. The producer is found in the
+tracing pass; a map no module output is (a functional ``F.relu``, or changed in place after its module
+returned) keeps conv-input gates, counted as ``fallback_gates`` in the summary. The gate's math is the
+same in both placements; in ``stream`` the residual path carries the gated map too, so the gate changes the
+block's identity term as well as its conv input.
+
 **Thresholds are calibrated, not learned.** For level k with target zero fraction s_k, t_l[k] is the
 s_k-quantile of |x_l| (the k-th smallest value with k = ⌈s_k·n⌉, so at least s_k of the values are ≤ t and
 become zero; a post-ReLU input whose natural zeros already exceed s_k gets t = 0, which keeps every
