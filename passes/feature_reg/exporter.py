@@ -301,10 +301,6 @@ class GatedModel(nn.Module):
         """The gated convs, in execution order."""
         return [name for name, _ in self.gated]
 
-    @property
-    def gate_names(self) -> list[str]:
-        return [site.name for site in self.sites]
-
 
 def _find_convs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[tuple[str, nn.Module]], list[str]]:
     """(convs to gate in execution order, names of the convs that read the network input)."""
