@@ -25,7 +25,8 @@ whose "channel" is the reduction axis K and whose "pixels" are the rows), over t
                             residual Add, another conv's gate): the zero fraction of r. One map r is stored
                             for all its readers and the gate is applied while it is read back, so off-chip
                             it is r, not X, that is fetched. Absent otherwise (the stored map is X itself:
-                            a gate that is r's only reader is part of its producer's activation, above).
+                            a gate that is r's only reader is part of its producer's activation, above, however
+                            many nodes read the gate's output: the feature-reg exporter's ``stream`` placement).
 
 Aligned chunks nest, so the all-zero fraction falls (weakly) as G grows: a backend whose skipping unit is not a
 measured size reads the next larger one, which never overstates the skipping. The graph computes exactly what it

@@ -12,7 +12,7 @@ from ...compiler.errors import PimcError
 from ...compiler.tables import Table, console
 from ...runtime.datasets import TRAINABLE_HELP
 from .._exporter_cli import FILE, emit, shared_options
-from .exporter import LEVEL_INPUT, FeatureRegConfig
+from .exporter import LEVEL_INPUT, PLACEMENTS, FeatureRegConfig
 
 _D = FeatureRegConfig()
 
@@ -46,6 +46,9 @@ def _levels(_ctx, _param, text: str) -> tuple[float, ...]:
 @click.option("--floor-z", type=float, default=_D.floor_z, show_default=True,
               help="Calibrate each level this many standard errors (over the calibration images) above its "
                    "target, so unseen images still meet it; 0: the exact quantile.")
+@click.option("--gate-placement", type=click.Choice(PLACEMENTS), default=_D.placement, show_default=True,
+              help="conv-input: a gate in front of each conv; stream: one gate per map the convs read, on its "
+                   "producer, so every reader (a residual Add too) and the stored map are gated.")
 @click.option("--val-fraction", type=float, default=_D.val_fraction, show_default=True,
               help="Seeded part of the training split held out (never trained on) to pick the default level.")
 @click.option("--max-accuracy-drop", type=float, default=_D.max_accuracy_drop, show_default=True,
@@ -155,6 +158,7 @@ def _config(kw: dict) -> FeatureRegConfig:
         levels=kw["levels"], penalty=kw["penalty"], epochs=kw["reg_epochs"], ramp=kw["ramp"],
         frozen_epochs=kw["frozen_epochs"], lr=kw["reg_lr"], calibration=kw["calibration"],
         val_fraction=kw["val_fraction"], max_accuracy_drop=kw["max_accuracy_drop"], floor_z=kw["floor_z"],
+        placement=kw["gate_placement"],
     )
     config.check()
     return config
@@ -179,6 +183,9 @@ def _print_summary(s: dict) -> None:
         table.add_row(f"{k}{mark}", f"{s['levels'][k]:.0%}", f"{s['val_accuracy'][k]:.2%}",
                       f"{row['accuracy']:.2%}", f"{mean:.1%} / {low:.1%}")
     console().print(table)
+    if s.get("gate_placement") == "stream":
+        console().print(f"gates: {s['stream_gates']} stream (on the map's producer), {s['fallback_gates']} "
+                        "conv-input fallbacks (the map has no producing module)")
     layers = Table(title="zero fraction of each Conv input, default level, test split")
     layers.add_column("conv")
     layers.add_column("zeros", justify="right")

@@ -12,6 +12,21 @@ sparsity is along the channel dimension at each pixel and input-dependent. ``t``
 ``sparsity_level`` (int64 scalar, with a default-valued initializer, so feeding it is optional) selects
 the row: ``t_l = Gather(Gather(T, level), l)``. One trained model serves every level.
 
+**Placement** (``placement``, CLI ``--gate-placement``). ``conv-input`` (the default): a gate in front of each
+conv (a forward pre-hook), l indexes the convs. A map that other nodes also read — a block output read by the
+next block's conv1 and by the identity shortcut's Add, or by a 1×1 shortcut conv — then reaches those other
+readers ungated, so the map a target stores off chip is the ungated one and the gate only runs as a conv
+fetches it (``activation-sparsity``'s ``input_stored_zero_fraction``). ``stream``: one gate per distinct
+tensor x_l that gated convs read, on the module that produced it (a forward hook on the latest module to
+finish whose output is x_l — a ReLU, a residual block, a stage; a module called several times in one
+forward, like a block's shared ReLU, is gated at the one call that made x_l), so l indexes the maps: every
+reader (each conv, the residual Add) reads the gated map, the stored map is the gated one, and two convs
+reading one map share one gate, one threshold column and one penalty term. The producer is found in the
+tracing pass; a map no module output is (a functional ``F.relu``, or changed in place after its module
+returned) keeps conv-input gates, counted as ``fallback_gates`` in the summary. The gate's math is the
+same in both placements; in ``stream`` the residual path carries the gated map too, so the gate changes the
+block's identity term as well as its conv input.
+
 **Thresholds are calibrated, not learned.** For level k with target zero fraction s_k, t_l[k] is the
 s_k-quantile of |x_l| (the k-th smallest value with k = ⌈s_k·n⌉, so at least s_k of the values are ≤ t and
 become zero; a post-ReLU input whose natural zeros already exceed s_k gets t = 0, which keeps every
@@ -52,7 +67,7 @@ the validation set: the default is the highest level whose validation accuracy i
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,6 +86,7 @@ TABLE_NAME = "feature_reg.thresholds"
 METADATA_KEY = "pimc.feature_reg"
 CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 TRACK_SAMPLE = 1 << 16  # values a training step's quantile is estimated from
+PLACEMENTS = ("conv-input", "stream")  # where the gates sit (see the module docstring)
 
 
 @dataclass
@@ -89,6 +105,7 @@ class FeatureRegConfig:
     val_fraction: float = 0.15
     max_accuracy_drop: float = 1.0
     floor_z: float = 2.0
+    placement: str = "conv-input"
 
     def check(self) -> None:
         if not self.levels:
@@ -109,6 +126,8 @@ class FeatureRegConfig:
             raise PimcError(f"--calibration must be positive, got {self.calibration}")
         if not 0.0 <= self.floor_z <= 10.0:
             raise PimcError(f"--floor-z must be in [0, 10], got {self.floor_z}")
+        if self.placement not in PLACEMENTS:
+            raise PimcError(f"--gate-placement must be one of {', '.join(PLACEMENTS)}, got '{self.placement}'")
 
 
 class ThresholdGate(nn.Module):
@@ -205,49 +224,137 @@ class GateBank(nn.Module):
         return torch.stack(terms).mean() if terms else torch.zeros(())
 
 
-class GatedModel(nn.Module):
-    """``model`` with a gate in front of every conv that does not read the network input.
+@dataclass
+class GateSite:
+    """One gate: the convs that read its output and where it is hooked in.
 
-    The gates run as forward pre-hooks, so ``model`` keeps its own modules and state-dict keys.
+    ``stream`` sites gate the output of ``module`` at its ``call``-th call in one forward pass (a forward
+    hook: every reader of that tensor, convs and residual Adds alike, reads the gated map); ``conv-input``
+    sites gate the input of the single conv ``module`` (a forward pre-hook: only that conv reads the gated map).
+    """
+
+    name: str
+    readers: list[str]
+    channels: int
+    module: nn.Module
+    call: int
+    stream: bool
+
+
+class GatedModel(nn.Module):
+    """``model`` with threshold gates on the inputs of every conv that does not read the network input.
+
+    ``placement="conv-input"``: one gate in front of each such conv (a forward pre-hook). ``"stream"``: one
+    gate per distinct tensor those convs read, on the module that produced it (a forward hook), shared by all
+    of the tensor's readers; a tensor no module produced as it is read (a functional op made it, or changed it
+    in place) keeps conv-input gates. The hooks leave ``model``'s own modules and state-dict keys unchanged.
     ``forward(x, level=None)``: ``level`` (0-d int64 tensor) overrides ``bank.level``, as in the ONNX file.
     """
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], levels: Sequence[float],
-                 momentum: float = 0.1):
+                 momentum: float = 0.1, placement: str = "conv-input"):
         super().__init__()
+        if placement not in PLACEMENTS:
+            raise PimcError(f"--gate-placement must be one of {', '.join(PLACEMENTS)}, got '{placement}'")
         self.model = model
-        self.gated, self.first = _find_convs(model, input_shape)
-        if not self.gated:
+        self.placement = placement
+        reads = _trace(model, input_shape)
+        self.first = [r.conv for r in reads if r.image]
+        self.gated = [(r.conv, r.module) for r in reads if not r.image]
+        self.sites = _sites(reads, placement == "stream")
+        if not self.sites:
             raise PimcError("the model has no conv after the first one: nothing to gate")
-        self.bank = GateBank(levels, [c.in_channels for _, c in self.gated], momentum)
-        self._hooks = [conv.register_forward_pre_hook(self._hook(i)) for i, (_, conv) in enumerate(self.gated)]
+        self.bank = GateBank(levels, [site.channels for site in self.sites], momentum)
+        self._calls: dict[int, int] = {}
+        self._hooks = [self._pre_hook(i, site) for i, site in enumerate(self.sites) if not site.stream]
+        self._hooks += [self._output_hook(module, by_call) for module, by_call in self._stream_modules()]
 
-    def _hook(self, index: int) -> Callable:
-        def hook(_module: nn.Module, args: tuple) -> tuple:
-            return (self.bank.gates[index](args[0], self.bank), *args[1:])
+    def _pre_hook(self, index: int, site: GateSite):
+        gate = self.bank.gates[index]
+        return site.module.register_forward_pre_hook(lambda _m, args: (gate(args[0], self.bank), *args[1:]))
 
-        return hook
+    def _stream_modules(self) -> list[tuple[nn.Module, dict[int, int]]]:
+        """(module, {call index: gate index}) of every module that stream gates sit on."""
+        modules: dict[int, tuple[nn.Module, dict[int, int]]] = {}
+        for index, site in enumerate(self.sites):
+            if site.stream:
+                modules.setdefault(id(site.module), (site.module, {}))[1][site.call] = index
+        return list(modules.values())
+
+    def _output_hook(self, module: nn.Module, by_call: dict[int, int]):
+        def hook(module: nn.Module, _args: tuple, output: torch.Tensor) -> torch.Tensor | None:
+            call = self._calls.get(id(module), 0)
+            self._calls[id(module)] = call + 1
+            index = by_call.get(call)
+            return None if index is None else self.bank.gates[index](output, self.bank)
+
+        return module.register_forward_hook(hook)
 
     def forward(self, x: torch.Tensor, level: torch.Tensor | None = None) -> torch.Tensor:
         if level is not None:
             self.bank.level = level
+        self._calls.clear()
         return self.model(x)
 
     @property
     def names(self) -> list[str]:
+        """The gated convs, in execution order."""
         return [name for name, _ in self.gated]
 
 
 def _find_convs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[tuple[str, nn.Module]], list[str]]:
     """(convs to gate in execution order, names of the convs that read the network input)."""
+    reads = _trace(model, input_shape)
+    return [(r.conv, r.module) for r in reads if not r.image], [r.conv for r in reads if r.image]
+
+
+@dataclass
+class _Read:
+    """A conv's first read of its input during the tracing pass, and the output the tensor came from."""
+
+    conv: str
+    module: nn.Module
+    tensor: torch.Tensor
+    image: bool
+    producer: tuple[str, nn.Module, int] | None
+
+
+def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> list[_Read]:
+    """One eval forward pass on a seeded random image: every conv's input read, in execution order, and the
+    module output (name, module, call index) it is, when one is (the latest to finish, values unchanged)."""
     _run_pre_hooks_of_functional_convs(model)
-    order: list[tuple[str, nn.Module, bool]] = []
-    example = torch.zeros(1, *input_shape)
+    example = torch.randn(1, *input_shape, generator=torch.Generator().manual_seed(0))
+    outputs: list[tuple[str, nn.Module, int, torch.Tensor, torch.Tensor]] = []
+    calls: dict[str, int] = {}
+    reads: list[_Read] = []
+    seen: set[str] = set()
+
+    def record(name: str):
+        def hook(module: nn.Module, _args: tuple, output: object) -> None:
+            call = calls.get(name, 0)
+            calls[name] = call + 1
+            if isinstance(output, torch.Tensor):
+                outputs.append((name, module, call, output, output.detach().clone()))
+
+        return hook
+
+    def read(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            if name in seen:
+                return
+            seen.add(name)
+            x = args[0]
+            reads.append(_Read(name, module, x, _same_tensor(x, example), _producer(outputs, x)))
+
+        return hook
+
+    modules = dict(model.named_modules())
     handles = []
-    for name, module in model.named_modules():
+    for name, module in modules.items():
+        if name:
+            handles.append(module.register_forward_hook(record(name)))
         if isinstance(module, CONV_TYPES):
-            handles.append(module.register_forward_pre_hook(
-                lambda m, args, name=name: order.append((name, m, _same_tensor(args[0], example)))))
+            handles.append(module.register_forward_pre_hook(read(name)))
     was_training = model.training
     model.eval()
     try:
@@ -259,14 +366,35 @@ def _find_convs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[tu
         model.train(was_training)
         for handle in handles:
             handle.remove()
-    seen: set[str] = set()
-    gated, first = [], []
-    for name, module, reads_input in order:
-        if name in seen:
-            continue
-        seen.add(name)
-        (first if reads_input else gated).append(name if reads_input else (name, module))
-    return gated, first
+    return reads
+
+
+def _producer(outputs: list, x: torch.Tensor) -> tuple[str, nn.Module, int] | None:
+    """The latest-finished module output that is ``x`` with ``x``'s current values (not changed in place since)."""
+    for name, module, call, tensor, values in reversed(outputs):
+        if _same_tensor(tensor, x):
+            return (name, module, call) if torch.equal(values, x) else None
+    return None
+
+
+def _sites(reads: list[_Read], stream: bool) -> list[GateSite]:
+    """The gates of the non-image conv reads, in execution order of their first reader."""
+    sites: list[GateSite] = []
+    shared: list[tuple[torch.Tensor, GateSite]] = []
+    for r in (r for r in reads if not r.image):
+        if stream and r.producer is not None:
+            site = next((s for t, s in shared if _same_tensor(t, r.tensor)), None)
+            if site is not None:
+                site.readers.append(r.conv)
+                continue
+            name, module, call = r.producer
+            label = name if call == 0 else f"{name}#{call}"
+            site = GateSite(label, [r.conv], int(r.tensor.shape[1]), module, call, True)
+            shared.append((r.tensor, site))
+        else:
+            site = GateSite(r.conv, [r.conv], int(r.module.in_channels), r.module, 0, False)
+        sites.append(site)
+    return sites
 
 
 def _run_pre_hooks_of_functional_convs(model: nn.Module) -> None:
@@ -307,8 +435,14 @@ class FeatureRegResult:
             "levels": list(bank.levels), "default_level": self.default_level,
             "default_target": bank.levels[self.default_level],
             "gated_convs": self.gated.names, "ungated_convs": self.gated.first,
-            "thresholds": {name: [round(float(bank.table[k, i]), 6) for k in range(len(bank.levels))]
-                           for i, name in enumerate(self.gated.names)},
+            "gate_placement": self.gated.placement,
+            "gates": [{"name": site.name, "placement": "stream" if site.stream else "conv-input",
+                       "readers": site.readers} for site in self.gated.sites],
+            "stream_gates": sum(site.stream for site in self.gated.sites),
+            "fallback_gates": sum(not site.stream for site in self.gated.sites)
+            if self.gated.placement == "stream" else 0,
+            "thresholds": {site.name: [round(float(bank.table[k, i]), 6) for k in range(len(bank.levels))]
+                           for i, site in enumerate(self.gated.sites)},
             "val_accuracy_dense": self.val_accuracy_dense, "val_accuracy": self.val_accuracy,
             "val_samples": self.val_samples, "losses": self.losses,
         }
@@ -330,7 +464,7 @@ def feature_regularize(
 
     config.check()
     dense_val = evaluate_torch(model, *val)
-    gated = GatedModel(model, input_shape, config.levels, config.momentum)
+    gated = GatedModel(model, input_shape, config.levels, config.momentum, config.placement)
     torch.manual_seed(seed)
     losses = _fine_tune(gated, loader, config, config.epochs, "track", config.penalty, progress, "feature-reg")
     calibrate(gated, calib_x, config.floor_z)

@@ -52,7 +52,7 @@ MAPPINGS = {
     "prune": (prune_cli.command, [(PruneConfig, {}, 3), (PruneSchedule, {"lr": "prune_lr"}, 8)]),
     # levels: a tuple in the library, its comma-joined text in the CLI (test_feature_reg_cli checks it)
     "feature-reg": (feature_reg_cli.command, [(FeatureRegConfig, {"epochs": "reg_epochs", "lr": "reg_lr",
-                                                                  "levels": "-"}, 7)]),
+                                                                  "levels": "-", "placement": "gate_placement"}, 8)]),
 }
 CASES = [(name, config, renames, minimum) for name, (_, configs) in MAPPINGS.items()
          for config, renames, minimum in configs]
