@@ -34,7 +34,7 @@ import onnx
 from pimc.models import bundled_model_path
 from pimc.runtime.bench import compare_models
 from pimc.runtime.datasets import data_splits, load_dataset
-from pimc.runtime.ort_graph import kernel_difference, optimized_model
+from pimc.runtime.ort_graph import kernel_difference, optimized_model, quantize_static_baseline
 from pimc.runtime.session import model_accuracy
 
 PASSES = "fold-constants,eliminate-identity,fold-batchnorm,quantize,cleanup"
@@ -44,22 +44,6 @@ MODELS = {"resnet18": "digits", "resnet20": "digits", "digits_cnn": "digits", "l
 
 def pimc_cli(*args: str) -> None:
     subprocess.run([sys.executable, "-m", "pimc", *args], check=True, capture_output=True)
-
-
-def ort_quantize(src: Path, dst: Path, calib: np.ndarray, reduce_range: bool = False) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    name = onnx.load(str(src)).graph.input[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{name: calib[i : i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
 
 
 def input_dims(path: Path) -> tuple[int, int, int]:
@@ -91,8 +75,8 @@ def prepare(name: str, out: Path, mnist_model: Path | None, reuse: bool = False,
     if reuse and all(p.exists() for p in paths.values()):
         return paths
     calib = data_splits(data, input_dims(fp32), 0, None).calibration.x[:64].astype(np.float32)
-    ort_quantize(fp32, paths["ort"], calib)
-    ort_quantize(fp32, paths["ort_rr"], calib, reduce_range=True)
+    quantize_static_baseline(fp32, paths["ort"], calib)
+    quantize_static_baseline(fp32, paths["ort_rr"], calib, reduce_range=True)
     common = ["compile", str(fp32), "-t", "onnxruntime", "--data", data, "--max-accuracy-drop", "100"]
     pimc_cli(*common, "--passes", PASSES, "--set", "quantize.reduce_range=false", "-o", str(paths["pimc_w8"]))
     pimc_cli(*common, "--pipeline", str(PIPELINE), "-o", str(paths["pimc"]))

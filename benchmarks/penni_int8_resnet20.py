@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from int8_vs_ort import input_dims, ort_quantize
+from int8_vs_ort import input_dims
 
 from pimc.compiler.loader import load_model
 from pimc.compiler.stats import model_stats
@@ -46,6 +46,7 @@ from pimc.runtime.ort_graph import (
     op_counts,
     optimized_model,
     profile_kernels,
+    quantize_static_baseline,
     time_by_op,
 )
 
@@ -83,7 +84,7 @@ def build(out: Path, threads: int) -> dict[str, Path]:
     pimc_cli("compile", str(paths["dense fp32"]), *common, "--pipeline", str(PIPELINE),
              "-o", str(paths["dense pimc int8"]))
     calib = data_splits("digits", input_dims(paths["dense fp32"]), 0, None).calibration.x[:64].astype(np.float32)
-    ort_quantize(paths["dense fp32"], paths["dense ort int8"], calib)
+    quantize_static_baseline(paths["dense fp32"], paths["dense ort int8"], calib)
     return paths
 
 

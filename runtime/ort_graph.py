@@ -155,3 +155,22 @@ def time_by_op(kernels: Sequence[KernelTime]) -> dict[str, float]:
     for kernel in kernels:
         spent[kernel.op] += kernel.microseconds
     return dict(spent.most_common())
+
+
+def quantize_static_baseline(source: str | os.PathLike, target: str | os.PathLike, calibration: np.ndarray,
+                             reduce_range: bool = False) -> None:
+    """onnxruntime's own int8 quantizer, as its users run it (QDQ, per-channel s8 weights, u8 activations),
+    calibrated one image at a time on ``calibration``: the baseline pimc's int8 is compared with."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    name = onnx.load(str(source)).graph.input[0].name
+
+    class Images(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.items = iter([{name: calibration[i : i + 1]} for i in range(len(calibration))])
+
+        def get_next(self) -> dict | None:
+            return next(self.items, None)
+
+    quantize_static(str(source), str(target), Images(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    reduce_range=reduce_range, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -20,6 +19,7 @@ from pimc.runtime.ort_graph import (
     kernel_difference,
     optimized_model,
     profile_kernels,
+    quantize_static_baseline,
 )
 
 PASSES = "fold-constants,eliminate-identity,fold-batchnorm,quantize,cleanup"
@@ -57,23 +57,6 @@ def test_a_different_weight_shape_is_a_different_kernel():
     assert [s[0] for s in only_a] == ["Conv"] and [s[0] for s in only_b] == ["Conv"]
 
 
-def _quantize_static(src: Path, dst: Path) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-
-    calib = data_splits("digits", (1, 8, 8), 0, None).calibration.x[:32].astype(np.float32)
-    name = onnx.load(str(src)).graph.input[0].name
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.items = iter([{name: calib[i : i + 1]} for i in range(len(calib))])
-
-        def get_next(self):
-            return next(self.items, None)
-
-    quantize_static(str(src), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-
-
 def test_pimc_int8_runs_the_kernels_of_quantize_static(tmp_path):
     """Every int8 kernel onnxruntime builds from pimc's graph is one it builds from its own quantizer's;
     the one difference allowed: pimc's QGemm classifier writes float logits (no output Q + DequantizeLinear)."""
@@ -83,7 +66,8 @@ def test_pimc_int8_runs_the_kernels_of_quantize_static(tmp_path):
     subprocess.run([sys.executable, "-m", "pimc", "compile", str(bundled_model_path()), "-t", "onnxruntime",
                     "--data", "digits", "--passes", PASSES, "-o", str(ours)], check=True, capture_output=True)
     theirs = tmp_path / "ort.onnx"
-    _quantize_static(bundled_model_path(), theirs)
+    calibration = data_splits("digits", (1, 8, 8), 0, None).calibration.x[:32].astype(np.float32)
+    quantize_static_baseline(bundled_model_path(), theirs, calibration)
     only_ort, only_pimc = kernel_difference(optimized_model(str(theirs)), optimized_model(str(ours)))
     assert sorted(s[0] for s in only_ort) == ["DequantizeLinear", "QGemm"]
     assert [s[0] for s in only_pimc] == ["QGemm"]

@@ -184,6 +184,12 @@ def test_dead_units_fold_exactly_into_the_next_bias():
     (["--validation", "100000"], "--validation"),
 ])
 def test_cli_refuses_bad_new_options_in_one_line_and_writes_nothing(tmp_path, option, message):
+    stderr = _refused(tmp_path, option)
+    assert message in stderr and "Traceback" not in stderr
+
+
+def _refused(tmp_path, option: list[str]) -> str:
+    """``pimc export prune ... OPTION`` must fail without writing its output; its stderr."""
     import subprocess
     import sys
 
@@ -191,8 +197,8 @@ def test_cli_refuses_bad_new_options_in_one_line_and_writes_nothing(tmp_path, op
     proc = subprocess.run([sys.executable, "-m", "pimc", "export", "prune", "--model", "digits_cnn", "-o", str(out),
                            "--no-progress", *option], capture_output=True, text=True)
     assert proc.returncode != 0
-    assert message in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+    return proc.stderr
 
 
 @pytest.mark.parametrize(("option", "message"), [
@@ -203,15 +209,7 @@ def test_cli_refuses_bad_new_options_in_one_line_and_writes_nothing(tmp_path, op
     (["--distill-temperature", "-3"], "--distill-temperature must be positive, got -3.0"),
 ])
 def test_cli_refuses_bad_distillation_in_one_stderr_line(tmp_path, option, message):
-    import subprocess
-    import sys
-
-    out = tmp_path / "p.onnx"
-    proc = subprocess.run([sys.executable, "-m", "pimc", "export", "prune", "--model", "digits_cnn", "-o", str(out),
-                           "--no-progress", *option], capture_output=True, text=True)
-    assert proc.returncode != 0
-    assert proc.stderr.strip().splitlines() == [f"pimc: error: {message}"]
-    assert not out.exists()
+    assert _refused(tmp_path, option).strip().splitlines() == [f"pimc: error: {message}"]
 
 
 def test_distillation_teacher_is_the_dense_model_and_changes_the_pruned_weights():
