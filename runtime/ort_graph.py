@@ -34,8 +34,8 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..compiler.errors import PimcError
-from .session import ModelLike, as_model, ort
+from ..compiler.verify import session_options
+from .session import ModelLike, open_session, ort
 
 LEVELS = {
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -48,15 +48,11 @@ Signature = tuple[str, str, tuple, str]
 
 def optimized_model(model: ModelLike, level: str = "extended") -> onnx.ModelProto:
     """The graph onnxruntime's CPU provider runs for ``model`` after its ``level`` optimizations."""
-    options = ort.SessionOptions()
+    options = session_options()
     options.graph_optimization_level = LEVELS[level]
-    options.log_severity_level = 4
     with tempfile.TemporaryDirectory() as tmp:
         options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
-        try:
-            ort.InferenceSession(as_model(model).SerializeToString(), options, providers=["CPUExecutionProvider"])
-        except Exception as exc:
-            raise PimcError(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0]}") from exc
+        open_session(model, options)
         return onnx.load(options.optimized_model_filepath)
 
 
@@ -104,16 +100,14 @@ class KernelTime:
 def profile_kernels(model: ModelLike, x: np.ndarray, runs: int = 20, threads: int = 1,
                     level: str = "all") -> list[KernelTime]:
     """Every kernel of one session, timed by onnxruntime's profiler over ``runs`` runs on input ``x``."""
-    proto = as_model(model)
-    options = ort.SessionOptions()
+    options = session_options()
     options.graph_optimization_level = LEVELS[level]
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.log_severity_level = 4
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as tmp:
         options.profile_file_prefix = os.path.join(tmp, "profile")
-        session = ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        session = open_session(model, options)
         name = session.get_inputs()[0].name
         for _ in range(runs):
             session.run(None, {name: x})

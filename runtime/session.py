@@ -57,6 +57,12 @@ def make_session(model: ModelLike, threads: int | None = None, spinning: bool = 
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+    return open_session(model, options)
+
+
+def open_session(model: ModelLike, options: object) -> ort.InferenceSession:
+    """A CPU session of ``model`` with ``options`` (built from ``session_options()``); a load failure
+    becomes a one-line PimcError."""
     proto = as_model(model)
     try:
         return ort.InferenceSession(

@@ -126,8 +126,12 @@ class FeatureRegConfig:
             raise PimcError(f"--calibration must be positive, got {self.calibration}")
         if not 0.0 <= self.floor_z <= 10.0:
             raise PimcError(f"--floor-z must be in [0, 10], got {self.floor_z}")
-        if self.placement not in PLACEMENTS:
-            raise PimcError(f"--gate-placement must be one of {', '.join(PLACEMENTS)}, got '{self.placement}'")
+        check_placement(self.placement)
+
+
+def check_placement(placement: str) -> None:
+    if placement not in PLACEMENTS:
+        raise PimcError(f"--gate-placement must be one of {', '.join(PLACEMENTS)}, got '{placement}'")
 
 
 class ThresholdGate(nn.Module):
@@ -254,8 +258,7 @@ class GatedModel(nn.Module):
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], levels: Sequence[float],
                  momentum: float = 0.1, placement: str = "conv-input"):
         super().__init__()
-        if placement not in PLACEMENTS:
-            raise PimcError(f"--gate-placement must be one of {', '.join(PLACEMENTS)}, got '{placement}'")
+        check_placement(placement)
         self.model = model
         self.placement = placement
         reads = _trace(model, input_shape)
@@ -300,12 +303,6 @@ class GatedModel(nn.Module):
     def names(self) -> list[str]:
         """The gated convs, in execution order."""
         return [name for name, _ in self.gated]
-
-
-def _find_convs(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[list[tuple[str, nn.Module]], list[str]]:
-    """(convs to gate in execution order, names of the convs that read the network input)."""
-    reads = _trace(model, input_shape)
-    return [(r.conv, r.module) for r in reads if not r.image], [r.conv for r in reads if r.image]
 
 
 @dataclass

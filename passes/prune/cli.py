@@ -134,8 +134,9 @@ def run_export(**kw) -> dict:
     if kw["dense_output"]:
         summary["dense_output"] = str(kw["dense_output"])
         summary["accuracy_dense"] = evaluate(kw["dense_output"], sets.test, repeats=1)["accuracy"]
-    summary["warnings"] = accuracy_warnings(dense_accuracy, summary["accuracy_pruned"], summary["compression"])
-    if validation is not None:
+    if validation is None:
+        summary["warnings"] = accuracy_warnings(dense_accuracy, summary["accuracy_pruned"], summary["compression"])
+    else:
         summary["validation_samples"] = len(validation)
         summary["training_samples"] = len(sets.train)
         summary["accuracy_validation_pruned"] = evaluate(kw["output"], validation, repeats=1)["accuracy"]
