@@ -65,7 +65,7 @@ ROWS: dict[str, tuple[float, int, int | None, list[str]]] = {
     "85x-3b-layer": (85.0, 5, 3, ["--quantize-scale", "layer"]),  # ADMM-NN: one q per layer
     "246x-3b-layer": (246.0, 5, 3, ["--quantize-scale", "layer"]),
     # pruning harder for storage >= 1,000x (weights + index), chosen with --validation 500 (see the docstring)
-    **{f"{r}x-3b-layer": (float(r), 5, 3, ["--quantize-scale", "layer"]) for r in (300, 320, 350, 500)},
+    **{f"{r}x-3b-layer": (float(r), 5, 3, ["--quantize-scale", "layer"]) for r in (260, 270, 280, 300, 320, 350, 500)},
     **{f"{r}x-3b-channel": (float(r), 5, 3, ["--quantize-scale", "channel"]) for r in (300, 350)},
     **{f"{r}x-3b-layer-cw{w}": (float(r), 5, 3, ["--quantize-scale", "layer", "--conv-weight", str(w)])
        for r, w in ((300, 16), (320, 16), (350, 16), (350, 4))},

@@ -23,6 +23,7 @@ from .loader import infer_shapes, name_nodes
 from .modelio import MAX_TEXT_FILE_BYTES, read_input_file, serialize_model, structure_fingerprint
 from .passbase import Pass, PassContext, get_pass
 from .stats import ModelStats, model_stats
+from .storage import stamp_reference
 from .verify import compare_outputs, run_model
 
 PassSpec = tuple[str, dict[str, Any]]
@@ -150,6 +151,7 @@ class PassManager:
         ``self.final_stats`` holds the output model's statistics afterwards, ``self.final_bytes`` its
         serialization when a pass changed it (passes that report no change must not modify the model)."""
         stats = stats if stats is not None else model_stats(model)
+        stamp_reference(model)  # storage ratios stay against the model as brought, whatever the passes cut
         reference = run_model(model, self.verify_feeds) if self.verify and self.verify_feeds else None
         self.final_bytes = None
         for p in self.passes:

@@ -42,11 +42,20 @@ stored bits (weights + index + scales + biases); ``weights_ratio`` = the same wi
 index alone (no scales, no biases), the count that papers quoting "model size" compression usually give;
 ``weights_ratio_fixed_length`` = ``weights_ratio`` with the cheapest of dense, bitmap, CSR and relative only
 (no entropy coding: the issue-12 definition's three sparse indices).
+
+The dense fp32 reference is the model as it was brought to pimc. A pass that changes shapes (``shrink``
+removing dead channels, the prune exporter's clean-up) would otherwise make the reference the smaller model.
+So the first pipeline to see a model records its dense fp32 bits in the model's ``metadata_props`` under
+``pimc.reference_storage`` (``stamp_reference``), and every later count divides by that. ``reference`` says
+which one was used. ``dense_fp32_bits_this_model`` is the dense fp32 size of the shapes as they are now.
+Removing a hidden channel needs no index: which hidden channels survive does not matter, since the function
+does not depend on their order.
 """
 
 from __future__ import annotations
 
 import heapq
+import json
 import math
 from collections.abc import Iterable
 from typing import Any
@@ -234,17 +243,51 @@ def node_bits(node: onnx.NodeProto) -> float:
     return float(notes.get("weight_bits") or 32)
 
 
-def model_storage(model: onnx.ModelProto) -> dict[str, Any]:
-    """Stored weight bits of every compute node and of the model, and the ratio to dense fp32."""
+REFERENCE_KEY = "pimc.reference_storage"
+
+
+def weighted_nodes(model: onnx.ModelProto) -> Iterable[tuple[onnx.NodeProto, np.ndarray, dict, dict]]:
+    """(node, weight, initializers, producers) of every Conv / Gemm / MatMul with a constant ≥ 2-D weight."""
     inits = initializer_map(model.graph)
     prods = producers(model.graph)
-    layers = {}
     for node in model.graph.node:
         if node.op_type not in COMPUTE_OPS or len(node.input) < 2:
             continue
         weight = constant_value(model, node.input[1], inits, prods)
-        if weight is None or weight.ndim < 2:
-            continue
+        if weight is not None and weight.ndim >= 2:
+            yield node, weight, inits, prods
+
+
+def dense_fp32(model: onnx.ModelProto) -> dict[str, float]:
+    """The model's weights (and their biases) stored dense in float32."""
+    weights = biases = 0.0
+    for node, weight, inits, prods in weighted_nodes(model):
+        weights += 32.0 * weight.size
+        biases += bias_bits(model, node, inits, prods)[1]
+    return {"dense_fp32_bits": weights + biases, "dense_fp32_weight_bits": weights}
+
+
+def stamp_reference(model: onnx.ModelProto) -> None:
+    """Record the model's dense fp32 size as the storage reference, unless one is already recorded."""
+    if recorded_reference(model) is None:
+        model.metadata_props.add(key=REFERENCE_KEY, value=json.dumps(dense_fp32(model), sort_keys=True))
+
+
+def recorded_reference(model: onnx.ModelProto) -> dict[str, float] | None:
+    """The recorded reference, or None when absent or not two positive numbers."""
+    text = next((p.value for p in model.metadata_props if p.key == REFERENCE_KEY), None)
+    try:
+        value = json.loads(text) if text is not None else None
+        reference = {k: float(value[k]) for k in ("dense_fp32_bits", "dense_fp32_weight_bits")}
+    except (ValueError, TypeError, KeyError):
+        return None
+    return reference if all(math.isfinite(v) and v > 0 for v in reference.values()) else None
+
+
+def model_storage(model: onnx.ModelProto) -> dict[str, Any]:
+    """Stored weight bits of every compute node and of the model, and the ratio to dense fp32."""
+    layers = {}
+    for node, weight, inits, prods in weighted_nodes(model):
         layer = layer_storage(layer_matrix(node, weight), node_bits(node))
         layer["weight_storage_bits"] = layer["bits"]
         layer["scale_bits"] = scale_bits(model, node.input[1], inits, prods)
@@ -253,11 +296,15 @@ def model_storage(model: onnx.ModelProto) -> dict[str, Any]:
         layer["dense_fp32_bits"] += dense_bias
         layers[node.name or node.output[0]] = layer
     bits = sum(x["bits"] for x in layers.values())
-    dense = sum(x["dense_fp32_bits"] for x in layers.values())
+    own = sum(x["dense_fp32_bits"] for x in layers.values())
+    recorded = recorded_reference(model)
+    dense = recorded["dense_fp32_bits"] if recorded else own
+    dense_weights = recorded["dense_fp32_weight_bits"] if recorded else sum(32.0 * x["params"] for x in layers.values())
     weight_bits = sum(x["weight_storage_bits"] for x in layers.values())
-    dense_weights = sum(32.0 * x["params"] for x in layers.values())
     fixed = sum(min(v for k, v in x["candidates"].items() if k not in ENTROPY_FORMATS) for x in layers.values())
     return {"bits": float(bits), "dense_fp32_bits": float(dense),
+            "reference": f"the model as brought to pimc ({REFERENCE_KEY})" if recorded else "this model",
+            "dense_fp32_bits_this_model": float(own),
             "ratio": round(dense / bits, 3) if bits else None,
             "weights_ratio": round(dense_weights / weight_bits, 3) if weight_bits else None,
             "weights_ratio_fixed_length": round(dense_weights / fixed, 3) if fixed else None,

@@ -31,6 +31,16 @@ channel c of the space is the block of columns c·H·W … c·H·W + H·W − 1 
 channel c = v_c (the same value at every position) adds v_c · Σ_block W[o, ·] to the Gemm bias (a MatMul,
 having no bias, only drops v_c = 0 channels); an explicit C·H·W in the Reshape target follows.
 
+Quantized graphs (QDQ). A weight or bias given as DequantizeLinear(q, scale[, zero point]) of initializers,
+read by that layer alone, is analysed at its dequantized value and cut in its integer form: q loses the
+same rows and columns, a per-output-channel scale and zero point lose the removed rows (a scale per input
+channel is not cut: such a layer is left alone). A quantized bias cannot absorb a constant channel exactly
+(b + v·ΣW is off the bias grid), so only channels it does not use, or that are 0, go from its input. An
+activation QuantizeLinear or DequantizeLinear with a per-tensor scale and zero point maps every element
+alike, so it preserves channels (a constant v maps to clip(rint(v/s) + z) and (v − z)·s) and a Flatten may
+reach its Gemm through such a pair. Each cut is the removal of a term that is zero, or of an output nobody
+reads, so the quantized model stays exact.
+
 Per-element maps travel with the weights: a ``pattern`` map ([Cout, Cin/groups] pattern ids of
 pattern-prune) loses the rows of removed filters and the columns of removed input channels; other maps
 lose rows when they have one row per filter (see ``_slice_maps``).
@@ -44,7 +54,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import TensorProto, helper
 
 from ...compiler.annotations import get_node_annotation, get_node_map, set_node_annotation, set_node_map
 from ...compiler.graph import (
@@ -74,6 +84,8 @@ _UNARY = {
     "GlobalMaxPool": lambda v, n: v,
     "Flatten": lambda v, n: v,
 }
+FAKE_QUANT = ("QuantizeLinear", "DequantizeLinear")  # with a per-tensor grid: element-wise
+_INTEGER_GRIDS = (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16)
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
 MAX_ROUNDS = 50
 
@@ -102,6 +114,9 @@ class _Layer:
     src: str
     dst: str
     padded: bool = False
+    through: tuple[onnx.NodeProto, ...] = ()  # per-tensor fake quantization between a Flatten and this FC
+    weight_dq: onnx.NodeProto | None = None  # the DequantizeLinear giving the weight, when quantized
+    bias_dq: onnx.NodeProto | None = None
 
 
 @dataclass
@@ -111,6 +126,7 @@ class _Flat:
     node: onnx.NodeProto
     src: str
     block: int
+    through: tuple[onnx.NodeProto, ...] = ()  # the fake quantization on the way to the FC layer
 
 
 @dataclass
@@ -211,21 +227,24 @@ def _analyse(model: onnx.ModelProto) -> _Analysis:
 
 
 def _link_node(graph, node, shapes, inits, uf, a, freeze, data_tensors) -> None:
+    if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+        return  # a constant (a quantized weight or bias), not a map
+    layer = _as_layer(graph, node, shapes, a.flats)
+    if layer is not None:  # its weight and bias are constants, whether initializers or dequantized
+        data_tensors.update((node.input[0], node.output[0]))
+        a.layers.append(layer)
+        return
     acts = [n for n in node.input if n and n not in inits]
     outs = [n for n in node.output if n]
     data_tensors.update(acts)
     data_tensors.update(outs)
-    flat = a.flats.get(outs[0]) if outs else None
-    if flat is not None and flat.node is node:
+    flat = next((f for f in a.flats.values() if f.node is node), None)
+    if flat is not None:
         freeze.append((outs[0], f"flattened by '{node.name}' (its channels follow '{flat.src}')"))
-        return
-    layer = _as_layer(graph, node, shapes, a.flats)
-    if layer is not None:
-        a.layers.append(layer)
         return
     op = node.op_type
     reason = None
-    if op in _UNARY or op in ("AveragePool", "BatchNormalization", "Clip"):
+    if op in _UNARY or op in ("AveragePool", "BatchNormalization", "Clip") + FAKE_QUANT:
         reason = _unary_problem(graph, node, shapes, inits, a)
         if reason is None:
             uf.union(node.input[0], node.output[0])
@@ -256,7 +275,22 @@ def _unary_problem(graph, node, shapes, inits, a) -> str | None:
         return f"Clip '{node.name}' has computed bounds"
     if op in ("MaxPool", "AveragePool") and len(shapes.get(node.input[0]) or []) != 4:
         return f"{op} '{node.name}' is not 2-D"
+    if op in FAKE_QUANT and _per_tensor_grid(graph, node) is None:
+        return f"{op} '{node.name}' is not per tensor"
     return None
+
+
+def _per_tensor_grid(graph, node: onnx.NodeProto) -> tuple[float, float, float, float] | None:
+    """(scale, zero point, lowest, highest code) of a per-tensor QuantizeLinear / DequantizeLinear."""
+    scale = get_initializer(graph, node.input[1]) if len(node.input) > 1 else None
+    zero_name = node.input[2] if len(node.input) > 2 else ""
+    zero = get_initializer(graph, zero_name) if zero_name else np.zeros(1, np.uint8)
+    if scale is None or zero is None or scale.size != 1 or zero.size != 1:
+        return None
+    if zero_name and next(i.data_type for i in graph.initializer if i.name == zero_name) not in _INTEGER_GRIDS:
+        return None  # int4, float8, …: numpy does not hold the grid's range
+    info = np.iinfo(zero.dtype)
+    return float(scale.reshape(-1)[0]), float(zero.reshape(-1)[0]), float(info.min), float(info.max)
 
 
 def _binary_problem(node, shapes, inits, a) -> str | None:
@@ -298,16 +332,34 @@ def _flatten_links(model: onnx.ModelProto, shapes, inits) -> dict[str, _Flat]:
         block = int(np.prod(xshape[2:]))
         if not _flattens_channels(graph, node, xshape, block):
             continue
-        out = node.output[0]
-        users = readers.get(out, [])
-        if out in outputs or not users:
+        reached = _final_readers(graph, readers, outputs, node.output[0])
+        if not reached:
             continue
-        layers = [_as_layer(graph, u, shapes) if u.input[0] == out and out not in u.input[1:] else None
-                  for u in users]
+        layers = [_as_layer(graph, u, shapes) if u.input[0] == t and t not in u.input[1:] else None
+                  for t, u, _ in reached]
         if all(la is not None and la.kind in ("gemm", "matmul") and la.weight.shape[1] == xshape[1] * block
                for la in layers):
-            links[out] = _Flat(node, node.input[0], block)
+            links.update((t, _Flat(node, node.input[0], block, chain)) for t, _, chain in reached)
     return links
+
+
+def _final_readers(graph, readers, outputs, tensor: str, chain: tuple[onnx.NodeProto, ...] = ()
+                   ) -> list[tuple[str, onnx.NodeProto, tuple[onnx.NodeProto, ...]]]:
+    """(tensor read, reader, fake quantization passed) for every reader of ``tensor``, looking through
+    per-tensor fake quantization; empty when a graph output or a dangling end is on the way."""
+    users = readers.get(tensor, [])
+    if tensor in outputs or not users:
+        return []
+    found = []
+    for user in users:
+        if user.op_type in FAKE_QUANT and user.input[0] == tensor and _per_tensor_grid(graph, user) is not None:
+            further = _final_readers(graph, readers, outputs, user.output[0], chain + (user,))
+            if not further:
+                return []
+            found.extend(further)
+        else:
+            found.append((tensor, user, chain))
+    return found
 
 
 def _flattens_channels(graph, node, xshape, block: int) -> bool:
@@ -327,45 +379,78 @@ def _as_layer(graph, node, shapes, flats: dict[str, _Flat] | None = None) -> _La
         out = layer.weight.shape[0]
         layer.weight = layer.weight.reshape(out, -1, flat.block)
         layer.src = flat.src
+        layer.through = flat.through
     return layer
 
 
 def _plain_layer(graph, node, shapes) -> _Layer | None:
     op = node.op_type
-    if op == "Conv" and len(node.input) >= 2:
-        w = get_initializer(graph, node.input[1])
-        xshape = shapes.get(node.input[0]) or []
-        if w is None or w.ndim != 4 or len(xshape) != 4 or not isinstance(xshape[1], int):
-            return None
+    if op not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
+        return None
+    w, wdq = _constant_input(graph, node.input[1])
+    has_bias = op != "MatMul" and len(node.input) > 2 and bool(node.input[2])
+    bias, bdq = _constant_input(graph, node.input[2]) if has_bias else (None, None)
+    if w is None or (has_bias and bias is None) or w.ndim != (4 if op == "Conv" else 2):
+        return None
+    xshape = shapes.get(node.input[0]) or []
+    layer = None
+    if op == "Conv" and len(xshape) == 4 and isinstance(xshape[1], int):
         group = int(attr(node, "group", 1))
-        bias = get_initializer(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if len(node.input) > 2 and node.input[2] and bias is None:
-            return None
-        if group == 1:
-            kind = "conv"
-        elif group == xshape[1] and w.shape[1] == 1 and w.shape[0] % group == 0:
+        kind = "conv" if group == 1 else None
+        if group > 1 and group == xshape[1] and w.shape[1] == 1 and w.shape[0] % group == 0:
             kind = "depthwise"
-        else:
-            return None
-        return _Layer(node, kind, w, bias, node.input[0], node.output[0], has_padding(node))
-    if op == "Gemm" and len(node.input) >= 2:
-        w = get_initializer(graph, node.input[1])
-        bias = get_initializer(graph, node.input[2]) if len(node.input) > 2 and node.input[2] else None
-        if w is None or w.ndim != 2 or attr(node, "transA", 0) or (len(node.input) > 2 and node.input[2] and bias is None):
-            return None
-        if float(attr(node, "alpha", 1.0)) != 1.0 or float(attr(node, "beta", 1.0)) != 1.0:
-            return None
-        if bias is not None and bias.size not in (1, w.shape[0] if attr(node, "transB", 0) else w.shape[1]):
-            return None
-        weight = w if attr(node, "transB", 0) else w.T
-        return _Layer(node, "gemm", weight, bias, node.input[0], node.output[0])
-    if op == "MatMul" and len(node.input) == 2:
-        w = get_initializer(graph, node.input[1])
-        xshape = shapes.get(node.input[0]) or []
-        if w is None or w.ndim != 2 or len(xshape) != 2:
-            return None
-        return _Layer(node, "matmul", w.T, None, node.input[0], node.output[0])
-    return None
+        if kind is not None:
+            layer = _Layer(node, kind, w, bias, node.input[0], node.output[0], has_padding(node))
+    elif op == "Gemm" and not attr(node, "transA", 0):
+        plain = float(attr(node, "alpha", 1.0)) == 1.0 and float(attr(node, "beta", 1.0)) == 1.0
+        outputs = w.shape[0] if attr(node, "transB", 0) else w.shape[1]
+        if plain and (bias is None or bias.size in (1, outputs)):
+            layer = _Layer(node, "gemm", w if attr(node, "transB", 0) else w.T, bias, node.input[0], node.output[0])
+    elif op == "MatMul" and len(xshape) == 2:
+        layer = _Layer(node, "matmul", w.T, None, node.input[0], node.output[0])
+    if layer is None or not (_per_output_channel(graph, layer, wdq) and _per_output_channel(graph, layer, bdq)):
+        return None
+    layer.weight_dq, layer.bias_dq = wdq, bdq
+    return layer
+
+
+def _constant_input(graph, name: str) -> tuple[np.ndarray | None, onnx.NodeProto | None]:
+    """A layer's weight or bias: an initializer, or DequantizeLinear of initializers read by one node only
+    (its dequantized value and the DequantizeLinear); (None, None) for anything computed."""
+    value = get_initializer(graph, name)
+    if value is not None:
+        return value, None
+    dq = next((n for n in graph.node if name in n.output), None)
+    if dq is None or dq.op_type != "DequantizeLinear" or sum(name in n.input for n in graph.node) != 1:
+        return None, None
+    parts = [get_initializer(graph, n) if n else None for n in dq.input]
+    q, scale = parts[0], parts[1]
+    zero = parts[2] if len(parts) > 2 and parts[2] is not None else np.zeros_like(scale, dtype=np.int64)
+    if q is None or scale is None or (len(parts) > 2 and dq.input[2] and parts[2] is None):
+        return None, None
+    if scale.size == 1:
+        return ((q.astype(np.float64) - float(zero.reshape(-1)[0])) * float(scale.reshape(-1)[0])), dq
+    axis = int(attr(dq, "axis", 1)) % q.ndim
+    if scale.ndim != 1 or scale.size != q.shape[axis] or int(attr(dq, "block_size", 0)):
+        return None, None
+    shape = [1] * q.ndim
+    shape[axis] = -1
+    return (q.astype(np.float64) - zero.astype(np.float64).reshape(shape)) * scale.astype(np.float64).reshape(shape), dq
+
+
+def _output_axis(layer: _Layer, ndim: int) -> int:
+    """The axis of the stored weight (or of the bias, ndim 1) that indexes the layer's outputs."""
+    if ndim == 1 or layer.kind in ("conv", "depthwise") or (layer.kind == "gemm" and attr(layer.node, "transB", 0)):
+        return 0
+    return 1
+
+
+def _per_output_channel(graph, layer: _Layer, dq: onnx.NodeProto | None) -> bool:
+    """A quantized tensor can be cut only when its scale is per tensor or per output channel."""
+    if dq is None or get_initializer(graph, dq.input[1]).size == 1:
+        return True
+    ndim = get_initializer(graph, dq.input[0]).ndim
+    return int(attr(dq, "axis", 1)) % ndim == _output_axis(layer, ndim)
 
 
 def _propagate_constants(graph: onnx.GraphProto, a: _Analysis) -> None:
@@ -384,7 +469,7 @@ def _propagate_constants(graph: onnx.GraphProto, a: _Analysis) -> None:
 
 def _node_constant(graph, node, layer, a) -> np.ndarray | None:
     if layer is not None:
-        return _layer_constant(layer, a.consts.get(layer.src))
+        return _layer_constant(layer, _input_constant(graph, a, layer))
     op = node.op_type
     v = a.consts.get(node.input[0]) if node.input else None
     if op in _UNARY:
@@ -397,12 +482,30 @@ def _node_constant(graph, node, layer, a) -> np.ndarray | None:
     if op == "Clip" and v is not None:
         lo, hi = _clip_bounds(graph, node)
         return np.clip(v, lo, hi)
+    if op in FAKE_QUANT and v is not None:
+        return _fake_quant_constant(graph, node, v)
     if op == "BatchNormalization" and v is not None:
         scale, bias, mean, var = (get_initializer(graph, n).astype(np.float64) for n in node.input[1:5])
         return (v - mean) / np.sqrt(var + float(attr(node, "epsilon", 1e-5))) * scale + bias
     if op in _BINARY:
         return _binary_constant(graph, node, a)
     return None
+
+
+def _input_constant(graph, a: _Analysis, layer: _Layer) -> np.ndarray | None:
+    """The per-channel constants of the layer's input as the layer reads them (after any fake quantization
+    between a Flatten and it)."""
+    v = a.consts.get(layer.src)
+    for node in layer.through:
+        v = None if v is None else _fake_quant_constant(graph, node, v)
+    return v
+
+
+def _fake_quant_constant(graph, node: onnx.NodeProto, v: np.ndarray) -> np.ndarray:
+    scale, zero, lo, hi = _per_tensor_grid(graph, node)
+    if node.op_type == "QuantizeLinear":
+        return np.clip(np.rint(v / scale) + zero, lo, hi)
+    return (v - zero) * scale
 
 
 def _clip_bounds(graph, node) -> tuple[float, float]:
@@ -462,17 +565,20 @@ def _removable_sets(model, a: _Analysis, blocked: dict[str, str]) -> dict[str, s
             continue
         if layer.kind == "depthwise":
             continue
-        v = a.consts.get(layer.src, np.full(a.width[sid], np.nan))
+        v = _input_constant(model.graph, a, layer)
+        v = np.full(a.width[sid], np.nan) if v is None else v
         used = np.any(layer.weight.reshape(layer.weight.shape[0], layer.weight.shape[1], -1) != 0, axis=(0, 2))
         for c in list(cand[sid]):
             if not used[c]:
                 continue
             if not np.isfinite(v[c]):
                 cand[sid].discard(c)
-            elif v[c] != 0 and (layer.padded or layer.kind == "matmul"):
+            elif v[c] != 0 and (layer.padded or layer.kind == "matmul" or layer.bias_dq is not None):
                 cand[sid].discard(c)
+                why = ("zero padding" if layer.padded else "a MatMul, which has no bias" if layer.kind == "matmul"
+                       else "a quantized bias")
                 blocked.setdefault(f"{layer.node.name}:in{c}", f"constant input channel {c} = {v[c]:.4g} meets "
-                                   "zero padding (cannot fold into the bias exactly)")
+                                   f"{why} (cannot fold into the bias exactly)")
     _fixed_point(a, cand)
     return cand
 
@@ -565,13 +671,12 @@ def _edit_layer(graph, names, layer: _Layer, a: _Analysis, rin: set[int], rout: 
     out = w.shape[0]
     bias = None if layer.bias is None else np.broadcast_to(layer.bias.astype(np.float64).reshape(-1), (out,)).copy()
     stat = removed[node.name]
+    keep_out = [o for o in range(out) if o not in rout]
+    drop_in: list[int] = []
     if layer.kind == "depthwise":
         groups = a.width[a.space[layer.src]]
         m = out // groups
-        keep_out = [o for o in range(out) if o not in rout]
         new_groups = groups - len(rin)
-        w = w[keep_out]
-        bias = None if bias is None else bias[keep_out]
         stat["groups"] += len(rin)
         stat["out_channels"] += len(rout)
         new_m = len(keep_out) // max(new_groups, 1)
@@ -584,20 +689,21 @@ def _edit_layer(graph, names, layer: _Layer, a: _Analysis, rin: set[int], rout: 
             stat["basis_kernels"] += m - new_m
     else:
         if rin:
-            v = np.nan_to_num(a.consts.get(layer.src, np.zeros(w.shape[1])))
-            contrib = w.reshape(out, w.shape[1], -1).sum(axis=2)
-            drop = sorted(rin)
-            shift = contrib[:, drop] @ v[drop]
+            v = _input_constant(graph, a, layer)
+            v = np.zeros(w.shape[1]) if v is None else np.nan_to_num(v)
+            drop_in = sorted(rin)
+            shift = w.reshape(out, w.shape[1], -1).sum(axis=2)[:, drop_in] @ v[drop_in]
             if np.any(shift != 0):
+                if layer.bias_dq is not None:
+                    raise AssertionError("a constant channel reached a quantized bias")
                 bias = (np.zeros(out) if bias is None else bias) + shift
-            w = np.delete(w, drop, axis=1)
             stat["in_channels"] += len(rin)
-        if rout:
-            keep_out = [o for o in range(out) if o not in rout]
-            w = w[keep_out]
-            bias = None if bias is None else bias[keep_out]
-            stat["out_channels"] += len(rout)
-    _write_layer(graph, names, layer, w, bias)
+        stat["out_channels"] += len(rout)
+    w = np.delete(w, drop_in, axis=1)[keep_out]
+    bias = None if bias is None else bias[keep_out]
+    _write_layer(graph, names, layer, w, bias, drop_in, keep_out)
+    if get_node_annotation(node, "sparsity") is not None:
+        set_node_annotation(node, "sparsity", round(1 - np.count_nonzero(w) / w.size, 6))
 
 
 def _slice_maps(model: onnx.ModelProto, layer: _Layer, rin: set[int], rout: set[int], removed) -> None:
@@ -631,16 +737,25 @@ def _set_group(node: onnx.NodeProto, group: int) -> None:
     node.attribute.append(helper.make_attribute("group", int(group)))
 
 
-def _write_layer(graph, names, layer: _Layer, w: np.ndarray, bias: np.ndarray | None) -> None:
+def _write_layer(graph, names, layer: _Layer, w: np.ndarray, bias: np.ndarray | None, drop_in: list[int],
+                 keep_out: list[int]) -> None:
     node = layer.node
-    dtype = layer.weight.dtype
-    if layer.kind in ("gemm", "matmul"):
-        w = w.reshape(w.shape[0], -1)
-    stored = w if layer.kind in ("conv", "depthwise") or (layer.kind == "gemm" and attr(node, "transB", 0)) else w.T
-    wname = unique_name(names, f"{node.input[1]}.shrunk")
-    set_initializer(graph, wname, stored.astype(dtype))
-    node.input[1] = wname
+    if layer.weight_dq is None:
+        wname = unique_name(names, f"{node.input[1]}.shrunk")
+        set_initializer(graph, wname, _stored_layout(layer, w).astype(layer.weight.dtype))
+        node.input[1] = wname
+        dtype = layer.weight.dtype if layer.bias is None else layer.bias.dtype
+    else:
+        q = get_initializer(graph, layer.weight_dq.input[0])
+        view = _stored_layout(layer, q, inverse=True)
+        _cut_dequantized(graph, names, layer.weight_dq, _stored_layout(layer, np.delete(view, drop_in, axis=1)[keep_out]),
+                         keep_out)
+        dtype = get_initializer(graph, layer.weight_dq.input[1]).dtype
     if bias is None:
+        return
+    if layer.bias_dq is not None:
+        q = get_initializer(graph, layer.bias_dq.input[0])
+        _cut_dequantized(graph, names, layer.bias_dq, q if q.size == 1 else q.reshape(-1)[keep_out], keep_out)
         return
     if layer.kind == "matmul":
         raise AssertionError("MatMul cannot take a bias")
@@ -653,3 +768,28 @@ def _write_layer(graph, names, layer: _Layer, w: np.ndarray, bias: np.ndarray | 
         node.input[2] = bname
     else:
         node.input.append(bname)
+
+
+def _stored_layout(layer: _Layer, array: np.ndarray, inverse: bool = False) -> np.ndarray:
+    """The analysis view [out, in(, …)] of a weight as the node stores it, or (``inverse``) the stored weight
+    as the analysis view."""
+    transposed = layer.kind == "matmul" or (layer.kind == "gemm" and not attr(layer.node, "transB", 0))
+    if inverse:
+        return (array.T if transposed else array).reshape(layer.weight.shape[0], *layer.weight.shape[1:])
+    if layer.kind in ("gemm", "matmul"):
+        array = array.reshape(array.shape[0], -1)
+    return array.T if transposed else array
+
+
+def _cut_dequantized(graph, names, dq: onnx.NodeProto, codes: np.ndarray, keep_out: list[int]) -> None:
+    """Point a DequantizeLinear at the cut integer codes; a per-channel scale and zero point keep the rows kept."""
+    new = unique_name(names, f"{dq.input[0]}.shrunk")
+    set_initializer(graph, new, np.ascontiguousarray(codes))
+    dq.input[0] = new
+    for i in (1, 2):
+        if i < len(dq.input) and dq.input[i]:
+            value = get_initializer(graph, dq.input[i])
+            if value.size > 1:
+                name = unique_name(names, f"{dq.input[i]}.shrunk")
+                set_initializer(graph, name, np.ascontiguousarray(value.reshape(-1)[keep_out]))
+                dq.input[i] = name

@@ -28,6 +28,8 @@ _FILE = FILE
 @click.option("--nm", default=PruneConfig.nm, help="N:M sparsity instead of --ratio, e.g. 2:4.")
 @click.option("--include", multiple=True, help="Only prune Conv2d/Linear modules matching this glob (repeatable).")
 @click.option("--exclude", multiple=True, help="Do not prune modules matching this glob (repeatable).")
+@click.option("--shrink/--no-shrink", default=PruneConfig.shrink, show_default=True,
+              help="Remove the channels pruning left dead (no weights in or out) from the export, exactly.")
 @click.option("--steps", type=int, default=PruneSchedule.steps, show_default=True,
               help="Progressive ADMM: raise the ratio geometrically over this many ADMM + retrain rounds.")
 @click.option("--admm-epochs", type=int, default=PruneSchedule.admm_epochs, show_default=True,
@@ -79,10 +81,10 @@ def run_export(**kw) -> dict:
     from ...models.train import evaluate_torch, export_onnx
     from ...runtime.session import evaluate
     from .._exporter_cli import pretrain_unless_trained, resolve_model
-    from .exporter import admm_prune, export_pruned_onnx, weight_nonzeros
+    from .exporter import admm_prune, export_pruned_onnx, exported_nonzeros, weight_nonzeros
 
     config = PruneConfig(kw["ratio"], kw["scope"], kw["conv_weight"], kw["nm"] or "", tuple(kw["include"]),
-                         tuple(kw["exclude"]))
+                         tuple(kw["exclude"]), kw["shrink"])
     schedule = PruneSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["steps"], kw["rho"], kw["rho_growth"],
                              None, kw["prune_lr"], kw["quantize_bits"], kw["quantize_epochs"], kw["act_bits"],
                              kw["quantize_scale"], kw["augment_shift"], kw["augment_rotate"], kw["augment_scale"],
@@ -118,9 +120,10 @@ def run_export(**kw) -> dict:
                "pretrain_cpu": round(cpu_pretrained - cpu_started, 1),
                "prune_cpu": round(time.process_time() - cpu_pretrained, 1)}
     calibration = [{"input": sets.train.x[i:i + 1]} for i in range(min(256, len(sets.train.x)))]
-    export_pruned_onnx(model, result, kw["output"], shape, calibration, schedule.act_bits, schedule.quantize_bits)
+    proto = export_pruned_onnx(model, result, kw["output"], shape, calibration, schedule.act_bits,
+                               schedule.quantize_bits)
     resolved.restore_io(kw["output"], kw["dense_output"])
-    pruned_nnz, _ = weight_nonzeros(model)
+    pruned_nnz = exported_nonzeros(proto)  # after shrink, which may drop live weights of an unread filter
     summary = {
         "model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),
         "config": {**config.__dict__, "include": list(config.include), "exclude": list(config.exclude)},

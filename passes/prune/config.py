@@ -23,6 +23,7 @@ class PruneConfig:
     nm: str = ""  # N:M instead of a ratio, e.g. "2:4"
     include: tuple[str, ...] = ()
     exclude: tuple[str, ...] = ()
+    shrink: bool = True  # remove the channels pruning left dead from the export (exact; see ``exporter``)
 
     @property
     def density(self) -> float:

@@ -33,6 +33,15 @@ retraining, ADMM quantization and the bias retraining) minimises (1 − α)·CE 
 dense model ``admm_prune`` starts from (eval mode, its logits taken on the same augmented batch).
 
 Every exported compute node carries ``pimc.sparsity`` and ``pimc.prune = "admm"`` (``"admm-n:m"``).
+
+Dead channels (``shrink``, default on). Non-structured pruning leaves whole units with no weights in or no
+weights out: a conv filter none of whose outputs the next layer reads, an FC unit no later weight uses.
+Han et al. (NIPS 2015, "Learning both Weights and Connections", §3.3): such neurons "may be safely pruned",
+with every connection to or from them. The exported ONNX goes through the graph pass ``shrink``
+(``passes/decompose/shrink.py``, QDQ included), checked on the calibration images to change no output, so
+that the file holds only the live network. The storage reference stays the dense model as brought
+(``compiler/storage.py``, ``pimc.reference_storage``). Since hidden units are interchangeable, the surviving
+ones need no index.
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ class PruneResult:
     trace: list[dict[str, float]] = field(default_factory=list)
     scales: dict[str, np.ndarray] = field(default_factory=dict)  # per-channel q_c after quantization
     folded: dict[str, int] = field(default_factory=dict)  # dead output units folded into the next bias
+    shrunk: dict[str, Any] = field(default_factory=dict)  # what ``shrink`` removed from the export
 
     def nonzeros(self) -> tuple[int, int]:
         """(non-zero, total) weights of the pruned layers."""
@@ -86,7 +96,8 @@ class PruneResult:
             w = layer.module.weight.detach()
             per_layer[name] = {"params": int(w.numel()), "nonzero": int(torch.count_nonzero(w)),
                                "sparsity": round(1 - int(torch.count_nonzero(w)) / w.numel(), 5)}
-        return {"layers": per_layer, "skipped": self.skipped, "trace": self.trace, "folded_units": self.folded}
+        return {"layers": per_layer, "skipped": self.skipped, "trace": self.trace, "folded_units": self.folded,
+                "shrink": self.shrunk}
 
 
 def prunable_layers(model: nn.Module, config: PruneConfig) -> tuple[dict[str, PrunedLayer], list[dict[str, str]]]:
@@ -395,5 +406,30 @@ def export_pruned_onnx(model: nn.Module, result: PruneResult, path: str | os.Pat
                 set_node_annotation(node, "prune", label)
                 if result.config.nm:
                     set_node_annotation(node, "nm", result.config.nm)
+    if result.config.shrink:
+        proto, result.shrunk = remove_dead_channels(proto, calibration)
     write_model(proto, out)
     return proto
+
+
+def exported_nonzeros(proto: onnx.ModelProto) -> int:
+    """Non-zero Conv / Gemm / MatMul weights of an exported model."""
+    from ...compiler.storage import weighted_nodes
+
+    return sum(int(np.count_nonzero(weight)) for _, weight, _, _ in weighted_nodes(proto))
+
+
+def remove_dead_channels(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarray]] | None
+                         ) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The graph pass ``shrink`` on the export, verified on ``feeds`` (else random inputs) to be exact."""
+    from ...compiler.passbase import PassContext, get_pass
+    from ...compiler.pipeline import PassManager
+    from ...runtime.session import random_feeds
+
+    checks = (feeds or [])[:8] or random_feeds(proto, 4, 0)
+    manager = PassManager([get_pass("shrink")()], PassContext(calibration=feeds), verify=True, verify_feeds=checks)
+    shrunk = manager.run(proto)
+    record = manager.records[0]
+    return shrunk, {"channels_removed": record.stats["channels_removed"], "removed": record.stats["removed"],
+                    "params_before": record.before.params, "params_after": record.after.params,
+                    "max_abs_err": record.max_abs_err}

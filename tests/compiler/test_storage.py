@@ -253,3 +253,47 @@ def test_fixed_length_ratio_leaves_the_entropy_coder_out():
     fixed = min(v for k, v in layer["candidates"].items() if k != "huffman")
     assert store["weights_ratio_fixed_length"] == pytest.approx(w.size * 32 / fixed, rel=1e-4)
     assert store["weights_ratio"] == pytest.approx(w.size * 32 / layer["candidates"]["huffman"], rel=1e-4)
+
+
+def _mlp_with_dead_units() -> tuple:
+    """x → Gemm(8→6, units 1 and 4 with no weights and zero bias) → Relu → Gemm(6→3)."""
+    rng = np.random.default_rng(3)
+    w1, w2 = rng.standard_normal((6, 8)), rng.standard_normal((3, 6))
+    w1[[1, 4]] = 0
+    inits = [numpy_helper.from_array(a.astype(np.float32), n) for n, a in
+             (("W1", w1), ("b1", np.where(np.isin(np.arange(6), [1, 4]), 0, 0.1)), ("W2", w2), ("b2", np.zeros(3)))]
+    nodes = [helper.make_node("Gemm", ["x", "W1", "b1"], ["h"], name="fc1", transB=1),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "W2", "b2"], ["y"], name="fc2", transB=1)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), w1, w2
+
+
+def test_storage_stays_against_the_model_as_brought_after_shrink():
+    from pimc.compiler.passbase import PassContext, get_pass
+    from pimc.compiler.pipeline import PassManager
+    from pimc.compiler.storage import REFERENCE_KEY, model_storage
+
+    model, w1, w2 = _mlp_with_dead_units()
+    before = model_storage(model)
+    assert before["reference"] == "this model" and before["dense_fp32_bits"] == 32 * (48 + 6 + 18 + 3)
+    shrunk = PassManager([get_pass("shrink")()], PassContext()).run(model)
+    after = model_storage(shrunk)
+    assert [p.key for p in shrunk.metadata_props] == [REFERENCE_KEY]
+    assert after["dense_fp32_bits"] == before["dense_fp32_bits"] and REFERENCE_KEY in after["reference"]
+    assert after["dense_fp32_bits_this_model"] == 32 * (32 + 4 + 12 + 3)  # two units fewer
+    assert after["bits"] < before["bits"] and after["ratio"] == round(after["dense_fp32_bits"] / after["bits"], 3)
+    assert after["weights_ratio"] == round(32 * (48 + 18) / after["breakdown"]["weights_and_index"], 3)
+    again = PassManager([get_pass("shrink")()], PassContext()).run(shrunk)  # the first record stays
+    assert len(again.metadata_props) == 1 and model_storage(again)["dense_fp32_bits"] == before["dense_fp32_bits"]
+
+
+@pytest.mark.parametrize("text", ["not json", '{"dense_fp32_bits": -1, "dense_fp32_weight_bits": 5}', "[]", "{}"])
+def test_a_malformed_reference_is_ignored(text):
+    from pimc.compiler.storage import REFERENCE_KEY, model_storage
+
+    model, _, _ = _mlp_with_dead_units()
+    model.metadata_props.add(key=REFERENCE_KEY, value=text)
+    store = model_storage(model)
+    assert store["reference"] == "this model" and store["dense_fp32_bits"] == store["dense_fp32_bits_this_model"]

@@ -22,6 +22,7 @@ from pimc.passes.prune.exporter import (
     admm_prune,
     densities,
     export_pruned_onnx,
+    exported_nonzeros,
     layer_densities,
     projection_masks,
     prunable_layers,
@@ -103,9 +104,13 @@ def test_progressive_pruning_keeps_pruned_weights_pruned_and_exports_annotations
     compute = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     assert len(compute) == 4 and all(ann.get_node_annotation(n, "prune") == "admm" for n in compute)
     exported = sum(int(np.count_nonzero(constant_value(proto, n.input[1]))) for n in compute)
-    assert exported == nnz
+    assert exported == exported_nonzeros(proto) < nnz  # shrink dropped the weights of units nothing reads
+    assert result.shrunk["channels_removed"] > 0 and result.shrunk["max_abs_err"] is not None
     got = make_session(onnx.load(str(out))).run(None, {"input": x[:4]})[0]
     np.testing.assert_allclose(got, model(torch.from_numpy(x[:4])).detach().numpy(), rtol=1e-4, atol=1e-5)
+    result.config.shrink = False
+    unshrunk = export_pruned_onnx(model, result, tmp_path / "u.onnx", (1, 8, 8))
+    assert exported_nonzeros(unshrunk) == nnz
 
 
 def test_joint_quantization_puts_survivors_on_the_grid_and_storage_counts_their_bits(tmp_path):

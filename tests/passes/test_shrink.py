@@ -272,3 +272,111 @@ def test_flatten_read_by_another_op_stays_frozen():
     model.graph.output.append(helper.make_tensor_value_info("extra", TensorProto.FLOAT, None))
     out, _ = shrink(model)
     assert weight_of(out, "fc1").shape == (6, 32)
+
+
+def _dq(name, q, scale, zero=None, axis=None):
+    """(DequantizeLinear node, its initializers) giving tensor ``name``."""
+    inputs = [f"{name}.q", f"{name}.s"] + ([f"{name}.z"] if zero is not None else [])
+    inits = {f"{name}.q": q, f"{name}.s": np.asarray(scale, np.float32)}
+    if zero is not None:
+        inits[f"{name}.z"] = zero
+    kw = {} if axis is None else {"axis": axis}
+    return helper.make_node("DequantizeLinear", inputs, [name], **kw), inits
+
+
+def _fake_quant(x, y, scale, zero):
+    """Per-tensor QuantizeLinear → DequantizeLinear of activation x, as the QDQ writers emit it."""
+    inits = {f"{y}.s": np.float32(scale), f"{y}.z": np.uint8(zero)}
+    return [helper.make_node("QuantizeLinear", [x, f"{y}.s", f"{y}.z"], [f"{y}.q"]),
+            helper.make_node("DequantizeLinear", [f"{y}.q", f"{y}.s", f"{y}.z"], [y])], inits
+
+
+def _codes(*shape, dead_out=(), dead_in=(), axis_out=0):
+    q = RNG.integers(-3, 4, shape).astype(np.int8)
+    index = [slice(None)] * len(shape)
+    for rows in (dead_out,):
+        index[axis_out] = list(rows)
+        q[tuple(index)] = 0 if rows else q[tuple(index)]
+    if dead_in:
+        index = [slice(None)] * len(shape)
+        index[1 - axis_out if len(shape) == 2 else 1] = list(dead_in)
+        q[tuple(index)] = 0
+    return q
+
+
+def _qdq_lenet(gemm_trans_b: int):
+    """conv(int8 per-channel, int32 bias) → fake-quant → conv → Flatten → fake-quant → Gemm(int8) → Relu → Gemm."""
+    nodes, inits = [], {}
+    for name, q, scale, zero, axis in [
+        ("w1", _codes(6, 1, 3, 3, dead_out=[1, 4]), RNG.uniform(0.05, 0.2, 6), np.zeros(6, np.int8), 0),
+        ("b1", np.array([5, 0, -3, 7, 0, 2], np.int32), RNG.uniform(0.001, 0.01, 6), None, 0),
+        ("w2", _codes(5, 6, 3, 3, dead_out=[3]), RNG.uniform(0.05, 0.2, 5), np.zeros(5, np.int8), 0),
+    ]:
+        node, more = _dq(name, q, scale, zero, axis)
+        nodes.append(node)
+        inits.update(more)
+    fc_axis = 0 if gemm_trans_b else 1
+    fc = _codes(*((4, 5 * 4) if gemm_trans_b else (5 * 4, 4)), axis_out=fc_axis)
+    # fc unit 2 reads nothing, and no fc reads conv2's channel 0 (columns 0..3)
+    (fc[2] if gemm_trans_b else fc[:, 2])[...] = 0
+    (fc[:, 0:4] if gemm_trans_b else fc[0:4])[...] = 0
+    node, more = _dq("wf", fc, RNG.uniform(0.05, 0.2, 4), np.zeros(4, np.int8), fc_axis)
+    nodes.append(node)
+    inits.update(more)
+    out_codes = _codes(3, 4)
+    out_codes[:, 2] = 0
+    node, more = _dq("wo", out_codes, np.float32(0.1))
+    nodes.append(node)
+    inits.update(more)
+    quant1, more1 = _fake_quant("r1", "a1", 0.05, 0)
+    quant2, more2 = _fake_quant("f", "a2", 0.05, 128)
+    inits.update(more1 | more2 | {"bf": RNG.standard_normal(4).astype(np.float32), "bo": np.zeros(3, np.float32)})
+    nodes += [conv("c1", "x", "w1", "h1", "b1"), helper.make_node("Relu", ["h1"], ["r1"]), *quant1,
+              conv("c2", "a1", "w2", "h2"), helper.make_node("Flatten", ["h2"], ["f"]), *quant2,
+              helper.make_node("Gemm", ["a2", "wf", "bf"], ["g"], name="fc", transB=gemm_trans_b),
+              helper.make_node("Relu", ["g"], ["rg"]),
+              helper.make_node("Gemm", ["rg", "wo", "bo"], ["y"], name="out", transB=1)]
+    return nodes, inits
+
+
+def quantized_weight(model, node_name):
+    node = next(n for n in model.graph.node if n.name == node_name)
+    dq = next(n for n in model.graph.node if node.input[1] in n.output)
+    return get_initializer(model.graph, dq.input[0]), get_initializer(model.graph, dq.input[1])
+
+
+@pytest.mark.parametrize("trans_b", [1, 0])
+def test_quantized_graph_is_cut_in_its_integer_codes(trans_b):
+    nodes, inits = _qdq_lenet(trans_b)
+    model = build(nodes, inits, [2, 1, 6, 6], out_rank=2)
+    out, stats = shrink(model)  # onnxruntime oracle inside: outputs unchanged
+    q1, s1 = quantized_weight(out, "c1")
+    assert q1.dtype == np.int8 and q1.shape == (4, 1, 3, 3)  # dead filters 1 and 4 (relu(b) = 0 or unread) go
+    np.testing.assert_array_equal(s1, np.delete(inits["w1.s"], [1, 4]))
+    q2, s2 = quantized_weight(out, "c2")
+    assert q2.shape == (3, 4, 3, 3)  # filter 3 dead at 0, channel 0 read by no fc column
+    qf, sf = quantized_weight(out, "fc")
+    assert qf.shape == ((3, 12) if trans_b else (12, 3)) and sf.shape == (3,)
+    assert stats["removed"]["fc"]["out_channels"] == 1
+
+
+def test_constant_channel_does_not_fold_into_a_quantized_bias():
+    nodes, inits = _qdq_lenet(1)
+    inits["w2.q"][:, 1] = RNG.integers(1, 3, (5, 3, 3))  # c2 now reads c1's dead filter 1: relu(0) = 0, goes
+    inits["b1.q"][4] = 7  # and dead filter 4 = relu(7·s) > 0, which a float bias of c2 would absorb
+    inits["w2.q"][:, 4] = 1
+    inits["b2.q"], inits["b2.s"] = np.zeros(5, np.int32), np.full(5, 0.01, np.float32)
+    node, _ = _dq("b2", inits["b2.q"], inits["b2.s"], axis=0)
+    nodes.insert(0, node)
+    next(n for n in nodes if n.name == "c2").input.append("b2")
+    out, stats = shrink(build(nodes, inits, [1, 1, 6, 6], out_rank=2))
+    assert quantized_weight(out, "c2")[0].shape[1] == 5  # only filter 1 went from c2's inputs
+    assert any("quantized bias" in s["reason"] for s in stats["skipped"])
+
+
+def test_scale_per_input_channel_leaves_the_layer_alone():
+    nodes, inits = _qdq_lenet(1)
+    inits["w2.s"], inits["w2.z"] = RNG.uniform(0.05, 0.2, 6).astype(np.float32), np.zeros(6, np.int8)
+    next(n for n in nodes if n.output == ["w2"]).attribute[0].i = 1
+    out, _ = shrink(build(nodes, inits, [1, 1, 6, 6], out_rank=2))
+    assert quantized_weight(out, "c2")[0].shape == (5, 6, 3, 3)
