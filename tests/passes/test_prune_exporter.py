@@ -106,6 +106,7 @@ def test_progressive_pruning_keeps_pruned_weights_pruned_and_exports_annotations
     exported = sum(int(np.count_nonzero(constant_value(proto, n.input[1]))) for n in compute)
     assert exported == exported_nonzeros(proto) < nnz  # shrink dropped the weights of units nothing reads
     assert result.shrunk["channels_removed"] > 0 and result.shrunk["max_abs_err"] is not None
+    assert {i.name for i in proto.graph.initializer} <= {x for n in proto.graph.node for x in n.input}
     got = make_session(onnx.load(str(out))).run(None, {"input": x[:4]})[0]
     np.testing.assert_allclose(got, model(torch.from_numpy(x[:4])).detach().numpy(), rtol=1e-4, atol=1e-5)
     result.config.shrink = False
