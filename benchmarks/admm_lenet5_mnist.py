@@ -41,6 +41,17 @@ ratio within 1 point on validation, among the kd rows) chose nothing and no dist
 the test split. Over seeds 0-2 at 350x the plain rows lost 1.4 / 2.2 / 1.0 points and kd9 1.4 / 1.6 / 2.8: the
 seed moves a row by more than distillation does (the ~0.7-point standard error of 500 images), and distillation
 does not move the >= 1,000x models into the 1-point budget on 3,500 images.
+
+Dead channels (the exporter's default ``--shrink``; the storage ratio stays against the 430,500-weight model as
+brought). Before these runs the rule was fixed: among 246x / 260x / 270x / 280x-3b-layer with ``--validation 500``,
+take the lowest ratio within 1 point on validation whose shrunk weights + index reach 1,000x, and run it once
+on test. Validation drop in points, at weights + index after shrink (non-zeros):
+    246x 1.8 at 995x (1,696)   260x 2.2 at 1,033x (1,614)   270x 2.0 at 1,074x (1,551)   280x 1.6 at 1,098x (1,503)
+(246x ran before the exporter shrank, and was shrunk afterwards with ``pimc compile --passes shrink,cleanup``,
+which is exact). None is within 1 point, so nothing was chosen. On test, 246x-3b-layer with all 4,000 training
+images reached 98.6 % -> 98.1 % (-0.5) at 978x weights + index when it pre-trained the checkpoint (the same
+weights shrunk after the fact: the export had read 817x), and 98.6 % -> 97.8 % (-0.8) at 991x when it loaded the
+checkpoint.
 """
 
 from __future__ import annotations
