@@ -243,6 +243,15 @@ def evaluate_torch(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 
     return correct / max(1, len(x))
 
 
+def dense_reference(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, float]:
+    """The storage reference of a torch model (``compiler.storage.dense_fp32`` of its ONNX export): what an
+    exporter's output is compared against, taken before the model is compressed."""
+    from ..compiler.storage import dense_fp32
+
+    with tempfile.TemporaryDirectory() as tmp, torch.random.fork_rng():  # training goes on from the same RNG
+        return dense_fp32(onnx.load(str(export_onnx(copy.deepcopy(model), Path(tmp) / "dense.onnx", input_shape))))
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike,

@@ -123,10 +123,27 @@ class ResolvedModel:
     shape: tuple[int, int, int]
     source: Any
     sets: Any
+    reference: dict[str, float] | None = None  # the dense model's fp32 size, for the outputs' storage ratio
 
     @property
     def trained(self) -> bool:
         return self.source is not None
+
+    def record_reference(self) -> None:
+        """Take the dense model's fp32 size (the user's ONNX, else the module as it is now) before compressing."""
+        from ..compiler.storage import dense_fp32
+        from ..models.train import dense_reference
+
+        self.reference = dense_fp32(self.source) if self.source is not None else dense_reference(self.module, self.shape)
+
+    def finish(self, output: Path, *others: Path | None) -> None:
+        """The written files get the user's input/output names, and the compressed ``output`` the recorded
+        dense model as its storage reference (``compiler/storage.py``)."""
+        from ..compiler.storage import stamp_file
+
+        self.restore_io(output, *others)
+        if self.reference is not None:
+            stamp_file(output, self.reference)
 
     def restore_io(self, *paths: Path | None) -> None:
         """Give the written files the user's ONNX input/output names (nothing to do for zoo / factory)."""
@@ -203,6 +220,7 @@ def pretrain(model: Any, loader: Any, kw: dict, epochs: int, lr: float, desc: st
 
 
 def pretrain_unless_trained(resolved: ResolvedModel, kw: dict, epochs: int, lr: float, augment: Any = None) -> None:
-    """Pre-train a zoo / factory model; an ONNX model is already trained."""
+    """Pre-train a zoo / factory model (an ONNX model is already trained), then record its storage reference."""
     if not resolved.trained:
         pretrain(resolved.module, resolved.sets.loader, kw, epochs, lr, f"train {kw['model_name']}", augment)
+    resolved.record_reference()

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from pimc.compiler.cli import main
+from pimc.compiler.storage import model_storage
 
 
 def _npz(path: Path, count: int = 60, labels: bool = True) -> str:
@@ -39,6 +41,19 @@ def test_exporter_trains_on_npz(name: str, tmp_path: Path, capsys, single_torch_
     assert out.is_file()
     if name in ("models-train", "comparator"):
         assert "on 12 samples" in captured.out  # the fixed 20 % test part of 60
+    if name != "models-train":  # the storage reference is the dense CNN, not what the exporter made of it
+        store = model_storage(onnx.load(str(out)))
+        assert store["reference"] != "this model" and store["dense_fp32_bits"] == _dense_digits_cnn_bits()
+
+
+def _dense_digits_cnn_bits() -> float:
+    """digits_cnn's Conv/Linear weights, each output with a bias once BatchNorm is folded, at 32 bits."""
+    from torch import nn
+
+    from pimc.models.zoo import build_model
+
+    layers = [m for m in build_model("digits_cnn").modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return 32.0 * sum(m.weight.numel() + m.weight.shape[0] for m in layers)
 
 
 @pytest.mark.parametrize("name", ["models-train", "quantize", "comparator"])

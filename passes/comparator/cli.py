@@ -71,7 +71,7 @@ def run_export(**kw) -> dict:
                      progress=training.progress, desc=f"train {kw['model_name']}")
     annotated = export_lbc_onnx(model, kw["output"], shape)
     if resolved is not None:
-        resolved.restore_io(kw["output"])
+        resolved.finish(kw["output"])
     result = evaluate(kw["output"], sets.test, repeats=1)
     return {"model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),
             "pretrained": False, "replaced": replaced, "annotated": annotated,
@@ -101,6 +101,7 @@ def _build(kw: dict):
         sets = training_data(kw["data"], cmpnet.INPUT_SHAPE, kw["batch_size"], seed, limit=kw["train_limit"])
         return model, cmpnet.INPUT_SHAPE, replaced, None, sets
     resolved = resolve_model(kw)
+    resolved.record_reference()  # the CNN as brought: LBC layers change the parameter count
     model = resolved.module
     replaced = replace_convs(model, anchors, density, kw["variant"] == "separable",
                              comparator or LBCConfig.comparator, seed, LBCConfig.min_kernel)

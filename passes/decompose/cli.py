@@ -78,7 +78,7 @@ def run_export(**kw) -> dict:
         summary["dense_test_accuracy"] = evaluate(kw["dense_output"], test, repeats=1)["accuracy"]
     stats = penni_compress(model, resolved.sets.loader, config)
     export_penni(model, kw["output"], shape)
-    resolved.restore_io(kw["output"])
+    resolved.finish(kw["output"])
     result = evaluate(kw["output"], test, repeats=1)
     stored = stored_conv_params(onnx.load(str(kw["output"])))
     return summary | {

@@ -62,7 +62,7 @@ def run_export(**kw) -> dict:
     else:
         result = oneshot_prune(model, loader, config, kw["retrain_epochs"], kw["prune_lr"], seed=seed, progress=progress)
     _, stats = export_pattern_onnx(model, result, kw["output"], shape)
-    resolved.restore_io(kw["output"], kw["dense_output"])
+    resolved.finish(kw["output"], kw["dense_output"])
     pruned_nnz, _ = conv_weight_nonzeros(model)
     summary = {
         "model": kw["model_name"], "input_shape": list(shape), "mode": kw["mode"], "output": str(kw["output"]),

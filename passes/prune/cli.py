@@ -122,7 +122,7 @@ def run_export(**kw) -> dict:
     calibration = [{"input": sets.train.x[i:i + 1]} for i in range(min(256, len(sets.train.x)))]
     proto = export_pruned_onnx(model, result, kw["output"], shape, calibration, schedule.act_bits,
                                schedule.quantize_bits)
-    resolved.restore_io(kw["output"], kw["dense_output"])
+    resolved.finish(kw["output"], kw["dense_output"])
     pruned_nnz = exported_nonzeros(proto)  # after shrink, which may drop live weights of an unread filter
     summary = {
         "model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),

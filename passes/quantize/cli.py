@@ -59,6 +59,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     train, test, loader = sets.train, sets.test, sets.loader
     if not resolved.trained:
         train_classifier(net, loader, cfg.epochs, lr=cfg.lr, seed=cfg.seed, progress=cfg.progress, desc="float")
+    resolved.record_reference()
     result: dict[str, Any] = {"config": {k: str(v) for k, v in asdict(cfg).items()}, "pretrained": not resolved.trained,
                               "float_accuracy_torch": evaluate_torch(net, test.x, test.y)}
     net = qat.fold_batchnorm(net)
@@ -68,7 +69,7 @@ def run_export(cfg: ExportConfig) -> dict[str, Any]:
     result.update(info)
     result["quantized_accuracy_torch"] = evaluate_torch(net, test.x, test.y)
     qat.write_quantized_onnx(net, state, cfg.output, shape, calib)
-    resolved.restore_io(cfg.output)
+    resolved.finish(cfg.output)
     result["onnx_accuracy"] = evaluate(cfg.output, test, repeats=1)["accuracy"]
     return result
 

@@ -16,6 +16,7 @@ from torch import nn
 
 import pimc
 from pimc.compiler.errors import PimcError
+from pimc.compiler.storage import model_storage
 from pimc.models.train import train_classifier, training_data
 from pimc.runtime.session import make_session
 
@@ -28,6 +29,9 @@ FAST = {
     "comparator": {"epochs": 1, "anchors": 2},
     "feature-reg": {"epochs": 1, "levels": (0.5, 0.7), "calibration": 64},
 }
+
+# the fixture's CNN as exported (BatchNorm folded into the first conv's bias): 6·9 + 6, 8·6·9 + 8, 10·512 + 10
+DENSE_FP32_BITS = 32 * (60 + 440 + 5130)
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +56,8 @@ def test_compress_writes_the_onnx_of_the_returned_module(method: str, trained, t
     result = pimc.compress(copy.deepcopy(model), data.loader, method=method, output=out, input_shape=SHAPE,
                            progress=False, **FAST[method])
     assert isinstance(result, nn.Module) and out.is_file()
+    store = model_storage(onnx.load(str(out)))  # against the CNN given, whatever the method made of it
+    assert store["dense_fp32_bits"] == DENSE_FP32_BITS and store["reference"] != "this model"
     x = data.test.x[:32]
     with torch.no_grad():
         reference = result.eval()(torch.from_numpy(x)).numpy()
@@ -71,6 +77,7 @@ def test_compress_an_onnx_path_keeps_its_names(trained, tmp_path: Path) -> None:
     pimc.compress(str(source), data.loader, method="prune", output=out, progress=False, **FAST["prune"])
     proto = onnx.load(str(out))
     assert [i.name for i in proto.graph.input] == ["pixels"] and [o.name for o in proto.graph.output] == ["scores"]
+    assert model_storage(proto)["dense_fp32_bits"] == DENSE_FP32_BITS
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
