@@ -380,3 +380,19 @@ def test_scale_per_input_channel_leaves_the_layer_alone():
     next(n for n in nodes if n.output == ["w2"]).attribute[0].i = 1
     out, _ = shrink(build(nodes, inits, [1, 1, 6, 6], out_rank=2))
     assert quantized_weight(out, "c2")[0].shape == (5, 6, 3, 3)
+
+
+def test_onnxruntime_quantize_static_output_is_cut_exactly(tmp_path):
+    """The QDQ graph onnxruntime's own quantizer writes (per-channel s8 weights, s32 biases, u8 activations)."""
+    from pimc.runtime.ort_graph import quantize_static_baseline
+
+    nodes, inits = _vgg_nodes("flatten")
+    onnx.save(build(nodes, inits, [1, 3, 8, 8], out_rank=2), tmp_path / "f.onnx")
+    calibration = RNG.standard_normal((16, 3, 8, 8)).astype(np.float32)
+    quantize_static_baseline(tmp_path / "f.onnx", tmp_path / "q.onnx", calibration)
+    out, stats = shrink(normalize(onnx.load(str(tmp_path / "q.onnx"))))
+    # c2's filters 0 and 6 (zero after the Relu) and 5 (unread) go; filter 3 = relu(0.7) stays, because fc1's
+    # int32 bias cannot take 0.7·ΣW exactly
+    assert quantized_weight(out, "c2")[0].shape == (5, 6, 3, 3)
+    assert quantized_weight(out, "fc1")[0].shape == (6, 20)
+    assert any("quantized bias" in s["reason"] for s in stats["skipped"])
