@@ -83,6 +83,10 @@ ROWS: dict[str, tuple[float, int, int | None, list[str]]] = {
        for r, w in ((300, 16), (320, 16), (350, 16), (350, 4))},
     "350x-3b-layer-e20": (350.0, 5, 3, ["--quantize-scale", "layer", "--admm-epochs", "20", "--retrain-epochs", "20"]),
     "350x-3b-layer-s8": (350.0, 8, 3, ["--quantize-scale", "layer"]),
+    # stronger augmentation in every pruning / quantization phase (±10° rotations, ±10 % scaling on top of the
+    # ±2 px shifts; the dense checkpoint stays the shared one)
+    **{f"{r}x-3b-layer-aug": (float(r), 5, 3, ["--quantize-scale", "layer", "--augment-rotate", "10",
+                                                "--augment-scale", "0.1"]) for r in (260, 280)},
     # knowledge distillation from the dense model (--distill α, T = 4) in every pruning / quantization phase
     **{f"{r}x-3b-layer-kd{a}": (float(r), 5, 3, ["--quantize-scale", "layer", "--distill", f"0.{a}"])
        for r in (300, 350) for a in (5, 9)},

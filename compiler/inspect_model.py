@@ -89,7 +89,8 @@ def render_inspection(info: dict[str, Any], console: Console | None = None) -> N
     if store.get("bits"):
         forms = sorted({x["format"] for x in store["layers"].values()})
         console.print(f"weight storage {store['bits']:,.0f} bits ({', '.join(forms)}) vs dense fp32 "
-                      f"{store['dense_fp32_bits']:,.0f} ({store['reference']}): {store['ratio']}×")
+                      f"{store['dense_fp32_bits']:,.0f} bits of {store['reference']}: {store['ratio']}× "
+                      f"(weights + index alone: {store['weights_ratio']}×)")
     if info["node_annotations"]:
         table = Table(title="node annotations (pimc.*)")
         table.add_column("node")
