@@ -88,17 +88,13 @@ def compress(model: Any, train_loader: Any, method: str, output: str | os.PathLi
         raise PimcError(f"compress(method={method!r}): unknown option {', '.join(unknown)} "
                         f"(valid: {', '.join(option_names(method))})")
     from ..models.train import dense_reference
-    from .storage import dense_fp32, stamp_file
+    from ..passes._exporter_cli import finish_output
 
     module, shape, source = _load(model, input_shape)
-    reference = dense_fp32(source) if source is not None else dense_reference(module, shape)
+    reference = dense_reference(module, shape, source)  # the storage ratio stays against the model given here
     out = Path(output)
     compressed = _RUNNERS[method](module, train_loader, shape, out, options)
-    if source is not None:
-        from ..models.from_onnx import rename_io
-
-        rename_io(out, source)
-    stamp_file(out, reference)  # the storage ratio stays against the model given here
+    finish_output(out, source, reference)
     return compressed
 
 

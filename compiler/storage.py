@@ -46,7 +46,7 @@ index alone (no scales, no biases), the count that papers quoting "model size" c
 The dense fp32 reference is the model as it was brought to pimc. A pass that changes shapes (``shrink``
 removing dead channels, the prune exporter's clean-up) would otherwise make the reference the smaller model.
 So every exporter (and ``pimc.compress``) records the dense model it started from in its output's
-``metadata_props`` under ``pimc.reference_storage`` (``stamp_file``), as does the first pipeline to see an
+``metadata_props`` under ``pimc.reference_storage`` (``replace_reference``), as does the first pipeline to see an
 unrecorded model (``stamp_reference``). Every later count divides by that. ``reference`` says
 which one was used. ``dense_fp32_bits_this_model`` is the dense fp32 size of the shapes as they are now.
 Removing a hidden channel needs no index: which hidden channels survive does not matter, since the function
@@ -58,7 +58,6 @@ from __future__ import annotations
 import heapq
 import json
 import math
-import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -271,24 +270,20 @@ def dense_fp32(model: onnx.ModelProto) -> dict[str, float]:
 
 def stamp_reference(model: onnx.ModelProto, reference: dict[str, float] | None = None) -> None:
     """Record ``reference`` (default: the model's own dense fp32 size) as the storage reference, unless one
-    is already recorded. An exporter passes the dense model it started from (``stamp_file``)."""
+    is already recorded."""
     if recorded_reference(model) is None:
         text = json.dumps(reference or dense_fp32(model), sort_keys=True)
         model.metadata_props.add(key=REFERENCE_KEY, value=text)
 
 
-def stamp_file(path: str | os.PathLike, reference: dict[str, float]) -> None:
-    """An exporter's output file gets the dense model it was made from as its storage reference, in place of
-    any reference a pipeline inside the exporter recorded from an intermediate model."""
-    from .modelio import write_model
-
-    model = onnx.load(str(path))
+def replace_reference(model: onnx.ModelProto, reference: dict[str, float]) -> None:
+    """Record ``reference`` as the storage reference in place of any recorded one: an exporter's output gets
+    the dense model it was made from, not an intermediate model a pipeline inside the exporter saw."""
     kept = [(p.key, p.value) for p in model.metadata_props if p.key != REFERENCE_KEY]
     del model.metadata_props[:]
     for key, value in kept:
         model.metadata_props.add(key=key, value=value)
     stamp_reference(model, reference)
-    write_model(model, path)
 
 
 def recorded_reference(model: onnx.ModelProto) -> dict[str, float] | None:

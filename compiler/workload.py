@@ -172,11 +172,12 @@ def constant_value(
         scale = constant_value(model, node.input[1], inits, prods)
         zero = constant_value(model, node.input[2], inits, prods) if len(node.input) > 2 and node.input[2] else None
         axis = attr(node, "axis", 1)
-        return _dequantize(q, scale, zero, axis)
+        return dequantize(q, scale, zero, axis)
     return None
 
 
-def _dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
+def dequantize(q: np.ndarray, scale: np.ndarray, zero: np.ndarray | None, axis: int) -> np.ndarray:
+    """DequantizeLinear of constants: (q − zero)·scale, per tensor or along ``axis``."""
     q = q.astype(np.float32)
     zero = np.zeros_like(scale) if zero is None else zero.astype(np.float32)
     if scale.ndim == 0 or scale.size == 1:

@@ -217,6 +217,12 @@ def rename_io(path: str | Path, source: onnx.ModelProto) -> None:
     from ..compiler.modelio import write_model
 
     proto = onnx.load(str(path))
+    rename_io_of(proto, source)
+    write_model(proto, path)
+
+
+def rename_io_of(proto: onnx.ModelProto, source: onnx.ModelProto) -> None:
+    """Give ``proto`` (in memory) the input and output names of ``source``."""
     graph = proto.graph
     renames = {real_inputs(proto)[0].name: real_inputs(source)[0].name, graph.output[0].name: source.graph.output[0].name}
     for value in list(graph.input) + list(graph.output):
@@ -224,4 +230,3 @@ def rename_io(path: str | Path, source: onnx.ModelProto) -> None:
     for node in graph.node:
         node.input[:] = [renames.get(n, n) for n in node.input]
         node.output[:] = [renames.get(n, n) for n in node.output]
-    write_model(proto, path)

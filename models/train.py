@@ -243,11 +243,14 @@ def evaluate_torch(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 
     return correct / max(1, len(x))
 
 
-def dense_reference(model: nn.Module, input_shape: tuple[int, int, int]) -> dict[str, float]:
-    """The storage reference of a torch model (``compiler.storage.dense_fp32`` of its ONNX export): what an
-    exporter's output is compared against, taken before the model is compressed."""
+def dense_reference(model: nn.Module, input_shape: tuple[int, int, int],
+                    source: onnx.ModelProto | None = None) -> dict[str, float]:
+    """The storage reference an exporter's output is compared against, taken before the model is compressed:
+    ``compiler.storage.dense_fp32`` of the user's ONNX ``source``, else of the torch model's ONNX export."""
     from ..compiler.storage import dense_fp32
 
+    if source is not None:
+        return dense_fp32(source)
     with tempfile.TemporaryDirectory() as tmp, torch.random.fork_rng():  # training goes on from the same RNG
         return dense_fp32(onnx.load(str(export_onnx(copy.deepcopy(model), Path(tmp) / "dense.onnx", input_shape))))
 

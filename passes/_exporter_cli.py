@@ -131,19 +131,18 @@ class ResolvedModel:
 
     def record_reference(self) -> None:
         """Take the dense model's fp32 size (the user's ONNX, else the module as it is now) before compressing."""
-        from ..compiler.storage import dense_fp32
         from ..models.train import dense_reference
 
-        self.reference = dense_fp32(self.source) if self.source is not None else dense_reference(self.module, self.shape)
+        self.reference = dense_reference(self.module, self.shape, self.source)
 
     def finish(self, output: Path, *others: Path | None) -> None:
         """The written files get the user's input/output names, and the compressed ``output`` the recorded
         dense model as its storage reference (``compiler/storage.py``)."""
-        from ..compiler.storage import stamp_file
-
-        self.restore_io(output, *others)
-        if self.reference is not None:
-            stamp_file(output, self.reference)
+        if self.reference is None:
+            self.restore_io(output, *others)
+            return
+        finish_output(output, self.source, self.reference)
+        self.restore_io(*others)
 
     def restore_io(self, *paths: Path | None) -> None:
         """Give the written files the user's ONNX input/output names (nothing to do for zoo / factory)."""
@@ -217,6 +216,22 @@ def pretrain(model: Any, loader: Any, kw: dict, epochs: int, lr: float, desc: st
                          desc=desc, augment=augment)
     if path is not None:
         torch.save(model.state_dict(), path)
+
+
+def finish_output(path: Path, source: Any, reference: dict[str, float]) -> None:
+    """One rewrite of a compressed output: the user's ONNX input/output names (when ``source`` is given)
+    and the dense model's storage reference."""
+    import onnx
+
+    from ..compiler.modelio import write_model
+    from ..compiler.storage import replace_reference
+    from ..models.from_onnx import rename_io_of
+
+    proto = onnx.load(str(path))
+    if source is not None:
+        rename_io_of(proto, source)
+    replace_reference(proto, reference)
+    write_model(proto, path)
 
 
 def pretrain_unless_trained(resolved: ResolvedModel, kw: dict, epochs: int, lr: float, augment: Any = None) -> None:

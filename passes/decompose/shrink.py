@@ -70,6 +70,7 @@ from ...compiler.graph import (
 )
 from ...compiler.loader import infer_shapes
 from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
+from ...compiler.workload import dequantize
 from ._common import BASIS, COEFFICIENT, has_padding
 
 _UNARY = {
@@ -423,19 +424,14 @@ def _constant_input(graph, name: str) -> tuple[np.ndarray | None, onnx.NodeProto
     dq = next((n for n in graph.node if name in n.output), None)
     if dq is None or dq.op_type != "DequantizeLinear" or sum(name in n.input for n in graph.node) != 1:
         return None, None
-    parts = [get_initializer(graph, n) if n else None for n in dq.input]
-    q, scale = parts[0], parts[1]
-    zero = parts[2] if len(parts) > 2 and parts[2] is not None else np.zeros_like(scale, dtype=np.int64)
-    if q is None or scale is None or (len(parts) > 2 and dq.input[2] and parts[2] is None):
+    q, scale, *rest = [get_initializer(graph, n) if n else None for n in dq.input]
+    zero = rest[0] if rest else None
+    if q is None or scale is None or (rest and dq.input[2] and zero is None):
         return None, None
-    if scale.size == 1:
-        return ((q.astype(np.float64) - float(zero.reshape(-1)[0])) * float(scale.reshape(-1)[0])), dq
-    axis = int(attr(dq, "axis", 1)) % q.ndim
-    if scale.ndim != 1 or scale.size != q.shape[axis] or int(attr(dq, "block_size", 0)):
+    axis = int(attr(dq, "axis", 1)) % max(q.ndim, 1)
+    if scale.size > 1 and (scale.ndim != 1 or scale.size != q.shape[axis] or int(attr(dq, "block_size", 0))):
         return None, None
-    shape = [1] * q.ndim
-    shape[axis] = -1
-    return (q.astype(np.float64) - zero.astype(np.float64).reshape(shape)) * scale.astype(np.float64).reshape(shape), dq
+    return dequantize(q, scale, zero, axis), dq
 
 
 def _output_axis(layer: _Layer, ndim: int) -> int:
