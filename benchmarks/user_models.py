@@ -214,7 +214,7 @@ def vgg(shape, classes=10):
 
 
 def resnet_basic(shape, classes=10):
-    """ResNet-10-style: 3x3 stem 16, basic blocks [1, 1, 1] at 16-32-64, strides 1-2-2."""
+    """ResNet-12-style: 3x3 stem 16, basic blocks [1, 1, 2] at 16-32-64, strides 1-2-2."""
     return ResNet(conv_bn(shape[0], 16), basic_stages(16, [16, 32, 64], [1, 1, 2], [1, 2, 2]), 64, classes)
 
 
@@ -244,11 +244,11 @@ class InvertedResidual(nn.Module):
 
 
 def mobilenetv2(shape, classes=10):
-    """MobileNetV2-style: stem 16, inverted residuals (t, c, n, s) = (1,16,1,1) (4,24,2,2) (4,32,2,2)
-    (4,48,1,1), 1x1 conv to 128, ReLU6 throughout, global average pool, FC."""
+    """MobileNetV2-style: stem 16, inverted residuals (t, c, n, s) = (1,16,1,1) (3,24,2,2) (3,32,2,2)
+    (3,48,1,1), 1x1 conv to 128, ReLU6 throughout, global average pool, FC."""
     layers = [conv_bn(shape[0], 16, 3, act=nn.ReLU6)]
     cin = 16
-    for t, c, n, s in [(1, 16, 1, 1), (4, 24, 2, 2), (4, 32, 2, 2), (4, 48, 1, 1)]:
+    for t, c, n, s in [(1, 16, 1, 1), (3, 24, 2, 2), (3, 32, 2, 2), (3, 48, 1, 1)]:
         for i in range(n):
             layers.append(InvertedResidual(cin, c, s if i == 0 else 1, t))
             cin = c
@@ -268,12 +268,12 @@ class DenseLayer(nn.Module):
 
 
 def densenet(shape, classes=10):
-    """DenseNet-style: stem 3x3 24, three dense blocks of 4 layers (growth 12), 1x1 transition convs
+    """DenseNet-style: stem 3x3 16, three dense blocks of 3 layers (growth 8), 1x1 transition convs
     halving the channels + 2x2 average pool between blocks, BN-ReLU, global average pool, FC."""
-    growth, cin = 12, 24
+    growth, cin = 8, 16
     layers: list[nn.Module] = [nn.Conv2d(shape[0], cin, 3, 1, 1, bias=False)]
     for block in range(3):
-        for _ in range(4):
+        for _ in range(3):
             layers.append(DenseLayer(cin, growth))
             cin += growth
         if block < 2:
@@ -284,9 +284,9 @@ def densenet(shape, classes=10):
 
 
 def resnext(shape, classes=10):
-    """ResNeXt-style: stem 16, bottlenecks with grouped 3x3 convs (groups 8), mid 32-64-64, out 64-128-128."""
-    stages = [Bottleneck(16, 32, 64, 1, groups=8), Bottleneck(64, 64, 128, 2, groups=8),
-              Bottleneck(128, 64, 128, 2, groups=8)]
+    """ResNeXt-style: stem 16, bottlenecks with grouped 3x3 convs (groups 8), mid 32-64-64, out 32-64-128."""
+    stages = [Bottleneck(16, 32, 32, 1, groups=8), Bottleneck(32, 64, 64, 2, groups=8),
+              Bottleneck(64, 64, 128, 2, groups=8)]
     return ResNet(conv_bn(shape[0], 16), stages, 128, classes)
 
 
