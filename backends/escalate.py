@@ -147,6 +147,7 @@ energy problem (and what we can do about it)", ISSCC 2014: 8 b mult 0.2 pJ, 32 b
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -165,6 +166,7 @@ from ..compiler.target import (
     skipping_summary,
 )
 from ..compiler.workload import LayerRecord, Workload, extract_workload, scatter_record
+from .pointwise import any_true, as_float, ceil_div, log, per_tile, per_value, select, vmax, vmin
 
 KB_BITS = 8 * 1024
 
@@ -225,13 +227,13 @@ class EscalateConfig(HardwareConfig):
 
 def sram_pj_per_bit(hw: EscalateConfig, size_kb: float) -> float:
     """Horowitz's 64-bit read energy at 8 KB / 32 KB / 1 MB, log-log interpolated, per bit."""
-    points = [(8.0, hw.sram_8kb_pj), (32.0, hw.sram_32kb_pj), (1024.0, hw.sram_1mb_pj)]
-    size = max(size_kb, 1e-3)
-    if size <= points[1][0]:
-        (s0, e0), (s1, e1) = points[0], points[1]
-    else:
-        (s0, e0), (s1, e1) = points[1], points[2]
-    slope = math.log(e1 / e0) / math.log(s1 / s0) if e0 > 0 and e1 > 0 else 0.0
+    size = vmax(size_kb, 1e-3)
+    small = size <= 32.0
+    s0, s1 = select(small, 8.0, 32.0), select(small, 32.0, 1024.0)
+    e0 = select(small, hw.sram_8kb_pj, hw.sram_32kb_pj)
+    e1 = select(small, hw.sram_32kb_pj, hw.sram_1mb_pj)
+    known = (e0 > 0) & (e1 > 0)
+    slope = select(known, log(select(known, e1, 1.0) / select(known, e0, 1.0)) / log(s1 / s0), 0.0)
     return e0 * (size / s0) ** slope / 64.0
 
 
@@ -500,7 +502,7 @@ def lower_workload(workload: Workload, hw: EscalateConfig) -> Schedule:
 
 
 def _ceil(a: float, b: float) -> int:
-    return int(-(-a // b))
+    return ceil_div(a, b)
 
 
 @dataclass
@@ -531,30 +533,37 @@ def _dram_cycles(bits: float, hw: EscalateConfig) -> float:
 
 def _input_rows(geo: Geometry, tiles: int) -> tuple[int, float]:
     """Input rows one spatial tile needs (with halo) and the input re-fetch factor of ``tiles`` tiles."""
-    out_rows = max(1, _ceil(geo.batch * geo.oh, tiles))
-    rows = min(geo.h, (out_rows - 1) * geo.stride + (geo.kh - 1) * geo.dilation + 1)
+    out_rows = vmax(1, _ceil(geo.batch * geo.oh, tiles))
+    rows = vmin(geo.h, (out_rows - 1) * geo.stride + (geo.kh - 1) * geo.dilation + 1)
     n_row_tiles = _ceil(geo.batch * geo.oh, out_rows)
-    return rows, max(1.0, n_row_tiles * rows / (geo.batch * geo.h))
+    return rows, vmax(1.0, n_row_tiles * rows / (geo.batch * geo.h))
 
 
 def _spatial_tiles(geo: Geometry, per_pixel_bits: list[tuple[float, float]], in_bits: float,
                    in_buffer_bits: float) -> int:
     tiles = 1
     for bits_per_pixel, capacity in per_pixel_bits:
-        tiles = max(tiles, _ceil(geo.pixels * bits_per_pixel, max(capacity, 1.0)))
-    tiles = min(tiles, geo.pixels)
-    while tiles < geo.batch * geo.oh and _input_rows(geo, tiles)[0] * geo.w * in_bits > in_buffer_bits:
-        tiles = min(geo.batch * geo.oh, tiles * 2)
+        tiles = vmax(tiles, _ceil(geo.pixels * bits_per_pixel, vmax(capacity, 1.0)))
+    tiles = vmin(tiles, geo.pixels)
+    limit = geo.batch * geo.oh
+
+    def too_big(tiles):  # the tile's input rows overflow the input buffer, and rows can still be split
+        return (tiles < limit) & (_input_rows(geo, tiles)[0] * geo.w * in_bits > in_buffer_bits)
+
+    grow = too_big(tiles)
+    while any_true(grow):
+        tiles = select(grow, vmin(limit, tiles * 2), tiles)
+        grow = too_big(tiles)
     return tiles
 
 
 def _activation_bits(bits: float, hw: EscalateConfig) -> float:
     """Off-chip bits of an activation map: none when it may stay on chip and fits the input buffer."""
-    return 0.0 if hw.onchip_activations and bits <= hw.input_buffer_kb * KB_BITS else bits
+    return select(hw.onchip_activations and bits <= hw.input_buffer_kb * KB_BITS, 0.0, bits)
 
 
 def _weight_dram_bits(total_bits: float, capacity_bits: float, tiles: int) -> float:
-    return total_bits if total_bits <= capacity_bits else total_bits * tiles
+    return select(total_bits <= capacity_bits, total_bits, total_bits * tiles)
 
 
 @dataclass(frozen=True)
@@ -595,10 +604,12 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     col_passes = _ceil(geo.ow, hw.coef_cols) * rows_out
     b_kernels = _ceil(m, hw.basis_rows) * geo.k2 * geo.pixels
     b_pixels = _ceil(geo.ow, hw.basis_rows) * m * geo.k2 * rows_out
-    b = float(min(b_kernels, b_pixels))
-    basis_share = min(m, hw.basis_rows) if b_kernels <= b_pixels else m
+    b = as_float(vmin(b_kernels, b_pixels))
+    basis_share = select(b_kernels <= b_pixels, vmin(m, hw.basis_rows), m)
     group_max = plan.tile_group_max
-    c = ((group_max + (group_max > 0) * hw.index_overhead_cycles).sum(axis=1) * col_passes).astype(float)
+    lists = per_tile(group_max.sum(axis=1), col_passes) + per_tile((group_max > 0).sum(axis=1), col_passes) \
+        * hw.index_overhead_cycles
+    c = (lists * col_passes).astype(float)
 
     in_buf, int_buf = hw.input_buffer_kb * KB_BITS, hw.intermediate_buffer_kb * KB_BITS
     out_buf, coef_buf = hw.output_buffer_kb * KB_BITS, hw.coef_buffer_kb * KB_BITS
@@ -608,9 +619,9 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     zeros = activation_zeros(plan.input_density, plan.act_bits, hw.activation_skipping, plan.stored_density)
     inter = activation_zeros(plan.coef_input_density, plan.intermediate_bits, hw.activation_skipping)
     out_storage = activation_zeros(plan.output_density, plan.act_bits, hw.activation_skipping).storage
-    bt = b * _tile_density(plan, tc, n_tiles, hw.activation_skipping)
-    compute = (bt[0] + tiles * float(np.maximum(bt, c).sum()) - max(bt[-1], c[-1]) + c[-1]) / tiles
-    basis_cycles, coef_cycles = float(bt.sum()), float(c.sum())
+    bt = b * per_tile(_tile_density(plan, tc, n_tiles, hw.activation_skipping), b)
+    compute = (bt[0] + tiles * as_float(np.maximum(bt, c).sum(axis=0)) - vmax(bt[-1], c[-1]) + c[-1]) / tiles
+    basis_cycles, coef_cycles = as_float(bt.sum(axis=0)), as_float(c.sum(axis=0))
 
     t = Tally()
     basis_macs = geo.pixels * geo.cin * m * geo.k2
@@ -634,8 +645,7 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
            "output_buffer")
 
     in_rows, halo = _input_rows(geo, tiles)
-    if geo.cin * in_rows * geo.w * plan.act_bits <= in_buf:
-        halo = 1.0
+    halo = select(geo.cin * in_rows * geo.w * plan.act_bits <= in_buf, 1.0, halo)
     weight_bits = plan.basis_storage_bits + plan.coef_nnz * plan.coef_bits + plan.coef_index_bits
     input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits * zeros.fetched
     t.dram("input", _activation_bits(input_bits, hw) * halo, hw)
@@ -643,23 +653,23 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     t.dram("weights", _weight_dram_bits(weight_bits, coef_buf + hw.basis_buffer_kb * KB_BITS, tiles), hw)
     dram = _dram_cycles(t.dram_bits, hw)
     occupancy = {
-        "input": min(in_buf, geo.cin * in_rows * geo.w * plan.act_bits),
-        "intermediate": min(int_buf, _ceil(geo.pixels, tiles) * 2 * min(tc, geo.cin) * m * plan.intermediate_bits),
-        "output": min(out_buf, _ceil(geo.pixels, tiles) * geo.cout * hw.psum_bits),
-        "coefficient": min(coef_buf, plan.coef_nnz * plan.coef_bits + plan.coef_index_bits),
-        "basis": min(hw.basis_buffer_kb * KB_BITS, plan.basis_storage_bits),
+        "input": vmin(in_buf, geo.cin * in_rows * geo.w * plan.act_bits),
+        "intermediate": vmin(int_buf, _ceil(geo.pixels, tiles) * 2 * min(tc, geo.cin) * m * plan.intermediate_bits),
+        "output": vmin(out_buf, _ceil(geo.pixels, tiles) * geo.cout * hw.psum_bits),
+        "coefficient": vmin(coef_buf, plan.coef_nnz * plan.coef_bits + plan.coef_index_bits),
+        "basis": vmin(hw.basis_buffer_kb * KB_BITS, plan.basis_storage_bits),
     }
     capacity = {"input": in_buf, "intermediate": int_buf, "output": out_buf, "coefficient": coef_buf,
                 "basis": hw.basis_buffer_kb * KB_BITS}
-    cycles = max(compute, dram)
+    cycles = vmax(compute, dram)
     return {
         "name": plan.name, "kind": "decomposed", "members": plan.members, "rank": m,
         "cycles": cycles, "compute_cycles": compute, "dram_cycles": dram,
-        "bound": "memory" if dram > compute else "compute",
+        "bound": select(dram > compute, "memory", "compute"),
         "basis_cycles": basis_cycles, "coefficient_cycles": coef_cycles,
-        "stall_cycles": compute - min(basis_cycles, coef_cycles),
-        "fill_cycles": compute - max(basis_cycles, coef_cycles),
-        "bottleneck": "basis" if basis_cycles >= coef_cycles else "coefficient",
+        "stall_cycles": compute - vmin(basis_cycles, coef_cycles),
+        "fill_cycles": compute - vmax(basis_cycles, coef_cycles),
+        "bottleneck": select(basis_cycles >= coef_cycles, "basis", "coefficient"),
         "channel_tiles": n_tiles, "spatial_tiles": tiles,
         "macs": geo.macs, "basis_macs": basis_macs, "coefficient_macs": coef_macs,
         **_activation_fields(plan.input_density, zeros),
@@ -678,7 +688,8 @@ def _dense_cycles(geo: Geometry, rows: int, cols: int) -> tuple[int, int, str]:
     kg, cg = geo.cout // geo.groups, geo.cin // geo.groups
     ws = geo.groups * _ceil(kg, rows) * _ceil(cg, cols) * geo.k2 * geo.pixels
     os_ = _ceil(geo.cout, rows) * _ceil(geo.ow, cols) * geo.batch * geo.oh * cg * geo.k2
-    return (ws, os_, "weight-stationary") if ws <= os_ else (os_, ws, "output-stationary")
+    first = ws <= os_
+    return select(first, ws, os_), select(first, os_, ws), select(first, "weight-stationary", "output-stationary")
 
 
 def _activation_fields(density: float | None, zeros: ActivationZeros) -> dict[str, Any]:
@@ -703,32 +714,31 @@ def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None,
     e_w = sram_pj_per_bit(hw, hw.dense_weight_buffer_kb)
     t = Tally()
     t.energy_pj["mac"] += macs * zeros.gate * mac_pj(hw, w.bits, plan.act_bits, hw.psum_bits)
-    t.sram("input", macs / min(kg, rows) * plan.act_bits * zeros.storage, e_in, "input_buffer")
-    pixel_tiles = max(1, _ceil(geo.pixels * min(geo.cout, rows) * hw.psum_bits, out_buf))
-    if mapping == "weight-stationary":
-        t.sram("weight", w.params * w.bits * pixel_tiles, e_w, "weight_buffer")
-        t.sram("output", 2 * macs / min(cg, cols) * hw.psum_bits, e_out, "output_buffer")
-    else:
-        t.sram("weight", macs / min(geo.ow, cols) * w.bits, e_w, "weight_buffer")
-        t.sram("output", geo.pixels * geo.cout * plan.act_bits, e_out, "output_buffer")
+    t.sram("input", macs / vmin(kg, rows) * plan.act_bits * zeros.storage, e_in, "input_buffer")
+    pixel_tiles = vmax(1, _ceil(geo.pixels * vmin(geo.cout, rows) * hw.psum_bits, out_buf))
+    ws = mapping == "weight-stationary"
+    t.sram("weight", select(ws, w.params * w.bits * pixel_tiles, macs / vmin(geo.ow, cols) * w.bits), e_w,
+           "weight_buffer")
+    t.sram("output", select(ws, 2 * macs / vmin(cg, cols) * hw.psum_bits, geo.pixels * geo.cout * plan.act_bits),
+           e_out, "output_buffer")
     input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits
-    passes = 1 if input_bits * zeros.storage <= in_buf else _ceil(geo.cout, rows)
+    passes = select(input_bits * zeros.storage <= in_buf, 1, _ceil(geo.cout, rows))
     t.dram("input", _activation_bits(input_bits * zeros.fetched, hw) * passes, hw)
     t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits * out_storage, hw), hw)
     t.dram("weights", _weight_dram_bits(w.params * w.bits, w_buf, pixel_tiles), hw)
     dram = _dram_cycles(t.dram_bits, hw)
-    cycles = max(compute, dram)
+    cycles = vmax(compute, dram)
     return {
         "name": name or plan.name, "kind": "dense", "members": plan.members, "mapping": mapping,
         "lowered_from": plan.lowered_from,
-        "cycles": cycles, "compute_cycles": float(compute), "dram_cycles": dram,
-        "bound": "memory" if dram > compute else "compute", "stall_cycles": 0.0,
+        "cycles": cycles, "compute_cycles": as_float(compute), "dram_cycles": dram,
+        "bound": select(dram > compute, "memory", "compute"), "stall_cycles": 0.0,
         "macs": macs, "utilization": macs / (cycles * rows * cols),
         **_activation_fields(plan.input_density, zeros),
         "bits": {"act": plan.act_bits, "weight": w.bits},
         "buffer_occupancy_bits": {
-            "input": min(in_buf, input_bits), "weight": min(w_buf, w.params * w.bits),
-            "output": min(out_buf, _ceil(geo.pixels, pixel_tiles) * min(geo.cout, rows) * hw.psum_bits)},
+            "input": vmin(in_buf, input_bits), "weight": vmin(w_buf, w.params * w.bits),
+            "output": vmin(out_buf, _ceil(geo.pixels, pixel_tiles) * vmin(geo.cout, rows) * hw.psum_bits)},
         **_finish(t),
     }
 
@@ -752,10 +762,15 @@ def sparse_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     padded[: len(w.row_nnz)] = w.row_nnz
     gmax = padded.reshape(n_groups, rows).max(axis=1)
     active = gmax > 0
-    by_pixels = float(((gmax + extra) * active).sum()) * _ceil(geo.ow, cols) * geo.batch * geo.oh
-    by_split = float(((-(-gmax // cols) + extra) * active).sum()) * geo.pixels
-    compute = min(by_pixels, by_split)
-    passes = _ceil(geo.ow, cols) * geo.batch * geo.oh if by_pixels <= by_split else geo.pixels
+    restarts = extra * active.sum()  # one index-list restart per active row group and pass
+
+    def split_walk(cols):  # Σ over active row groups of ⌈max nnz / C⌉, once per distinct C
+        return (-(-per_tile(gmax, cols) // cols) * per_tile(active, cols)).sum(axis=0)
+
+    by_pixels = as_float(gmax.sum() + restarts) * _ceil(geo.ow, cols) * geo.batch * geo.oh
+    by_split = as_float(per_value(split_walk, cols) + restarts) * geo.pixels
+    compute = vmin(by_pixels, by_split)
+    passes = select(by_pixels <= by_split, _ceil(geo.ow, cols) * geo.batch * geo.oh, geo.pixels)
     cg = geo.cin // geo.groups
     index_bits, per_nnz = sparse_index_bits(w, cg * geo.k2)
     eff = geo.pixels * w.nnz
@@ -772,14 +787,14 @@ def sparse_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     t.energy_pj["index"] += w.nnz * passes * hw.add_32b_pj * per_nnz / 32.0
     t.sram("output", geo.pixels * geo.cout * plan.act_bits, e_out, "output_buffer")
     input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits
-    in_passes = 1 if input_bits * zeros.storage <= hw.input_buffer_kb * KB_BITS else n_groups
+    in_passes = select(input_bits * zeros.storage <= hw.input_buffer_kb * KB_BITS, 1, n_groups)
     t.dram("input", _activation_bits(input_bits * zeros.fetched, hw) * in_passes, hw)
     t.dram("output", _activation_bits(geo.pixels * geo.cout * plan.act_bits * out_storage, hw), hw)
     stored = w.nnz * w.bits + index_bits
-    tiles = max(1, _ceil(geo.pixels * min(geo.cout, rows) * hw.psum_bits, hw.output_buffer_kb * KB_BITS))
+    tiles = vmax(1, _ceil(geo.pixels * vmin(geo.cout, rows) * hw.psum_bits, hw.output_buffer_kb * KB_BITS))
     t.dram("weights", _weight_dram_bits(stored, hw.dense_weight_buffer_kb * KB_BITS, tiles), hw)
     dram = _dram_cycles(t.dram_bits, hw)
-    cycles = max(compute, dram)
+    cycles = vmax(compute, dram)
     return {"name": plan.name, "cycles": cycles, "compute_cycles": compute, "dram_cycles": dram,
             "macs": eff, "index_bits": index_bits, **_activation_fields(plan.input_density, zeros), **_finish(t)}
 
@@ -848,23 +863,26 @@ def _sum_details(details: list[dict[str, Any]], seconds_per_cycle: float) -> dic
     }
 
 
-def cost_schedule(schedule: Schedule, hw: EscalateConfig, counterpart: bool = True) -> CostReport:
-    """The compiled model's cost; with ``counterpart`` the report also carries the totals of the other
-    ``activation_skipping`` setting (``activation_skipping`` section) when any layer's zeros were measured."""
+def schedule_totals(schedule: Schedule, hw: EscalateConfig) -> tuple[list[dict[str, Any]], dict[str, Any],
+                                                                     dict[str, dict[str, Any]]]:
+    """Per-layer costs, their totals (``_sum_details``) and the same-shape baselines' totals of a schedule,
+    at one hardware point or at arrays of points."""
     layers = [layer_cost(plan, hw) for plan in schedule.layers]
     seconds_per_cycle = 1.0 / (hw.clock_mhz * 1e6)
-    cycles = sum(layer["cycles"] for layer in layers)
-    energy = sum(layer["energy_j"] for layer in layers)
-    breakdown: dict[str, float] = {}
-    for layer in layers:
-        for key, value in layer["energy_breakdown_j"].items():
-            breakdown[key] = breakdown.get(key, 0.0) + value
-    dense_macs = sum(layer["macs"] for layer in layers)
-    latency = cycles * seconds_per_cycle
     baselines = {}
     for name, what in SAME_SHAPE.items():
         details = [layer.pop(f"_{name}_detail") for layer in layers]
         baselines[name] = {**_sum_details(details, seconds_per_cycle), "model": "output", "what": what}
+    return layers, _sum_details(layers, seconds_per_cycle), baselines
+
+
+def cost_schedule(schedule: Schedule, hw: EscalateConfig, counterpart: bool = True) -> CostReport:
+    """The compiled model's cost; with ``counterpart`` the report also carries the totals of the other
+    ``activation_skipping`` setting (``activation_skipping`` section) when any layer's zeros were measured."""
+    layers, total, baselines = schedule_totals(schedule, hw)
+    cycles, latency, energy = total["latency_cycles"], total["latency_s"], total["energy_j"]
+    breakdown = total["energy_breakdown_j"]
+    dense_macs = sum(layer["macs"] for layer in layers)
     executed = 2 * sum(_executed_macs(layer) for layer in layers)
     extra = _extra(schedule, layers, hw)
     if counterpart:
@@ -898,9 +916,7 @@ def accelerator_cost(model: onnx.ModelProto, hw: HardwareConfig | None, kind: st
     """The dense (``dense_cost``) or zero-skipping (``sparse_cost``) accelerator running ``model``'s
     layers one after another on the same hardware description (the dense array, buffers and DRAM)."""
     cfg = _config(hw)
-    plans = lower_dense(extract_workload(model), cfg).layers
-    details = [dense_cost(plan, cfg) if kind == "dense" else sparse_cost(plan, cfg) for plan in plans]
-    total = _sum_details(details, 1.0 / (cfg.clock_mhz * 1e6))
+    details, total = accelerator_totals(lower_dense(extract_workload(model), cfg), cfg, kind)
     macs = sum(d["macs"] for d in details)
     latency, energy = total["latency_s"], total["energy_j"]
     return CostReport(
@@ -909,6 +925,14 @@ def accelerator_cost(model: onnx.ModelProto, hw: HardwareConfig | None, kind: st
         throughput_gops=2 * macs / latency / 1e9 if latency else 0.0,
         tops_per_w=2 * macs / energy / 1e12 if energy else 0.0, layers=details,
     )
+
+
+def accelerator_totals(schedule: Schedule, hw: EscalateConfig, kind: str) -> tuple[list[dict[str, Any]],
+                                                                              dict[str, Any]]:
+    """Per-layer costs and totals of the dense or zero-skipping accelerator running a ``lower_dense``
+    schedule, at one hardware point or at arrays of points."""
+    details = [dense_cost(plan, hw) if kind == "dense" else sparse_cost(plan, hw) for plan in schedule.layers]
+    return details, _sum_details(details, 1.0 / (hw.clock_mhz * 1e6))
 
 
 def _extra(schedule: Schedule, layers: list[dict[str, Any]], hw: EscalateConfig) -> dict[str, Any]:
@@ -944,6 +968,14 @@ def _extra(schedule: Schedule, layers: list[dict[str, Any]], hw: EscalateConfig)
     }
 
 
+#: The baselines on the input model (``baseline_plans``): accelerator kind → what it is.
+ACCELERATORS = {
+    "dense": "the dense accelerator (dense_rows x dense_cols array, same buffers and DRAM)",
+    "sparse": "the zero-skipping accelerator (dense_rows x dense_cols lanes with index overhead) on the model's "
+              "own zeros",
+}
+
+
 @register_target
 class EscalateTarget(Target):
     name = "escalate"
@@ -972,13 +1004,16 @@ class EscalateTarget(Target):
         return break_even_layers(model, _config(hw))
 
     def baseline_plans(self) -> list[BaselinePlan]:
-        return [
-            BaselinePlan("dense", "the dense accelerator (dense_rows x dense_cols array, same buffers and DRAM)",
-                         lambda m, hw: accelerator_cost(m, hw, "dense"), reference=True),
-            BaselinePlan("sparse", "the zero-skipping accelerator (dense_rows x dense_cols lanes with index "
-                         "overhead) on the model's own zeros",
-                         lambda m, hw: accelerator_cost(m, hw, "sparse")),
-        ]
+        return [BaselinePlan(kind, what, functools.partial(accelerator_cost, kind=kind), reference=kind == "dense")
+                for kind, what in ACCELERATORS.items()]
+
+    def cost_many(self, model: onnx.ModelProto, baseline_model: onnx.ModelProto,
+                  values: dict[str, list[Any]]) -> dict[str, Any]:
+        """Cost and baselines at N hardware points at once (``escalate_batch.cost_many``); ``values`` maps
+        hardware parameters to N values each, the others keep their defaults."""
+        from .escalate_batch import cost_many
+
+        return cost_many(extract_workload(model), extract_workload(baseline_model), values)
 
 
 BREAK_EVEN_STEPS = 1000
