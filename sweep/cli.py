@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import click
@@ -39,8 +40,10 @@ def sweep_command(spec, out, workers, address, resume, seed, exact, study, targe
         if target or data or values:
             raise PimcError("--target / --data / --values belong to --study; a SPEC file names its own")
         result = run_sweep(load_spec(spec), opts)
-    ok = sum(1 for r in result.rows if r.get("status") == "ok")
-    click.echo(f"{len(result.rows)} trials ({ok} ok, {len(result.rows) - ok} failed): {result.computed} run, "
+    counts = Counter(str(r.get("status")) for r in result.rows)
+    ok, over = counts.pop("ok", 0), counts.pop("over_budget", 0)
+    click.echo(f"{len(result.rows)} trials ({ok} ok, " + (f"{over} over the accuracy budget, " if over else "")
+               + f"{sum(counts.values())} failed): {result.computed} run, "
                f"{result.skipped} already in the journal, {result.seconds:.1f} s"
                + (" (cost-only fast path)" if result.fast_path else ""))
     for name, path in result.files.items():

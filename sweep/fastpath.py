@@ -4,8 +4,10 @@ the target's lower + cost (and the baselines' costs) for each hardware point.
 The compile (passes, accuracy) runs once at the target's default hardware; a pass that weighs candidates
 with the target's cost model (``decompose`` searching ranks, ``comparator-conv``'s cost rule) makes its
 choices at that hardware, so rows carry ``compiled_hw = "default"`` (``pimc sweep --exact`` compiles every
-point at its own hardware instead). Workloads are extracted once per model: inside ``cached_workloads``
-the backends' ``extract_workload`` returns the record list already made for the same model object.
+point at its own hardware instead). A target with ``cost_many`` (escalate) costs a whole chunk of points in
+one vectorised call; any other target costs point by point. Either way a chunk comes back as columns
+(``{column: [value per point]}``). Within one worker process the compiled group's models stay loaded and their
+workloads extracted (``cached_workloads``) from one chunk to the next.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +23,16 @@ from typing import Any
 import onnx
 
 from ..compiler.errors import PimcError
-from .trial import STATUS_FAILED, base_row, compile_options, cost_metrics, report_metrics
+from .trial import (
+    STATUS_FAILED,
+    base_row,
+    compile_options,
+    cost_columns,
+    cost_metrics,
+    report_metrics,
+)
+
+Columns = dict[str, list[Any]]
 
 
 @dataclass
@@ -34,6 +46,7 @@ class CompiledGroup:
     metrics: dict[str, Any]
     error: str = ""
     seconds: float = 0.0
+    key: str = ""  # identifies this compile in the workers' caches
 
 
 def compile_group(point: dict[str, Any], data: str | None, eval_data: str | None, max_drop: float | None,
@@ -49,8 +62,8 @@ def compile_group(point: dict[str, Any], data: str | None, eval_data: str | None
         model, report = compile_model(opts)
         normalized = normalize(load_model(model_path), seed)
         return CompiledGroup(point["target"], model.SerializeToString(), normalized.SerializeToString(),
-                             int(report["model"]["macs_before"]), report_metrics(report),
-                             seconds=time.perf_counter() - start)
+                             int(report["model"]["macs_before"]), report_metrics(report, max_drop),
+                             seconds=time.perf_counter() - start, key=uuid.uuid4().hex)
     except PimcError as exc:
         error = str(exc).splitlines()[0] if str(exc) else "error"
     except Exception as exc:
@@ -58,19 +71,22 @@ def compile_group(point: dict[str, Any], data: str | None, eval_data: str | None
     return CompiledGroup(point["target"], None, None, 0, {}, error, time.perf_counter() - start)
 
 
+_WORKLOADS: dict[int, tuple[onnx.ModelProto, Any]] = {}
+
+
 @contextlib.contextmanager
 def cached_workloads() -> Iterator[None]:
-    """Within the block, every backend's ``extract_workload(model)`` is computed once per model object."""
+    """Within the block, every backend's ``extract_workload(model)`` is computed once per model object (kept
+    across blocks while ``_PREPARED`` holds the models)."""
     from ..compiler import workload
 
     original = workload.extract_workload
-    cache: dict[int, tuple[onnx.ModelProto, Any]] = {}
 
     def cached(model: onnx.ModelProto, _known=None):
-        hit = cache.get(id(model))
+        hit = _WORKLOADS.get(id(model))
         if hit is None or hit[0] is not model or _known is not None:
             hit = (model, original(model, _known))
-            cache[id(model)] = hit
+            _WORKLOADS[id(model)] = hit
         return hit[1]
 
     patched = [m for name, m in list(sys.modules.items())
@@ -84,28 +100,81 @@ def cached_workloads() -> Iterator[None]:
             module.extract_workload = original
 
 
-def cost_points(group: CompiledGroup, points: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per hardware point: the group's compile metrics and this hardware's cost."""
-    if group.model is None:
-        return [{**base_row(p), "status": STATUS_FAILED, "error": group.error, "compiled_hw": "default",
-                 "seconds": 0.0} for p in points]
+@dataclass
+class Prepared:
+    """A compiled group loaded in this process: its target, compiled model and normalised input model."""
+
+    target: Any
+    model: onnx.ModelProto
+    normalized: onnx.ModelProto
+
+
+_PREPARED: dict[str, Prepared] = {}
+
+
+def prepared(group: CompiledGroup) -> Prepared:
+    """The group's models, loaded once per process (one group at a time; the workload cache goes with it)."""
     from ..compiler.target import get_target
 
-    target = get_target(group.target)
-    model = onnx.load_from_string(group.model)
-    normalized = onnx.load_from_string(group.normalized_input)
-    rows = []
+    hit = _PREPARED.get(group.key) if group.key else None
+    if hit is None:
+        _PREPARED.clear()
+        _WORKLOADS.clear()
+        hit = Prepared(get_target(group.target), onnx.load_from_string(group.model),
+                       onnx.load_from_string(group.normalized_input))
+        if group.key:
+            _PREPARED[group.key] = hit
+    return hit
+
+
+def cost_points(group: CompiledGroup, points: list[dict[str, Any]]) -> Columns:
+    """One row per hardware point (as columns): the group's compile metrics and this hardware's cost."""
+    if group.model is None:
+        return to_columns([{**base_row(p), "status": STATUS_FAILED, "error": group.error, "compiled_hw": "default",
+                            "seconds": 0.0} for p in points])
+    ready = prepared(group)
     with cached_workloads():
-        for point in points:
-            start = time.perf_counter()
-            row = {**base_row(point), **group.metrics, "compiled_hw": "default"}
-            try:
-                row.update(cost_metrics(point_cost(target, model, normalized, group.input_macs, point)))
-            except PimcError as exc:
-                row.update(status=STATUS_FAILED, error=str(exc).splitlines()[0])
-            row["seconds"] = round(time.perf_counter() - start, 6)
-            rows.append(row)
-    return rows
+        if hasattr(ready.target, "cost_many"):
+            return _cost_many(ready, group, points)
+        return to_columns([_cost_one(ready, group, point) for point in points])
+
+
+def _cost_one(ready: Prepared, group: CompiledGroup, point: dict[str, Any]) -> dict[str, Any]:
+    start = time.perf_counter()
+    row = {**base_row(point), **group.metrics, "compiled_hw": "default"}
+    try:
+        row.update(cost_metrics(point_cost(ready.target, ready.model, ready.normalized, group.input_macs, point)))
+    except PimcError as exc:
+        row.update(status=STATUS_FAILED, error=str(exc).splitlines()[0])
+    row["seconds"] = round(time.perf_counter() - start, 6)
+    return row
+
+
+def _cost_many(ready: Prepared, group: CompiledGroup, points: list[dict[str, Any]]) -> Columns:
+    """Every point of the chunk in one ``cost_many`` call; a failing call fails the chunk's rows."""
+    start = time.perf_counter()
+    n = len(points)
+    names = list(dict.fromkeys(k for p in points for k in p["axes"] if k.startswith("hw.")))
+    values = {name.split(".", 2)[2]: [p["axes"][name] for p in points] for name in names}
+    columns = to_columns([base_row(p) for p in points])
+    columns.update({k: [v] * n for k, v in group.metrics.items()})
+    try:
+        columns.update(cost_columns(ready.target.cost_many(ready.model, ready.normalized, values), group.input_macs))
+    except PimcError as exc:
+        columns.update(status=[STATUS_FAILED] * n, error=[str(exc).splitlines()[0]] * n)
+    columns["compiled_hw"] = ["default"] * n
+    columns["seconds"] = [round((time.perf_counter() - start) / n, 6)] * n
+    return columns
+
+
+def to_columns(rows: list[dict[str, Any]]) -> Columns:
+    names = list(dict.fromkeys(k for r in rows for k in r))
+    return {name: [r.get(name) for r in rows] for name in names}
+
+
+def to_rows(columns: Columns) -> list[dict[str, Any]]:
+    names = list(columns)
+    return [dict(zip(names, values, strict=True)) for values in zip(*columns.values(), strict=True)]
 
 
 def point_cost(target, model: onnx.ModelProto, normalized: onnx.ModelProto, input_macs: int,

@@ -39,10 +39,15 @@ class Journal:
         return set(self.rows)
 
     def append(self, row: dict[str, Any]) -> None:
-        if row.get("status") != STATUS_CRASHED or row["key"] not in self.rows:
-            self.rows[row["key"]] = row
+        self.extend([row])
+
+    def extend(self, rows: list[dict[str, Any]]) -> None:
+        """Journal finished rows (one write for all of them)."""
+        for row in rows:
+            if row.get("status") != STATUS_CRASHED or row["key"] not in self.rows:
+                self.rows[row["key"]] = row
         with self.path.open("a") as f:
-            f.write(json.dumps(_clean(row), default=str) + "\n")
+            f.write("".join(json.dumps(_clean(row), default=str) + "\n" for row in rows))
 
     def close(self) -> None:
         """Nothing stays open (each append opens the file); kept for symmetry with callers."""

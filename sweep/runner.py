@@ -22,9 +22,10 @@ import numpy as np
 from ..compiler.errors import PimcError
 from .journal import Journal
 from .spec import SweepSpec, direction, grid_points
-from .trial import STATUS_CRASHED, STATUS_OK, base_row, file_digest, run_trial, trial_key
+from .trial import STATUS_CRASHED, STATUS_OK, STATUS_OVER_BUDGET, base_row, file_digest, run_trial, trial_key
 
 PENALTY = 1e30  # objective value Optuna sees for a failed trial (dominated by every real point)
+CHUNK_POINTS = 10_000  # hardware points per Ray task on the cost-only fast path, at most
 
 
 @dataclass
@@ -84,23 +85,26 @@ def run_sweep(spec: SweepSpec, opts: SweepOptions) -> SweepResult:
                                           lambda: _run_optuna(spec, opts, journal, digests), (0, len(journal.rows)))
         else:
             points = plan_points(spec, opts.seed, digests)
-            todo = [p for p in points if p["key"] not in journal.done]
+            done = journal.done
+            todo = [p for p in points if p["key"] not in done]
             skipped = len(points) - len(todo)
             runner = _run_fast if fast else _run_tune
             computed = _with_ray(opts, bool(todo), lambda: runner(todo, spec, opts, journal), 0)
     finally:
         journal.close()
-    rows = ordered_rows(journal, spec, opts.seed, digests)
+    rows = ordered_rows(journal, spec, opts.seed, digests, None if spec.search == "optuna" else points)
     files = write_results(rows, spec, opts.out)
     return SweepResult(rows, computed, skipped, time.perf_counter() - start, files, fast)
 
 
-def ordered_rows(journal: Journal, spec: SweepSpec, seed: int, digests: dict[str, str]) -> list[dict[str, Any]]:
-    """The journal's rows of this spec, in trial order (grid / random) or finishing order (optuna)."""
+def ordered_rows(journal: Journal, spec: SweepSpec, seed: int, digests: dict[str, str],
+                 points: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    """The journal's rows of this spec, in trial order (grid / random: of ``points``, planned when not given)
+    or finishing order (optuna)."""
     if spec.search == "optuna":
         return sorted(journal.rows.values(), key=lambda r: r.get("trial") or 0)
     rows = []
-    for p in plan_points(spec, seed, digests):
+    for p in points if points is not None else plan_points(spec, seed, digests):
         row = journal.rows.get(p["key"])
         if row is not None:
             rows.append({**row, "trial": p["index"]})
@@ -169,10 +173,15 @@ def _tune_trial(config: dict[str, Any], points: list[dict[str, Any]], settings: 
 
 
 def objective_values(row: dict[str, Any], objectives: list[str]) -> dict[str, float]:
+    """The row's objective values for Tune / Optuna; a failed row gets the ``PENALTY``. An ``over_budget`` row
+    gives its real values when accuracy is an objective (its low accuracy is what the search should see),
+    otherwise the penalty (its cost alone would lead the search where the budget forbids)."""
+    usable = row.get("status") == STATUS_OK or (
+        row.get("status") == STATUS_OVER_BUDGET and any(o in ("accuracy", "drop_points") for o in objectives))
     out = {}
     for name in objectives:
         value = row.get(name)
-        bad = row.get("status") != STATUS_OK or value is None or not math.isfinite(float(value))
+        bad = not usable or value is None or not math.isfinite(float(value))
         penalty = -PENALTY if direction(name) == "max" else PENALTY
         out[safe(name)] = penalty if bad else float(value)
     return out
@@ -316,10 +325,12 @@ def _warm_start(previous: list[dict[str, Any]], spec: SweepSpec, keys: dict[str,
 
 
 def _run_fast(todo: list[dict[str, Any]], spec: SweepSpec, opts: SweepOptions, journal: Journal) -> int:
-    """Ray tasks: one compile per (model, target), then chunks of hardware points per worker."""
+    """Ray tasks: one compile per (model, target), then chunks of hardware points (up to ``CHUNK_POINTS``) per
+    task; one task more than the workers is queued, so a worker starts the next chunk while the driver
+    journals the last one."""
     import ray
 
-    from .fastpath import compile_group, cost_points
+    from .fastpath import compile_group, cost_points, to_rows
 
     models = _model_bytes(spec, opts)
     settings = settings_of(spec, opts.seed)
@@ -333,24 +344,23 @@ def _run_fast(todo: list[dict[str, Any]], spec: SweepSpec, opts: SweepOptions, j
                 for g, pts in groups.items()}
     chunks = []
     for g, pts in groups.items():
-        size = max(1, math.ceil(len(pts) / (4 * workers)))
+        size = max(1, min(CHUNK_POINTS, math.ceil(len(pts) / (4 * workers))))
         chunks += [(compiled[g], pts[i:i + size]) for i in range(0, len(pts), size)]
     with _progress(len(todo), opts, "sweep (cost only)") as bar:
         pending: dict[Any, list[dict[str, Any]]] = {}
-        queue = list(chunks)
+        queue = list(reversed(chunks))
         while queue or pending:
-            while queue and len(pending) < workers:
-                group_ref, pts = queue.pop(0)
+            while queue and len(pending) <= workers:
+                group_ref, pts = queue.pop()
                 pending[cost_task.remote(group_ref, pts)] = pts
             ready, _ = ray.wait(list(pending), num_returns=1)
             pts = pending.pop(ready[0])
             try:
-                rows = ray.get(ready[0])
+                rows = to_rows(ray.get(ready[0]))
             except Exception as exc:  # the task and its retries died
                 rows = [{**base_row(p), "status": STATUS_CRASHED, "error": f"task crashed: {exc}".splitlines()[0]}
                         for p in pts]
-            for row in rows:
-                journal.append(row)
+            journal.extend(rows)
             bar.update(len(rows))
     return len(todo)
 

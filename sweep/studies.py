@@ -18,6 +18,7 @@ from typing import Any
 from ..compiler.errors import PimcError
 from .runner import SweepOptions, SweepResult, run_sweep
 from .spec import parse_spec
+from .trial import MEASURED
 
 DEFAULT_RANKS = (1, 2, 3, 4, 5, 6, 7, 8, 9)
 
@@ -125,7 +126,7 @@ def _print_table(rows: list[dict[str, Any]]) -> None:
     for col in ("layer", "rank", "accuracy %", "drop (points)", "energy (J)", "latency (s)", "status"):
         table.add_column(col)
     for r in rows:
-        ok = r.get("status") == "ok"
+        ok = r.get("status") in MEASURED
         table.add_row(str(r["decompose.include"]), str(r["decompose.rank"]),
                       f"{100 * r['accuracy']:.2f}" if ok and r.get("accuracy") is not None else "-",
                       f"{r['drop_points']:.2f}" if ok and r.get("drop_points") is not None else "-",
@@ -143,7 +144,7 @@ def plot_layerwise(rows: list[dict[str, Any]], path: Path) -> Path:
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     layers = list(dict.fromkeys(r["decompose.include"] for r in rows))
     for n, layer in enumerate(layers):
-        ok = sorted((r for r in rows if r["decompose.include"] == layer and r.get("status") == "ok"),
+        ok = sorted((r for r in rows if r["decompose.include"] == layer and r.get("status") in MEASURED),
                     key=lambda r: r["decompose.rank"])
         ranks = [r["decompose.rank"] for r in ok]
         left.plot(ranks, [100 * (r.get("accuracy") or 0) for r in ok], "o-", color=f"C{n % 10}", label=layer)

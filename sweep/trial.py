@@ -2,8 +2,11 @@
 
 A trial compiles, costs and (with labelled data) evaluates exactly as ``pimc compile`` does:
 ``compile_model(CompileOptions(...))`` with the pass axes as ``sets`` and the hardware axes written to a
-temporary ``--hw`` file. Any error (a ``PimcError`` such as the accuracy-budget refusal, or an option for a
-pass outside the target's pipeline) becomes the row's ``status = "failed"`` and ``error``.
+temporary ``--hw`` file, except that a drop over the accuracy budget is recorded rather than refused
+(``enforce_budget=False``): every compiled trial keeps its accuracy, latency and energy. Its status is
+``over_budget`` when the spec sets ``max_accuracy_drop`` and the drop exceeds it, else ``ok`` (without
+``max_accuracy_drop`` the sweep marks nothing, whatever compile's own default budget says). Any error (an
+option for a pass outside the target's pipeline...) becomes ``status = "failed"`` and ``error``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..compiler.errors import PimcError
 
-STATUS_OK, STATUS_FAILED, STATUS_CRASHED = "ok", "failed", "crashed"
+STATUS_OK, STATUS_OVER_BUDGET, STATUS_FAILED, STATUS_CRASHED = "ok", "over_budget", "failed", "crashed"
+#: Statuses of a compiled and costed trial (its row has accuracy, latency and energy).
+MEASURED = (STATUS_OK, STATUS_OVER_BUDGET)
 
 
 def trial_key(model_digest: str, target: str, axes: dict[str, Any], extra: str = "") -> str:
@@ -67,7 +74,7 @@ def compile_options(model_path: str, target: str, axes: dict[str, Any], data: st
 
     sets, _ = split_axes(axes)
     return CompileOptions(input=model_path, target=target, write_output=False, data=data, eval_data=eval_data,
-                          sets=sets, hw=hw_path, seed=seed, max_accuracy_drop=max_drop)
+                          sets=sets, hw=hw_path, seed=seed, max_accuracy_drop=max_drop, enforce_budget=False)
 
 
 def run_trial(point: dict[str, Any], data: str | None, eval_data: str | None, max_drop: float | None,
@@ -88,7 +95,7 @@ def run_trial(point: dict[str, Any], data: str | None, eval_data: str | None, ma
             opts = compile_options(model_path, point["target"], point["axes"], data, eval_data, max_drop,
                                    seed, hw_path)
             _, report = compile_model(opts)
-            row.update(report_metrics(report))
+            row.update(report_metrics(report, max_drop))
         except PimcError as exc:
             row.update(status=STATUS_FAILED, error=str(exc).splitlines()[0] if str(exc) else "error")
         except Exception as exc:  # a bug in one trial must not end the sweep
@@ -111,11 +118,12 @@ def base_row(point: dict[str, Any]) -> dict[str, Any]:
             "target": point["target"], **point["axes"], "status": STATUS_OK, "error": ""}
 
 
-def report_metrics(report: dict[str, Any]) -> dict[str, Any]:
-    """The row fields of one compile report: accuracy, size, cost and every baseline ratio."""
+def report_metrics(report: dict[str, Any], max_drop: float | None) -> dict[str, Any]:
+    """The row fields of one compile report: status, accuracy, size, cost and every baseline ratio."""
     model = report.get("model", {})
     acc = report.get("accuracy") or {}
     row: dict[str, Any] = {
+        "status": budget_status(acc, max_drop),
         "accuracy": acc.get("output") if acc.get("measured") else None,
         "accuracy_input": acc.get("input") if acc.get("measured") else None,
         "drop_points": acc.get("drop_points") if acc.get("measured") else None,
@@ -124,6 +132,13 @@ def report_metrics(report: dict[str, Any]) -> dict[str, Any]:
     }
     row.update(cost_metrics(report.get("cost")))
     return row
+
+
+def budget_status(accuracy: dict[str, Any], max_drop: float | None) -> str:
+    """``over_budget`` when the spec sets ``max_accuracy_drop`` (compile measured against it) and the measured
+    drop is over it; ``ok`` otherwise."""
+    over = max_drop is not None and accuracy.get("measured") and accuracy.get("within_budget") is False
+    return STATUS_OVER_BUDGET if over else STATUS_OK
 
 
 def cost_metrics(cost: dict[str, Any] | None) -> dict[str, Any]:
@@ -140,3 +155,29 @@ def cost_metrics(cost: dict[str, Any] | None) -> dict[str, Any]:
 
 def _finite(value: Any) -> Any:
     return None if isinstance(value, float) and not math.isfinite(value) else value
+
+
+def cost_columns(costs: dict[str, Any], input_macs: int) -> dict[str, list[Any]]:
+    """``cost_metrics`` of N hardware points at once, from a target's ``cost_many`` arrays (``latency_s``,
+    ``energy_j``, ``baselines`` {name: {``latency_s``, ``energy_j``}}): throughput counted on the input model's
+    MACs and each baseline's ratio, as the report's ``count_input_ops`` / ``speedup_vs`` / ``energy_gain_vs``."""
+    latency, energy = np.asarray(costs["latency_s"]), np.asarray(costs["energy_j"])
+    ops, baselines = 2.0 * input_macs, costs["baselines"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cols = {"latency_s": latency, "energy_j": energy,
+                "throughput_gops": np.where(latency != 0, ops / latency / 1e9, 0.0),
+                "tops_per_w": np.where(energy != 0, ops / energy / 1e12, 0.0)}
+        for name in sorted(baselines):
+            cols[f"speedup_vs.{name}"] = baselines[name]["latency_s"] / latency
+        for name in sorted(baselines):
+            cols[f"energy_gain_vs.{name}"] = baselines[name]["energy_j"] / energy
+    return {k: finite_list(v) for k, v in cols.items()}
+
+
+def finite_list(values: np.ndarray) -> list[float | None]:
+    """Python floats, with None for every non-finite value (as ``cost_metrics`` gives a row)."""
+    finite = np.isfinite(values)
+    items = values.tolist()
+    if finite.all():
+        return items
+    return [v if ok else None for v, ok in zip(items, finite.tolist(), strict=True)]
