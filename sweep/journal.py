@@ -47,10 +47,21 @@ class Journal:
             if row.get("status") != STATUS_CRASHED or row["key"] not in self.rows:
                 self.rows[row["key"]] = row
         with self.path.open("a") as f:
-            f.write("".join(json.dumps(_clean(row), default=str) + "\n" for row in rows))
+            f.write("".join(_line(row) for row in rows))
 
     def close(self) -> None:
         """Nothing stays open (each append opens the file); kept for symmetry with callers."""
+
+
+_ENCODER = json.JSONEncoder(allow_nan=False, default=str)
+
+
+def _line(row: dict[str, Any]) -> str:
+    """The row as one JSON line, a non-finite number as null."""
+    try:
+        return _ENCODER.encode(row) + "\n"
+    except ValueError:  # NaN or infinity
+        return _ENCODER.encode(_clean(row)) + "\n"
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:

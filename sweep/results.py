@@ -92,7 +92,7 @@ def pareto_front(rows: list[dict[str, Any]], objectives: list[str]) -> list[int]
 
 
 def table(rows: list[dict[str, Any]], cols: list[str]) -> pd.DataFrame:
-    return pd.DataFrame.from_records([{c: r.get(c) for c in cols} for r in rows], columns=cols)
+    return pd.DataFrame(rows, columns=cols) if rows else pd.DataFrame(columns=cols)
 
 
 def groups(frame: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
@@ -129,15 +129,22 @@ def pareto_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def write_table(frame: pd.DataFrame, csv_path: Path, parquet_path: Path | None) -> None:
+    """The frame as CSV (and parquet), both written by pyarrow from one table; a mixed-type column (axis
+    values of several types) as text."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    frame = frame.copy()
+    for c in frame.columns:
+        if frame[c].dtype == object:
+            frame[c] = frame[c].map(lambda v: None if v is None or v != v else str(v))
+    arrow = pa.Table.from_pandas(frame, preserve_index=False)
     tmp = csv_path.with_suffix(".csv.tmp")
-    frame.to_csv(tmp, index=False)
+    pacsv.write_csv(arrow, tmp)
     tmp.replace(csv_path)
     if parquet_path is not None:
-        frame = frame.copy()
-        for c in frame.columns:  # mixed-type object columns (axis values) as text, for parquet
-            if frame[c].dtype == object:
-                frame[c] = frame[c].map(lambda v: None if v is None or v != v else str(v))
-        frame.to_parquet(parquet_path, index=False)
+        pq.write_table(arrow, parquet_path)
 
 
 def plot_pareto(frame: pd.DataFrame, path: Path) -> None:

@@ -30,9 +30,11 @@ MEASURED = (STATUS_OK, STATUS_OVER_BUDGET)
 
 def trial_key(model_digest: str, target: str, axes: dict[str, Any], extra: str = "") -> str:
     """A stable hash of the model's content, the target and the axis values (the journal's key)."""
-    text = json.dumps({"model": model_digest, "target": target, "axes": axes, "extra": extra},
-                      sort_keys=True, default=str)
+    text = _KEY_ENCODER.encode({"model": model_digest, "target": target, "axes": axes, "extra": extra})
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+_KEY_ENCODER = json.JSONEncoder(sort_keys=True, default=str)
 
 
 def file_digest(path: str) -> str:
