@@ -32,6 +32,10 @@ Notation: ``B`` batch, ``Cin``/``Cout`` channels, ``G`` groups, ``Cg = Cin/G``, 
 tiles, ``nnz[t, o]`` the non-zero coefficients of output channel ``o`` in channel tile ``t``,
 ``⌈x⌉`` the ceiling, ``f`` the clock.
 
+Every cost equation below is written once, with ``backends/pointwise.py``'s ``vmax`` / ``vmin`` / ``select``
+in place of ``max`` / ``min`` / ``if``: it takes one hardware point (the report) or numpy arrays of points
+(``escalate_batch.cost_many``, the sweep's cost-only chunks).
+
 Cost equations (per layer)
 ==========================
 Basis stage (one channel tile, whole image; the cheaper of two spatial unrollings):
