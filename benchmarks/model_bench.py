@@ -70,7 +70,7 @@ def machine_info(threads: int) -> dict:
 
     def git(*args: str) -> str:
         proc = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
-        return proc.stdout.strip() if proc.returncode == 0 else ""
+        return proc.stdout.rstrip() if proc.returncode == 0 else ""
 
     import onnx
     import onnxruntime
