@@ -95,16 +95,22 @@ def cli(debug: bool) -> None:
 @click.option("--set", "sets", multiple=True, help="PASS.OPTION=VALUE (repeatable).")
 @click.option("--hw", type=click.Path(), help="Hardware config file (TOML or YAML) for the target.")
 @click.option("--seed", default=0, show_default=True, help="Seed for random inputs and pass choices.")
-@click.option("--eval-data", help="Labelled evaluation data (default: the held-out test part of --data).")
+@click.option("--eval-data", help="Labelled held-out data (default: the held-out test part of --data); a seeded "
+              "half steers the accuracy budget unless --val-data is given, the rest is the test set.")
+@click.option("--val-data", help="Labelled images the model was not trained on that steer the accuracy budget "
+              "(then the whole held-out set tests).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None,
               help="Accuracy budget in points on the held-out samples (default 1.0 with labelled data).")
+@click.option("--latency/--no-latency", "latency", default=None,
+              help="onnxruntime target: time the input and output model (default: only when a pass changed "
+                   "more than the exact normalisations).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME=1x3xHxW",
               help="Fix the symbolic dims of input NAME (repeatable); simulator targets need static shapes.")
 @click.option("--json", "as_json", is_flag=True, help="Print the JSON report instead of tables.")
 @click.option("--baseline-model", "baseline_models", multiple=True, metavar="NAME=FILE",
               help="Cost baseline NAME on FILE instead of the input model (repeatable; e.g. dense=DENSE.onnx).")
 def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed,
-                eval_data, max_accuracy_drop, input_shapes, as_json, baseline_models):
+                eval_data, val_data, max_accuracy_drop, latency, input_shapes, as_json, baseline_models):
     """Compile MODEL for a target: passes, verification, accuracy, cost report."""
     from .compile import CompileOptions, compile_model
     from .report import render_report, report_json
@@ -113,7 +119,7 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
         input=model, target=target, output=output, report=report_path, verify=verify, data=data,
         passes=passes, pipeline_file=pipeline_file, sets=tuple(sets), hw=hw, seed=seed,
         eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, baseline_models=tuple(baseline_models),
-        input_shapes=tuple(input_shapes),
+        input_shapes=tuple(input_shapes), val_data=val_data, measure_latency=latency, progress=not as_json,
     )
     _, report = compile_model(opts)
     if as_json:

@@ -25,6 +25,7 @@ from .loader import infer_shapes, load_model
 from .modelio import copy_model, write_model, write_text_atomic
 from .passbase import PassContext
 from .pipeline import PassManager, build_pipeline
+from .progress import Progress, Timings
 from .report import build_report, report_json
 from .stats import model_stats
 from .target import Target, get_target
@@ -51,7 +52,10 @@ class CompileOptions:
     max_accuracy_drop: float | None = None  # points; None: DEFAULT_MAX_DROP_POINTS when labels exist
     baseline_models: tuple[str, ...] = ()
     input_shapes: tuple[str, ...] = ()
-    measure_latency: bool = True  # onnxruntime target: time the input and the output model
+    measure_latency: bool | None = None  # onnxruntime target: None times the models only when a pass
+    # changed more than the exact normalisations (see :func:`latency_wanted`)
+    val_data: str | None = None  # labelled images that steer the budget (default: part of the held-out set)
+    progress: bool = False  # show the pass / layer / evaluations on stderr while compiling (a terminal)
     enforce_budget: bool = True  # False (sweeps): a drop over the budget is recorded, not an error
 
 
@@ -71,8 +75,8 @@ class CompileData:
 
 def prepare_data(model: onnx.ModelProto, opts: CompileOptions) -> CompileData:
     if not opts.data:
-        if opts.eval_data:
-            raise PimcError("--eval-data needs --data for calibration")
+        if opts.eval_data or opts.val_data:
+            raise PimcError("--eval-data and --val-data need --data for calibration")
         return CompileData()
     from ..runtime.datasets import data_splits
     from ..runtime.session import feeds, model_input, real_inputs
@@ -81,13 +85,15 @@ def prepare_data(model: onnx.ModelProto, opts: CompileOptions) -> CompileData:
         raise PimcError("--data needs a model with a single image input")
     _, shape, _ = model_input(model)
     splits = data_splits(opts.data, shape, seed=opts.seed, eval_spec=opts.eval_data,
-                         calibration_samples=opts.calibration_samples)
+                         calibration_samples=opts.calibration_samples, val_spec=opts.val_data)
     budget = None
     max_drop = DEFAULT_MAX_DROP_POINTS if opts.max_accuracy_drop is None else opts.max_accuracy_drop
-    if splits.validation is not None and splits.validation.y is not None and len(splits.validation):
-        budget = AccuracyBudget(splits.validation.x, splits.validation.y, max_drop,
-                                integer_kernels=_runs_on_onnxruntime(opts))
     test = splits.test if splits.test is not None and splits.test.y is not None else None
+    steering = splits.steering
+    if steering is not None and steering.y is not None and len(steering):
+        budget = AccuracyBudget(steering.x, steering.y, max_drop,
+                                test_samples=len(test) if test is not None else 0,
+                                integer_kernels=_runs_on_onnxruntime(opts), source=splits.steering_source)
     return CompileData(feeds(model, splits.calibration), budget, test, splits.description)
 
 
@@ -107,18 +113,33 @@ def measure_accuracy(input_model: onnx.ModelProto, output_model: onnx.ModelProto
             "samples": len(data.test), "data": data.description, "max_drop_points": budget,
             "arithmetic": "onnxruntime's own kernels" if integer_kernels
             else "exact quantized arithmetic (no onnxruntime int8 kernels)",
-            "validation_evaluations": data.budget.evaluations if data.budget else 0}
+            "calibration_samples": len(data.calibration or []),
+            **({"steering": data.budget.summary(), "search": data.budget.log} if data.budget else {})}
 
 
 LATENCY_BATCHES = (1, 64)
-LATENCY_REPEATS = 15
+LATENCY_TIME_BUDGET_S = 2.0  # timing both models at every batch, like timeit's auto-range
 LATENCY_MAX_INPUT_BYTES = 256 << 20  # larger inputs are not timed (the model is still written)
+NORMALISING_PASSES = frozenset({"fold-constants", "eliminate-identity", "fold-batchnorm", "cleanup", "fuse-relu"})
+
+
+def latency_wanted(opts: CompileOptions, records) -> tuple[bool, str]:
+    """Whether the onnxruntime target times the models, and why not. By default only when a pass other than
+    the exact normalisations (which onnxruntime's own graph optimizer also does) changed the model."""
+    if opts.measure_latency is not None:
+        return opts.measure_latency, "latency not measured (--no-latency); `pimc bench` measures it"
+    changed = [r.name for r in records if r.changed and r.name not in NORMALISING_PASSES]
+    if changed:
+        return True, ""
+    return False, ("latency not measured: only exact normalisations changed the graph, which onnxruntime "
+                   "does itself (give --latency to time it, or `pimc bench` for a thorough measurement)")
 
 
 def measure_latency(input_model: onnx.ModelProto, output_model: onnx.ModelProto,
                     feeds: list[dict[str, np.ndarray]] | None, seed: int) -> dict[str, Any]:
-    """The onnxruntime target's cost: input and output model timed interleaved on this machine at batch 1
-    and 64 (:func:`pimc.runtime.bench.compare_latency`), so a slower output is reported, not hidden."""
+    """The onnxruntime target's cost: input and output model timed interleaved on this machine
+    (:func:`pimc.runtime.bench.compare_latency`) within :data:`LATENCY_TIME_BUDGET_S`, so a slower output is
+    reported, not hidden."""
     from ..runtime.bench import compare_latency
     from ..runtime.session import random_feeds, real_inputs
 
@@ -133,7 +154,7 @@ def measure_latency(input_model: onnx.ModelProto, output_model: onnx.ModelProto,
                                            f"{LATENCY_MAX_INPUT_BYTES >> 20} MiB"}
     x = next(iter((feeds or random_feeds(input_model, 1, seed))[0].values()))
     try:
-        return compare_latency(input_model, output_model, x, batches, LATENCY_REPEATS)
+        return compare_latency(input_model, output_model, x, batches, time_budget_s=LATENCY_TIME_BUDGET_S)
     except PimcError as exc:  # e.g. a custom-domain op onnxruntime has no kernel for
         return {"measured": False, "note": f"latency not measured: {exc}"}
 
@@ -151,6 +172,7 @@ def target_cost_fn(target, hw) -> Callable[[onnx.ModelProto], tuple[float, float
 
 
 def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    clock = Timings()
     target = get_target(opts.target)
     hw = target.config(opts.hw)
     output = opts.output or (default_output_path(opts.input, opts.target) if opts.write_output else None)
@@ -159,44 +181,60 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
         _check_output_path(opts.report, opts.input, output)
     passes = build_pipeline(target.default_pipeline(), opts.passes, opts.pipeline_file, list(opts.sets))
     overrides = parse_baseline_models(opts.baseline_models, target)
-    model = fix_input_shapes(load_model(opts.input), opts.input_shapes)
-    assumptions = static_shape_assumptions(model) if _simulates(target) else []
-    input_model = copy_model(model)
-    before = model_stats(model)
-    data = prepare_data(model, opts)
+    with clock("load"):
+        model = fix_input_shapes(load_model(opts.input), opts.input_shapes)
+        assumptions = static_shape_assumptions(model) if _simulates(target) else []
+        input_model = copy_model(model)
+        before = model_stats(model)
+    progress = Progress(opts.progress)
+    with clock("data"):
+        data = prepare_data(model, opts)
+        if data.budget is not None:
+            progress("measuring the input model on the steering images")
+            data.budget.set_reference(input_model)
     feeds = data.calibration
-    baselines = cost_baselines(target, model, hw, overrides, opts.seed, feeds)  # before any pass touches the model
+    with clock("baselines"):
+        baselines = cost_baselines(target, model, hw, overrides, opts.seed, feeds)  # before any pass touches it
     ctx = PassContext(target=opts.target, calibration=feeds, seed=opts.seed, data_spec=opts.data, hw=hw,
-                      budget=data.budget, cost_fn=target_cost_fn(target, hw))
+                      budget=data.budget, cost_fn=target_cost_fn(target, hw), progress=progress)
     verify_feeds = _verify_feeds(model, feeds, opts.seed) if opts.verify else None
     original_outputs = run_model(model, verify_feeds) if verify_feeds else None
     manager = PassManager(passes, ctx, verify=opts.verify, verify_feeds=verify_feeds)
-    model = manager.run(model, before)
+    with clock("passes"):
+        model = manager.run(model, before)
+    progress.close()
     verify = None
     if original_outputs is not None:
         comparison = compare_outputs(original_outputs, run_model(model, verify_feeds))
         if comparison.failure():
             raise PimcError(f"--verify: the compiled model is wrong: {comparison.failure()}")
         verify = comparison.to_dict()
-    accuracy = measure_accuracy(input_model, model, data, opts.max_accuracy_drop, _runs_on_onnxruntime(opts))
+    with clock("accuracy"):
+        accuracy = measure_accuracy(input_model, model, data, opts.max_accuracy_drop, _runs_on_onnxruntime(opts))
     if opts.enforce_budget:
         _check_budget(accuracy)
     elif accuracy.get("measured"):
         accuracy["within_budget"] = accuracy["drop_points"] <= accuracy["max_drop_points"] + 1e-9
     after = manager.final_stats or model_stats(model)
-    cost = merge_baselines(target.cost(target.lower(model, hw), hw), baselines, before.macs)
+    with clock("lower_cost"):
+        cost = merge_baselines(target.cost(target.lower(model, hw), hw), baselines, before.macs)
     if output:
-        write_model(model, output, manager.output_bytes(model))
+        with clock("write"):
+            write_model(model, output, manager.output_bytes(model))
     report = build_report(
         opts.input, output, opts.target, manager.records, before, after, verify,
         cost.to_dict() if cost is not None else None, hw.to_dict() if hw is not None else None,
     )
     report["accuracy"] = accuracy
-    if _runs_on_onnxruntime(opts) and opts.measure_latency:
-        report["latency"] = measure_latency(input_model, model, feeds, opts.seed)
+    if _runs_on_onnxruntime(opts):
+        wanted, note = latency_wanted(opts, manager.records)
+        with clock("latency"):
+            report["latency"] = measure_latency(input_model, model, feeds, opts.seed) if wanted else {
+                "measured": False, "note": note}
     report["warnings"] += compile_warnings(report)
     if assumptions:
         report["assumptions"] = assumptions
+    report["timings"] = clock.summary(manager.records, data.budget)
     if opts.report:
         write_text_atomic(report_json(report), opts.report)
     return model, report

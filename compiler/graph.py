@@ -40,13 +40,14 @@ def remove_initializers(graph: onnx.GraphProto, names: Iterable[str]) -> None:
     drop = set(names)
     if not drop:
         return
-    keep = [init for init in graph.initializer if init.name not in drop]
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-    inputs = [vi for vi in graph.input if vi.name not in drop]
-    if len(inputs) != len(graph.input):
-        del graph.input[:]
-        graph.input.extend(inputs)
+    _delete_named(graph.initializer, drop)
+    _delete_named(graph.input, drop)
+
+
+def _delete_named(items, drop: set[str]) -> None:
+    """Delete in place, from the back: rebuilding the list would copy every remaining tensor."""
+    for i in reversed([i for i, item in enumerate(items) if item.name in drop]):
+        del items[i]
 
 
 def attr(node: onnx.NodeProto, name: str, default=None):

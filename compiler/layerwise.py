@@ -1,38 +1,55 @@
-"""The layer-by-layer driver shared by every lossy pass: reconstruction inputs, budget, cost filter.
+"""The layer-by-layer search shared by every lossy pass: candidates, their cost, their damage, the choice.
 
 A lossy pass names its *sites* (one node each, in graph order) and, per site, proposes *candidates*: ways
-to rewrite that layer, each with a cost key (lower = cheaper) and an ``apply`` that rewrites a copy of the
-model. For every site the driver
-  1. captures the site's input on the calibration samples twice: from the reference model (the model the
-     pass received) and from the model compressed so far, and hands both to the pass, which refits the
-     layer's free weights with ``compiler.reconstruct`` (target: the reference output);
-  2. drops candidates that the target's cost model (``PassContext.cost_fn``, wired in by the compile
-     driver; passes never import backends) says are not cheaper in latency and energy than leaving the
-     layer as it is, or, without a cost model, whose MACs are not lower;
-  3. with an accuracy budget, keeps the cheapest candidate whose validation accuracy stays within the
-     allowance released so far (``compiler.budget``); without one the layer stays as it is;
-  4. records the choice, or the reason the layer was left alone (``kind``: ``cost`` — not cheaper on the
-     target, ``budget`` — every candidate breaks it, ``data`` — no labelled validation data).
-With ``force`` (the user fixed the pass's setting) each site gets its one proposed candidate, refitted but
-neither filtered nor searched; the compile driver's final budget check still applies.
+to rewrite that layer, each with an ``apply`` that rewrites a model (refitting the layer's free weights to
+the reference layer's outputs with ``compiler.reconstruct``), optionally a cheaper ``preview`` of the same
+structure, and ``info`` (``relative_error``: the refitted layer's output error on the calibration samples).
+
+Without an accuracy budget and without a forced setting nothing runs (one note says why). With a forced
+setting every site gets its one candidate, refitted in order on the inputs of the model compressed so far.
+Otherwise the search runs in four steps, each linear in the number of layers:
+
+1. **Candidates and their cost.** Each site's candidates are fitted on the reference model's own inputs.
+   A candidate is kept only if it makes the layer cheaper — on the target's cost model, costed on the one
+   layer (``compiler.site_cost``), or in MACs without one — and more accurate than every cheaper one. Its
+   *saving* s = Δlatency/latency + Δenergy/energy of the whole model (or ΔMACs/MACs).
+2. **Damage, probed.** Two candidates per layer (the cheapest and the middle one) are applied alone and
+   their output distance k (``AccuracyBudget.damage``: the relative change of the centred logits on the
+   probe images) is measured; the others' is predicted from their reconstruction error by the power law
+   k = a · err^b through the two probes (b = 2 with one probe). Layers whose candidates carry no error are
+   probed candidate by candidate.
+3. **Allocation.** For a multiplier λ each layer takes argmax_c (s_c − λ·k_c) (or stays as it is); sweeping
+   λ from ∞ to 0 orders the allocations from no compression to the most. Bisection over that order, each
+   step the composed model *measured* on the steering images (``compiler.budget``, condition (1)), finds the
+   most compressed allocation that fits.
+4. **Give-back.** From the first allocation that did not fit, layers are given back one at a time — the
+   one with the highest predicted damage per unit of saving first — while the model still saves more than
+   the bisection's choice; the first that fits, measured, wins.
+Layers left as they are list why (``kind``: ``cost`` — not cheaper on the target, ``budget`` — the budget
+did not reach them, ``data`` — no budget).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import partial
 from typing import Any
 
 import numpy as np
 import onnx
 
-from .budget import cheapest_within
+from .budget import AccuracyBudget, Measurement
 from .modelio import copy_model
 from .passbase import PassContext
 from .reconstruct import capture
+from .site_cost import SiteCoster
 
 RECONSTRUCTION_SAMPLES = 64
+LAMBDA_STEPS = 48
+GIVE_BACK_STEPS = 6
+NO_BUDGET = ("no labelled data, so no accuracy budget: nothing lossy ran (give --data with labels, or force "
+             "a setting with --set)")
 
 
 @dataclass
@@ -73,6 +90,7 @@ class LayerwiseResult:
     model: onnx.ModelProto
     chosen: list[dict[str, Any]]
     skipped: list[dict[str, str]]
+    note: str | None = None
 
 
 def reconstruction_feeds(ctx: PassContext) -> list[dict[str, np.ndarray]] | None:
@@ -84,126 +102,253 @@ def reconstruction_feeds(ctx: PassContext) -> list[dict[str, np.ndarray]] | None
     return feeds[::step][:RECONSTRUCTION_SAMPLES]
 
 
+def idle_reason(ctx: PassContext, force: bool) -> str | None:
+    """Why a lossy pass does nothing (no budget and no forced setting), or None when it runs."""
+    return None if force or ctx.budget is not None else NO_BUDGET
+
+
 def compress_layerwise(model: onnx.ModelProto, sites: list[Site], propose: Proposer, ctx: PassContext,
                        force: bool) -> LayerwiseResult:
-    """Walk ``sites`` in order, choosing one candidate (or none) per layer; see the module docstring.
-
-    Layers that no candidate fitted the allowance released so far get a second chance at the end, with
-    whatever the whole pass's allowance has left."""
-    walk = _Walk(model, propose, ctx, force)
-    budget = ctx.budget
-    total_macs = sum(s.macs for s in sites) or 1.0
-    covered = 0.0
-    retry: list[Site] = []
-    for site in sites:
-        covered += site.macs
-        allowance = walk.spent_before + budget.allowance(covered / total_macs) if budget is not None else 0.0
-        if walk.visit(site, allowance) == "over budget":
-            retry.append(site)
-    for site in retry:
-        walk.visit(site, walk.spent_before + budget.allowance(1.0))
-    return LayerwiseResult(walk.current, walk.chosen, walk.skipped)
+    """Choose one candidate (or none) per site; see the module docstring."""
+    reason = idle_reason(ctx, force)
+    if reason:
+        return LayerwiseResult(model, [], [], note=reason)
+    if not sites:
+        return LayerwiseResult(model, [], [])
+    if force:
+        return _forced(model, sites, propose, ctx)
+    return _Search(model, propose, ctx).run(sites)
 
 
-class _Walk:
-    """The state of one pass over the sites: the reference, the model compressed so far, the records."""
+def _forced(model: onnx.ModelProto, sites: list[Site], propose: Proposer, ctx: PassContext) -> LayerwiseResult:
+    """Each site's one candidate, refitted in order on the inputs of the model compressed so far."""
+    reference, current = copy_model(model), model
+    feeds = reconstruction_feeds(ctx)
+    chosen = []
+    for i, site in enumerate(sites):
+        ctx.report_progress(f"layer {i + 1}/{len(sites)}")
+        x_ref = x_comp = None
+        if feeds is not None:
+            x_ref = capture(reference, [site.input], feeds)[site.input]
+            x_comp = capture(current, [site.input], feeds)[site.input]
+        candidates = propose(current, site, x_comp, x_ref)
+        if candidates:
+            current = _applied(current, [candidates[-1]])
+            chosen.append({"node": site.node, **candidates[-1].info, "forced": True})
+    return LayerwiseResult(current, chosen, [])
 
-    def __init__(self, model: onnx.ModelProto, propose: Proposer, ctx: PassContext, force: bool):
-        self.reference = copy_model(model)
-        self.current = model
+
+@dataclass
+class _Option:
+    candidate: Candidate
+    saving: float
+    error: float | None
+    damage: float = 0.0  # measured or predicted output distance (AccuracyBudget.damage)
+
+
+@dataclass
+class _Layer:
+    site: Site
+    options: list[_Option]  # most saving first, error falling
+
+    def pick(self, lam: float) -> int | None:
+        best, pick = 0.0, None
+        for i, o in enumerate(self.options):
+            value = o.saving - lam * o.damage
+            if value > best + 1e-15:
+                best, pick = value, i
+        return pick
+
+
+Allocation = tuple[int | None, ...]
+
+
+class _Search:
+    """One pass's search over its sites (see the module docstring, steps 1–4)."""
+
+    def __init__(self, model: onnx.ModelProto, propose: Proposer, ctx: PassContext):
+        self.reference = model
         self.propose = propose
         self.ctx = ctx
-        self.force = force
+        self.budget: AccuracyBudget = ctx.budget
         self.feeds = reconstruction_feeds(ctx)
-        self.chosen: list[dict[str, Any]] = []
-        self.skipped: list[dict[str, str]] = []
-        self.spent_before = 0.0
-        budget = ctx.budget
-        if budget is not None and not force:
-            if budget.reference_accuracy is None:
-                budget.set_reference(self.reference)
-            self.spent_before = max(0.0, budget.drop_points(budget.accuracy(model)))
-        self.base_cost = ctx.cost_fn(model) if ctx.cost_fn and not force else None
+        self.coster = SiteCoster(model, ctx.cost_fn) if ctx.cost_fn else None
+        self.total = ctx.cost_fn(model) if ctx.cost_fn else None
+        self.measured: dict[Allocation, Measurement] = {}
+        self.log: dict[str, Any] = {"pass": ctx.pass_name}
 
-    def visit(self, site: Site, allowance: float) -> str:
-        """Try to compress one site; returns "chosen", "skipped" or "over budget"."""
-        x_ref = x_comp = None
-        if self.feeds is not None:
-            x_ref = capture(self.reference, [site.input], self.feeds)[site.input]
-            x_comp = capture(self.current, [site.input], self.feeds)[site.input]
-        candidates = self.propose(self.current, site, x_comp, x_ref)
-        if self.force and candidates:
-            self.current = _applied(self.current, candidates[-1])
-            self.chosen.append({"node": site.node, **candidates[-1].info, "forced": True})
-            return "chosen"
-        candidates, self.base_cost, reason = _paying(self.current, candidates, self.ctx, self.base_cost)
-        budget = self.ctx.budget
+    def run(self, sites: list[Site]) -> LayerwiseResult:
+        total_macs = sum(s.macs for s in sites) or 1.0
+        layers, skipped = [], []
+        for i, site in enumerate(sites):
+            self.ctx.report_progress(f"layer {i + 1}/{len(sites)}: candidates")
+            layer, reason = self._layer(site, total_macs)
+            if layer is None:
+                skipped.append({"node": site.node, "reason": reason, "kind": "cost"})
+            else:
+                layers.append(layer)
+        for i, layer in enumerate(layers):
+            self.ctx.report_progress(f"layer {i + 1}/{len(layers)}: damage probe")
+            self._probe(layer)
+        allocation = self._choose(layers) if layers else ()
+        return self._result(layers, allocation, skipped)
+
+    # step 1
+    def _layer(self, site: Site, total_macs: float) -> tuple[_Layer | None, str]:
+        x = capture(self.reference, [site.input], self.feeds)[site.input] if self.feeds is not None else None
+        candidates = self.propose(self.reference, site, x, x)
         if not candidates:
-            self._skip(site, reason, "cost")
-            return "skipped"
-        if budget is None:
-            self._skip(site, "no labelled validation data for the accuracy budget", "data")
-            return "skipped"
-        pick = cheapest_within(candidates, partial(_applied, self.current), budget, allowance)
-        if pick is None:
-            self._skip(site, f"every candidate breaks the accuracy budget ({allowance:.2f} validation points "
-                             "allowed here)", "budget")
-            return "over budget"
-        self.current = pick.model
-        self.skipped = [s for s in self.skipped if s["node"] != site.node]
-        if self.ctx.cost_fn:
-            self.base_cost = self.ctx.cost_fn(self.current)
-        self.chosen.append({"node": site.node, **candidates[pick.index].info,
-                            "validation_drop_points": round(budget.drop_points(pick.accuracy), 3),
-                            "candidates": len(candidates), "evaluated": pick.tried})
-        return "chosen"
+            return None, "no candidate applies to this layer"
+        if self.coster is None:
+            options = [_Option(c, (c.info.get("dense_cost", math.inf) - c.cost) / total_macs,
+                               c.info.get("relative_error")) for c in candidates]
+            reason = "compression would not reduce the layer's MACs"
+        else:
+            options = [self._costed(site, c) for c in candidates]
+            reason = "compression would not make the layer faster and cheaper on the target"
+        paying = sorted((o for o in options if o.saving > 0 and math.isfinite(o.saving)), key=lambda o: -o.saving)
+        kept = _pareto(paying)
+        return (_Layer(site, kept), "") if kept else (None, reason)
 
-    def _skip(self, site: Site, reason: str, kind: str) -> None:
-        self.skipped = [s for s in self.skipped if s["node"] != site.node]
-        self.skipped.append({"node": site.node, "reason": reason, "kind": kind})
+    def _costed(self, site: Site, c: Candidate) -> _Option:
+        if c.preview is not None:
+            base = self.coster.base(site.node)
+            latency, energy = self.coster.rewritten(site.node, c.preview)
+        else:  # rewrites more than its layer (e.g. requantizes the model): cost the whole model
+            base = self.total
+            latency, energy = self.ctx.cost_fn(_applied(self.reference, [c]))
+        c.info = {**c.info, "target_latency_delta_s": latency - base[0], "target_energy_delta_j": energy - base[1]}
+        if not (latency < base[0] and energy <= base[1]):
+            return _Option(c, 0.0, None)
+        saving = (base[0] - latency) / self.total[0] + (base[1] - energy) / max(self.total[1], 1e-30)
+        return _Option(c, saving, c.info.get("relative_error"))
+
+    # step 2
+    def _probe(self, layer: _Layer) -> None:
+        options = layer.options
+        if any(o.error is None for o in options) or len(options) <= 2:
+            for o in options:
+                o.damage = self.budget.damage(_applied(self.reference, [o.candidate]))
+        else:
+            probes = [options[0], options[len(options) // 2]]
+            for o in probes:
+                o.damage = self.budget.damage(_applied(self.reference, [o.candidate]))
+            a, b = _power_law(*((max(o.error, 1e-12), max(o.damage, 1e-15)) for o in probes))
+            for o in options:
+                if o not in probes:
+                    o.damage = a * max(o.error, 1e-12) ** b
+        for o in options:
+            o.damage = max(o.damage, 1e-12)
+
+    # steps 3 and 4
+    def _choose(self, layers: list[_Layer]) -> Allocation:
+        path = _lambda_path(layers)
+        self.log["allocations"] = len(path)
+        lo, hi = 0, len(path) - 1  # path[0] compresses nothing and fits by definition
+        if self._fits(layers, path[hi]):
+            lo = hi
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            if self._fits(layers, path[mid]):
+                lo = mid
+            else:
+                hi = mid
+        best = path[lo]
+        if hi != lo:
+            best = self._give_back(layers, path[hi], _saving(layers, best)) or best
+        return best
+
+    def _give_back(self, layers: list[_Layer], start: Allocation, floor: float) -> Allocation | None:
+        current = list(start)
+        for _ in range(GIVE_BACK_STEPS):
+            worst = max((i for i, pick in enumerate(current) if pick is not None),
+                        key=lambda i: layers[i].options[current[i]].damage / layers[i].options[current[i]].saving,
+                        default=None)
+            if worst is None:
+                return None
+            current[worst] = None
+            if _saving(layers, tuple(current)) <= floor:
+                return None
+            if self._fits(layers, tuple(current)):
+                return tuple(current)
+        return None
+
+    def _fits(self, layers: list[_Layer], allocation: Allocation) -> bool:
+        self.ctx.report_progress(f"composed model {len(self.measured) + 1}: measuring")
+        if allocation not in self.measured:
+            m = self.budget.measure(_applied(self.reference, _candidates(layers, allocation)))
+            self.measured[allocation] = m
+            self.log.setdefault("trace", []).append({
+                "layers": sum(p is not None for p in allocation), "saving": round(_saving(layers, allocation), 5),
+                "drop_points": round(m.drop_points, 3), "margin_points": round(m.margin_points, 3),
+                "flip_rate": round(m.flip_rate, 5), "kl": round(m.kl, 5), "fits": self.budget.fits(m)})
+        return self.budget.fits(self.measured[allocation])
+
+    def _result(self, layers: list[_Layer], allocation: Allocation, skipped: list[dict[str, str]]) -> LayerwiseResult:
+        model = _applied(self.reference, _candidates(layers, allocation)) if any(
+            p is not None for p in allocation) else self.reference
+        final = self.measured.get(allocation)
+        chosen = []
+        for layer, pick in zip(layers, allocation, strict=True):
+            if pick is None:
+                skipped.append({"node": layer.site.node, "kind": "budget",
+                                "reason": "the accuracy budget did not reach this layer (damage per saving too high)"})
+                continue
+            o = layer.options[pick]
+            chosen.append({"node": layer.site.node, **o.candidate.info, "damage": round(o.damage, 6),
+                           "saving": round(o.saving, 6), "candidates": len(layer.options)})
+        self.log.update(measured=len(self.measured), chosen=len(chosen),
+                        final=final.to_dict() if final else None)
+        self.budget.log.append(self.log)
+        order = {s["node"]: i for i, s in enumerate(skipped)}
+        return LayerwiseResult(model, chosen, sorted(skipped, key=lambda s: order[s["node"]]))
 
 
-def _applied(model: onnx.ModelProto, candidate: Candidate) -> onnx.ModelProto:
+def _power_law(p: tuple[float, float], q: tuple[float, float]) -> tuple[float, float]:
+    """(a, b) of k = a·err^b through two (err, k) points, b clipped to [1, 4] (2 when the errors coincide)."""
+    (e0, k0), (e1, k1) = p, q
+    b = 2.0 if abs(np.log(e0 / e1)) < 1e-9 else float(np.clip(np.log(k0 / k1) / np.log(e0 / e1), 1.0, 4.0))
+    return k0 / e0**b, b
+
+
+def _candidates(layers: list[_Layer], allocation: Allocation) -> list[Candidate]:
+    return [layer.options[pick].candidate for layer, pick in zip(layers, allocation, strict=True) if pick is not None]
+
+
+def _saving(layers: list[_Layer], allocation: Allocation) -> float:
+    return sum(layers[i].options[p].saving for i, p in enumerate(allocation) if p is not None)
+
+
+def _lambda_path(layers: list[_Layer]) -> list[Allocation]:
+    """Distinct allocations for λ from ∞ (nothing) to 0 (every layer at its most saving candidate)."""
+    ratios = [o.saving / o.damage for layer in layers for o in layer.options]
+    top, bottom = max(ratios) * 2.0, min(ratios) / 2.0
+    path: list[Allocation] = [tuple(None for _ in layers)]
+    for lam in np.geomspace(top, bottom, LAMBDA_STEPS):
+        allocation = tuple(layer.pick(float(lam)) for layer in layers)
+        if allocation != path[-1]:
+            path.append(allocation)
+    most = tuple(0 for _ in layers)
+    if path[-1] != most:
+        path.append(most)
+    return path
+
+
+def _applied(model: onnx.ModelProto, candidates: list[Candidate]) -> onnx.ModelProto:
     trial = copy_model(model)
-    candidate.apply(trial)
+    for candidate in candidates:
+        candidate.apply(trial)
     return trial
 
 
-def _previewed(model: onnx.ModelProto, candidate: Candidate) -> onnx.ModelProto:
-    trial = copy_model(model)
-    (candidate.preview or candidate.apply)(trial)
-    return trial
-
-
-def _paying(model: onnx.ModelProto, candidates: list[Candidate], ctx: PassContext,
-            base_cost: tuple[float, float] | None) -> tuple[list[Candidate], tuple[float, float] | None, str]:
-    """Candidates that make the model cheaper, ordered cheapest first, and the reason when none does."""
-    if not candidates:
-        return [], base_cost, "no candidate applies to this layer"
-    if ctx.cost_fn is None or base_cost is None:
-        kept = sorted((c for c in candidates if c.cost < c.info.get("dense_cost", float("inf"))),
-                      key=lambda c: c.cost)
-        return _pareto(kept), base_cost, "compression would not reduce the layer's MACs"
-    scored = []
-    for c in candidates:
-        latency, energy = ctx.cost_fn(_previewed(model, c))
-        if latency < base_cost[0] and energy <= base_cost[1]:
-            c.info = {**c.info, "target_latency_s": latency, "target_energy_j": energy}
-            scored.append((latency, energy, c))
-    scored.sort(key=lambda t: (t[0], t[1]))
-    return _pareto([c for *_, c in scored]), base_cost, "compression would not make the layer faster and cheaper on the target"
-
-
-def _pareto(candidates: list[Candidate]) -> list[Candidate]:
-    """Of candidates ordered cheapest first, those more accurate (lower ``relative_error``) than every
-    cheaper one: the list bisection needs, where error falls as cost rises."""
-    kept: list[Candidate] = []
+def _pareto(options: list[_Option]) -> list[_Option]:
+    """Of options ordered most saving first, those more accurate (lower error) than every one saving more."""
+    kept: list[_Option] = []
     best = float("inf")
-    for c in candidates:
-        err = c.info.get("relative_error")
-        if err is None:
-            kept.append(c)
-        elif err < best:
-            kept.append(c)
-            best = err
+    for o in options:
+        if o.error is None:
+            kept.append(o)
+        elif o.error < best:
+            kept.append(o)
+            best = o.error
     return kept

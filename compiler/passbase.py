@@ -112,6 +112,12 @@ class PassContext:
     hw: Any = None  # the target's hardware description (HardwareConfig), for cost-aware passes
     budget: AccuracyBudget | None = None
     cost_fn: Callable[[onnx.ModelProto], tuple[float, float]] | None = None  # target (latency_s, energy_j)
+    progress: Callable[[str], None] | None = None  # shows what a long pass is doing (a terminal only)
+    pass_name: str = ""  # the pass running now (set by the pass manager)
+
+    def report_progress(self, detail: str) -> None:
+        if self.progress is not None:
+            self.progress(f"{self.pass_name}: {detail}")
 
     def calibration_feeds(self, model: onnx.ModelProto, count: int = 8) -> list[dict[str, np.ndarray]]:
         """Calibration feeds from ``--data``, else seeded random inputs (``count`` of them)."""

@@ -167,6 +167,8 @@ class PassManager:
 
     def _run_one(self, p: Pass, model, stats_before, reference):
         start = time.perf_counter()
+        self.ctx.pass_name = p.name
+        self.ctx.report_progress("running")
         try:
             result = p.run(model, self.ctx)
         except PimcError:

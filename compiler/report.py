@@ -11,6 +11,7 @@ from rich.markup import escape
 
 from .. import __version__
 from .pipeline import PassRecord
+from .progress import timing_line
 from .stats import ModelStats
 from .tables import Table
 from .tables import console as make_console
@@ -110,6 +111,8 @@ def render_report(report: dict[str, Any], console: Console | None = None) -> Non
         console.print(f"[yellow]assumption[/]: {note}")
     render_accuracy(report.get("accuracy"), console)
     render_latency(report.get("latency"), console)
+    if report.get("timings"):
+        console.print(timing_line(report["timings"]))
     if report["cost"]:
         render_cost(report["cost"], console)
     render_warnings(report.get("warnings") or [], console)
@@ -131,6 +134,21 @@ def render_accuracy(accuracy: dict[str, Any] | None, console: Console) -> None:
         f"(drop {accuracy['drop_points']:.2f} points of a {accuracy['max_drop_points']:g}-point budget) on "
         f"{accuracy['samples']} held-out samples \\[{escape(str(accuracy['data']))}]"
     )
+    steering = accuracy.get("steering")
+    if steering:
+        console.print(
+            f"data: {accuracy.get('calibration_samples', 0)} calibrated, {steering['steering_samples']} steered "
+            f"({escape(steering['steering_source'])}), {accuracy['samples']} tested; the three never overlap"
+            + _steering_error(accuracy), highlight=False)
+
+
+def _steering_error(accuracy: dict[str, Any]) -> str:
+    finals = [entry["final"] for entry in accuracy.get("search") or [] if entry.get("final")]
+    if not finals:
+        return ""
+    last = finals[-1]
+    return (f"; steering drop {last['drop_points']:.2f} ± {last['se_points']:.2f} points (standard error), "
+            f"noise margin {last['margin_points']:.2f}")
 
 
 def render_latency(latency: dict[str, Any] | None, console: Console) -> None:
@@ -142,7 +160,8 @@ def render_latency(latency: dict[str, Any] | None, console: Console) -> None:
         return
     parts = [f"batch {latency[f'batch_b{b}']}: {latency[f'input_ms_b{b}']:.3g} → {latency[f'output_ms_b{b}']:.3g} ms "
              f"({latency[f'speedup_b{b}']:.2f}× faster)" for b in latency["batches"]]
-    console.print(f"onnxruntime latency (median of {latency['repeats']} interleaved runs, this machine): "
+    repeats = ", ".join(f"{v} at {k}" for k, v in latency["repeats"].items())
+    console.print(f"onnxruntime latency ({latency['method']}; repeats {repeats}; this machine): "
                   + "; ".join(parts))
 
 

@@ -79,20 +79,50 @@ def interleaved_latency(
 
 
 def compare_latency(before: onnx.ModelProto, after: onnx.ModelProto, x: np.ndarray,
-                    batches: Sequence[int] = (1, 64), repeats: int = 15, threads: int | None = None) -> dict:
+                    batches: Sequence[int] = (1, 64), repeats: int | None = None, threads: int | None = None,
+                    time_budget_s: float | None = None) -> dict:
     """Median milliseconds of ``before`` and ``after`` on ``x`` (tiled to each batch size), timed interleaved
     in one process, and how many times faster ``after`` runs (> 1: faster). A model with a fixed batch size
-    runs that size; ``batch_B`` records it."""
+    runs that size; ``batch_B`` records it.
+
+    With ``time_budget_s`` the repeats auto-range like ``timeit``: one warm-up run of each model per batch
+    sizes them so that every batch's repeats take about an equal share of the budget (at least
+    :data:`MIN_REPEATS`, at most ``repeats`` or :data:`MAX_REPEATS`); a batch whose warm-up alone exceeds its
+    share is not timed."""
     sessions = [make_session(m, threads, spinning=False) for m in (before, after)]
-    t_before, t_after = interleaved_latency(sessions, [x, x], batches, repeats)
-    out: dict = {"measured": True, "repeats": repeats, "threads": threads or "onnxruntime default",
-                 "batches": list(batches)}
-    for b in batches:
+    plan = _repeat_plan(sessions, x, batches, repeats, time_budget_s)
+    timed = [b for b in batches if plan[b] > 0]
+    per_batch = [interleaved_latency(sessions, [x, x], [b], plan[b]) for b in timed]
+    out: dict = {"measured": True, "repeats": {f"b{b}": plan[b] for b in timed},
+                 "threads": threads or "onnxruntime default", "batches": timed,
+                 "method": "interleaved medians" + (f", repeats auto-ranged to a {time_budget_s:g} s budget"
+                                                    if time_budget_s else "")}
+    for b, (t_before, t_after) in zip(timed, per_batch, strict=True):
         out[f"input_ms_b{b}"] = round(t_before[b], 5)
         out[f"output_ms_b{b}"] = round(t_after[b], 5)
         out[f"speedup_b{b}"] = round(t_before[b] / t_after[b], 4)
         out[f"batch_b{b}"] = fixed_batch(sessions[1]) or b
+    skipped = [b for b in batches if plan[b] == 0]
+    if skipped:
+        out["not_timed"] = {f"b{b}": "one run exceeds the time budget" for b in skipped}
     return out
+
+
+MIN_REPEATS, MAX_REPEATS = 3, 15
+
+
+def _repeat_plan(sessions: list, x: np.ndarray, batches: Sequence[int], repeats: int | None,
+                 budget_s: float | None) -> dict[int, int]:
+    """Repeats per batch size: ``repeats`` (default MAX_REPEATS) without a budget, else auto-ranged."""
+    if budget_s is None:
+        return {b: repeats or MAX_REPEATS for b in batches}
+    share = budget_s / max(1, len(batches))
+    plan = {}
+    for b in batches:
+        one = sum(time_run(s, batch_input(s, x, b)) for s in sessions)  # warm-up of both models
+        fit = int(share // one) if one > 0 else MAX_REPEATS
+        plan[b] = 0 if fit < MIN_REPEATS and b != batches[0] else min(repeats or MAX_REPEATS, max(MIN_REPEATS, fit))
+    return plan
 
 
 def _order(count: int, repeat: int) -> list[int]:

@@ -359,14 +359,20 @@ def _random(input_shape: Shape3, seed: int, count: int) -> Dataset:
     return Dataset("random", x, None)
 
 
+STEERING_FRACTION = 0.5  # of the held-out labelled images: this part steers, the rest reports
+
+
 @dataclass
 class DataSplits:
-    """Disjoint data for one compile: calibration inputs, a labelled validation set, a held-out test set."""
+    """Disjoint data for one compile: calibration inputs, validation images, the labelled images that steer
+    the accuracy budget, and the held-out test images that report it. No image is in two parts."""
 
     calibration: Dataset  # inputs for calibration passes (labels may be None)
-    validation: Dataset | None  # labelled; disjoint from calibration and test; chooses per-layer strengths
-    test: Dataset | None  # labelled; held out; the accuracy the report shows; never overlaps the others
+    validation: Dataset | None  # from --data's training part; the output-distance probes of the search
+    test: Dataset | None  # labelled; neither calibrated nor chose anything; the accuracy the report shows
     description: str  # one line, e.g. "mnist: calibration 256 + validation 500 of the train split ..."
+    steering: Dataset | None = None  # labelled; chooses how much the lossy passes compress
+    steering_source: str = ""  # where the steering images come from, for the report
 
 
 def data_splits(
@@ -376,21 +382,29 @@ def data_splits(
     eval_spec: str | None = None,
     calibration_samples: int = 256,
     validation_samples: int = 500,
+    val_spec: str | None = None,
+    steering_fraction: float = STEERING_FRACTION,
 ) -> DataSplits:
-    """Calibration, validation and test sets for ``spec``, shaped for a model taking ``input_shape``.
+    """Calibration, validation, steering and test sets for ``spec``, shaped for a model taking ``input_shape``.
 
     * ``digits``, ``mnist``, ``cifar10:DIR``: calibration = the first ``calibration_samples`` of a
       seeded permutation of the train split, validation = the next ``validation_samples`` (fewer if
-      the split is small), test = the test split.
-    * ``npz:PATH`` with labels: test = the fixed 20 % of the file that is its test split (at least one
+      the split is small), held out = the test split.
+    * ``npz:PATH`` with labels: held out = the fixed 20 % of the file that is its test split (at least one
       sample, independent of ``seed``); of the rest, in a seeded permutation, validation = 20 % of the
       file (at most ``validation_samples``) and calibration = the remainder (at most
       ``calibration_samples``). Without labels: everything is calibration (at most
       ``calibration_samples``), no validation or test.
     * ``random``: ``calibration_samples`` seeded inputs, no validation or test.
 
-    ``eval_spec`` replaces the test set by its test split (digits, mnist, cifar10) or by the whole npz
-    file (which must have labels); calibration and validation still come from ``spec``.
+    ``eval_spec`` replaces the held-out set by its test split (digits, mnist, cifar10) or by the whole npz
+    file (which must have labels); then every labelled sample of an npz ``spec`` serves calibration or
+    validation (nothing of it is set aside).
+
+    Steering: images the model has not been trained on read the damage a compression does, where the
+    training images it still classifies do not. ``val_spec`` (``--val-data``) gives them; otherwise a
+    seeded ``steering_fraction`` of the held-out set steers and the rest is the test set; with no
+    held-out set the validation images steer.
     """
     if calibration_samples < 1 or validation_samples < 0:
         raise PimcError(
@@ -402,26 +416,51 @@ def data_splits(
         calibration = load_dataset(spec, input_shape, seed=seed, limit=calibration_samples)
         validation = test = None
     else:
-        train = load_dataset(spec, input_shape, split="train")
-        test = load_dataset(spec, input_shape, split="test") if train.y is not None else None
+        whole_npz = kind == "npz" and bool(eval_spec)
+        train = _npz(Path(spec.partition(":")[2]), input_shape) if whole_npz else load_dataset(
+            spec, input_shape, split="train")
+        test = load_dataset(spec, input_shape, split="test") if train.y is not None and not whole_npz else None
         held_out = len(test) if test is not None else 0
         calibration, validation = _calibration_validation(
-            train, held_out, kind, seed, calibration_samples, validation_samples
+            train, held_out, kind, seed, calibration_samples, validation_samples, use_all=whole_npz
         )
     if eval_spec:
         test = evaluation_set(eval_spec, input_shape)
+    steering, test, source = _steering(val_spec, test, validation, input_shape, seed, steering_fraction,
+                                       eval_spec or spec)
     description = _describe(spec, kind, seed, eval_spec, calibration, validation, test)
-    return DataSplits(calibration, validation, test, description)
+    if steering is not None:
+        description += f", steering {len(steering)} ({source})"
+    return DataSplits(calibration, validation, test, description, steering, source)
+
+
+def _steering(val_spec: str | None, test: Dataset | None, validation: Dataset | None, input_shape: Shape3,
+              seed: int, fraction: float, held_out_spec: str) -> tuple[Dataset | None, Dataset | None, str]:
+    """(steering, test, where the steering images come from): see ``data_splits``."""
+    if val_spec:
+        return evaluation_set(val_spec, input_shape), test, f"--val-data {val_spec}"
+    if test is not None and test.y is not None and len(test) >= 4 and fraction > 0:
+        order = np.random.default_rng((seed, 1)).permutation(len(test))
+        cut = max(1, min(len(test) - 1, int(round(len(test) * fraction))))
+        steering = subset(test, np.sort(order[:cut]))
+        return steering, subset(test, np.sort(order[cut:])), f"a seeded part of the held-out {held_out_spec} images"
+    if validation is not None and validation.y is not None:
+        return validation, test, "the validation images (training split: the drop may read low)"
+    return None, test, ""
 
 
 def _calibration_validation(
-    train: Dataset, held_out: int, kind: str, seed: int, calibration_samples: int, validation_samples: int
+    train: Dataset, held_out: int, kind: str, seed: int, calibration_samples: int, validation_samples: int,
+    use_all: bool = False,
 ) -> tuple[Dataset, Dataset | None]:
     """Disjoint calibration and validation subsets of a seeded permutation of ``train`` (``held_out``:
-    the size of the test part, for the npz rule's fraction of the whole file)."""
+    the size of the test part, for the npz rule's fraction of the whole file; ``use_all``: every sample not
+    calibrating validates)."""
     count = len(train)
     if train.y is None:
         validation_count = 0
+    elif use_all:
+        validation_count = max(0, count - calibration_samples)
     elif kind == "npz":
         whole_file = count + held_out
         validation_count = min(validation_samples, int(round(whole_file * NPZ_VALIDATION_FRACTION)), count - 1)

@@ -27,7 +27,8 @@ class FuseRelu(Pass):
     summary = "Mark Conv→Relu pairs for ReLU fusion and measure the negative fraction (annotation only)"
     exact = True
     options = (
-        Option("measure", bool, True, "measure the negative pre-activation fraction on calibration data"),
+        Option("measure", bool, True, "measure the negative pre-activation fraction on the --data "
+               "calibration samples (never on random inputs: without data nothing is measured)"),
         Option("samples", int, 64, "calibration samples used for the measurement", minimum=1),
     )
 
@@ -37,12 +38,11 @@ class FuseRelu(Pass):
             ann.set_node_annotation(producer, "fused_activation", "Relu")
             ann.set_node_annotation(relu, "fused_into", producer.name)
         fractions: dict[str, float] = {}
-        if pairs and self.opts["measure"]:
+        if pairs and self.opts["measure"] and ctx.has_real_data:
             fractions = measure_negative_fraction(model, [p for p, _ in pairs], ctx, self.opts["samples"])
-            source = ctx.data_spec if ctx.has_real_data else "random"
             for producer, _ in pairs:
                 ann.set_node_annotation(producer, "neg_fraction", round(fractions[producer.name], 6))
-                ann.set_node_annotation(producer, "neg_fraction_source", source)
+                ann.set_node_annotation(producer, "neg_fraction_source", ctx.data_spec)
         return PassResult(model, bool(pairs), {"marked": [p.name for p, _ in pairs], "neg_fraction": fractions})
 
 

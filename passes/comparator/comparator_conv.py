@@ -74,7 +74,7 @@ from ...compiler.graph import (
     unique_name,
     value_shapes,
 )
-from ...compiler.layerwise import Candidate, Site, compress_layerwise
+from ...compiler.layerwise import Candidate, Site, compress_layerwise, idle_reason
 from ...compiler.loader import infer_shapes
 from ...compiler.modelio import copy_model
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
@@ -181,6 +181,9 @@ class ComparatorConv(Pass):
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         skipped: list[dict[str, str]] = []
+        idle = idle_reason(ctx, not self.searching)
+        if idle:
+            return PassResult(model, False, {"replaced": [], "skipped": [], "note": idle})
         sites = self._select(model, skipped)
         if not sites:
             return PassResult(model, False, {"replaced": [], "skipped": skipped})

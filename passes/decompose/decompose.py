@@ -46,7 +46,7 @@ from ...compiler.errors import PimcError
 from ...compiler.graph import all_names, attr, selection_miss, set_initializer, unique_name, value_shapes
 from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
-from ...compiler.reconstruct import ConvGeometry, LayerStats, conv_stats, relative_error, solve
+from ...compiler.reconstruct import DEFAULT_RIDGE, ConvGeometry, LayerStats, conv_stats, relative_error, solve
 from ._common import (
     BASIS,
     COEFFICIENT,
@@ -131,6 +131,7 @@ class Decompose(Pass):
             "skipped": skipped,
             "params_before": int(sum(x["params_before"] for x in layers)),
             "params_after": int(sum(x["params_after"] for x in layers)),
+            **({"note": result.note} if result.note else {}),
         }
         return PassResult(model, changed, stats)
 
@@ -181,7 +182,7 @@ class Decompose(Pass):
         stats = None
         if self.opts["refit"] and x_comp is not None and x_ref is not None:
             stats = conv_stats(x_comp, x_ref, weight, bias, ConvGeometry.of(node, (kh, kw), x_comp.shape[2:]))
-        layer = _LayerFit(node.name, weight, bias, u, sigma, vt, site.macs / (cout * cin * k2))
+        layer = _LayerFit(node.name, weight, bias, u, sigma, vt, site.macs / (cout * cin * k2), {})
         candidates = []
         for d, sparsities in self._settings(sigma, k2, cout * cin):
             candidates += [self._candidate(layer, stats, d, s) for s in sparsities]
@@ -197,15 +198,18 @@ class Decompose(Pass):
         basis = layer.vt[:d]
         svd_coef = (layer.u[:, :d] * layer.sigma[:d]).reshape(cout, cin * d)
         bias = np.zeros(cout) if layer.bias is None else layer.bias.astype(np.float64)
-        zstats = stats.transform(np.kron(np.eye(cin), basis)) if stats is not None else None
-        if zstats is not None:
-            dense_coef, bias = solve(zstats, np.ones(svd_coef.shape, dtype=bool))
-            saliency = dense_coef**2 * np.diag(zstats.gram)[None, :-1]
+        zstats = dense_coef = None
+        if stats is not None:
+            zstats, dense_coef, bias, inverse_diag, dense_error = layer.dense_refit(stats, d)
+            saliency = dense_coef**2 / inverse_diag[None, :-1]
         else:
             dense_coef, saliency = svd_coef, svd_coef**2
         keep = self._keep(svd_coef, saliency, sparsity)
         masked = np.where(keep, dense_coef, 0.0)
-        error = relative_error(zstats, masked, bias) if zstats is not None else _weight_error(layer, basis, masked)
+        if zstats is not None:  # the refit's error, estimated (Optimal Brain Surgeon): see _LayerFit.dense_refit
+            error = dense_error + float(saliency[~keep].sum()) / max(float(zstats.target_energy.sum()), 1e-30)
+        else:
+            error = _weight_error(layer, basis, masked)
         nnz = int(np.count_nonzero(masked))
         macs_dense = layer.pixels * cout * cin * kh * kw
         info = {
@@ -223,6 +227,8 @@ class Decompose(Pass):
 
         def apply(target: onnx.ModelProto) -> None:
             coef, fitted_bias = refit.result()
+            if zstats is not None:
+                info["relative_error"] = relative_error(zstats, coef, fitted_bias)
             _write_pair(target, layer.name, basis, coef, None if write_bias is None else fitted_bias,
                         layer.weight.dtype)
 
@@ -281,6 +287,27 @@ class _LayerFit:
     sigma: np.ndarray
     vt: np.ndarray
     pixels: float
+    refits: dict[int, tuple]
+
+    def dense_refit(self, stats: LayerStats, d: int) -> tuple[LayerStats, np.ndarray, np.ndarray, np.ndarray, float]:
+        """For rank d, shared by every sparsity: the statistics of the basis maps, the dense ridge refit on
+        them (coefficients, bias), the diagonal of the inverse regularised Gram matrix and the dense refit's
+        relative error. Optimal Brain Surgeon: removing coefficient c_f and refitting the others costs
+        c_f² / [G⁻¹]_ff of squared output error, so that is the saliency, and the sum over the removed ones
+        estimates the sparse refit's error before it is solved."""
+        if d not in self.refits:
+            zstats = stats.transform_per_channel(self.vt[:d], self.weight.shape[1])
+            coef, bias = solve(zstats, np.ones((self.weight.shape[0], self.weight.shape[1] * d), dtype=bool))
+            gram = zstats.gram.copy()
+            features = zstats.features
+            gram[np.arange(features), np.arange(features)] += DEFAULT_RIDGE * float(np.mean(np.diag(gram)[:features]))
+            try:
+                inverse_diag = np.diag(np.linalg.inv(gram))
+            except np.linalg.LinAlgError:
+                inverse_diag = 1.0 / np.maximum(np.diag(gram), 1e-30)
+            inverse_diag = np.maximum(inverse_diag, 1e-30)
+            self.refits[d] = (zstats, coef, bias, inverse_diag, relative_error(zstats, coef, bias))
+        return self.refits[d]
 
 
 def _weight_error(layer: _LayerFit, basis: np.ndarray, coef: np.ndarray) -> float:

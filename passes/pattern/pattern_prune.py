@@ -469,7 +469,8 @@ class PatternPrune(Pass):
         for entry in outcome.chosen:
             layers[entry["node"]] = {**entry, **self._refits[(entry["node"], entry["setting"])].summary()}
         changed |= bool(outcome.chosen)
-        stats = {"layers": layers, "skipped": skipped + outcome.skipped, **_totals(layers)}
+        stats = {"layers": layers, "skipped": skipped + outcome.skipped, **_totals(layers),
+                 **({"note": outcome.note} if outcome.note else {})}
         return PassResult(outcome.model, changed, stats)
 
     def _settings(self, layer_config: PatternConfig, k: int) -> list[PatternConfig]:

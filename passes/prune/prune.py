@@ -129,6 +129,7 @@ class Prune(Pass):
             "pruned": layers, "skipped": skipped + result.skipped,
             "params": int(before), "nonzero_after": int(after),
             "compression": round(before / after, 3) if after else None,
+            **({"note": result.note} if result.note else {}),
         }
         return PassResult(result.model, bool(layers), stats)
 

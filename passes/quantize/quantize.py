@@ -220,8 +220,6 @@ def choose_bits(float_model: onnx.ModelProto, quantized: onnx.ModelProto, plan: 
     option fixes (``basis_bits`` / ``coefficient_bits``) are not searched. Updates ``plan.weights``."""
     shapes = value_shapes(float_model)
     fallback = int(opts["bits"])
-    if ctx.budget is not None and ctx.budget.reference_accuracy is None:
-        ctx.budget.set_reference(float_model)  # the 8-bit drop counts as spent before the choice
     weights = {n.name: (n, w) for n, w in selected if node_weight_bits(n, {**opts, "weight_bits": None}) == fallback}
     sites = [Site(name, node.input[0], dense_macs(node, w.size, shapes)) for name, (node, w) in weights.items()]
 
@@ -244,7 +242,8 @@ def choose_bits(float_model: onnx.ModelProto, quantized: onnx.ModelProto, plan: 
     for entry in result.chosen:
         node, w = weights[entry["node"]]
         plan.weights[entry["node"]] = quantize_symmetric(w, entry["weight_bits"], weight_axis(node, w.ndim))
-    return result.model, {"chosen": result.chosen, "skipped": result.skipped, "default_bits": fallback}
+    return result.model, {"chosen": result.chosen, "skipped": result.skipped, "default_bits": fallback,
+                          **({"note": result.note} if result.note else {})}
 
 
 def _chosen_bits(model: onnx.ModelProto, names: set[str], fallback: int) -> dict[str, int]:
@@ -272,9 +271,15 @@ def _bits_candidate(node: onnx.NodeProto, weight: np.ndarray, bits: int, fallbac
     return Candidate(float(bits * weight.size), apply, info)
 
 
+# Without --data, activation ranges come from seeded random inputs: they say nothing about real images
+# (the report marks them 'random'), so one sample sets them and a large model is not run many times.
+RANDOM_CALIBRATION_SAMPLES = 1
+
+
 def calibration(model: onnx.ModelProto, ctx: PassContext, samples: int) -> list[dict[str, np.ndarray]]:
     """Up to ``samples`` calibration feeds, stacked into batches when the model allows it."""
-    feeds = ctx.calibration_feeds(model, count=min(samples, 16))[:samples]
+    count = min(samples, 16) if ctx.has_real_data else RANDOM_CALIBRATION_SAMPLES
+    feeds = ctx.calibration_feeds(model, count=count)[:samples]
     return merge_feeds(model, feeds)
 
 

@@ -112,7 +112,7 @@ def test_fuse_relu_annotates_and_keeps_outputs(net_and_reference):
     marked = {n.name: ann.node_annotations(n) for n in out.graph.node}
     assert set(stats["marked"]) == {"fc"}
     assert marked["fc"]["fused_activation"] == "Relu" and marked["relu_out"]["fused_into"] == "fc"
-    assert 0.0 <= marked["fc"]["neg_fraction"] <= 1.0 and marked["fc"]["neg_fraction_source"] == "random"
+    assert "neg_fraction" not in marked["fc"]  # random inputs say nothing about the model's data
     folded, _ = _apply("fold-batchnorm", model)
     both, stats = _apply("fuse-relu", folded, samples=4)
     assert set(stats["marked"]) == {"conv", "fc"}
