@@ -195,7 +195,9 @@ class _Search:
 
     # step 1
     def _layer(self, site: Site, total_macs: float) -> tuple[_Layer | None, str]:
-        x = capture(self.reference, [site.input], self.feeds)[site.input] if self.feeds is not None else None
+        x = None
+        if self.feeds is not None:
+            x = capture(self.reference, [site.input], self.feeds, self.budget.batched)[site.input]
         candidates = self.propose(self.reference, site, x, x)
         if not candidates:
             return None, "no candidate applies to this layer"
@@ -300,8 +302,7 @@ class _Search:
         self.log.update(measured=len(self.measured), chosen=len(chosen),
                         final=final.to_dict() if final else None)
         self.budget.log.append(self.log)
-        order = {s["node"]: i for i, s in enumerate(skipped)}
-        return LayerwiseResult(model, chosen, sorted(skipped, key=lambda s: order[s["node"]]))
+        return LayerwiseResult(model, chosen, skipped)
 
 
 def _power_law(p: tuple[float, float], q: tuple[float, float]) -> tuple[float, float]:

@@ -179,12 +179,13 @@ def _accumulate(chunks: Iterator[tuple[np.ndarray, np.ndarray]], w: np.ndarray, 
 
 
 def solve(stats: LayerStats, support: np.ndarray, ridge: float = DEFAULT_RIDGE,
-          fit_bias: bool = True) -> tuple[np.ndarray, np.ndarray]:
+          fit_bias: bool = True, start: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Ridge refit of every output row on its support (Cout, F) bool; returns weights (Cout, F), bias (Cout,).
 
     Rows are solved in batches of equal support size: row o's system is G restricted to S_o (plus the bias
     feature), gathered to |S_o| × |S_o|, so one batched LAPACK call serves rows of different supports at
-    the cost of their kept features only."""
+    the cost of their kept features only. Large supports are solved iteratively (``_solve_masked_cg``) from
+    ``start`` (weights, bias), by default the dense refit."""
     cout, features = support.shape
     if features != stats.features:
         raise PimcError(f"reconstruction: support has {features} features, statistics {stats.features}")
@@ -197,7 +198,7 @@ def solve(stats: LayerStats, support: np.ndarray, ridge: float = DEFAULT_RIDGE,
     reg = np.append(np.zeros(features), 0.0)  # the bias feature is not regularised
     counts = keep.sum(axis=1)
     if counts.max() > CG_FEATURES:
-        return _solve_masked_cg(stats, keep, lam, ridge, fit_bias)
+        return _solve_masked_cg(stats, keep, lam, start or _solve_dense(stats, ridge, fit_bias))
     solution = np.zeros((cout, features + 1))
     for count in np.unique(counts):
         rows_all = np.flatnonzero(counts == count)
@@ -220,10 +221,10 @@ CG_TOLERANCE = 1e-4  # relative residual: the output error it leaves is ~1e-8 of
 CG_MAX_STEPS = 300
 
 
-def _solve_masked_cg(stats: LayerStats, keep: np.ndarray, lam: np.ndarray, ridge: float,
-                     fit_bias: bool) -> tuple[np.ndarray, np.ndarray]:
+def _solve_masked_cg(stats: LayerStats, keep: np.ndarray, lam: np.ndarray,
+                     start: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """The same per-row systems (G_SS + λ_o I) w_S = c_S solved for all rows at once by Jacobi-preconditioned
-    conjugate gradients from the masked dense refit: each step is one (Cout × F)·(F × F) product, against a
+    conjugate gradients from ``start`` (masked): each step is one (Cout × F)·(F × F) product, against a
     factorisation of every row's |S_o|² system, until every row's residual is below CG_TOLERANCE of its
     right-hand side."""
     g = stats.gram
@@ -237,8 +238,7 @@ def _solve_masked_cg(stats: LayerStats, keep: np.ndarray, lam: np.ndarray, ridge
 
     diag = np.diag(g)[None, :] + reg
     precondition = np.where(keep & (diag > 0), 1.0 / np.where(diag > 0, diag, 1.0), 0.0)
-    dense_w, dense_b = _solve_dense(stats, ridge, fit_bias)
-    x = mask * np.hstack([dense_w, dense_b[:, None]])
+    x = mask * np.hstack([start[0], start[1][:, None]])
     r = b - apply(x)
     z = precondition * r
     p = z.copy()
@@ -291,13 +291,21 @@ def relative_error(stats: LayerStats, weights: np.ndarray, bias: np.ndarray) -> 
     return max(0.0, quad - 2 * linear + total) / max(total, 1e-30)
 
 
-def capture(model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
-    """The values of tensors ``names`` over every feed, concatenated along the batch axis."""
-    from ..runtime.session import make_session
+def capture(model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]],
+            batched: bool = False) -> dict[str, np.ndarray]:
+    """The values of tensors ``names`` over every feed, concatenated along the batch axis. ``batched``: the
+    single-input model computes the same per sample on a batch (``runtime.session.runs_batched``), so the
+    feeds run 64 at a time."""
+    from ..runtime.session import free_batch, make_session
 
     given = {k for feed in feeds for k in feed}
     wanted = [n for n in dict.fromkeys(names) if n not in given]
     probe = _with_outputs(model, wanted)
+    if batched and all(len(feed) == 1 for feed in feeds):
+        probe = free_batch(probe)
+        key = next(iter(feeds[0]))
+        stacked = np.concatenate([feed[key] for feed in feeds])
+        feeds = [{key: stacked[i:i + BATCH]} for i in range(0, len(stacked), BATCH)]
     session = make_session(probe, spinning=False)
     inputs = {i.name for i in session.get_inputs()}
     out_names = [o.name for o in session.get_outputs()]
@@ -308,6 +316,9 @@ def capture(model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.n
         for n in names:
             collected[n].append(np.asarray(values[n]))
     return {n: np.concatenate(v, axis=0) for n, v in collected.items()}
+
+
+BATCH = 64
 
 
 def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

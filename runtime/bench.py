@@ -119,7 +119,7 @@ def _repeat_plan(sessions: list, x: np.ndarray, batches: Sequence[int], repeats:
     share = budget_s / max(1, len(batches))
     plan = {}
     for b in batches:
-        one = sum(time_run(s, batch_input(s, x, b)) for s in sessions)  # warm-up of both models
+        one = sum(time_run(s, batch_input(s, x, b)) for s in sessions) / 1e3  # seconds; warms both models up
         fit = int(share // one) if one > 0 else MAX_REPEATS
         plan[b] = 0 if fit < MIN_REPEATS and b != batches[0] else min(repeats or MAX_REPEATS, max(MIN_REPEATS, fit))
     return plan

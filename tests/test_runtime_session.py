@@ -17,10 +17,12 @@ from pimc.runtime.datasets import Dataset
 from pimc.runtime.session import (
     dataset_feeds,
     evaluate,
+    free_batch,
     make_session,
     model_input,
     predict,
     random_feeds,
+    runs_batched,
 )
 
 
@@ -106,3 +108,23 @@ def test_run_command_errors(tmp_path: Path) -> None:
     assert isinstance(res.exception, PimcError)
     res = CliRunner().invoke(run_command, [str(bundled_model_path()), "--data", "imagenet"])
     assert isinstance(res.exception, PimcError) and "unknown dataset" in str(res.exception)
+
+
+def test_a_batch_one_export_runs_batched_with_the_same_outputs() -> None:
+    model = _linear_model(batch=1)
+    x = np.random.default_rng(0).standard_normal((5, 1, 2, 2)).astype(np.float32)
+    assert runs_batched(model, x)
+    together = predict(make_session(free_batch(model)), x)
+    apart = predict(make_session(model), x)
+    np.testing.assert_allclose(together, apart, rtol=1e-6)
+
+
+def test_a_graph_that_builds_its_batch_into_a_shape_stays_at_batch_one() -> None:
+    shape = numpy_helper.from_array(np.array([1, 4], dtype=np.int64), "shape")
+    weight = numpy_helper.from_array(np.eye(4, 3, dtype=np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["x", "shape"], ["f"]), helper.make_node("MatMul", ["f", "w"], ["y"])],
+        "fixed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], [shape, weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    assert not runs_batched(model, np.zeros((3, 1, 2, 2), np.float32))

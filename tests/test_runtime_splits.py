@@ -27,6 +27,17 @@ def _assert_disjoint(*parts) -> None:
         seen |= keys
 
 
+def _split_off(splits):
+    """The steering images when they were split off the held-out set (not the validation images)."""
+    return splits.steering if splits.steering is not splits.validation else None
+
+
+def _held_out(splits) -> int:
+    """The held-out images: the test set plus the part of them that steers."""
+    split_off = splits.steering is not None and splits.steering is not splits.validation
+    return len(splits.test) + (len(splits.steering) if split_off else 0)
+
+
 def test_mnist_split_sizes_stratified_and_normalised() -> None:
     train = load_dataset("mnist", (1, 28, 28), split="train")
     test = load_dataset("mnist", (1, 28, 28))
@@ -59,12 +70,14 @@ def test_mnist_reader_equals_mnist_data() -> None:
 @pytest.mark.parametrize(("spec", "train", "test"), [("digits", 1347, 450), ("mnist", 4000, 1000)])
 def test_splits_of_train_test_datasets(spec: str, train: int, test: int) -> None:
     splits = data_splits(spec, (1, 8, 8), seed=1)
-    assert len(splits.calibration) == 256 and len(splits.validation) == 500 and len(splits.test) == test
+    assert len(splits.calibration) == 256 and len(splits.validation) == 500 and _held_out(splits) == test
+    assert len(splits.steering) == round(test / 2) and splits.steering.y is not None
     assert splits.calibration.y is not None and splits.validation.y is not None and splits.test.y is not None
-    _assert_disjoint(splits.calibration, splits.validation, splits.test)
+    _assert_disjoint(splits.calibration, splits.validation, splits.test, _split_off(splits))
     train_keys = _keys(load_dataset(spec, (1, 8, 8), split="train").x)
     assert _keys(splits.calibration.x) | _keys(splits.validation.x) <= train_keys
-    assert f"test {test}" in splits.description and spec in splits.description
+    assert f"test {len(splits.test)}" in splits.description and spec in splits.description
+    assert f"steering {len(splits.steering)}" in splits.description
 
 
 def test_splits_are_seeded() -> None:
@@ -73,7 +86,7 @@ def test_splits_are_seeded() -> None:
     np.testing.assert_array_equal(a.validation.y, b.validation.y)
     other = data_splits("digits", (1, 8, 8), seed=4)
     assert _keys(other.calibration.x) != _keys(a.calibration.x)
-    np.testing.assert_array_equal(other.test.x, a.test.x)
+    assert _keys(other.test.x) | _keys(other.steering.x) == _keys(a.test.x) | _keys(a.steering.x)
 
 
 def test_small_train_split_shrinks_validation() -> None:
@@ -96,9 +109,9 @@ def _npz(path: Path, count: int, labels: bool = True) -> str:
 def test_npz_splits(tmp_path: Path, count: int, calibration: int, validation: int, test: int) -> None:
     spec = _npz(tmp_path / "d.npz", count)
     splits = data_splits(spec, (1, 4, 4), seed=2)
-    sizes = (len(splits.calibration), len(splits.validation) if splits.validation else 0, len(splits.test))
+    sizes = (len(splits.calibration), len(splits.validation) if splits.validation else 0, _held_out(splits))
     assert sizes == (calibration, validation, test)
-    _assert_disjoint(splits.calibration, splits.validation, splits.test)
+    _assert_disjoint(splits.calibration, splits.validation, splits.test, _split_off(splits))
     again = data_splits(spec, (1, 4, 4), seed=2)
     np.testing.assert_array_equal(again.calibration.x, splits.calibration.x)
 
@@ -106,9 +119,9 @@ def test_npz_splits(tmp_path: Path, count: int, calibration: int, validation: in
 def test_npz_test_part_does_not_depend_on_the_seed(tmp_path: Path) -> None:
     spec = _npz(tmp_path / "d.npz", 100)
     a, b = data_splits(spec, (1, 4, 4), seed=0), data_splits(spec, (1, 4, 4), seed=9)
-    np.testing.assert_array_equal(a.test.x, b.test.x)
+    assert _keys(a.test.x) | _keys(a.steering.x) == _keys(b.test.x) | _keys(b.steering.x)
     assert _keys(a.calibration.x) != _keys(b.calibration.x)
-    _assert_disjoint(b.test, load_dataset(spec, (1, 4, 4), split="train"))
+    _assert_disjoint(b.test, b.steering, load_dataset(spec, (1, 4, 4), split="train"))
 
 
 def test_npz_without_labels_is_all_calibration(tmp_path: Path) -> None:
@@ -125,12 +138,33 @@ def test_random_is_calibration_only() -> None:
 
 def test_eval_spec_replaces_the_test_set(tmp_path: Path) -> None:
     splits = data_splits("digits", (1, 8, 8), eval_spec="mnist")
-    assert len(splits.test) == 1000 and splits.test.name == "mnist" and len(splits.validation) == 500
+    assert _held_out(splits) == 1000 and splits.test.name == "mnist" and len(splits.validation) == 500
     spec = _npz(tmp_path / "e.npz", 30)
     whole = data_splits("digits", (1, 4, 4), eval_spec=spec)
-    assert len(whole.test) == 30 and "whole file" in whole.description
+    assert _held_out(whole) == 30 and "whole file" in whole.description
     unlabelled = data_splits(_npz(tmp_path / "u.npz", 30, labels=False), (1, 4, 4), eval_spec="digits")
-    assert len(unlabelled.test) == 450 and unlabelled.validation is None
+    assert _held_out(unlabelled) == 450 and unlabelled.validation is None
+
+
+def test_with_eval_data_every_labelled_npz_sample_calibrates_or_validates(tmp_path: Path) -> None:
+    spec = _npz(tmp_path / "d.npz", 1024)
+    splits = data_splits(spec, (1, 4, 4), eval_spec="digits", seed=5)
+    assert len(splits.calibration) == 256 and len(splits.validation) == 1024 - 256
+    _assert_disjoint(splits.calibration, splits.validation, splits.steering, splits.test)
+
+
+def test_val_data_steers_and_the_whole_held_out_set_tests(tmp_path: Path) -> None:
+    spec = _npz(tmp_path / "v.npz", 40)
+    splits = data_splits("digits", (1, 4, 4), val_spec=spec)
+    assert len(splits.steering) == 40 and len(splits.test) == 450 and "--val-data" in splits.steering_source
+
+
+def test_steering_part_is_seeded_and_disjoint_from_the_test_set() -> None:
+    a, b = data_splits("digits", (1, 8, 8), seed=1), data_splits("digits", (1, 8, 8), seed=1)
+    np.testing.assert_array_equal(a.steering.x, b.steering.x)
+    _assert_disjoint(a.steering, a.test)
+    other = data_splits("digits", (1, 8, 8), seed=2)
+    assert _keys(other.steering.x) != _keys(a.steering.x)
 
 
 @pytest.mark.parametrize("eval_spec", ["random", "unlabelled"])

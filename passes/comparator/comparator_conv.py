@@ -181,12 +181,12 @@ class ComparatorConv(Pass):
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         skipped: list[dict[str, str]] = []
-        idle = idle_reason(ctx, not self.searching)
-        if idle:
-            return PassResult(model, False, {"replaced": [], "skipped": [], "note": idle})
         sites = self._select(model, skipped)
         if not sites:
             return PassResult(model, False, {"replaced": [], "skipped": skipped})
+        idle = idle_reason(ctx, not self.searching)
+        if idle:
+            return PassResult(model, False, {"replaced": [], "skipped": skipped, "note": idle})
         original = copy_model(model)
         records = extract_workload(model).by_name()
         self._reference, self._ctx, self._fits = original, ctx, {}

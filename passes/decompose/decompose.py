@@ -274,7 +274,7 @@ class _Refit:
             if self.stats is None or self.keep.all():
                 self._done = (self.masked, self.bias)
             else:
-                self._done = solve(self.stats, self.keep)
+                self._done = solve(self.stats, self.keep, start=(self.masked, self.bias))
         return self._done
 
 
@@ -297,15 +297,16 @@ class _LayerFit:
         estimates the sparse refit's error before it is solved."""
         if d not in self.refits:
             zstats = stats.transform_per_channel(self.vt[:d], self.weight.shape[1])
-            coef, bias = solve(zstats, np.ones((self.weight.shape[0], self.weight.shape[1] * d), dtype=bool))
             gram = zstats.gram.copy()
             features = zstats.features
             gram[np.arange(features), np.arange(features)] += DEFAULT_RIDGE * float(np.mean(np.diag(gram)[:features]))
             try:
-                inverse_diag = np.diag(np.linalg.inv(gram))
+                inverse = np.linalg.inv(gram)
+                solution = inverse @ zstats.cross
+                coef, bias, inverse_diag = solution[:-1].T, solution[-1], np.maximum(np.diag(inverse), 1e-30)
             except np.linalg.LinAlgError:
+                coef, bias = solve(zstats, np.ones((self.weight.shape[0], features), dtype=bool))
                 inverse_diag = 1.0 / np.maximum(np.diag(gram), 1e-30)
-            inverse_diag = np.maximum(inverse_diag, 1e-30)
             self.refits[d] = (zstats, coef, bias, inverse_diag, relative_error(zstats, coef, bias))
         return self.refits[d]
 

@@ -272,8 +272,8 @@ def _bits_candidate(node: onnx.NodeProto, weight: np.ndarray, bits: int, fallbac
 
 
 # Without --data, activation ranges come from seeded random inputs: they say nothing about real images
-# (the report marks them 'random'), so one sample sets them and a large model is not run many times.
-RANDOM_CALIBRATION_SAMPLES = 1
+# (the report marks them "random"), so two samples set them and a large model is not run many times.
+RANDOM_CALIBRATION_SAMPLES = 2
 
 
 def calibration(model: onnx.ModelProto, ctx: PassContext, samples: int) -> list[dict[str, np.ndarray]]:

@@ -198,7 +198,8 @@ def small_conv_net(path) -> str:
 
 def test_default_pipeline_keeps_a_conv_whose_lbc_block_would_cost_more(tmp_path):
     path = small_conv_net(tmp_path / "m.onnx")
-    model, report = compile_model(CompileOptions(input=path, target="cmp-pim", write_output=False))
+    model, report = compile_model(CompileOptions(input=path, target="cmp-pim", write_output=False,
+                                                 sets=("comparator-conv.variant=lbc",)))
     stats = next(p["stats"] for p in report["passes"] if p["name"] == "comparator-conv")
     assert stats["replaced"] == [] and "more energy on cmp-pim" in stats["skipped"][0]["reason"]
     assert report["cost"]["energy_gain_vs"]["cnn"] == pytest.approx(1.0)

@@ -11,49 +11,68 @@ import numpy as np
 import onnx
 import pytest
 
-from pimc.compiler.budget import AccuracyBudget, cheapest_within
+from pimc.compiler.budget import AccuracyBudget, log_softmax, logit_change, mean_kl
 from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.models import bundled_model_path
 
 
 class _ScriptedBudget(AccuracyBudget):
-    """Accuracy read from the model's doc string, so the search can be checked without onnxruntime."""
+    """Logits read from a table keyed by the model's doc string, so the signals are checked without onnxruntime."""
 
-    def accuracy(self, model: onnx.ModelProto) -> float:
+    table: dict[str, np.ndarray] = {}
+
+    def logits(self, model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
         self.evaluations += 1
-        return float(model.doc_string)
+        return self.table[model.doc_string][: len(x)]
 
 
-def _model(accuracy: float) -> onnx.ModelProto:
-    return onnx.ModelProto(doc_string=str(accuracy))
-
-
-def _budget(points: float) -> _ScriptedBudget:
-    budget = _ScriptedBudget(np.zeros((1, 1)), np.zeros(1, dtype=np.int64), max_drop_points=points, safety=1.0)
-    budget.reference_accuracy = 0.99
+def _budget(reference: np.ndarray, labels: np.ndarray, test_samples: int = 0) -> _ScriptedBudget:
+    budget = _ScriptedBudget(np.zeros((len(labels), 1), np.float32), labels, max_drop_points=1.0,
+                             test_samples=test_samples)
+    budget.table = {"reference": reference}
+    budget.set_reference(onnx.ModelProto(doc_string="reference"))
     return budget
 
 
-def test_bisection_finds_the_cheapest_candidate_within_the_allowance():
-    accuracies = [0.80, 0.90, 0.975, 0.982, 0.985, 0.99]  # cheapest first, error falling as cost rises
-    budget = _budget(1.0)
-    choice = cheapest_within(accuracies, _model, budget, allowance_points=1.0)
-    assert choice is not None and choice.index == 3
-    assert budget.evaluations <= 4
+def _onehot(classes: np.ndarray, scale: float = 5.0) -> np.ndarray:
+    return scale * np.eye(3)[classes]
 
 
-def test_no_candidate_within_the_allowance_costs_one_evaluation():
-    budget = _budget(0.1)
-    assert cheapest_within([0.5, 0.6, 0.7], _model, budget, allowance_points=0.1) is None
-    assert budget.evaluations == 1
+def test_drop_and_its_standard_error_are_paired():
+    labels = np.array([0, 1, 2, 0] * 25)
+    budget = _budget(_onehot(labels), labels, test_samples=100)
+    wrong = labels.copy()
+    wrong[:4] = (labels[:4] + 1) % 3  # four images flip from right to wrong
+    budget.table["candidate"] = _onehot(wrong)
+    m = budget.measure(onnx.ModelProto(doc_string="candidate"))
+    d = np.r_[np.ones(4), np.zeros(96)]
+    assert m.drop_points == pytest.approx(4.0) and m.flip_rate == pytest.approx(0.04)
+    assert m.se_points == pytest.approx(100 * d.std() / 10)
+    assert m.margin_points == pytest.approx(100 * np.sqrt(0.04 / 100 + 0.04 / 100))
+    assert not budget.fits(m)
 
 
-def test_allowance_is_released_with_progress():
-    budget = _budget(2.0)
-    budget.safety = 0.5
-    assert budget.allowance(0.0) == 0.0
-    assert budget.allowance(0.5) == pytest.approx(0.5)
-    assert budget.allowance(1.0) == pytest.approx(1.0)
+def test_an_unchanged_model_fits_with_no_margin():
+    labels = np.arange(30) % 3
+    budget = _budget(_onehot(labels), labels, test_samples=30)
+    budget.table["same"] = _onehot(labels)
+    m = budget.measure(onnx.ModelProto(doc_string="same"))
+    assert m.drop_points == 0 and m.margin_points == 0 and m.kl == pytest.approx(0) and budget.fits(m)
+
+
+def test_logit_change_keeps_growing_where_top1_and_kl_saturate():
+    """Confident logits moved a lot: the KL of the softmax and top-1 barely see it, the centred logits do."""
+    reference = np.array([[40.0, 0.0, 0.0]] * 8)
+    moved = np.array([[30.0, 5.0, 0.0]] * 8)
+    assert mean_kl(reference, moved) < 1e-9
+    assert logit_change(reference, moved) > 0.05
+    assert logit_change(reference, reference) == 0.0
+
+
+def test_log_softmax_takes_probabilities_as_they_are():
+    probs = np.array([[0.7, 0.2, 0.1]])
+    assert np.allclose(np.exp(log_softmax(probs)), probs)
+    assert np.allclose(np.exp(log_softmax(np.log(probs) + 3.0)), probs)
 
 
 def test_default_escalate_compile_measures_accuracy_and_stays_within_budget(tmp_path: Path):
@@ -61,7 +80,8 @@ def test_default_escalate_compile_measures_accuracy_and_stays_within_budget(tmp_
     _, report = compile_model(CompileOptions(input=str(bundled_model_path()), target="escalate", data="digits",
                                              output=str(out)))
     accuracy = report["accuracy"]
-    assert accuracy["measured"] and accuracy["samples"] == 450
+    assert accuracy["measured"] and accuracy["samples"] == 225  # the other half of the test split steered
+    assert accuracy["steering"]["steering_samples"] == 225
     assert 0.95 < accuracy["input"] <= 1.0
     assert accuracy["drop_points"] <= 1.0 + 1e-9
     assert accuracy["drop_points"] == pytest.approx(100 * (accuracy["input"] - accuracy["output"]), abs=1e-3)
@@ -90,7 +110,10 @@ def test_npz_data_is_split_so_the_test_samples_never_calibrate(tmp_path: Path):
     np.savez(tmp_path / "d.npz", x=digits.x, y=digits.y)
     _, report = compile_model(CompileOptions(input=str(bundled_model_path()), target="onnxruntime",
                                              data=f"npz:{tmp_path / 'd.npz'}", output=str(tmp_path / "o.onnx")))
-    assert report["accuracy"]["samples"] == round(0.2 * len(digits))
+    accuracy = report["accuracy"]
+    held_out = round(0.2 * len(digits))  # the file's fixed test part: half steers, half tests
+    assert accuracy["samples"] + accuracy["steering"]["steering_samples"] == held_out
+    assert accuracy["samples"] == held_out // 2
 
 
 def test_forced_destructive_setting_under_a_small_budget_fails_in_one_line(tmp_path: Path):
