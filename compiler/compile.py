@@ -106,8 +106,9 @@ def measure_accuracy(input_model: onnx.ModelProto, output_model: onnx.ModelProto
                                            "(give --data digits|mnist|cifar10:DIR|npz:PATH with labels)"}
     from ..runtime.session import model_accuracy
 
-    before = model_accuracy(input_model, data.test, integer_kernels=integer_kernels)
-    after = model_accuracy(output_model, data.test, integer_kernels=integer_kernels)
+    batched = data.budget is not None and data.budget.batched
+    before = model_accuracy(input_model, data.test, integer_kernels=integer_kernels, batched=batched)
+    after = model_accuracy(output_model, data.test, integer_kernels=integer_kernels, batched=batched)
     budget = DEFAULT_MAX_DROP_POINTS if max_drop is None else max_drop
     return {"measured": True, "input": before, "output": after, "drop_points": round(100 * (before - after), 4),
             "samples": len(data.test), "data": data.description, "max_drop_points": budget,

@@ -47,10 +47,11 @@ def make_session(model: ModelLike, threads: int | None = None, spinning: bool = 
     optimisations only): the model then computes its exact quantized arithmetic in float. A simulated
     accelerator multiplies its int8 operands exactly with a wide accumulator, while onnxruntime's u8×s8
     kernels on x86 CPUs without VNNI sum pairs of products in int16 (VPMADDUBSW) and can saturate, so
-    accuracy measured for a simulator target must not depend on the machine's instruction set.
+    accuracy measured for a simulator target must not depend on the machine's instruction set. A model with
+    no quantization nodes has no int8 kernels to fuse, so it keeps every graph optimisation either way.
     """
     options = session_options()
-    if not integer_kernels:
+    if not integer_kernels and _quantized(as_model(model)):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -58,6 +59,11 @@ def make_session(model: ModelLike, threads: int | None = None, spinning: bool = 
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
     return open_session(model, options)
+
+
+def _quantized(model: onnx.ModelProto) -> bool:
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") or n.op_type.startswith("QLinear")
+               for n in model.graph.node)
 
 
 def open_session(model: ModelLike, options: object) -> ort.InferenceSession:
@@ -261,11 +267,12 @@ def feeds(model: ModelLike, dataset: Dataset) -> list[dict[str, np.ndarray]]:
 
 
 def model_accuracy(model: ModelLike, dataset: Dataset, batch: int = 64, threads: int | None = None,
-                   integer_kernels: bool = True) -> float:
-    """Top-1 accuracy of ``model`` on the labelled ``dataset`` on onnxruntime (no timing runs)."""
+                   integer_kernels: bool = True, batched: bool = False) -> float:
+    """Top-1 accuracy of ``model`` on the labelled ``dataset`` on onnxruntime (no timing runs); ``batched``:
+    run a batch-1 export on batches (see :func:`runs_batched`)."""
     if dataset.y is None:
         raise PimcError(f"{dataset.name}: no labels to measure accuracy against")
-    proto = as_model(model)
+    proto = free_batch(as_model(model)) if batched else as_model(model)
     _, _, dtype = model_input(proto)
     logits = predict(make_session(proto, threads, integer_kernels=integer_kernels), dataset.x.astype(dtype, copy=False), batch)
     result = accuracy(logits, dataset.y)

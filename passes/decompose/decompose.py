@@ -200,11 +200,11 @@ class Decompose(Pass):
         bias = np.zeros(cout) if layer.bias is None else layer.bias.astype(np.float64)
         zstats = dense_coef = None
         if stats is not None:
-            zstats, dense_coef, bias, inverse_diag, dense_error = layer.dense_refit(stats, d)
-            saliency = dense_coef**2 / inverse_diag[None, :-1]
+            zstats, dense_coef, bias, saliency, order, dense_error = layer.dense_refit(stats, d)
         else:
             dense_coef, saliency = svd_coef, svd_coef**2
-        keep = self._keep(svd_coef, saliency, sparsity)
+            order = np.argsort(saliency, axis=None, kind="stable") if sparsity is not None else None
+        keep = self._keep(svd_coef, order, sparsity)
         masked = np.where(keep, dense_coef, 0.0)
         if zstats is not None:  # the refit's error, estimated (Optimal Brain Surgeon): see _LayerFit.dense_refit
             error = dense_error + float(saliency[~keep].sum()) / max(float(zstats.target_energy.sum()), 1e-30)
@@ -237,15 +237,16 @@ class Decompose(Pass):
 
         return Candidate(float(info["macs_after"]), apply, info, preview)
 
-    def _keep(self, svd_coef: np.ndarray, saliency: np.ndarray, sparsity: float | None) -> np.ndarray:
+    def _keep(self, svd_coef: np.ndarray, order: np.ndarray | None, sparsity: float | None) -> np.ndarray:
         """Which coefficients survive: a forced ``prune``/``sparsity`` works on the SVD coefficients as
-        before; a searched sparsity drops the least salient ones."""
+        before; a searched sparsity drops the least salient ones (``order``: flat indices, least salient
+        first)."""
         if sparsity is None:
             return ~self._prune(svd_coef)
-        count = int(round(sparsity * saliency.size))
-        keep = np.ones(saliency.size, dtype=bool)
-        keep[np.argsort(saliency, axis=None, kind="stable")[:count]] = False
-        return keep.reshape(saliency.shape)
+        count = int(round(sparsity * svd_coef.size))
+        keep = np.ones(svd_coef.size, dtype=bool)
+        keep[order[:count]] = False
+        return keep.reshape(svd_coef.shape)
 
     def _prune(self, coef: np.ndarray) -> np.ndarray:
         mags = np.abs(coef)
@@ -289,10 +290,10 @@ class _LayerFit:
     pixels: float
     refits: dict[int, tuple]
 
-    def dense_refit(self, stats: LayerStats, d: int) -> tuple[LayerStats, np.ndarray, np.ndarray, np.ndarray, float]:
+    def dense_refit(self, stats: LayerStats, d: int) -> tuple:
         """For rank d, shared by every sparsity: the statistics of the basis maps, the dense ridge refit on
-        them (coefficients, bias), the diagonal of the inverse regularised Gram matrix and the dense refit's
-        relative error. Optimal Brain Surgeon: removing coefficient c_f and refitting the others costs
+        them (coefficients, bias), each coefficient's saliency and their order (least salient first), and the
+        dense refit's relative error. Optimal Brain Surgeon: removing coefficient c_f and refitting the others costs
         c_f² / [G⁻¹]_ff of squared output error, so that is the saliency, and the sum over the removed ones
         estimates the sparse refit's error before it is solved."""
         if d not in self.refits:
@@ -307,7 +308,9 @@ class _LayerFit:
             except np.linalg.LinAlgError:
                 coef, bias = solve(zstats, np.ones((self.weight.shape[0], features), dtype=bool))
                 inverse_diag = 1.0 / np.maximum(np.diag(gram), 1e-30)
-            self.refits[d] = (zstats, coef, bias, inverse_diag, relative_error(zstats, coef, bias))
+            saliency = coef**2 / inverse_diag[None, :-1]
+            order = np.argsort(saliency, axis=None, kind="stable")
+            self.refits[d] = (zstats, coef, bias, saliency, order, relative_error(zstats, coef, bias))
         return self.refits[d]
 
 

@@ -86,8 +86,9 @@ class ActivationSparsity(Pass):
     summary = "Measure the zero fraction of every Conv/Gemm/MatMul input on --data and annotate it (annotation only)"
     exact = True
     options = (
-        Option("samples", int, 64, "calibration samples measured (zero fractions over every position of each: 64 images pin them to well under a percent)", minimum=1),
-        Option("positions", int, 256, "output positions per sample drawn for the im2col chunk statistic",
+        Option("samples", int, 32, "calibration samples measured (zero fractions over every position of "
+               "each: 32 images pin them to about a percent)", minimum=1),
+        Option("positions", int, 64, "output positions per sample drawn for the im2col chunk statistic",
                minimum=1),
     )
 
