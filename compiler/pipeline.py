@@ -177,7 +177,9 @@ class PassManager:
             raise PassError(p.name, f"{type(exc).__name__}: {exc}") from exc
         model = result.model
         data = None
-        if result.changed:
+        if result.changed and result.annotations_only:
+            self.final_bytes = None
+        elif result.changed:
             name_nodes(model)
             model = infer_shapes(model, f"after pass '{p.name}'")
             data = serialize_model(model)

@@ -43,7 +43,8 @@ class FuseRelu(Pass):
             for producer, _ in pairs:
                 ann.set_node_annotation(producer, "neg_fraction", round(fractions[producer.name], 6))
                 ann.set_node_annotation(producer, "neg_fraction_source", ctx.data_spec)
-        return PassResult(model, bool(pairs), {"marked": [p.name for p, _ in pairs], "neg_fraction": fractions})
+        return PassResult(model, bool(pairs), {"marked": [p.name for p, _ in pairs], "neg_fraction": fractions},
+                          annotations_only=True)
 
 
 def find_pairs(graph: onnx.GraphProto) -> list[tuple[onnx.NodeProto, onnx.NodeProto]]:

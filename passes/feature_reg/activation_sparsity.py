@@ -115,7 +115,7 @@ class ActivationSparsity(Pass):
             for key, value in notes.items():
                 ann.set_node_annotation(nodes[rec.name], key, value)
             summary[rec.name] = notes["input_zero_fraction"]
-        return PassResult(model, True, {"input_zero_fraction": summary, "samples": len(feeds)})
+        return PassResult(model, True, {"input_zero_fraction": summary, "samples": len(feeds)}, annotations_only=True)
 
 
 def _measurable(model: onnx.ModelProto) -> list[LayerRecord]:

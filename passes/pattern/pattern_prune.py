@@ -367,6 +367,13 @@ def write_layer(model: onnx.ModelProto, node: onnx.NodeProto, weight: np.ndarray
     return changed, {**result.stats, "weights_changed": weights_changed, "library": result.library}
 
 
+def _may_conform(weight: np.ndarray, config: PatternConfig) -> bool:
+    """No kernel holds more non-zeros than a pattern has (a cheap test before pruning to compare)."""
+    k = weight.shape[2]
+    counts = np.count_nonzero(weight.reshape(-1, k * weight.shape[3]), axis=1)
+    return not counts.size or int(counts.max()) <= config.nonzeros_for(k)
+
+
 def _layer_config(node: onnx.NodeProto, weight: np.ndarray, config: PatternConfig) -> PatternConfig:
     """With ``nonzeros`` automatic, an already pattern-pruned layer keeps its kernel size: the annotated
     ``pattern_nonzeros``, else the common non-zero count of its kernels if all non-zero kernels share one
@@ -459,8 +466,8 @@ class PatternPrune(Pass):
         self._refits: dict[tuple[str, str], _Refit] = {}
         for node, weight in found:
             layer_config = _layer_config(node, weight, config)
-            result = prune_kernels(weight, layer_config)
-            if np.array_equal(result.weight, weight):  # already conforms: annotate only (exact)
+            result = prune_kernels(weight, layer_config) if _may_conform(weight, layer_config) else None
+            if result is not None and np.array_equal(result.weight, weight):  # conforms: annotate only (exact)
                 layer_changed, layers[node.name] = write_layer(model, node, weight, result, config)
                 changed |= layer_changed
                 continue
