@@ -48,7 +48,7 @@ def test_drop_and_its_standard_error_are_paired():
     d = np.r_[np.ones(4), np.zeros(96)]
     assert m.drop_points == pytest.approx(4.0) and m.flip_rate == pytest.approx(0.04)
     assert m.se_points == pytest.approx(100 * d.std() / 10)
-    assert m.margin_points == pytest.approx(100 * np.sqrt(0.04 / 100 + 0.04 / 100))
+    assert m.margin_points == pytest.approx(budget.z * 100 * np.sqrt(0.04 / 100 + 0.04 / 100))
     assert not budget.fits(m)
 
 
