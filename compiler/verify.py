@@ -82,21 +82,25 @@ def session_options():
     return options
 
 
-def session_for(model: onnx.ModelProto | bytes):
-    """An onnxruntime CPU session for a model (or its serialized bytes)."""
+def session_for(model: onnx.ModelProto | bytes, optimize: bool = True):
+    """An onnxruntime CPU session for a model (or its serialized bytes); ``optimize=False`` skips the graph
+    optimisations, which cost more than they save for a run or two that reads every intermediate tensor."""
     ort = quiet_onnxruntime()
     data = model if isinstance(model, bytes) else serialize_model(model)
     if data is None or len(data) >= TWO_GB:
         raise PimcError("verification of models above 2 GB is not supported; run without --verify")
     options = session_options()
+    if not optimize:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     try:
         return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise PimcError(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0]}") from exc
 
 
-def run_model(model: onnx.ModelProto | bytes, feeds: list[dict[str, np.ndarray]]) -> list[list[np.ndarray]]:
-    session = session_for(model)
+def run_model(model: onnx.ModelProto | bytes, feeds: list[dict[str, np.ndarray]],
+              optimize: bool = True) -> list[list[np.ndarray]]:
+    session = session_for(model, optimize)
     names = {i.name for i in session.get_inputs()}
     try:
         return [session.run(None, {k: v for k, v in feed.items() if k in names}) for feed in feeds]

@@ -235,7 +235,7 @@ def collect_tensors(
             probe.graph.output.append(helper.make_empty_tensor_value_info(name))
     names = [o.name for o in probe.graph.output]
     result: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
-    for feed, outs in zip(feeds, run_model(probe, feeds), strict=True):
+    for feed, outs in zip(feeds, run_model(probe, feeds, optimize=False), strict=True):
         values = dict(zip(names, outs, strict=True))
         for t in tensors:
             result[t].append(np.asarray(feed[t] if t in inputs else values[t]))
