@@ -101,6 +101,9 @@ def cli(debug: bool) -> None:
               "(then the whole held-out set tests).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None,
               help="Accuracy budget in points on the held-out samples (default 1.0 with labelled data).")
+@click.option("--confidence", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True), default=0.95,
+              show_default=True, help="Wanted chance that the test-split drop stays within the budget; higher "
+              "holds back more of the budget for the noise of the steering and test images.")
 @click.option("--latency/--no-latency", "latency", default=None,
               help="onnxruntime target: time the input and output model (default: only when a pass changed "
                    "more than the exact normalisations).")
@@ -110,7 +113,7 @@ def cli(debug: bool) -> None:
 @click.option("--baseline-model", "baseline_models", multiple=True, metavar="NAME=FILE",
               help="Cost baseline NAME on FILE instead of the input model (repeatable; e.g. dense=DENSE.onnx).")
 def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed,
-                eval_data, val_data, max_accuracy_drop, latency, input_shapes, as_json, baseline_models):
+                eval_data, val_data, max_accuracy_drop, confidence, latency, input_shapes, as_json, baseline_models):
     """Compile MODEL for a target: passes, verification, accuracy, cost report."""
     from .compile import CompileOptions, compile_model
     from .report import render_report, report_json
@@ -120,6 +123,7 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
         passes=passes, pipeline_file=pipeline_file, sets=tuple(sets), hw=hw, seed=seed,
         eval_data=eval_data, max_accuracy_drop=max_accuracy_drop, baseline_models=tuple(baseline_models),
         input_shapes=tuple(input_shapes), val_data=val_data, measure_latency=latency, progress=not as_json,
+        confidence=confidence,
     )
     _, report = compile_model(opts)
     if as_json:

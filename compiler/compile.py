@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from .baselines import cost_baselines, merge_baselines, parse_baseline_models
-from .budget import DEFAULT_MAX_DROP_POINTS, AccuracyBudget
+from .budget import DEFAULT_CONFIDENCE, DEFAULT_MAX_DROP_POINTS, AccuracyBudget, z_for
 from .errors import PimcError
 from .input_shapes import fix_input_shapes, static_shape_assumptions
 from .loader import infer_shapes, load_model
@@ -50,6 +50,7 @@ class CompileOptions:
     write_output: bool = True
     eval_data: str | None = None
     max_accuracy_drop: float | None = None  # points; None: DEFAULT_MAX_DROP_POINTS when labels exist
+    confidence: float = DEFAULT_CONFIDENCE  # that the test-split drop stays within the budget (compiler.budget)
     baseline_models: tuple[str, ...] = ()
     input_shapes: tuple[str, ...] = ()
     measure_latency: bool | None = None  # onnxruntime target: None times the models only when a pass
@@ -91,7 +92,7 @@ def prepare_data(model: onnx.ModelProto, opts: CompileOptions) -> CompileData:
     test = splits.test if splits.test is not None and splits.test.y is not None else None
     steering = splits.steering
     if steering is not None and steering.y is not None and len(steering):
-        budget = AccuracyBudget(steering.x, steering.y, max_drop,
+        budget = AccuracyBudget(steering.x, steering.y, max_drop, z=z_for(opts.confidence),
                                 test_samples=len(test) if test is not None else 0,
                                 integer_kernels=_runs_on_onnxruntime(opts), source=splits.steering_source)
     return CompileData(feeds(model, splits.calibration), budget, test, splits.description)
