@@ -186,7 +186,8 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     with clock("load"):
         model = fix_input_shapes(load_model(opts.input), opts.input_shapes)
         assumptions = static_shape_assumptions(model) if _simulates(target) else []
-        input_model = copy_model(model)
+        # the model as brought, for accuracy and latency (passes may change ``model`` in place)
+        input_model = copy_model(model) if opts.data or _runs_on_onnxruntime(opts) else model
         before = model_stats(model)
     progress = Progress(opts.progress)
     with clock("data"):

@@ -98,7 +98,7 @@ class PassResult:
     model: onnx.ModelProto
     changed: bool
     stats: dict[str, Any] = field(default_factory=dict)
-    annotations_only: bool = False  # only node annotations changed: no shapes to re-infer, no graph to re-check
+    annotations_only: bool = False  # only node annotations changed: no shapes, checks or statistics to redo
 
 
 @dataclass

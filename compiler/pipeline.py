@@ -187,7 +187,7 @@ class PassManager:
             self.final_bytes = data
             self._final_fingerprint = structure_fingerprint(model) if data is not None else None
         seconds = time.perf_counter() - start
-        stats_after = model_stats(model) if result.changed else stats_before
+        stats_after = model_stats(model) if result.changed and not result.annotations_only else stats_before
         record = PassRecord(p.name, dict(p.opts), result.changed, seconds, stats_before, stats_after,
                             stats=result.stats)
         if reference is not None:
