@@ -202,7 +202,7 @@ class _Search:
         if not candidates:
             return None, "no candidate applies to this layer"
         if self.coster is None:
-            options = [_Option(c, (c.info.get("dense_cost", math.inf) - c.cost) / total_macs,
+            options = [_Option(c, (c.info.get("dense_cost", site.macs) - c.cost) / total_macs,
                                c.info.get("relative_error")) for c in candidates]
             reason = "compression would not reduce the layer's MACs"
         else:
@@ -237,7 +237,7 @@ class _Search:
                 o.damage = self.budget.damage(_applied(self.reference, [o.candidate]))
             a, b = _power_law(*((max(o.error, 1e-12), max(o.damage, 1e-15)) for o in probes))
             for o in options:
-                if o not in probes:
+                if all(o is not p for p in probes):
                     o.damage = a * max(o.error, 1e-12) ** b
         for o in options:
             o.damage = max(o.damage, 1e-12)
