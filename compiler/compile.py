@@ -193,6 +193,7 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     with clock("data"):
         data = prepare_data(model, opts)
         if data.budget is not None:
+            progress.evaluations = lambda: data.budget.evaluations
             progress("measuring the input model on the steering images")
             data.budget.set_reference(input_model)
     feeds = data.calibration

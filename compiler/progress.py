@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 QUIET_SECONDS = 1.5
@@ -24,6 +24,7 @@ class Progress:
         self.start = time.perf_counter()
         self.last = 0.0
         self.shown = False
+        self.evaluations: Callable[[], int] = lambda: 0  # model evaluations so far (the accuracy budget's)
 
     def __call__(self, detail: str) -> None:
         if not self.enabled:
@@ -34,7 +35,9 @@ class Progress:
             return
         self.last = now
         self.shown = True
-        self.stream.write(f"\r\x1b[K{detail} · {elapsed:.0f} s")
+        count = self.evaluations()
+        evaluations = f" · {count} model evaluations" if count else ""
+        self.stream.write(f"\r\x1b[K{detail}{evaluations} · {elapsed:.0f} s")
         self.stream.flush()
 
     def close(self) -> None:
