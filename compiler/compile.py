@@ -204,9 +204,11 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
     verify_feeds = _verify_feeds(model, feeds, opts.seed) if opts.verify else None
     original_outputs = run_model(model, verify_feeds) if verify_feeds else None
     manager = PassManager(passes, ctx, verify=opts.verify, verify_feeds=verify_feeds)
-    with clock("passes"):
-        model = manager.run(model, before)
-    progress.close()
+    try:
+        with clock("passes"):
+            model = manager.run(model, before)
+    finally:
+        progress.close()  # an error line must not land on the progress line
     verify = None
     if original_outputs is not None:
         comparison = compare_outputs(original_outputs, run_model(model, verify_feeds))
