@@ -21,8 +21,9 @@ check — still the honest report, still an error when exceeded — rarely fails
 if the test draw and the steering draw differ by more than z standard errors of their difference, so
 z = Φ⁻¹(confidence) bounds that at 1 − confidence for each accepted model (``--confidence``, default
 :data:`DEFAULT_CONFIDENCE` = 0.95, z = 1.645). On 500 + 500 images a 1-point budget at 95 % then admits models
-that change about 0.6 % of the predictions; more held-out images (``--val-data``) admit more. D is ``--max-accuracy-drop`` in points. Δ is always measured
-against the compile's input model, so what earlier passes spent counts.
+that change about 0.6 % of the predictions; more held-out images (``--val-data``) admit more.
+D is ``--max-accuracy-drop`` in points. Δ is always measured against the compile's input model, so what
+earlier passes spent counts.
 """
 
 from __future__ import annotations
@@ -37,13 +38,15 @@ import onnx
 
 DEFAULT_MAX_DROP_POINTS = 1.0
 DEFAULT_CONFIDENCE = 0.95
-DEFAULT_Z = NormalDist().inv_cdf(DEFAULT_CONFIDENCE)  # one-sided: 1.645
+PROBE_SAMPLES = 64  # output-distance probes: a paired, continuous signal, so few images rank candidates
 
 
 def z_for(confidence: float) -> float:
     """The one-sided normal quantile of ``confidence`` (0.5 < confidence < 1)."""
     return NormalDist().inv_cdf(confidence)
-PROBE_SAMPLES = 64  # output-distance probes: a paired, continuous signal, so few images rank candidates
+
+
+DEFAULT_Z = z_for(DEFAULT_CONFIDENCE)  # 1.645
 
 
 @dataclass
@@ -77,11 +80,12 @@ class AccuracyBudget:
     reference_accuracy: float | None = None
     batched: bool = False  # a batch-1 export evaluated with a free batch dim (runtime.session.runs_batched)
     _reference: np.ndarray | None = None
-    _reference_probe: np.ndarray | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
 
-    def __post_init__(self) -> None:
-        self.probe_x = self.x[:PROBE_SAMPLES]
+    @property
+    def probe_x(self) -> np.ndarray:
+        """The probe images: the first PROBE_SAMPLES steering images."""
+        return self.x[:PROBE_SAMPLES]
 
     def logits(self, model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
         from ..runtime.session import free_batch, make_session, predict
@@ -100,17 +104,8 @@ class AccuracyBudget:
 
         self.batched = runs_batched(model, self.x[:2].astype(np.float32))
         self._reference = self.logits(model, self.x)
-        self._reference_probe = self._reference[:PROBE_SAMPLES]
         self.reference_accuracy = float(np.mean(np.argmax(self._reference, 1) == self.y))
         return self.reference_accuracy
-
-    def accuracy(self, model: onnx.ModelProto) -> float:
-        """Top-1 accuracy of ``model`` on the steering images (a fraction)."""
-        return float(np.mean(np.argmax(self.logits(model, self.x), 1) == self.y))
-
-    def drop_points(self, accuracy: float) -> float:
-        self._require_reference()
-        return 100.0 * (self.reference_accuracy - accuracy)
 
     def measure(self, model: onnx.ModelProto) -> Measurement:
         """Model (1)'s terms on the steering images."""
@@ -129,7 +124,7 @@ class AccuracyBudget:
     def damage(self, model: onnx.ModelProto) -> float:
         """The relative centred-logit change of ``model`` on the probe images (see the module docstring)."""
         self._require_reference()
-        return logit_change(self._reference_probe, self.logits(model, self.probe_x))
+        return logit_change(self._reference[:PROBE_SAMPLES], self.logits(model, self.probe_x))
 
     def margin(self, flip_rate: float) -> float:
         """z · 100 · √(f/|S| + f/T): the points held back for the noise of the steering and the test draw."""

@@ -260,12 +260,33 @@ def _solve_masked_cg(stats: LayerStats, keep: np.ndarray, lam: np.ndarray,
     return x[:, :-1], x[:, -1]
 
 
+def _regularised_gram(stats: LayerStats, ridge: float, index: np.ndarray) -> np.ndarray:
+    """The Gram matrix on ``index`` with ridge · mean(diag) added to every weight feature (not the bias)."""
+    features = stats.features
+    g = stats.gram[np.ix_(index, index)].copy()
+    g[np.arange(features), np.arange(features)] += ridge * float(np.mean(np.diag(stats.gram)[:features]))
+    return g
+
+
+def solve_dense_with_inverse(stats: LayerStats, ridge: float = DEFAULT_RIDGE
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The dense refit (weights, bias) and the diagonal of the inverse regularised Gram matrix (bias
+    feature last), the quantity Optimal Brain Surgeon saliencies divide by."""
+    g = _regularised_gram(stats, ridge, np.arange(stats.features + 1))
+    try:
+        inverse = np.linalg.inv(g)
+    except np.linalg.LinAlgError:
+        weights, bias = _solve_dense(stats, ridge, True)
+        return weights, bias, 1.0 / np.maximum(np.diag(g), 1e-30)
+    solution = inverse @ stats.cross
+    return solution[:-1].T, solution[-1], np.maximum(np.diag(inverse), 1e-30)
+
+
 def _solve_dense(stats: LayerStats, ridge: float, fit_bias: bool) -> tuple[np.ndarray, np.ndarray]:
     """Every row on the full support: one system with Cout right-hand sides."""
     features = stats.features
     index = np.arange(features + 1 if fit_bias else features)
-    g = stats.gram[np.ix_(index, index)].copy()
-    g[np.arange(features), np.arange(features)] += ridge * float(np.mean(np.diag(stats.gram)[:features]))
+    g = _regularised_gram(stats, ridge, index)
     try:
         solution = np.linalg.solve(g, stats.cross[index])
     except np.linalg.LinAlgError:
@@ -289,6 +310,9 @@ def relative_error(stats: LayerStats, weights: np.ndarray, bias: np.ndarray) -> 
     linear = float(np.sum(full * stats.cross.T))
     total = float(stats.target_energy.sum())
     return max(0.0, quad - 2 * linear + total) / max(total, 1e-30)
+
+
+BATCH = 64  # samples per run when capture runs a batch-1 export on batches
 
 
 def capture(model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]],
@@ -316,9 +340,6 @@ def capture(model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.n
         for n in names:
             collected[n].append(np.asarray(values[n]))
     return {n: np.concatenate(v, axis=0) for n, v in collected.items()}
-
-
-BATCH = 64
 
 
 def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

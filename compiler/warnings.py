@@ -169,7 +169,8 @@ def layers_left_uncompressed(report: Report) -> list[str]:
     for record in report.get("passes") or []:
         if record.get("name") not in LOSSY_PASSES:
             continue
-        note = (record.get("stats") or {}).get("note") or ((record.get("stats") or {}).get("bit_choice") or {}).get("note")
+        stats = record.get("stats") or {}
+        note = stats.get("note") or (stats.get("bit_choice") or {}).get("note")
         if note:
             out.append(f"{record['name']} changed nothing: {note}")
             continue

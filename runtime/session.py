@@ -50,15 +50,16 @@ def make_session(model: ModelLike, threads: int | None = None, spinning: bool = 
     accuracy measured for a simulator target must not depend on the machine's instruction set. A model with
     no quantization nodes has no int8 kernels to fuse, so it keeps every graph optimisation either way.
     """
+    proto = as_model(model)
     options = session_options()
-    if not integer_kernels and _quantized(as_model(model)):
+    if not integer_kernels and _quantized(proto):
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     if not spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return open_session(model, options)
+    return open_session(proto, options)
 
 
 def _quantized(model: onnx.ModelProto) -> bool:

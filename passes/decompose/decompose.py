@@ -46,7 +46,14 @@ from ...compiler.errors import PimcError
 from ...compiler.graph import all_names, attr, selection_miss, set_initializer, unique_name, value_shapes
 from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
-from ...compiler.reconstruct import DEFAULT_RIDGE, ConvGeometry, LayerStats, conv_stats, relative_error, solve
+from ...compiler.reconstruct import (
+    ConvGeometry,
+    LayerStats,
+    conv_stats,
+    relative_error,
+    solve,
+    solve_dense_with_inverse,
+)
 from ._common import (
     BASIS,
     COEFFICIENT,
@@ -298,16 +305,7 @@ class _LayerFit:
         estimates the sparse refit's error before it is solved."""
         if d not in self.refits:
             zstats = stats.transform_per_channel(self.vt[:d], self.weight.shape[1])
-            gram = zstats.gram.copy()
-            features = zstats.features
-            gram[np.arange(features), np.arange(features)] += DEFAULT_RIDGE * float(np.mean(np.diag(gram)[:features]))
-            try:
-                inverse = np.linalg.inv(gram)
-                solution = inverse @ zstats.cross
-                coef, bias, inverse_diag = solution[:-1].T, solution[-1], np.maximum(np.diag(inverse), 1e-30)
-            except np.linalg.LinAlgError:
-                coef, bias = solve(zstats, np.ones((self.weight.shape[0], features), dtype=bool))
-                inverse_diag = 1.0 / np.maximum(np.diag(gram), 1e-30)
+            coef, bias, inverse_diag = solve_dense_with_inverse(zstats)
             saliency = coef**2 / inverse_diag[None, :-1]
             order = np.argsort(saliency, axis=None, kind="stable")
             self.refits[d] = (zstats, coef, bias, saliency, order, relative_error(zstats, coef, bias))
