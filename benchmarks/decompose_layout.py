@@ -18,7 +18,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from pimc.compiler.verify import session_options
+from pimc.compiler.sessions import session_options
 
 SHAPES = [  # batch, cin, cout, hw, d
     (1, 16, 16, 32, 5), (1, 32, 32, 16, 5), (1, 64, 64, 8, 5), (1, 64, 64, 8, 2),

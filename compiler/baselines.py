@@ -20,6 +20,7 @@ from .errors import PimcError
 from .loader import infer_shapes, load_model, name_nodes
 from .passbase import PassContext, get_pass
 from .target import CostReport, HardwareConfig, Target
+from .workload import reusing_workloads
 
 #: The exact passes run on a baseline model before it is costed (verified exact on onnxruntime).
 NORMALIZATIONS = ("fold-constants", "eliminate-identity", "fold-batchnorm")
@@ -99,9 +100,12 @@ def cost_baselines(
         source = overrides.get(plan.name, "input")
         if source not in models:
             models[source] = normalize(input_model if source == "input" else load_model(source), seed, calibration)
-        out[plan.name] = summarize(plan.cost(models[source], hw), source, plan.what, plan.reference)
-        if calibration and _measured(models[source]):
-            out[plan.name]["normalized_by"].append(MEASUREMENT)
+    with reusing_workloads():  # the baselines of one model read one workload
+        for plan in plans:
+            source = overrides.get(plan.name, "input")
+            out[plan.name] = summarize(plan.cost(models[source], hw), source, plan.what, plan.reference)
+            if calibration and _measured(models[source]):
+                out[plan.name]["normalized_by"].append(MEASUREMENT)
     return out
 
 

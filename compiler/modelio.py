@@ -123,8 +123,8 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike, data: bytes | N
         raise PimcError(f"{p}: output path is a directory")
     if not os.access(folder, os.W_OK):
         raise PimcError(f"{p}: output folder {folder} is not writable")
-    data = data if data is not None else serialize_model(model)
-    large = data is None or len(data) > EXTERNAL_THRESHOLD
+    chunks = [data] if data is not None else _serialized_chunks_or_none(model)
+    large = chunks is None or sum(len(c) for c in chunks) > EXTERNAL_THRESHOLD
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
@@ -142,7 +142,8 @@ def write_model(model: onnx.ModelProto, path: str | os.PathLike, data: bytes | N
             finally:
                 tmp_data.unlink(missing_ok=True)
         else:
-            Path(tmp).write_bytes(data)
+            with open(tmp, "wb") as fh:
+                fh.writelines(chunks)
         os.replace(tmp, p)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -159,8 +160,8 @@ EXTERNAL_MIN_BYTES = 1024
 def _externalized(model: onnx.ModelProto, data_path: Path, location: str) -> onnx.ModelProto:
     """A copy of ``model`` whose tensors above ``EXTERNAL_MIN_BYTES`` live in ``data_path`` (referred to as
     ``location``). Weights are streamed to the file one by one, never copied into a second proto."""
-    clone = _shell(model, skip="graph")
-    graph = _shell(model.graph, skip="initializer")
+    clone = shell_without(model, skip="graph")
+    graph = shell_without(model.graph, skip="initializer")
     clone.graph.CopyFrom(graph)
     offset = 0
     with open(data_path, "wb") as fh:
@@ -193,7 +194,7 @@ def _tensor_bytes(init: onnx.TensorProto) -> bytes | None:
     return numpy_helper.from_array(numpy_helper.to_array(init)).raw_data
 
 
-def _shell(message, skip: str):
+def shell_without(message, skip: str):
     """A copy of a protobuf message without one (large) field."""
     shell = type(message)()
     for fd, value in message.ListFields():
@@ -212,8 +213,8 @@ def structure_fingerprint(model: onnx.ModelProto) -> str:
     """A cheap digest of everything but the weights' values (graph, attributes, annotations, metadata,
     initializer names/types/shapes): guards reuse of an earlier serialization of the same model."""
     digest = hashlib.sha256()
-    digest.update(_shell(model, skip="graph").SerializeToString(deterministic=True))
-    digest.update(_shell(model.graph, skip="initializer").SerializeToString(deterministic=True))
+    digest.update(shell_without(model, skip="graph").SerializeToString(deterministic=True))
+    digest.update(shell_without(model.graph, skip="initializer").SerializeToString(deterministic=True))
     for init in model.graph.initializer:
         digest.update(f"{init.name}|{init.data_type}|{list(init.dims)}|{init.data_location};".encode())
     return digest.hexdigest()
@@ -228,13 +229,16 @@ def copy_model(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def serialize_model(model: onnx.ModelProto) -> bytes | None:
     """The serialized model, or None when it does not fit in one protobuf (2 GB)."""
+    chunks = _serialized_chunks_or_none(model)
+    return None if chunks is None else b"".join(chunks)
+
+
+def _serialized_chunks_or_none(model: onnx.ModelProto) -> list[bytes] | None:
     try:
         chunks = _serialized_chunks(model)
     except (ValueError, EncodeError):  # upb raises EncodeError above 2 GB
         return None
-    if sum(len(c) for c in chunks) >= TWO_GB:
-        return None
-    return b"".join(chunks)
+    return None if sum(len(c) for c in chunks) >= TWO_GB else chunks
 
 
 _GRAPH_TAG = b"\x3a"  # ModelProto.graph: field 7, length-delimited
@@ -248,13 +252,13 @@ def _serialized_chunks(model: onnx.ModelProto) -> list[bytes]:
     large models (upb grows a single buffer)."""
     if not model.HasField("graph"):
         return [model.SerializeToString()]
-    parts = [_shell(model.graph, skip="initializer").SerializeToString()]
+    parts = [shell_without(model.graph, skip="initializer").SerializeToString()]
     for init in model.graph.initializer:
         body = init.SerializeToString()
         parts.append(_INITIALIZER_TAG + _varint(len(body)))
         parts.append(body)
     graph_len = sum(len(p) for p in parts)
-    return [_shell(model, skip="graph").SerializeToString(), _GRAPH_TAG + _varint(graph_len), *parts]
+    return [shell_without(model, skip="graph").SerializeToString(), _GRAPH_TAG + _varint(graph_len), *parts]
 
 
 def _varint(value: int) -> bytes:

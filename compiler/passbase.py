@@ -5,14 +5,13 @@ A pass is a class with a ``name``, a one-line ``summary``, typed ``options`` and
 weights) must return ``changed=True``: the manager re-checks, re-infers and re-serializes only then. Passes that claim ``exact = True`` are checked by ``--verify``
 against ``tolerance`` (relative to the largest reference output; widened for float16 outputs by
 ``verify.Comparison.tolerance``) and fail with an error naming the pass.
-Modules under ``pimc.passes`` are discovered automatically; a pass registers itself with
-``@register_pass``.
+Every pass is declared by name and module in ``pimc.passes.PASS_MODULES``; ``get_pass`` imports only the
+module of the pass asked for, which registers its class with ``@register_pass``.
 """
 
 from __future__ import annotations
 
 import importlib
-import pkgutil
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -162,7 +161,6 @@ class Pass:
 
 
 _PASSES: dict[str, type[Pass]] = {}
-_DISCOVERED = False
 
 
 def register_pass(cls: type[Pass]) -> type[Pass]:
@@ -174,30 +172,21 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
     return cls
 
 
-def _discover(package: str, skip: Callable[[str], bool]) -> None:
-    pkg = importlib.import_module(package)
-    for info in pkgutil.walk_packages(pkg.__path__, prefix=package + "."):
-        leaf = info.name.rsplit(".", 1)[-1]
-        if skip(leaf):
-            continue
-        importlib.import_module(info.name)
-
-
-def _is_not_a_pass_module(leaf: str) -> bool:
-    """Exporters (torch), CLIs and private helpers are not imported during discovery."""
-    return leaf.startswith(("_", "export", "train", "cli", "qat", "admm"))
+def declared_passes() -> dict[str, str]:
+    """Pass name → the module that defines it (``pimc.passes.PASS_MODULES``)."""
+    return importlib.import_module("pimc.passes").PASS_MODULES
 
 
 def all_passes() -> dict[str, type[Pass]]:
-    global _DISCOVERED
-    if not _DISCOVERED:
-        _DISCOVERED = True
-        _discover("pimc.passes", _is_not_a_pass_module)
-    return dict(sorted(_PASSES.items()))
+    return {name: get_pass(name) for name in sorted(declared_passes())}
 
 
 def get_pass(name: str) -> type[Pass]:
-    passes = all_passes()
-    if name not in passes:
-        raise PimcError(f"unknown pass '{name}' (known: {', '.join(passes)})")
-    return passes[name]
+    declared = declared_passes()
+    if name not in declared:
+        raise PimcError(f"unknown pass '{name}' (known: {', '.join(sorted(declared))})")
+    if name not in _PASSES:
+        importlib.import_module(declared[name])
+    if name not in _PASSES:
+        raise PimcError(f"pass '{name}': {declared[name]} does not register it")
+    return _PASSES[name]

@@ -21,7 +21,7 @@ import numpy as np
 import onnx
 
 from .errors import PimcError
-from .modelio import TWO_GB, serialize_model
+from .sessions import open_session, quiet_onnxruntime, session_options
 
 _MIN_RELATIVE_TOLERANCE = {np.dtype(np.float16): 1e-2}
 
@@ -55,47 +55,13 @@ class Comparison:
         return None
 
 
-_ORT_ERRORS_ONLY = 3
-_ORT_FATAL_ONLY = 4
-
-
-def quiet_onnxruntime():
-    """The onnxruntime module, its process-wide default logger set to errors only (its warnings would
-    be extra, coloured lines on stderr). Call before creating any session."""
-    import onnxruntime as ort
-
-    global _ORT_QUIET
-    if not _ORT_QUIET:
-        ort.set_default_logger_severity(_ORT_ERRORS_ONLY)
-        _ORT_QUIET = True
-    return ort
-
-
-_ORT_QUIET = False
-
-
-def session_options():
-    """SessionOptions for every pimc session: its own logger is silent below fatal, because pimc turns
-    each onnxruntime error into its one-line message (onnxruntime would log it a second time)."""
-    options = quiet_onnxruntime().SessionOptions()
-    options.log_severity_level = _ORT_FATAL_ONLY
-    return options
-
-
 def session_for(model: onnx.ModelProto | bytes, optimize: bool = True):
     """An onnxruntime CPU session for a model (or its serialized bytes); ``optimize=False`` skips the graph
     optimisations, which cost more than they save for a run or two that reads every intermediate tensor."""
-    ort = quiet_onnxruntime()
-    data = model if isinstance(model, bytes) else serialize_model(model)
-    if data is None or len(data) >= TWO_GB:
-        raise PimcError("verification of models above 2 GB is not supported; run without --verify")
     options = session_options()
     if not optimize:
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    try:
-        return ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise PimcError(f"onnxruntime cannot load the model: {str(exc).strip().splitlines()[0]}") from exc
+        options.graph_optimization_level = quiet_onnxruntime().GraphOptimizationLevel.ORT_DISABLE_ALL
+    return open_session(model, options)
 
 
 def run_model(model: onnx.ModelProto | bytes, feeds: list[dict[str, np.ndarray]],

@@ -23,8 +23,10 @@ the MAC counts exact; ``spatial_dims`` says which case a record is.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -265,11 +267,35 @@ def _fused_activation(node, consumers_of, annotations: dict[str, Any]) -> str | 
     return None
 
 
+_REUSED: dict[int, tuple[onnx.ModelProto, Workload]] | None = None
+
+
+@contextlib.contextmanager
+def reusing_workloads() -> Iterator[None]:
+    """Within this block, a model extracted again (the same object) returns its first workload. Only for
+    code that reads models without changing them, such as costing one model on several baselines."""
+    global _REUSED
+    outer, _REUSED = _REUSED, {} if _REUSED is None else _REUSED
+    try:
+        yield
+    finally:
+        _REUSED = outer
+
+
 def extract_workload(model: onnx.ModelProto, _known=None) -> Workload:
     """Layer records of every compute node, in graph order. Needs shape-inferred models.
 
     ``_known`` (internal): ``(arrays, nonzeros)`` by initializer name, already computed by the caller.
     """
+    if _REUSED is not None:
+        kept = _REUSED.get(id(model))
+        if kept is None:  # the model is kept alive with its workload, so its id is not reused meanwhile
+            kept = _REUSED[id(model)] = (model, _extract_workload(model, _known))
+        return kept[1]
+    return _extract_workload(model, _known)
+
+
+def _extract_workload(model: onnx.ModelProto, _known=None) -> Workload:
     arrays, nonzeros = _known if _known is not None else (None, {})
     graph = model.graph
     shapes = value_shapes(model)

@@ -1,1 +1,23 @@
-"""Graph passes, one algorithm per folder; each folder holds its ONNX rewrite(s) and its torch exporter."""
+"""Graph passes, one algorithm per folder; each folder holds its ONNX rewrite(s) and its torch exporter.
+
+``PASS_MODULES`` declares every pass: its name and the module that defines it. ``pimc compile`` imports
+only the modules of the passes its pipeline runs, and no pass module imports torch (a test checks both).
+"""
+
+PASS_MODULES: dict[str, str] = {
+    "fold-constants": "pimc.passes.basic.fold_constants",
+    "eliminate-identity": "pimc.passes.basic.eliminate_identity",
+    "fold-batchnorm": "pimc.passes.basic.fold_batchnorm",
+    "fuse-relu": "pimc.passes.basic.fuse_relu",
+    "cleanup": "pimc.passes.basic.cleanup",
+    "shrink": "pimc.passes.decompose.shrink",
+    "decompose": "pimc.passes.decompose.decompose",
+    "recompose": "pimc.passes.decompose.recompose",
+    "pattern-prune": "pimc.passes.pattern.pattern_prune",
+    "prune": "pimc.passes.prune.prune",
+    "quantize": "pimc.passes.quantize.quantize",
+    "bitmap": "pimc.passes.quantize.bitmap",
+    "comparator-conv": "pimc.passes.comparator.comparator_conv",
+    "cim-emulate": "pimc.passes.cim.cim_emulate",
+    "activation-sparsity": "pimc.passes.feature_reg.activation_sparsity",
+}

@@ -34,7 +34,7 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..compiler.verify import session_options
+from ..compiler.sessions import session_options
 from .session import ModelLike, open_session, ort
 
 LEVELS = {

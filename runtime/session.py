@@ -10,7 +10,8 @@ import onnx
 
 from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
-from ..compiler.verify import quiet_onnxruntime, session_options
+from ..compiler.sessions import open_session as _open
+from ..compiler.sessions import quiet_onnxruntime, session_options
 from .datasets import Dataset, Shape3, data_splits
 
 ort = quiet_onnxruntime()
@@ -68,16 +69,8 @@ def _quantized(model: onnx.ModelProto) -> bool:
 
 
 def open_session(model: ModelLike, options: object) -> ort.InferenceSession:
-    """A CPU session of ``model`` with ``options`` (built from ``session_options()``); a load failure
-    becomes a one-line PimcError."""
-    proto = as_model(model)
-    try:
-        return ort.InferenceSession(
-            proto.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"]
-        )
-    except Exception as exc:
-        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise PimcError(f"onnxruntime cannot load the model: {message}") from exc
+    """A CPU session of ``model`` (a proto or a path) with ``options`` (built from ``session_options()``)."""
+    return _open(as_model(model), options)
 
 
 def real_inputs(model: onnx.ModelProto) -> list[onnx.ValueInfoProto]:

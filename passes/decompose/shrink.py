@@ -528,9 +528,11 @@ def _binary_constant(graph, node, a) -> np.ndarray | None:
 
 
 def _layer_constant(layer: _Layer, v: np.ndarray | None) -> np.ndarray | None:
-    w = layer.weight.astype(np.float64)
-    out = w.shape[0]
+    out = layer.weight.shape[0]
     bias = np.zeros(out) if layer.bias is None else np.broadcast_to(layer.bias.astype(np.float64).reshape(-1), (out,))
+    if v is None or not np.isfinite(v).any():  # no constant input: only an all-zero filter gives a constant
+        return np.where(np.any(layer.weight.reshape(out, -1), axis=1), np.nan, bias)
+    w = layer.weight.astype(np.float64)
     sums = w.reshape(out, w.shape[1], -1).sum(axis=2)
     used = np.any(w.reshape(out, w.shape[1], -1) != 0, axis=2)
     if layer.kind == "depthwise":

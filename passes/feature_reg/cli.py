@@ -134,13 +134,12 @@ def measure_levels(path, test, count: int, evaluate) -> list[dict]:
 
 
 def _predict(path, x: np.ndarray, level: int) -> np.ndarray:
-    import onnxruntime as ort
-
-    from ...compiler.verify import session_options
+    from ...compiler.modelio import read_model
+    from ...compiler.sessions import open_session, session_options
 
     options = session_options()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = open_session(read_model(path), options)
     data = session.get_inputs()[0].name
     out = [session.run(None, {data: x[i:i + 128].astype(np.float32), LEVEL_INPUT: np.array(level, np.int64)})[0]
            for i in range(0, len(x), 128)]

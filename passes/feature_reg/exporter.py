@@ -623,9 +623,7 @@ def conv_input_zero_fractions(path: str | Path, x: np.ndarray, level: int | None
     Every Conv's input becomes a graph output of a copy of the model; ``level`` feeds ``sparsity_level``
     (None: the file's default). Keyed by the Conv node's name (its output name if it has none).
     """
-    import onnxruntime as ort
-
-    from ...compiler.verify import session_options
+    from ...compiler.sessions import open_session, session_options
 
     model = onnx.load(str(path))
     convs = [n for n in model.graph.node if n.op_type == "Conv"]
@@ -636,7 +634,7 @@ def conv_input_zero_fractions(path: str | Path, x: np.ndarray, level: int | None
             outputs.add(node.input[0])
     options = session_options()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = open_session(model, options)
     names = [n.input[0] for n in convs]
     zeros = np.zeros(len(names))
     total = np.zeros(len(names))

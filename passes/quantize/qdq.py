@@ -225,17 +225,21 @@ def merge_feeds(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], chun
 def collect_tensors(
     model: onnx.ModelProto, tensors: list[str], feeds: list[dict[str, np.ndarray]]
 ) -> dict[str, list[np.ndarray]]:
-    """Values of ``tensors`` (graph inputs or intermediate) on every calibration feed."""
-    probe = onnx.ModelProto()
-    probe.CopyFrom(model)
-    inputs = {i.name for i in probe.graph.input}
-    existing = graph_output_names(probe.graph)
+    """Values of ``tensors`` (graph inputs or intermediate) on every calibration feed. The tensors are made
+    graph outputs for one run and removed again, so ``model`` is left as it was."""
+    inputs = {i.name for i in model.graph.input}
+    existing = graph_output_names(model.graph)
+    kept = len(model.graph.output)
     for name in tensors:
         if name not in inputs and name not in existing:
-            probe.graph.output.append(helper.make_empty_tensor_value_info(name))
-    names = [o.name for o in probe.graph.output]
+            model.graph.output.append(helper.make_empty_tensor_value_info(name))
+    names = [o.name for o in model.graph.output]
+    try:
+        runs = run_model(model, feeds, optimize=False)
+    finally:
+        del model.graph.output[kept:]
     result: dict[str, list[np.ndarray]] = {t: [] for t in tensors}
-    for feed, outs in zip(feeds, run_model(probe, feeds, optimize=False), strict=True):
+    for feed, outs in zip(feeds, runs, strict=True):
         values = dict(zip(names, outs, strict=True))
         for t in tensors:
             result[t].append(np.asarray(feed[t] if t in inputs else values[t]))

@@ -128,8 +128,9 @@ class Quantize(Pass):
         selected = refind(model, selected)
         reduce = self.opts["reduce_range"]
         reduce = ctx.target == "onnxruntime" if reduce is None else reduce
-        float_model = copy_model(model)
-        quantized, plan = self._quantize(model, selected, feeds, reduce, ctx)
+        keep_float = self.opts["kernels"] == "measured" or self.opts["weight_bits"] == AUTO
+        float_model = copy_model(model) if keep_float else model
+        quantized, plan = self._quantize(float_model, selected, feeds, reduce, ctx, in_place=not keep_float)
         kernel_choice = None
         if self.opts["kernels"] == "measured":
             quantized, plan, selected, kernel_choice = self._choose_kernels(float_model, quantized, plan, selected,
@@ -148,9 +149,11 @@ class Quantize(Pass):
         return PassResult(quantized, True, stats)
 
     def _quantize(self, float_model: onnx.ModelProto, selected: list[tuple[onnx.NodeProto, np.ndarray]],
-                  feeds: list[dict[str, np.ndarray]], reduce: bool, ctx: PassContext) -> tuple[onnx.ModelProto, QuantPlan]:
-        """A quantized copy of ``float_model`` with the ``selected`` nodes (and their activations) in int8."""
-        model = copy_model(float_model)
+                  feeds: list[dict[str, np.ndarray]], reduce: bool, ctx: PassContext,
+                  in_place: bool = False) -> tuple[onnx.ModelProto, QuantPlan]:
+        """``float_model`` (or, unless ``in_place``, a copy) with the ``selected`` nodes (and their
+        activations) in int8."""
+        model = float_model if in_place else copy_model(float_model)
         selected = refind(model, selected)
         plan = QuantPlan(quantize_bias=self.opts["quantize_bias"])
         for node, weight in selected:
