@@ -32,6 +32,11 @@ def set_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> Non
     graph.initializer.append(tensor)
 
 
+def add_initializer(graph: onnx.GraphProto, name: str, array: np.ndarray) -> None:
+    """Append an initializer under a name no tensor has yet (e.g. from ``unique_name``)."""
+    graph.initializer.append(numpy_helper.from_array(np.asarray(array, order="C"), name))
+
+
 def remove_initializers(graph: onnx.GraphProto, names: Iterable[str]) -> None:
     """Remove initializers and the graph inputs that list them (IR 3 style, or
     ``keep_initializers_as_inputs``), so no removed weight is left behind as a required feed.

@@ -53,6 +53,7 @@ from onnx import TensorProto, helper, numpy_helper
 from ...compiler import annotations as ann
 from ...compiler.errors import PimcError
 from ...compiler.graph import (
+    add_initializer,
     all_names,
     attr,
     consumers,
@@ -318,6 +319,8 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan) -> None:
     graph = model.graph
     names = all_names(graph)
     old_weights = {n.input[1] for n in graph.node if n.name in plan.weights}
+    old_biases = {n.input[2] for n in graph.node if n.name in plan.weights and len(n.input) > 2 and n.input[2]}
+    inits = initializer_map(graph)
     types = float_types(model)
     plan.float_dtypes = {name: _np_float(types.get(name)) for name in [*plan.acts, *old_weights]}
     pending: dict[str, list[onnx.NodeProto]] = {}
@@ -330,7 +333,7 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan) -> None:
     for node in list(graph.node):
         wq = plan.weights.get(node.name)
         if wq is not None:
-            new_nodes.extend(_rewrite_compute(model, node, wq, plan, act_out, names))
+            new_nodes.extend(_rewrite_compute(model, node, wq, plan, act_out, names, inits))
         _rewire(node, act_out, own)
         new_nodes.append(node)
         for out in node.output:
@@ -338,7 +341,7 @@ def apply_plan(model: onnx.ModelProto, plan: QuantPlan) -> None:
     del graph.node[:]
     graph.node.extend(new_nodes)
     still_used = {i for n in graph.node for i in n.input} | graph_output_names(graph)
-    remove_initializers(graph, [w for w in old_weights if w not in still_used])
+    remove_initializers(graph, [w for w in old_weights | old_biases if w not in still_used and w in inits])
     guard_float_readers(model, set(plan.weights))
 
 
@@ -445,16 +448,16 @@ def _act_nodes(
     qtype = np.int8 if aq.signed else np.uint8
     scale_name = unique_name(names, f"{base}.act_scale")
     zero_name = unique_name(names, f"{base}.act_zero_point")
-    set_initializer(graph, scale_name, np.array(aq.scale, dtype))
-    set_initializer(graph, zero_name, np.array(aq.zero_point, qtype))
+    add_initializer(graph, scale_name, np.array(aq.scale, dtype))
+    add_initializer(graph, zero_name, np.array(aq.zero_point, qtype))
     nodes = []
     source = tensor
     if aq.bits < 8:
         low, high = aq.code_range()
         lo_name = unique_name(names, f"{base}.act_clip_min")
         hi_name = unique_name(names, f"{base}.act_clip_max")
-        set_initializer(graph, lo_name, np.array((low - aq.zero_point) * aq.scale, dtype))
-        set_initializer(graph, hi_name, np.array((high - aq.zero_point) * aq.scale, dtype))
+        add_initializer(graph, lo_name, np.array((low - aq.zero_point) * aq.scale, dtype))
+        add_initializer(graph, hi_name, np.array((high - aq.zero_point) * aq.scale, dtype))
         clipped = unique_name(names, f"{base}.act_clipped")
         nodes.append(helper.make_node("Clip", [tensor, lo_name, hi_name], [clipped],
                                       name=unique_name(names, f"{base}/act_clip")))
@@ -478,6 +481,7 @@ def _rewrite_compute(
     plan: QuantPlan,
     act_out: dict[str, str],
     names: set[str],
+    inits: dict[str, onnx.TensorProto],
 ) -> list[onnx.NodeProto]:
     graph = model.graph
     base = node.name.strip("/").replace("/", "_") or node.op_type
@@ -487,9 +491,9 @@ def _rewrite_compute(
     zero_name = unique_name(names, f"{base}.weight_zero_point")
     dq_out = unique_name(names, f"{base}.weight_dq")
     float_type = plan.float_dtypes.get(node.input[1], np.float32)
-    set_initializer(graph, code_name, wq.codes.astype(np.int8))
-    set_initializer(graph, scale_name, wq.scale.astype(float_type))
-    set_initializer(graph, zero_name, np.zeros(wq.scale.shape, np.int8))
+    add_initializer(graph, code_name, wq.codes.astype(np.int8))
+    add_initializer(graph, scale_name, wq.scale.astype(float_type))
+    add_initializer(graph, zero_name, np.zeros(wq.scale.shape, np.int8))
     nodes = [helper.make_node("DequantizeLinear", [code_name, scale_name, zero_name], [dq_out],
                               name=unique_name(names, f"{base}/weight_dequantize"), axis=wq.axis)]
     for name in (code_name, dq_out):
@@ -502,25 +506,25 @@ def _rewrite_compute(
         return nodes
     aq = plan.acts[tensor]
     ann.set_node_annotation(node, "act_bits", int(aq.bits))
-    if plan.quantize_bias and _has_constant_bias(model, node, wq):
-        nodes.extend(_bias_nodes(model, node, wq, aq, names, base, float_type))
+    if plan.quantize_bias and _has_constant_bias(node, wq, inits):
+        nodes.extend(_bias_nodes(model, node, wq, aq, names, base, float_type, inits))
     return nodes
 
 
-def _has_constant_bias(model: onnx.ModelProto, node: onnx.NodeProto, wq: WeightQuant) -> bool:
+def _has_constant_bias(node: onnx.NodeProto, wq: WeightQuant, inits: dict[str, onnx.TensorProto]) -> bool:
     if node.op_type == "MatMul" or len(node.input) < 3 or not node.input[2]:
         return False
-    init = initializer_map(model.graph).get(node.input[2])
+    init = inits.get(node.input[2])
     return init is not None and list(init.dims) == [wq.scale.size]
 
 
 def _bias_nodes(
     model: onnx.ModelProto, node: onnx.NodeProto, wq: WeightQuant, aq: ActQuant, names: set[str], base: str,
-    dtype: type = np.float32,
+    dtype: type, inits: dict[str, onnx.TensorProto],
 ) -> list[onnx.NodeProto]:
     graph = model.graph
     old = node.input[2]
-    bias = numpy_helper.to_array(initializer_map(graph)[old]).astype(np.float64)
+    bias = numpy_helper.to_array(inits[old]).astype(np.float64)
     scale = (aq.scale * wq.scale.astype(np.float64)).astype(dtype)
     limit = np.iinfo(np.int32).max
     codes = np.clip(np.round(bias / scale.astype(np.float64)), -limit, limit).astype(np.int32)
@@ -528,12 +532,10 @@ def _bias_nodes(
     scale_name = unique_name(names, f"{base}.bias_scale")
     zero_name = unique_name(names, f"{base}.bias_zero_point")
     dq_out = unique_name(names, f"{base}.bias_dq")
-    set_initializer(graph, code_name, codes)
-    set_initializer(graph, scale_name, scale)
-    set_initializer(graph, zero_name, np.zeros(scale.shape, np.int32))
-    node.input[2] = dq_out
-    if old not in {i for n in graph.node for i in n.input}:
-        remove_initializers(graph, [old])
+    add_initializer(graph, code_name, codes)
+    add_initializer(graph, scale_name, scale)
+    add_initializer(graph, zero_name, np.zeros(scale.shape, np.int32))
+    node.input[2] = dq_out  # the float bias goes in apply_plan's final sweep once nothing reads it
     for name in (code_name, dq_out):
         ann.set_tensor_annotation(model, name, "dtype", "INT32")
         ann.set_tensor_annotation(model, name, "bits", 32)
