@@ -48,6 +48,7 @@ from .site_cost import SiteCoster
 RECONSTRUCTION_SAMPLES = 64
 LAMBDA_STEPS = 48
 GIVE_BACK_STEPS = 6
+REFIT_STAGES = 4
 NO_BUDGET = ("no labelled data, so no accuracy budget: nothing lossy ran (give --data with labels, or force "
              "a setting with --set)")
 
@@ -80,6 +81,7 @@ class Candidate:
     apply: Callable[[onnx.ModelProto], None]
     info: dict[str, Any] = field(default_factory=dict)
     preview: Callable[[onnx.ModelProto], None] | None = None
+    refit: Callable[[np.ndarray, np.ndarray], Candidate] | None = None  # same setting, other (x_comp, x_ref)
 
 
 Proposer = Callable[[onnx.ModelProto, Site, np.ndarray | None, np.ndarray | None], list[Candidate]]
@@ -175,6 +177,8 @@ class _Search:
         self.coster = SiteCoster(model, ctx.cost_fn) if ctx.cost_fn else None
         self.total = ctx.cost_fn(model) if ctx.cost_fn else None
         self.measured: dict[Allocation, Measurement] = {}
+        self.kept: tuple[float, Allocation | None, onnx.ModelProto | None] = (0.0, None, None)  # best fit so far
+        self.x_ref: dict[str, np.ndarray] = {}  # reference inputs of the sites, captured once
         self.log: dict[str, Any] = {"pass": ctx.pass_name}
 
     def run(self, sites: list[Site]) -> LayerwiseResult:
@@ -278,17 +282,51 @@ class _Search:
     def _fits(self, layers: list[_Layer], allocation: Allocation) -> bool:
         self.ctx.report_progress(f"composed model {len(self.measured) + 1}: measuring")
         if allocation not in self.measured:
-            m = self.budget.measure(_applied(self.reference, _candidates(layers, allocation)))
+            model = self._composed(layers, allocation)
+            m = self.budget.measure(model)
             self.measured[allocation] = m
+            if self.budget.fits(m) and _saving(layers, allocation) > self.kept[0]:
+                self.kept = (_saving(layers, allocation), allocation, model)
             self.log.setdefault("trace", []).append({
                 "layers": sum(p is not None for p in allocation), "saving": round(_saving(layers, allocation), 5),
                 "drop_points": round(m.drop_points, 3), "margin_points": round(m.margin_points, 3),
                 "flip_rate": round(m.flip_rate, 5), "kl": round(m.kl, 5), "fits": self.budget.fits(m)})
         return self.budget.fits(self.measured[allocation])
 
+    def _composed(self, layers: list[_Layer], allocation: Allocation) -> onnx.ModelProto:
+        """The allocation applied, each chosen layer refitted on the inputs it receives in the compressed
+        model, so that it absorbs part of the error of the layers before it. In order, in at most
+        ``REFIT_STAGES`` stages: the inputs of one stage's layers are captured in one run of the model with
+        every earlier stage refitted and the later layers as first fitted (every layer its own stage would
+        be the exact in-order refit, one capture per layer)."""
+        chosen = [(layer.site, layer.options[p].candidate) for layer, p in zip(layers, allocation, strict=True)
+                  if p is not None]
+        current = [c for _, c in chosen]
+        refittable = [i for i, (_, c) in enumerate(chosen) if c.refit is not None]
+        if not refittable or self.feeds is None:
+            return _applied(self.reference, current)
+        for stage in np.array_split(np.array(refittable), min(REFIT_STAGES, len(refittable))):
+            names = [chosen[i][0].input for i in stage]
+            x_comp = capture(_applied(self.reference, current), names, self.feeds, self.budget.batched)
+            x_ref = self._reference_inputs(names)
+            for i in stage:
+                site, candidate = chosen[i]
+                current[i] = candidate.refit(x_comp[site.input], x_ref[site.input])
+        return _applied(self.reference, current)
+
+    def _reference_inputs(self, names: list[str]) -> dict[str, np.ndarray]:
+        missing = [n for n in names if n not in self.x_ref]
+        if missing:
+            self.x_ref.update(capture(self.reference, missing, self.feeds, self.budget.batched))
+        return {n: self.x_ref[n] for n in names}
+
     def _result(self, layers: list[_Layer], allocation: Allocation, skipped: list[dict[str, str]]) -> LayerwiseResult:
-        model = _applied(self.reference, _candidates(layers, allocation)) if any(
-            p is not None for p in allocation) else self.reference
+        if not any(p is not None for p in allocation):
+            model = self.reference
+        elif self.kept[1] == allocation:
+            model = self.kept[2]
+        else:
+            model = self._composed(layers, allocation)
         final = self.measured.get(allocation)
         chosen = []
         for layer, pick in zip(layers, allocation, strict=True):

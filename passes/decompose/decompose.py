@@ -186,14 +186,26 @@ class Decompose(Pass):
         cout, cin, kh, kw = weight.shape
         k2 = kh * kw
         u, sigma, vt = np.linalg.svd(weight.reshape(cout * cin, k2).astype(np.float64), full_matrices=False)
-        stats = None
-        if self.opts["refit"] and x_comp is not None and x_ref is not None:
-            stats = conv_stats(x_comp, x_ref, weight, bias, ConvGeometry.of(node, (kh, kw), x_comp.shape[2:]))
+        def layer_stats(x_comp: np.ndarray, x_ref: np.ndarray) -> LayerStats:
+            return conv_stats(x_comp, x_ref, weight, bias, ConvGeometry.of(node, (kh, kw), x_comp.shape[2:]))
+
+        refitting = self.opts["refit"] and x_comp is not None and x_ref is not None
+        stats = layer_stats(x_comp, x_ref) if refitting else None
         layer = _LayerFit(node.name, weight, bias, u, sigma, vt, site.macs / (cout * cin * k2), {})
         candidates = []
         for d, sparsities in self._settings(sigma, k2, cout * cin):
-            candidates += [self._candidate(layer, stats, d, s) for s in sparsities]
+            for sparsity in sparsities:
+                candidates.append(self._candidate(layer, stats, d, sparsity))
+                if refitting:
+                    candidates[-1].refit = self._refitter(layer, layer_stats, d, sparsity)
         return sorted(candidates, key=lambda c: c.cost)
+
+    def _refitter(self, layer: _LayerFit, layer_stats, d: int, sparsity: float | None):
+        """The same (rank, sparsity) refitted on other inputs (``Candidate.refit``)."""
+        def refit(x_comp: np.ndarray, x_ref: np.ndarray) -> Candidate:
+            fresh = _LayerFit(layer.name, layer.weight, layer.bias, layer.u, layer.sigma, layer.vt, layer.pixels, {})
+            return self._candidate(fresh, layer_stats(x_comp, x_ref), d, sparsity)
+        return refit
 
     def _settings(self, sigma: np.ndarray, k2: int, rows: int) -> list[tuple[int, tuple[float | None, ...]]]:
         if self.searching:
