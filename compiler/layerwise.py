@@ -7,7 +7,7 @@ structure, and ``info`` (``relative_error``: the refitted layer's output error o
 
 Without an accuracy budget and without a forced setting nothing runs (one note says why). With a forced
 setting every site gets its one candidate, refitted in order on the inputs of the model compressed so far.
-Otherwise the search runs in four steps, each linear in the number of layers:
+Otherwise the search runs in five steps, each linear in the number of layers:
 
 1. **Candidates and their cost.** Each site's candidates are fitted on the reference model's own inputs.
    A candidate is kept only if it makes the layer cheaper — on the target's cost model, costed on the one
@@ -22,9 +22,15 @@ Otherwise the search runs in four steps, each linear in the number of layers:
    λ from ∞ to 0 orders the allocations from no compression to the most. Bisection over that order, each
    step the composed model *measured* on the steering images (``compiler.budget``, condition (1)), finds the
    most compressed allocation that fits.
-4. **Give-back.** From the first allocation that did not fit, layers are given back one at a time — the
-   one with the highest predicted damage per unit of saving first — while the model still saves more than
-   the bisection's choice; the first that fits, measured, wins.
+4. **In-order refit.** Composing layers fitted alone adds their errors. When candidates can be refitted
+   (``Candidate.refit``), the first allocation that did not fit is composed again with every chosen layer
+   refitted, in order, on the inputs it receives in the compressed model (``REFIT_STAGES`` captures; each
+   layer then absorbs part of the error before it). If that fits, the bisection continues above it with
+   such compositions.
+5. **Give-back.** Otherwise, from the first allocation that did not fit, layers are given back one at a
+   time — the one with the highest predicted damage per unit of saving first — while the model still saves
+   more than the bisection's choice; the first that fits, measured, wins.
+The model written is the one measured.
 Layers left as they are list why (``kind``: ``cost`` — not cheaper on the target, ``budget`` — the budget
 did not reach them, ``data`` — no budget).
 """
@@ -40,6 +46,7 @@ import numpy as np
 import onnx
 
 from .budget import AccuracyBudget, Measurement
+from .graph import value_shapes
 from .modelio import copy_model
 from .passbase import PassContext
 from .reconstruct import capture
@@ -49,6 +56,7 @@ RECONSTRUCTION_SAMPLES = 64
 LAMBDA_STEPS = 48
 GIVE_BACK_STEPS = 6
 REFIT_STAGES = 4
+REFERENCE_CACHE_BYTES = 1 << 30  # reference inputs kept for the refits (and captured together)
 NO_BUDGET = ("no labelled data, so no accuracy budget: nothing lossy ran (give --data with labels, or force "
              "a setting with --set)")
 
@@ -176,21 +184,28 @@ class _Search:
         self.feeds = reconstruction_feeds(ctx)
         self.coster = SiteCoster(model, ctx.cost_fn) if ctx.cost_fn else None
         self.total = ctx.cost_fn(model) if ctx.cost_fn else None
-        self.measured: dict[Allocation, Measurement] = {}
-        self.kept: tuple[float, Allocation | None, onnx.ModelProto | None] = (0.0, None, None)  # best fit so far
+        self.measured: dict[tuple[Allocation, bool], Measurement] = {}
+        self.kept: tuple[float, Allocation | None, onnx.ModelProto | None, Measurement | None] = (
+            0.0, None, None, None)  # the most saving allocation that fit so far: saving, allocation, model
         self.x_ref: dict[str, np.ndarray] = {}  # reference inputs of the sites, captured once
         self.log: dict[str, Any] = {"pass": ctx.pass_name}
 
     def run(self, sites: list[Site]) -> LayerwiseResult:
         total_macs = sum(s.macs for s in sites) or 1.0
         layers, skipped = [], []
-        for i, site in enumerate(sites):
-            self.ctx.report_progress(f"layer {i + 1}/{len(sites)}: candidates")
-            layer, reason = self._layer(site, total_macs)
-            if layer is None:
-                skipped.append({"node": site.node, "reason": reason, "kind": "cost"})
-            else:
-                layers.append(layer)
+        done = 0
+        for group in self._capture_groups(sites):
+            inputs = self._reference_inputs([site.input for site in group]) if self.feeds is not None else {}
+            for site in group:
+                done += 1
+                self.ctx.report_progress(f"layer {done}/{len(sites)}: candidates")
+                layer, reason = self._layer(site, total_macs, inputs.get(site.input))
+                if layer is None:
+                    skipped.append({"node": site.node, "reason": reason, "kind": "cost"})
+                else:
+                    layers.append(layer)
+            if sum(x.nbytes for x in self.x_ref.values()) > REFERENCE_CACHE_BYTES:
+                self.x_ref.clear()  # too large to keep: a refit captures what it needs again
         for i, layer in enumerate(layers):
             self.ctx.report_progress(f"layer {i + 1}/{len(layers)}: damage probe")
             self._probe(layer)
@@ -198,10 +213,25 @@ class _Search:
         return self._result(layers, allocation, skipped)
 
     # step 1
-    def _layer(self, site: Site, total_macs: float) -> tuple[_Layer | None, str]:
-        x = None
-        if self.feeds is not None:
-            x = capture(self.reference, [site.input], self.feeds, self.budget.batched)[site.input]
+    def _capture_groups(self, sites: list[Site]) -> list[list[Site]]:
+        """Consecutive sites whose reference inputs together fit in ``REFERENCE_CACHE_BYTES``, each group
+        captured in one run of the model (a site of unknown input size is a group of its own)."""
+        shapes = value_shapes(self.reference)
+        samples = len(self.feeds or [])
+        groups: list[list[Site]] = []
+        size = 0
+        for site in sites:
+            dims = shapes.get(site.input) or []
+            known = len(dims) > 1 and all(isinstance(d, int) and d > 0 for d in dims[1:])
+            need = samples * 4 * int(np.prod(dims[1:])) if known else REFERENCE_CACHE_BYTES + 1
+            if not groups or size + need > REFERENCE_CACHE_BYTES:
+                groups.append([])
+                size = 0
+            groups[-1].append(site)
+            size += need
+        return groups
+
+    def _layer(self, site: Site, total_macs: float, x: np.ndarray | None) -> tuple[_Layer | None, str]:
         candidates = self.propose(self.reference, site, x, x)
         if not candidates:
             return None, "no candidate applies to this layer"
@@ -246,23 +276,31 @@ class _Search:
         for o in options:
             o.damage = max(o.damage, 1e-12)
 
-    # steps 3 and 4
+    # steps 3, 4 and 5
     def _choose(self, layers: list[_Layer]) -> Allocation:
         path = _lambda_path(layers)
         self.log["allocations"] = len(path)
-        lo, hi = 0, len(path) - 1  # path[0] compresses nothing and fits by definition
-        if self._fits(layers, path[hi]):
-            lo = hi
+        lo, hi = self._bisect(layers, path, 0, len(path) - 1, refit=False)  # path[0] compresses nothing: fits
+        if hi == lo:
+            return path[lo]
+        refittable = self.feeds is not None and any(o.candidate.refit for layer in layers for o in layer.options)
+        if refittable and self._fits(layers, path[hi], refit=True):
+            lo, _ = self._bisect(layers, path, hi, len(path) - 1, refit=True)
+            return path[lo]
+        return self._give_back(layers, path[hi], _saving(layers, path[lo])) or path[lo]
+
+    def _bisect(self, layers: list[_Layer], path: list[Allocation], lo: int, hi: int, refit: bool) -> tuple[int, int]:
+        """(lo, hi): path[lo] the last allocation that fits, path[hi] the first that does not (lo == hi: the
+        last one fits), given that path[lo] fits."""
+        if self._fits(layers, path[hi], refit):
+            return hi, hi
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            if self._fits(layers, path[mid]):
+            if self._fits(layers, path[mid], refit):
                 lo = mid
             else:
                 hi = mid
-        best = path[lo]
-        if hi != lo:
-            best = self._give_back(layers, path[hi], _saving(layers, best)) or best
-        return best
+        return lo, hi
 
     def _give_back(self, layers: list[_Layer], start: Allocation, floor: float) -> Allocation | None:
         current = list(start)
@@ -275,23 +313,26 @@ class _Search:
             current[worst] = None
             if _saving(layers, tuple(current)) <= floor:
                 return None
-            if self._fits(layers, tuple(current)):
+            if self._fits(layers, tuple(current), refit=False):
                 return tuple(current)
         return None
 
-    def _fits(self, layers: list[_Layer], allocation: Allocation) -> bool:
+    def _fits(self, layers: list[_Layer], allocation: Allocation, refit: bool) -> bool:
+        key = (allocation, refit)
         self.ctx.report_progress(f"composed model {len(self.measured) + 1}: measuring")
-        if allocation not in self.measured:
-            model = self._composed(layers, allocation)
+        if key not in self.measured:
+            model = self._composed(layers, allocation) if refit else _applied(
+                self.reference, _candidates(layers, allocation))
             m = self.budget.measure(model)
-            self.measured[allocation] = m
-            if self.budget.fits(m) and _saving(layers, allocation) > self.kept[0]:
-                self.kept = (_saving(layers, allocation), allocation, model)
+            self.measured[key] = m
+            saving = _saving(layers, allocation)
+            if self.budget.fits(m) and saving > self.kept[0]:
+                self.kept = (saving, allocation, model, m)
             self.log.setdefault("trace", []).append({
-                "layers": sum(p is not None for p in allocation), "saving": round(_saving(layers, allocation), 5),
+                "layers": sum(p is not None for p in allocation), "saving": round(saving, 5), "refit": refit,
                 "drop_points": round(m.drop_points, 3), "margin_points": round(m.margin_points, 3),
                 "flip_rate": round(m.flip_rate, 5), "kl": round(m.kl, 5), "fits": self.budget.fits(m)})
-        return self.budget.fits(self.measured[allocation])
+        return self.budget.fits(self.measured[key])
 
     def _composed(self, layers: list[_Layer], allocation: Allocation) -> onnx.ModelProto:
         """The allocation applied, each chosen layer refitted on the inputs it receives in the compressed
@@ -322,12 +363,11 @@ class _Search:
 
     def _result(self, layers: list[_Layer], allocation: Allocation, skipped: list[dict[str, str]]) -> LayerwiseResult:
         if not any(p is not None for p in allocation):
-            model = self.reference
-        elif self.kept[1] == allocation:
-            model = self.kept[2]
-        else:
-            model = self._composed(layers, allocation)
-        final = self.measured.get(allocation)
+            model, final = self.reference, None
+        elif self.kept[1] == allocation:  # the most saving allocation that fit: its measured model
+            model, final = self.kept[2], self.kept[3]
+        else:  # pragma: no cover - the choice is always the most saving fit
+            model, final = _applied(self.reference, _candidates(layers, allocation)), None
         chosen = []
         for layer, pick in zip(layers, allocation, strict=True):
             if pick is None:

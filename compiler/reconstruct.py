@@ -56,6 +56,25 @@ class ConvGeometry:
             pads = _same_pads(kernel, strides, dilations, input_hw, upper=auto_pad == "SAME_UPPER")
         return cls(kernel, strides, pads, dilations)  # type: ignore[arg-type]
 
+    def positions(self, input_hw: tuple[int, ...]) -> int:
+        """Output pixels per sample (im2col rows per sample)."""
+        count = 1
+        for size, k, s, d, lo, hi in zip(input_hw, self.kernel, self.strides, self.dilations, self.pads[:2],
+                                         self.pads[2:], strict=True):
+            count *= max(1, (size + lo + hi - (k - 1) * d - 1) // s + 1)
+        return count
+
+
+#: Patches enough to estimate a layer's second moments: at least this many, and 16 per feature.
+STATISTICS_ROWS = 16384
+
+
+def samples_for_statistics(samples: int, positions: int, features: int) -> int:
+    """How many samples (of ``samples``, ``positions`` patches each) give max(STATISTICS_ROWS, 16·features)
+    patches: on large maps a few images already give more rows than a regression on ``features`` needs."""
+    wanted = max(STATISTICS_ROWS, 16 * features)
+    return max(1, min(samples, -(-wanted // max(positions, 1))))
+
 
 def _same_pads(kernel, strides, dilations, input_hw, upper: bool) -> tuple[int, int, int, int]:
     begin, end = [], []

@@ -51,6 +51,7 @@ from ...compiler.reconstruct import (
     LayerStats,
     conv_stats,
     relative_error,
+    samples_for_statistics,
     solve,
     solve_dense_with_inverse,
 )
@@ -186,8 +187,13 @@ class Decompose(Pass):
         cout, cin, kh, kw = weight.shape
         k2 = kh * kw
         u, sigma, vt = np.linalg.svd(weight.reshape(cout * cin, k2).astype(np.float64), full_matrices=False)
-        def layer_stats(x_comp: np.ndarray, x_ref: np.ndarray) -> LayerStats:
-            return conv_stats(x_comp, x_ref, weight, bias, ConvGeometry.of(node, (kh, kw), x_comp.shape[2:]))
+        def layer_stats(x_comp: np.ndarray, x_ref: np.ndarray, rank: int | None = None) -> LayerStats:
+            """On the full kernel (every sample), or on the basis maps of ``rank`` (from enough samples)."""
+            geometry = ConvGeometry.of(node, (kh, kw), x_comp.shape[2:])
+            n = len(x_comp) if rank is None else samples_for_statistics(
+                len(x_comp), geometry.positions(x_comp.shape[2:]), cin * rank)
+            features = None if rank is None else _basis_features(vt[:rank], cin)
+            return conv_stats(x_comp[:n], x_ref[:n], weight, bias, geometry, features)
 
         refitting = self.opts["refit"] and x_comp is not None and x_ref is not None
         stats = layer_stats(x_comp, x_ref) if refitting else None
@@ -204,7 +210,9 @@ class Decompose(Pass):
         """The same (rank, sparsity) refitted on other inputs (``Candidate.refit``)."""
         def refit(x_comp: np.ndarray, x_ref: np.ndarray) -> Candidate:
             fresh = _LayerFit(layer.name, layer.weight, layer.bias, layer.u, layer.sigma, layer.vt, layer.pixels, {})
-            return self._candidate(fresh, layer_stats(x_comp, x_ref), d, sparsity)
+            basis_stats = layer_stats(x_comp, x_ref, rank=d)
+            fresh.refits[d] = _dense_refit_on(basis_stats)
+            return self._candidate(fresh, basis_stats, d, sparsity)
         return refit
 
     def _settings(self, sigma: np.ndarray, k2: int, rows: int) -> list[tuple[int, tuple[float | None, ...]]]:
@@ -316,12 +324,26 @@ class _LayerFit:
         c_f² / [G⁻¹]_ff of squared output error, so that is the saliency, and the sum over the removed ones
         estimates the sparse refit's error before it is solved."""
         if d not in self.refits:
-            zstats = stats.transform_per_channel(self.vt[:d], self.weight.shape[1])
-            coef, bias, inverse_diag = solve_dense_with_inverse(zstats)
-            saliency = coef**2 / inverse_diag[None, :-1]
-            order = np.argsort(saliency, axis=None, kind="stable")
-            self.refits[d] = (zstats, coef, bias, saliency, order, relative_error(zstats, coef, bias))
+            self.refits[d] = _dense_refit_on(stats.transform_per_channel(self.vt[:d], self.weight.shape[1]))
         return self.refits[d]
+
+
+def _dense_refit_on(zstats: LayerStats) -> tuple:
+    """``_LayerFit.dense_refit`` given the statistics of the basis maps."""
+    coef, bias, inverse_diag = solve_dense_with_inverse(zstats)
+    saliency = coef**2 / inverse_diag[None, :-1]
+    order = np.argsort(saliency, axis=None, kind="stable")
+    return zstats, coef, bias, saliency, order, relative_error(zstats, coef, bias)
+
+
+def _basis_features(basis: np.ndarray, channels: int):
+    """im2col rows (P, C·k) → the basis maps' values (P, C·d), z_(c,j) = Σ_t basis[j, t] x_(c,t): the
+    statistics of a refit are then gathered at the decomposed layer's own size (d/k of the features)."""
+    d, k = basis.shape
+
+    def features(rows: np.ndarray) -> np.ndarray:
+        return (rows.reshape(rows.shape[0], channels, k) @ basis.T.astype(rows.dtype)).reshape(rows.shape[0], channels * d)
+    return features
 
 
 def _weight_error(layer: _LayerFit, basis: np.ndarray, coef: np.ndarray) -> float:

@@ -172,3 +172,33 @@ def test_searched_decomposition_without_labelled_data_changes_nothing():
     result = p.run(normalize(model), PassContext())
     assert p.searching and not result.changed and result.stats["decomposed"] == []
     assert "no accuracy budget" in result.stats["note"]
+
+
+def test_a_refitted_candidate_absorbs_the_error_of_its_input():
+    """``Candidate.refit``: the same rank and sparsity fitted on distorted inputs against the reference
+    inputs reproduces the reference output on the distorted inputs better than the candidate as first fitted."""
+    from pimc.compiler.layerwise import Site
+
+    rng = np.random.default_rng(0)
+    basis = rng.standard_normal((3, 9))  # kernels of rank 3: the decomposition itself loses little
+    w = (rng.standard_normal((128, 3)) @ basis + 0.01 * rng.standard_normal((128, 9))).reshape(16, 8, 3, 3)
+    w = w.astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
+    batch = 32
+    model = conv_model(w, b, (8, 8), batch=batch, pads=[1, 1, 1, 1])
+    x_ref = rng.standard_normal((batch, 8, 8, 8)).astype(np.float32)
+    scale = rng.uniform(0.5, 1.5, (1, 8, 1, 1))  # an upstream error a linear layer can absorb
+    x_comp = (scale * x_ref + 0.01 * rng.standard_normal(x_ref.shape)).astype(np.float32)
+    site = Site("conv", "x", float(w.size * 64))
+    candidates = get_pass("decompose")()._propose(model, site, x_ref, x_ref)
+    first = next(c for c in candidates if c.info["rank"] == 3 and c.info["coefficient_sparsity"] == 0.0)
+    refitted = first.refit(x_comp, x_ref)
+    assert refitted.info["rank"] == first.info["rank"] and refitted.refit is None
+    want = run_model(model, [{"x": x_ref}])[0][0]
+
+    def error(candidate) -> float:
+        trial = copy(model)
+        candidate.apply(trial)
+        return float(np.linalg.norm(run_model(trial, [{"x": x_comp}])[0][0] - want))
+
+    assert error(refitted) < 0.5 * error(first)
