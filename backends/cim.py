@@ -1,6 +1,6 @@
 """The CiM target: an SRAM charge-domain compute-in-memory macro (Yin et al., arXiv 2212.04320, 65 nm).
 
-The macro (ANCHORS.md, confirmed): signed 8b activations × signed 8b weights summed in a fully parallel
+The macro (docs/sources.md, confirmed): signed 8b activations × signed 8b weights summed in a fully parallel
 analog adder network; ONE A/D conversion per CiM cycle yields the MAC (and ReLU) of two 8b vectors of
 length N. 51.2 GOPS and 10.3 TOPS/W for one macro. Rows N, clock, energies and the ADC are unknown;
 every default below says where it comes from or that it is an assumption.
@@ -51,7 +51,7 @@ Cost equations (per layer; s = bit passes, E_adc = ``adc_energy_pj``, B = ``adc_
 * conversions = s · P · Σ_c T_c;  last conversions L = s · P · #{c : T_c > 0}
 * E_array = conversions · N · ``array_energy_per_row_fj`` (the whole adder network switches every cycle)
 * E_ADC = (conversions − L) · E_adc + L · E_adc · [(1 − p_neg) + p_neg / B] for ReLU-fused layers
-  (ANCHORS.md; sign resolved first, the remaining B−1 steps skipped for negative outputs), with p_neg the
+  (docs/sources.md; sign resolved first, the remaining B−1 steps skipped for negative outputs), with p_neg the
   MEASURED ``neg_fraction`` of the fuse-relu pass; E_adc per conversion otherwise.
 * E_digital = (conversions − L + P·Cout) · ``digital_add_energy_pj`` (partial-sum adds + bias/requant)
 * E_buffers = input drives · rows · act_bits · ``input_buffer_pj_per_bit``

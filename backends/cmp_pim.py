@@ -1,16 +1,16 @@
 """CMP-PIM target: comparator-based CNNs on parallel computational SOT-MRAM sub-arrays (DAC 2018 model).
 
 **What the sources give.** CMP-PIM (Rakin, He, Angizi, Fan, DAC 2018; only its abstract is public here,
-ANCHORS.md): CMPNET replaces the multiplications of the convolution layers by comparison and addition
+docs/sources.md): CMPNET replaces the multiplications of the convolution layers by comparison and addition
 (local-binary-pattern style, with depthwise-separable convs), runs on parallel computational SOT-MRAM
 sub-arrays, and on SVHN reaches ≈94× / 3× the energy efficiency of a CNN / an LBCNN and 4.3× the speed of
 the CNN with the same network configuration. The abstract states neither the sub-array size, the
 per-operation energy or latency, nor the precision or execution of the baselines; the same group's
 papers whose abstracts are public (IMCE ASP-DAC 2018, DIMA 2018, MRIMA, ISQED 2019 "AND-accumulation")
 describe bit-line computing in SOT-MRAM sub-arrays with modified sense amplifiers but give no per-op figures
-in what is public. Sub-array size and bank come from the ISVLSI 2019 proxy (ANCHORS.md); the bit-serial
+in what is public. Sub-array size and bank come from the ISVLSI 2019 proxy (docs/sources.md); the bit-serial
 cycle counts from Neural Cache (Eckert et al., ISCA 2018); every energy is an assumption. LBCNN (Juefei-Xu
-et al., CVPR 2017; ANCHORS.md): the sparse ternary anchor conv needs additions and subtractions only.
+et al., CVPR 2017; docs/sources.md): the sparse ternary anchor conv needs additions and subtractions only.
 
 **Substrate.** One bank of ``subarrays`` computational SOT-MRAM sub-arrays of R × C cells (256 × 256 and
 a 32 Mb bank, i.e. 512 sub-arrays). Computation is bit-serial and column-parallel: an operand of b bits
@@ -128,7 +128,7 @@ from ..compiler.target import (
 )
 from ..compiler.workload import LayerRecord, extract_workload, scatter_record
 
-_PROXY = "ISVLSI 2019 proxy of CMP-PIM (ANCHORS.md): NVSim/CACTI, 256×256 sub-arrays, 32 Mb bank"
+_PROXY = "ISVLSI 2019 proxy of CMP-PIM (docs/sources.md): NVSim/CACTI, 256×256 sub-arrays, 32 Mb bank"
 
 
 @dataclass
@@ -155,8 +155,8 @@ class CmpPimConfig(HardwareConfig):
         "LBC blocks; the CMP-PIM abstract does not state it (same default as weight_bits/act_bits)")
     lbcnn_anchors: int = hw_field(
         0, "anchors", "assumption: anchors m of the lbcnn baseline's synthesized blocks; 0 = the conv's output "
-        "channels (LBCNN's m is a free choice; its reference code uses 512, ANCHORS.md)")
-    lbcnn_density: float = hw_field(0.9, "fraction", "LBCNN default: fraction of non-zero anchor weights (ANCHORS.md)")
+        "channels (LBCNN's m is a free choice; its reference code uses 512, docs/sources.md)")
+    lbcnn_density: float = hw_field(0.9, "fraction", "LBCNN default: fraction of non-zero anchor weights (docs/sources.md)")
     activation_skipping: bool = hw_field(
         True, "flag", "assumption (the abstract says nothing): columns whose activation operand is a MEASURED "
         "zero (activation-sparsity pass) are predicated off, saving their energy, not their cycles")

@@ -40,7 +40,7 @@ Cost equations (per layer)
 ==========================
 Basis stage (one channel tile, whole image; the cheaper of two spatial unrollings):
     b = min( ⌈m/Rb⌉ · k² · P ,  ⌈OW/Rb⌉ · m · k² · B·OH )          (rows = basis kernels | rows = pixels)
-    MACs_basis = P · Cin · m · k²                                    (PENNI's op count, ANCHORS.md)
+    MACs_basis = P · Cin · m · k²                                    (PENNI's op count, docs/sources.md)
 Coefficient stage (channel tile t; row group g = Rc consecutive output channels):
     c_t = Σ_g [max_{o∈g} nnz[t,o] > 0] · (max_{o∈g} nnz[t,o] + i) · ⌈OW/Cc⌉ · B·OH
     MACs_coef = P · nnz(C);  i = index_overhead_cycles (decode bubble per list restart)
@@ -117,7 +117,7 @@ channel); a layer without the measurement is costed dense. With skipping on:
 The dense baseline never skips (it is the dense machine). The report's ``activation_skipping`` section gives
 cycles and energy with and without skipping for the same compiled model.
 
-Baselines (what the seed paper compares, ANCHORS.md: a dense accelerator runs the dense model, a sparse
+Baselines (what the seed paper compares, docs/sources.md: a dense accelerator runs the dense model, a sparse
 accelerator a model pruned by its own algorithm). ``compiler/baselines.py`` costs them on the INPUT model
 (after the exact fold-constants / eliminate-identity / fold-batchnorm only), or on the model named by
 ``--baseline-model dense=FILE`` / ``sparse=FILE`` (e.g. the exporter's ``--dense-output``):
@@ -143,7 +143,7 @@ otherwise the config. Baselines use the dense layer's own bits, else ``weight_bi
 
 Sources of default numbers
 ==========================
-ESCALATE's array sizes, buffers, clock, process and bit widths are **unknown** (ANCHORS.md): every
+ESCALATE's array sizes, buffers, clock, process and bit widths are **unknown** (docs/sources.md): every
 such default below is an assumption. Energies are the 45 nm figures of M. Horowitz, "Computing's
 energy problem (and what we can do about it)", ISSCC 2014: 8 b mult 0.2 pJ, 32 b add 0.1 pJ,
 64-bit SRAM read 10 pJ (8 KB), 20 pJ (32 KB), 100 pJ (1 MB), DRAM 1.3–2.6 nJ per 64 bits.
@@ -177,7 +177,7 @@ KB_BITS = 8 * 1024
 
 @dataclass
 class EscalateConfig(HardwareConfig):
-    clock_mhz: float = hw_field(1000.0, "MHz", "assumption: ESCALATE's clock is unknown (ANCHORS.md)")
+    clock_mhz: float = hw_field(1000.0, "MHz", "assumption: ESCALATE's clock is unknown (docs/sources.md)")
     basis_rows: int = hw_field(8, "MACs", "assumption: basis-unit rows (basis kernels; PENNI uses d = 5)")
     basis_cols: int = hw_field(16, "MACs", "assumption: basis-unit columns = input channels per tile")
     coef_rows: int = hw_field(16, "lanes", "assumption: coefficient-unit rows (output channels)")

@@ -1,4 +1,4 @@
-"""ADMM-NN on LeNet-5 / MNIST (issue 12, "Done when"): pruning ratio, progressive mode, 3-bit joint quantization.
+"""ADMM-NN on LeNet-5 / MNIST: pruning ratio, progressive mode, 3-bit joint quantization.
 
 Both LeNets of the zoo: ``lenet5`` (LeCun's classic, 6/16 convs, FC 400-120-84-10, 61,470 weights, 32x32
 input) and ``lenet5_caffe`` (ADMM-NN's LeNet-5: conv 20/50, FC 800-500-10, 430,500 weights, 28x28). Each

@@ -1,4 +1,4 @@
-"""End-to-end PENNI measurement on ResNet-20 / digits (issue 3, "Done when").
+"""End-to-end PENNI measurement on ResNet-20 / digits.
 
 Runs, printing every command:
   1. OMP_NUM_THREADS=2 pimc export decompose --model resnet20 --data digits ... --dense-output dense.onnx

@@ -1,4 +1,4 @@
-"""Every training-aware exporter on a user's own ONNX model, on real MNIST (issue 12 part 5, "Done when").
+"""Every training-aware exporter on a user's own ONNX model, on real MNIST.
 
 The user's model is defined here (not a zoo model): conv 1→16, BN, ReLU, pool, conv 16→32, BN, ReLU, pool,
 conv 32→32, BN, ReLU, Flatten, FC 1568→10, trained on the 4,000-image train split of ``--data mnist`` and

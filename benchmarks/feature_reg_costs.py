@@ -1,4 +1,4 @@
-"""What Feature Regularization's activation zeros buy on each simulator target (issue 15, "Done when").
+"""What Feature Regularization's activation zeros buy on each simulator target.
 
 Given the exporter's regularized model and its dense twin (``pimc export feature-reg ... -o r.onnx
 --dense-output d.onnx``), compile both for every simulator target with ``--data`` and compare their cost,

@@ -1,4 +1,4 @@
-"""Why a lossy pass compresses the feature-regularized model less than its dense twin (issue 15).
+"""Why a lossy pass compresses the feature-regularized model less than its dense twin.
 
 For the exporter's ``r.onnx`` and ``d.onnx`` it measures, on the digits *test* split (a diagnosis, nothing is
 chosen from it):

@@ -1,4 +1,4 @@
-"""Post-training compile of a user's own CNN on real MNIST, for every target (issue 10, "Done when").
+"""Post-training compile of a user's own CNN on real MNIST, for every target.
 
 A user's model: a VGG-style CNN defined here (not a zoo model): conv 1→32→32, pool, 32→64→64, pool,
 64→64, then Flatten → FC 3136→128 → FC 128→10, with BatchNorm after every conv. It is trained on the

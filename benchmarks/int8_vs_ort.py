@@ -1,4 +1,4 @@
-"""pimc int8 (quantize, layout=int8) vs onnxruntime's quantize_static (QDQ, per-channel, u8/s8) vs fp32 (issue 14).
+"""pimc int8 (quantize, layout=int8) vs onnxruntime's quantize_static (QDQ, per-channel, u8/s8) vs fp32.
 
 For each model (ResNet-18 and ResNet-20 zoo exports, the bundled digits CNN, and a LeNet-5 trained on mnist
 with ``pimc models train``) it writes the fp32 model, the quantize_static output (calibrated on the first 64

@@ -1,4 +1,4 @@
-"""PENNI + shrink + recompose + int8 on ResNet-20 (digits) against the dense fp32 model (issue 14).
+"""PENNI + shrink + recompose + int8 on ResNet-20 (digits) against the dense fp32 model.
 
 Runs, printing every command:
   1. python -m pimc export decompose --model resnet20 --data digits -o penni.onnx --dense-output dense.onnx

@@ -1,4 +1,4 @@
-"""ResNet-50 default onnxruntime pipeline time as a ratio to the I/O floor (issue 2, "Done when").
+"""ResNet-50 default onnxruntime pipeline time as a ratio to the I/O floor.
 
     ratio = median time of compile_model(--target onnxruntime, no verify, output written)
             / median time of (onnx.load + onnx.checker.check_model + onnx.save) of the same file

@@ -41,7 +41,7 @@ and the fp32 reference counts the same biases at 32 bits. ``ratio`` = dense fp32
 stored bits (weights + index + scales + biases); ``weights_ratio`` = the same with the weights and their
 index alone (no scales, no biases), the count that papers quoting "model size" compression usually give;
 ``weights_ratio_fixed_length`` = ``weights_ratio`` with the cheapest of dense, bitmap, CSR and relative only
-(no entropy coding: the issue-12 definition's three sparse indices).
+(no entropy coding: the three sparse indices above).
 
 The dense fp32 reference is the model as it was brought to pimc. A pass that changes shapes (``shrink``
 removing dead channels, the prune exporter's clean-up) would otherwise make the reference the smaller model.

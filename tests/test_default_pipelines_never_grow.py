@@ -1,5 +1,5 @@
 """No target's default pipeline makes a model bigger: params and MACs never grow, on the zoo exports and on
-the bundled model, with and without labelled data (issue 10)."""
+the bundled model, with and without labelled data."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 10's acceptance run (slow): a user's own CNN trained on real MNIST, compiled post-training with
+"""Post-training compile of a user's own CNN (slow): a CNN trained on real MNIST, compiled post-training with
 every target's default pipeline; see ``benchmarks/honest_compile_mnist.py``."""
 
 from __future__ import annotations

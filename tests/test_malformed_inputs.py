@@ -1,4 +1,4 @@
-"""Real-world malformed inputs (issue 11), beyond ``test_cli_errors``: geometry, NaN/inf, special files,
+"""Real-world malformed inputs, beyond ``test_cli_errors``: geometry, NaN/inf, special files,
 hardware values, run options. Each refusal is exit != 0 and exactly one stderr line, no traceback, no
 "internal error" and no file left behind; each success prints no error line. Most cases run in process;
 a few run ``python -m pimc`` in a subprocess to see onnxruntime's own C++ log lines too."""

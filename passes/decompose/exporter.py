@@ -8,7 +8,7 @@ Library use on any trained model and DataLoader (``PenniConfig`` fields as optio
 
 or, step by step, ``penni_compress(model, train_loader, PenniConfig(...))`` then ``export_penni``.
 
-Steps (PENNI, ICML 2020, and the authors' code as summarised in ANCHORS.md, plus channel-level sparsity
+Steps (PENNI, ICML 2020, and the authors' code as summarised in docs/sources.md, plus channel-level sparsity
 so that ``shrink`` can remove whole channels):
 1. ``replace_convs`` swaps every ``nn.Conv2d`` with groups = 1, a kernel larger than 1×1 and zero padding
    for a ``DecomposedConv2d``: basis B (d × kh × kw, shared by the layer) and coefficients C

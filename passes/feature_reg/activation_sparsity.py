@@ -1,6 +1,6 @@
 """activation-sparsity: measure how many inputs of every Conv / Gemm / MatMul are zero, and annotate the node.
 
-Feature Regularization (ANCHORS.md) makes hidden features sparse along the channel dimension at each pixel,
+Feature Regularization (docs/sources.md) makes hidden features sparse along the channel dimension at each pixel,
 and the sparsity depends on the input; ReLU gives some zeros by itself. The targets can skip work on zero
 activations, so they need the zeros *measured*, on real data (``--data``): random inputs say nothing about
 a trained model's features, and the pass then changes nothing.

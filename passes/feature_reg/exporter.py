@@ -1,6 +1,6 @@
 """Feature Regularization (pimc's own definition): input-dependent channel sparsity of the conv inputs.
 
-The seed paper's exact regularizer and thresholding are unknown (``/work/shared/ANCHORS.md``); pimc defines:
+The seed paper's exact regularizer and thresholding are unknown (``docs/sources.md``); pimc defines:
 
 **Gate.** In front of every conv except those reading the network input (the image), a threshold gate
 

@@ -95,7 +95,7 @@ def test_dynamo_opset_25(tmp_path: Path, capsys):
 @pytest.mark.slow
 @pytest.mark.parametrize("dynamo", [False, True], ids=["legacy", "dynamo"])
 def test_resnet18_compiles_within_1e4(dynamo: bool, tmp_path: Path, capsys):
-    """Issue 2 "Done when": ResNet-18 (CIFAR) --target onnxruntime --verify has max rel err <= 1e-4."""
+    """ResNet-18 (CIFAR) --target onnxruntime --verify has max rel err <= 1e-4."""
     from pimc.models.zoo import build_model
 
     torch.manual_seed(0)

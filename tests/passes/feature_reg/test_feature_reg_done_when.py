@@ -1,7 +1,7 @@
-"""Issue 15's done-when for ``pimc export feature-reg``: ResNet-20 on digits, default schedule (slow: trains
+"""``pimc export feature-reg`` end to end: ResNet-20 on digits, default schedule (slow: trains
 ResNet-20 on 3×32×32 for the dense pre-training and the regularized fine-tune, minutes on 2 CPUs).
 
-Asserts what was reached (session 4): at the 70 % level (``sparsity_level`` = its index) every conv input
+Asserts: at the 70 % level (``sparsity_level`` = its index) every conv input
 after the first is ≥ 70 % zero on the test split within 1 point of ``d.onnx``. The file's *default* level is
 chosen on the validation part of the training split and was 60 % in that run (validation read 97.0 % at
 70 % against 99.0 % dense, on ~200 images), so the default level itself is not asserted to be 70 %."""
