@@ -30,7 +30,7 @@ from .report import build_report, report_json
 from .stats import model_stats
 from .target import Target, get_target
 from .verify import compare_outputs, run_model
-from .warnings import compile_warnings
+from .report_warnings import compile_warnings
 
 
 @dataclass
