@@ -27,10 +27,10 @@ from .passbase import PassContext
 from .pipeline import PassManager, build_pipeline
 from .progress import Progress, Timings
 from .report import build_report, report_json
+from .report_warnings import compile_warnings
 from .stats import model_stats
 from .target import Target, get_target
 from .verify import compare_outputs, run_model
-from .report_warnings import compile_warnings
 
 
 @dataclass
