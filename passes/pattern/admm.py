@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from ...compiler.errors import PimcError
 from ...compiler.modelio import write_model
+from ...models.admm import Admm, per_layer
 from ...models.train import export_onnx, train_classifier
 from .pattern_prune import (
     PRUNED,
@@ -128,46 +129,14 @@ def project_weight(weight: torch.Tensor, layer: PrunedLayer, config: PatternConf
     return torch.from_numpy(result.weight).to(weight.dtype), mask
 
 
-class _Admm:
-    """State of the ADMM phase: Z, U, ρ and the step counter; hooks for ``train_classifier``."""
+def admm_state(result: PatternPruneResult, schedule: AdmmSchedule, steps_per_epoch: int) -> Admm:
+    """The ADMM iteration over the pruned layers, projecting each onto its pattern set."""
+    def project_one(name: str, values: torch.Tensor) -> torch.Tensor:
+        return project_weight(values, result.layers[name], result.config)[0]
 
-    def __init__(self, result: PatternPruneResult, schedule: AdmmSchedule, steps_per_epoch: int):
-        self.result = result
-        self.rho = schedule.rho
-        self.growth = schedule.rho_growth
-        self.every = schedule.update_every or steps_per_epoch
-        self.steps = 0
-        self.z: dict[str, torch.Tensor] = {}
-        self.u: dict[str, torch.Tensor] = {}
-        for name, layer in result.layers.items():
-            self.z[name], _ = project_weight(layer.module.weight, layer, result.config)
-            self.u[name] = torch.zeros_like(layer.module.weight)
-
-    def penalty(self, _model: nn.Module) -> torch.Tensor:
-        total = torch.zeros(())
-        for name, layer in self.result.layers.items():
-            total = total + (layer.module.weight - self.z[name] + self.u[name]).pow(2).sum()
-        return 0.5 * self.rho * total
-
-    def after_step(self, _model: nn.Module) -> None:
-        self.steps += 1
-        if self.steps % self.every == 0:
-            self.update()
-
-    @torch.no_grad()
-    def update(self) -> None:
-        residual = 0.0
-        norm = 0.0
-        for name, layer in self.result.layers.items():
-            w = layer.module.weight.detach()
-            self.z[name], _ = project_weight(w + self.u[name], layer, self.result.config)
-            self.u[name] = self.u[name] + w - self.z[name]
-            residual += float((w - self.z[name]).pow(2).sum())
-            norm += float(w.pow(2).sum())
-        self.result.trace.append({"step": self.steps, "rho": self.rho, "primal_residual": (residual / max(norm, 1e-30)) ** 0.5})
-        self.rho *= self.growth
-        for name in self.u:
-            self.u[name] = self.u[name] / self.growth
+    modules = {name: layer.module for name, layer in result.layers.items()}
+    return Admm(modules, per_layer(project_one), schedule.rho, schedule.rho_growth,
+                schedule.update_every or steps_per_epoch, trace=result.trace)
 
 
 @torch.no_grad()
@@ -207,7 +176,7 @@ def admm_prune(
     schedule.check()
     result = prepare(model, config)
     if schedule.admm_epochs > 0:
-        state = _Admm(result, schedule, max(1, len(loader)))
+        state = admm_state(result, schedule, max(1, len(loader)))
         train_classifier(
             model, loader, schedule.admm_epochs, lr=schedule.lr, seed=seed, progress=progress,
             extra_loss=state.penalty, after_step=state.after_step, desc="admm",

@@ -62,6 +62,7 @@ from ...compiler.errors import PimcError
 from ...compiler.graph import selection_miss
 from ...compiler.modelio import write_model
 from ...compiler.workload import constant_value
+from ...models.admm import Admm
 from ...models.train import Distillation, export_onnx, frozen_copy, train_classifier
 from .config import PruneConfig, PruneSchedule
 from .masks import nm_mask, parse_nm
@@ -165,43 +166,18 @@ def _nm(weight: torch.Tensor, nm: tuple[int, int]) -> torch.Tensor:
     return torch.from_numpy(nm_mask(rows, *nm).astype(np.float32)).view_as(weight).to(weight.dtype)
 
 
-class _Admm:
-    """Z, U, ρ of one ADMM phase; ``project`` maps {name: W + U} to {name: Z}."""
+def admm_state(layers: dict[str, PrunedLayer], project, schedule: PruneSchedule, steps_per_epoch: int,
+               trace: list[dict[str, Any]], label: str) -> Admm:
+    """The ADMM iteration over ``layers`` under ``project``; weights already pruned stay at zero after
+    every step."""
+    def keep_pruned() -> None:
+        with torch.no_grad():
+            for x in layers.values():
+                if x.mask is not None:
+                    x.module.weight.mul_(x.mask)
 
-    def __init__(self, layers: dict[str, PrunedLayer], project, schedule: PruneSchedule, steps_per_epoch: int,
-                 trace: list[dict[str, float]], label: str):
-        self.layers, self.project, self.trace, self.label = layers, project, trace, label
-        self.rho, self.growth = schedule.rho, schedule.rho_growth
-        self.every = schedule.update_every or steps_per_epoch
-        self.steps = 0
-        weights = {n: x.module.weight.detach() for n, x in layers.items()}
-        self.z = project(weights)
-        self.u = {n: torch.zeros_like(w) for n, w in weights.items()}
-
-    def penalty(self, _model: nn.Module) -> torch.Tensor:
-        total = sum((x.module.weight - self.z[n] + self.u[n]).pow(2).sum() for n, x in self.layers.items())
-        return 0.5 * self.rho * total
-
-    def after_step(self, _model: nn.Module) -> None:
-        for x in self.layers.values():
-            if x.mask is not None:
-                x.module.weight.mul_(x.mask)
-        self.steps += 1
-        if self.steps % self.every == 0:
-            self.update()
-
-    @torch.no_grad()
-    def update(self) -> None:
-        weights = {n: x.module.weight.detach() for n, x in self.layers.items()}
-        self.z = self.project({n: w + self.u[n] for n, w in weights.items()})
-        residual = norm = 0.0
-        for n, w in weights.items():
-            self.u[n] = (self.u[n] + w - self.z[n]) / self.growth
-            residual += float((w - self.z[n]).pow(2).sum())
-            norm += float(w.pow(2).sum())
-        self.trace.append({"phase": self.label, "step": self.steps, "rho": self.rho,
-                           "primal_residual": (residual / max(norm, 1e-30)) ** 0.5})
-        self.rho *= self.growth
+    return Admm({n: x.module for n, x in layers.items()}, project, schedule.rho, schedule.rho_growth,
+                schedule.update_every or steps_per_epoch, trace=trace, label=label, each_step=keep_pruned)
 
 
 def _prune_round(model: nn.Module, loader: DataLoader, result: PruneResult, schedule: PruneSchedule,
@@ -214,7 +190,7 @@ def _prune_round(model: nn.Module, loader: DataLoader, result: PruneResult, sche
         return {n: v * masks[n] for n, v in values.items()}
 
     if schedule.admm_epochs > 0:
-        state = _Admm(layers, project, schedule, max(1, len(loader)), result.trace, label)
+        state = admm_state(layers, project, schedule, max(1, len(loader)), result.trace, label)
         train_classifier(model, loader, schedule.admm_epochs, lr=schedule.lr, seed=seed, progress=progress,
                          extra_loss=state.penalty, after_step=state.after_step, desc=f"admm {label}",
                          augment=schedule.augment(), distill=distill)
@@ -335,7 +311,7 @@ def admm_quantize(model: nn.Module, loader: DataLoader, result: PruneResult, sch
         return {n: grid_project(v, bits, per_layer)[0] * _mask(layers[n], v) for n, v in values.items()}
 
     if schedule.quantize_epochs > 0:
-        state = _Admm(layers, project, schedule, max(1, len(loader)), result.trace, f"quantize {bits}b")
+        state = admm_state(layers, project, schedule, max(1, len(loader)), result.trace, f"quantize {bits}b")
         train_classifier(model, loader, schedule.quantize_epochs, lr=schedule.lr, seed=seed, progress=progress,
                          extra_loss=state.penalty, after_step=state.after_step, desc=f"admm quantize {bits}b",
                          augment=schedule.augment(), distill=distill)

@@ -10,7 +10,7 @@ with) and then constrain every Conv2d / Linear weight to the n-bit symmetric per
   (momentum 0.9) of the batch min/max. Backward: ``∂L/∂W = ∂L/∂Ŵ`` and ``∂L/∂x = ∂L/∂x̂ · 1[lo ≤ x ≤ hi]``.
 * **admm** — ADMM-NN: minimise ``f(W)`` subject to ``W ∈ S = {±i·q_c : 0 ≤ i ≤ qmax}`` per output channel.
   Train on ``f(W) + ρ/2 ‖W − Z + U‖²``; every ``admm_interval`` steps ``Z ← Proj_S(W + U)``,
-  ``U ← U + W − Z`` and ``ρ ← ρ · rho_growth``. ``Proj_S`` rounds to the nearest level ``i·q_c`` with ``q_c``
+  ``U ← U + W − Z`` and ``ρ ← ρ · rho_growth`` (``models.admm``, shared with pruning). ``Proj_S`` rounds to the nearest level ``i·q_c`` with ``q_c``
   searched over ``t · max|V_c| / qmax``, ``t ∈ [0.4, 1]``, minimising the squared error. At the end ``W ←
   Proj_S(W)`` and the remaining float parameters (biases) are retrained for ``retrain_epochs`` with the
   weights frozen.
@@ -37,6 +37,7 @@ from ...compiler.errors import PimcError
 from ...compiler.loader import infer_shapes, normalize
 from ...compiler.modelio import write_model
 from ...compiler.pipeline import check_model_full
+from ...models.admm import Admm, per_layer
 from .config import QatConfig
 from .qdq import (
     QuantPlan,
@@ -216,34 +217,13 @@ def project(w: torch.Tensor, bits: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class ADMMQuantizer:
-    """The ADMM-NN iteration over every Conv2d/Linear weight."""
+    """The ADMM iteration (``models.admm.Admm``) over every Conv2d/Linear weight onto ``{±i·q_c}``."""
 
     def __init__(self, model: nn.Module, bits: int, rho: float, growth: float, interval: int):
         self.layers = quant_layers(model)
-        self.bits, self.rho, self.growth, self.interval = bits, rho, growth, max(1, interval)
-        self.steps = 0
-        self.z = {n: project(m.weight, bits)[0] for n, m in self.layers}
-        self.u = {n: torch.zeros_like(m.weight) for n, m in self.layers}
-
-    def penalty(self, model: nn.Module) -> torch.Tensor:
-        total = sum(((m.weight - self.z[n] + self.u[n]) ** 2).sum() for n, m in self.layers)
-        return 0.5 * self.rho * total
-
-    def after_step(self, model: nn.Module) -> None:
-        self.steps += 1
-        if self.steps % self.interval:
-            return
-        for n, m in self.layers:
-            w = m.weight.detach()
-            self.z[n] = project(w + self.u[n], self.bits)[0]
-            self.u[n] = self.u[n] + w - self.z[n]
-        self.rho *= self.growth
-
-    def residual(self) -> float:
-        """Relative distance of the weights from the quantized set, ``‖W − Proj_S(W)‖ / ‖W‖``."""
-        num = sum(float(((m.weight.detach() - project(m.weight, self.bits)[0]) ** 2).sum()) for _, m in self.layers)
-        den = sum(float((m.weight.detach() ** 2).sum()) for _, m in self.layers)
-        return (num / max(den, 1e-30)) ** 0.5
+        self.bits = bits
+        self.admm = Admm(dict(self.layers), per_layer(lambda _n, w: project(w, bits)[0]), rho, growth, interval)
+        self.penalty, self.after_step, self.residual = self.admm.penalty, self.admm.after_step, self.admm.residual
 
     def finish(self, state: QuantState) -> None:
         """Hard projection; freeze the quantized weights."""

@@ -14,8 +14,8 @@ from pimc.compiler.passbase import PassContext, get_pass
 from pimc.models.train import make_loader
 from pimc.passes.pattern.admm import (
     AdmmSchedule,
-    _Admm,
     admm_prune,
+    admm_state,
     export_pattern_onnx,
     oneshot_prune,
     prepare,
@@ -88,7 +88,7 @@ def test_admm_update_is_projection_and_dual_ascent():
     model = tiny()
     config = PatternConfig(patterns=2, connectivity=0.25)
     result = prepare(model, config)
-    state = _Admm(result, AdmmSchedule(rho=0.1, rho_growth=1.5), steps_per_epoch=1)
+    state = admm_state(result, AdmmSchedule(rho=0.1, rho_growth=1.5), steps_per_epoch=1)
     layer = result.layers["3"]
     with torch.no_grad():
         layer.module.weight.add_(0.05)

@@ -18,8 +18,8 @@ from pimc.compiler.workload import constant_value
 from pimc.models.train import make_loader
 from pimc.passes.prune.config import PruneConfig, PruneSchedule
 from pimc.passes.prune.exporter import (
-    _Admm,
     admm_prune,
+    admm_state,
     densities,
     export_pruned_onnx,
     exported_nonzeros,
@@ -78,7 +78,7 @@ def test_admm_update_is_projection_and_dual_ascent():
         masks = projection_masks(layers, values, config, 0.25)
         return {n: v * masks[n] for n, v in values.items()}
 
-    state = _Admm(layers, project, PruneSchedule(rho=0.1, rho_growth=1.5), 3, [], "t")
+    state = admm_state(layers, project, PruneSchedule(rho=0.1, rho_growth=1.5), 3, [], "t")
     name = "5"
     with torch.no_grad():
         layers[name].module.weight.add_(0.01)
