@@ -73,12 +73,12 @@ class AccuracyBudget:
     max_drop_points: float = DEFAULT_MAX_DROP_POINTS
     z: float = DEFAULT_Z
     test_samples: int = 0
-    integer_kernels: bool = True  # False for simulator targets: see runtime.session.make_session
+    integer_kernels: bool = True  # False for simulator targets: see compiler.sessions.make_session
     source: str = ""
     evaluations: int = 0
     seconds: float = 0.0
     reference_accuracy: float | None = None
-    batched: bool = False  # a batch-1 export evaluated with a free batch dim (runtime.session.runs_batched)
+    batched: bool = False  # a batch-1 export evaluated with a free batch dim (compiler.sessions.runs_batched)
     _reference: np.ndarray | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
 
@@ -88,7 +88,7 @@ class AccuracyBudget:
         return self.x[:PROBE_SAMPLES]
 
     def logits(self, model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-        from ..runtime.session import free_batch, make_session, predict
+        from ..compiler.sessions import free_batch, make_session, predict
 
         start = time.perf_counter()
         self.evaluations += 1
@@ -100,7 +100,7 @@ class AccuracyBudget:
         return out
 
     def set_reference(self, model: onnx.ModelProto) -> float:
-        from ..runtime.session import runs_batched
+        from ..compiler.sessions import runs_batched
 
         self.batched = runs_batched(model, self.x[:2].astype(np.float32))
         self._reference = self.logits(model, self.x)

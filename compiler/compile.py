@@ -79,8 +79,9 @@ def prepare_data(model: onnx.ModelProto, opts: CompileOptions) -> CompileData:
         if opts.eval_data or opts.val_data:
             raise PimcError("--eval-data and --val-data need --data for calibration")
         return CompileData()
+    from ..compiler.sessions import real_inputs
     from ..runtime.datasets import data_splits
-    from ..runtime.session import feeds, model_input, real_inputs
+    from ..runtime.session import feeds, model_input
 
     if len(real_inputs(model)) > 1:
         raise PimcError("--data needs a model with a single image input")
@@ -142,8 +143,8 @@ def measure_latency(input_model: onnx.ModelProto, output_model: onnx.ModelProto,
     """The onnxruntime target's cost: input and output model timed interleaved on this machine
     (:func:`pimc.runtime.bench.compare_latency`) within :data:`LATENCY_TIME_BUDGET_S`, so a slower output is
     reported, not hidden."""
+    from ..compiler.sessions import random_feeds, real_inputs
     from ..runtime.bench import compare_latency
-    from ..runtime.session import random_feeds, real_inputs
 
     if len(real_inputs(input_model)) != 1 or len(real_inputs(output_model)) != 1:
         return {"measured": False, "note": "latency not measured: the model has more than one input"}
@@ -270,7 +271,7 @@ def _simulates(target: Target) -> bool:
 def _verify_feeds(model: onnx.ModelProto, feeds, seed: int) -> list[dict[str, np.ndarray]]:
     if feeds:
         return feeds[:4]
-    from ..runtime.session import random_feeds
+    from ..compiler.sessions import random_feeds
 
     return random_feeds(model, 2, seed)
 

@@ -337,9 +337,9 @@ BATCH = 64  # samples per run when capture runs a batch-1 export on batches
 def capture(model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.ndarray]],
             batched: bool = False) -> dict[str, np.ndarray]:
     """The values of tensors ``names`` over every feed, concatenated along the batch axis. ``batched``: the
-    single-input model computes the same per sample on a batch (``runtime.session.runs_batched``), so the
+    single-input model computes the same per sample on a batch (``compiler.sessions.runs_batched``), so the
     feeds run 64 at a time."""
-    from ..runtime.session import free_batch, make_session
+    from ..compiler.sessions import free_batch, make_session
 
     given = {k for feed in feeds for k in feed}
     wanted = [n for n in dict.fromkeys(names) if n not in given]

@@ -14,9 +14,10 @@ import onnx
 
 from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
+from ..compiler.sessions import fixed_batch, make_session, predict
 from ..compiler.stats import parameter_counts
 from .datasets import Dataset, evaluation_set, load_dataset
-from .session import accuracy, batch_input, fixed_batch, make_session, model_input, predict, time_run
+from .session import accuracy, batch_input, model_input, time_run
 
 CSV_FIELDS = [
     "model", "params", "nonzero_params", "sparsity", "accuracy", "top1_agreement", "max_abs_diff",

@@ -10,9 +10,10 @@ import onnx
 
 from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
+from ..compiler.sessions import real_inputs
 from ..compiler.tables import Table, console
 from .datasets import SPECS_HELP, Dataset, Shape3, evaluation_set, load_dataset
-from .session import evaluate, model_input, real_inputs
+from .session import evaluate, model_input
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 _POSITIVE = click.IntRange(min=1)

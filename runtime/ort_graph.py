@@ -34,8 +34,9 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from ..compiler.sessions import session_options
-from .session import ModelLike, open_session, ort
+from ..compiler.sessions import ModelLike, open_session, quiet_onnxruntime, session_options
+
+ort = quiet_onnxruntime()
 
 LEVELS = {
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,

@@ -10,10 +10,10 @@ import torch
 from click.testing import CliRunner
 
 from pimc.compiler.loader import load_model
+from pimc.compiler.sessions import make_session
 from pimc.models import bundled_model_path
 from pimc.models.from_onnx import load_onnx_module
 from pimc.runtime.datasets import load_dataset
-from pimc.runtime.session import make_session
 
 
 def test_converted_module_computes_what_onnxruntime_computes():

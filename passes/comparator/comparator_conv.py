@@ -629,8 +629,9 @@ def _node_by_name(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
 def _accuracy_before_after(
     original: onnx.ModelProto, model: onnx.ModelProto, spec: str, seed: int
 ) -> dict[str, Any]:
+    from ...compiler.sessions import make_session, predict
     from ...runtime.datasets import load_dataset
-    from ...runtime.session import accuracy, make_session, model_input, predict
+    from ...runtime.session import accuracy, model_input
 
     _, shape, dtype = model_input(original)
     data = load_dataset(spec, shape, split="test", seed=seed)

@@ -401,7 +401,7 @@ def remove_dead_channels(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarra
     verified on ``feeds`` (else random inputs) to be exact."""
     from ...compiler.passbase import PassContext, get_pass
     from ...compiler.pipeline import PassManager
-    from ...runtime.session import random_feeds
+    from ...compiler.sessions import random_feeds
 
     checks = (feeds or [])[:8] or random_feeds(proto, 4, 0)
     manager = PassManager([get_pass("shrink")(), get_pass("cleanup")()], PassContext(calibration=feeds),

@@ -37,9 +37,9 @@ import onnx
 from onnx import helper, numpy_helper
 
 from ...compiler.graph import consumers, initializer_map, producers, value_shapes
+from ...compiler.sessions import make_session
 from ...compiler.workload import constant_value
 from ...runtime.bench import interleaved_latency
-from ...runtime.session import make_session
 from .qdq import guard_float_readers
 
 FOLDED = ("Relu", "Clip")

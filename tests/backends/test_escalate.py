@@ -259,9 +259,9 @@ def test_default_pipeline_lists_the_decomposition_passes():
 @pytest.mark.skipif(not _has_passes("decompose", "shrink"), reason="decompose/shrink passes not registered yet")
 def test_compile_resnet20_runs_on_onnxruntime(tmp_path: Path):
     from pimc.compiler.compile import CompileOptions, compile_model
+    from pimc.compiler.sessions import make_session
     from pimc.models.train import export_onnx
     from pimc.models.zoo import MODELS, build_model
-    from pimc.runtime.session import make_session
 
     src = tmp_path / "resnet20.onnx"
     export_onnx(build_model("resnet20"), src, MODELS["resnet20"].input_shape)

@@ -16,9 +16,9 @@ from torch import nn
 
 import pimc
 from pimc.compiler.errors import PimcError
+from pimc.compiler.sessions import make_session
 from pimc.compiler.storage import model_storage
 from pimc.models.train import train_classifier, training_data
-from pimc.runtime.session import make_session
 
 SHAPE = (1, 8, 8)
 FAST = {

@@ -17,7 +17,7 @@ from pimc.compiler.reconstruct import (
     relative_error,
     solve,
 )
-from pimc.runtime.session import make_session
+from pimc.compiler.sessions import make_session
 
 
 def _conv_model(weight: np.ndarray, x_shape: tuple[int, ...], **attrs) -> onnx.ModelProto:

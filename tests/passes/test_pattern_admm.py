@@ -11,6 +11,7 @@ from torch import nn
 
 from pimc.compiler import annotations as ann
 from pimc.compiler.passbase import PassContext, get_pass
+from pimc.compiler.sessions import make_session
 from pimc.models.train import make_loader
 from pimc.passes.pattern.admm import (
     AdmmSchedule,
@@ -21,7 +22,6 @@ from pimc.passes.pattern.admm import (
     prepare,
 )
 from pimc.passes.pattern.pattern_prune import PatternConfig
-from pimc.runtime.session import make_session
 
 
 def tiny() -> nn.Module:

@@ -15,11 +15,11 @@ from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.graph import get_initializer
 from pimc.compiler.loader import normalize
 from pimc.compiler.passbase import PassContext, get_pass
+from pimc.compiler.sessions import random_feeds
 from pimc.compiler.verify import run_model
 from pimc.compiler.workload import extract_workload
 from pimc.models import bundled_model_path
 from pimc.passes.prune.masks import global_sparsities, nm_mask, topk_mask
-from pimc.runtime.session import random_feeds
 
 RNG = np.random.default_rng(0)
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from pimc.compiler import annotations as ann
+from pimc.compiler.sessions import make_session
 from pimc.compiler.storage import model_storage
 from pimc.compiler.workload import constant_value
 from pimc.models.train import make_loader
@@ -28,7 +29,6 @@ from pimc.passes.prune.exporter import (
     prunable_layers,
     teacher_of,
 )
-from pimc.runtime.session import make_session
 
 
 def tiny() -> nn.Module:

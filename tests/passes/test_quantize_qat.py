@@ -63,9 +63,9 @@ def test_admm_iteration_pulls_weights_to_the_set():
 
 
 def test_qat_export_reproduces_the_fake_quant_torch_model(tmp_path):
+    from pimc.compiler.sessions import make_session
     from pimc.models.zoo import build_model
     from pimc.runtime.datasets import load_dataset
-    from pimc.runtime.session import make_session
 
     torch.manual_seed(0)
     net = qat.fold_batchnorm(build_model("digits_cnn"))

@@ -12,8 +12,8 @@ from pimc.compiler.graph import get_initializer
 from pimc.compiler.loader import normalize
 from pimc.compiler.passbase import PassContext, get_pass
 from pimc.compiler.pipeline import PassManager
+from pimc.compiler.sessions import random_feeds
 from pimc.compiler.verify import compare_outputs, run_model
-from pimc.runtime.session import random_feeds
 
 RNG = np.random.default_rng(0)
 
