@@ -14,7 +14,7 @@ __all__ = ["compress"]
 
 def __getattr__(name: str) -> Any:
     if name == "compress":
-        from .compiler.compress import compress
+        from .app.compress import compress
 
         return compress
     raise AttributeError(f"module 'pimc' has no attribute {name!r}")

@@ -19,7 +19,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from pimc.compiler.compile import CompileOptions, compile_model
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.models import bundled_model_path
 from pimc.runtime.datasets import load_dataset
 from pimc.runtime.session import evaluate, model_input

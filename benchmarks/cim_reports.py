@@ -20,7 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pimc.compiler.compile import CompileOptions, compile_model
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.models import bundled_model_path
 
 

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.backends.cim import CimConfig, lower_workload, schedule_cost
-from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.workload import extract_workload
 
 LIBRARY = [[0, 1, 3, 4], [1, 2, 4, 5], [3, 4, 6, 7], [4, 5, 7, 8], [1, 3, 4, 5], [1, 4, 5, 7], [3, 4, 5, 7],

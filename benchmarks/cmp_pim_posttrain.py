@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pimc.compiler.compile import CompileOptions, compile_model
+from pimc.app.compile import CompileOptions, compile_model
 
 
 def run(model: str, data: str, anchors: int, comparator: str, samples: int) -> dict:

@@ -16,9 +16,9 @@ import argparse
 import dataclasses
 import json
 
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.backends.cmp_pim import CmpPimConfig, mac_cycles, ternary_add_cycles
 from pimc.compiler.baselines import cost_with_baselines
-from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.target import get_target
 
 PUBLISHED = {"energy_gain_vs_cnn": 94.0, "energy_gain_vs_lbcnn": 3.0, "speedup_vs_cnn": 4.3}

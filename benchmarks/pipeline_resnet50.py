@@ -25,7 +25,7 @@ from pathlib import Path
 
 import onnx
 
-from pimc.compiler.compile import CompileOptions, compile_model
+from pimc.app.compile import CompileOptions, compile_model
 
 
 def export_resnet50(path: Path, fold_bn: bool) -> None:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pimc.compiler.compile import CompileOptions, compile_model
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.models import bundled_model_path
 from pimc.runtime.datasets import load_dataset
 from pimc.runtime.session import evaluate, model_input

@@ -77,7 +77,7 @@ def _measured(model: onnx.ModelProto) -> bool:
 
 def _feeds_for(model: onnx.ModelProto, calibration: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The calibration feeds under ``model``'s own input name (a --baseline-model may name it differently)."""
-    from ..compiler.sessions import real_inputs
+    from .sessions import real_inputs
 
     names = [value.name for value in real_inputs(model)]
     if len(names) == 1 and all(len(feed) == 1 and names[0] not in feed for feed in calibration):

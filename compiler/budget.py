@@ -88,7 +88,7 @@ class AccuracyBudget:
         return self.x[:PROBE_SAMPLES]
 
     def logits(self, model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
-        from ..compiler.sessions import free_batch, make_session, predict
+        from .sessions import free_batch, make_session, predict
 
         start = time.perf_counter()
         self.evaluations += 1
@@ -100,7 +100,7 @@ class AccuracyBudget:
         return out
 
     def set_reference(self, model: onnx.ModelProto) -> float:
-        from ..compiler.sessions import runs_batched
+        from .sessions import runs_batched
 
         self.batched = runs_batched(model, self.x[:2].astype(np.float32))
         self._reference = self.logits(model, self.x)

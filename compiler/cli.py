@@ -16,8 +16,8 @@ _PLUGINS = {
     "run": ("pimc.runtime.commands", "run_command"),
     "bench": ("pimc.runtime.commands", "bench_command"),
     "models": ("pimc.models.commands", "models_group"),
-    "demo": ("pimc.compiler.demo", "demo_command"),
-    "diff": ("pimc.compiler.diff", "diff_command"),
+    "demo": ("pimc.app.demo", "demo_command"),
+    "diff": ("pimc.app.diff", "diff_command"),
     "sweep": ("pimc.sweep.cli", "sweep_command"),
 }
 
@@ -115,8 +115,8 @@ def cli(debug: bool) -> None:
 def compile_cmd(model, target, output, report_path, verify, data, passes, pipeline_file, sets, hw, seed,
                 eval_data, val_data, max_accuracy_drop, confidence, latency, input_shapes, as_json, baseline_models):
     """Compile MODEL for a target: passes, verification, accuracy, cost report."""
-    from .compile import CompileOptions, compile_model
-    from .report import render_report, report_json
+    from ..app.compile import CompileOptions, compile_model
+    from ..app.report import render_report, report_json
 
     opts = CompileOptions(
         input=model, target=target, output=output, report=report_path, verify=verify, data=data,
@@ -143,8 +143,8 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
 @click.option("--hw", type=click.Path(), help="Hardware config file of --break-even's target.")
 def inspect_cmd(model, input_shapes, as_json, break_even, target, hw):
     """Print a model summary, its weight storage and every pimc annotation."""
+    from ..app.inspect_model import break_even_info, inspect_model, render_inspection
     from .input_shapes import fix_input_shapes
-    from .inspect_model import break_even_info, inspect_model, render_inspection
     from .loader import load_model
 
     loaded = fix_input_shapes(load_model(model), input_shapes)

@@ -123,7 +123,7 @@ class PassContext:
         """Calibration feeds from ``--data``, else seeded random inputs (``count`` of them)."""
         if self.calibration:
             return self.calibration
-        from ..compiler.sessions import random_feeds
+        from .sessions import random_feeds
 
         return random_feeds(model, count, self.seed)
 

@@ -339,7 +339,7 @@ def capture(model: onnx.ModelProto, names: list[str], feeds: list[dict[str, np.n
     """The values of tensors ``names`` over every feed, concatenated along the batch axis. ``batched``: the
     single-input model computes the same per sample on a batch (``compiler.sessions.runs_batched``), so the
     feeds run 64 at a time."""
-    from ..compiler.sessions import free_batch, make_session
+    from .sessions import free_batch, make_session
 
     given = {k for feed in feeds for k in feed}
     wanted = [n for n in dict.fromkeys(names) if n not in given]

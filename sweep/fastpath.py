@@ -51,8 +51,8 @@ class CompiledGroup:
 
 def compile_group(point: dict[str, Any], data: str | None, eval_data: str | None, max_drop: float | None,
                   seed: int, model_path: str) -> CompiledGroup:
+    from ..app.compile import compile_model
     from ..compiler.baselines import normalize
-    from ..compiler.compile import compile_model
     from ..compiler.loader import load_model
 
     start = time.perf_counter()

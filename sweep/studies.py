@@ -39,7 +39,7 @@ def break_even(model: str, target: str, out: Path) -> SweepResult:
     import csv
     import time
 
-    from ..compiler.inspect_model import break_even_info
+    from ..app.inspect_model import break_even_info
     from ..compiler.loader import load_model
     from ..compiler.tables import Table, console
 

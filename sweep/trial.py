@@ -72,7 +72,7 @@ def write_hw_toml(values: dict[str, Any], path: Path) -> None:
 
 def compile_options(model_path: str, target: str, axes: dict[str, Any], data: str | None,
                     eval_data: str | None, max_drop: float | None, seed: int, hw_path: str | None):
-    from ..compiler.compile import CompileOptions
+    from ..app.compile import CompileOptions
 
     sets, _ = split_axes(axes)
     return CompileOptions(input=model_path, target=target, write_output=False, data=data, eval_data=eval_data,
@@ -82,7 +82,7 @@ def compile_options(model_path: str, target: str, axes: dict[str, Any], data: st
 def run_trial(point: dict[str, Any], data: str | None, eval_data: str | None, max_drop: float | None,
               seed: int, model_bytes: bytes | None = None) -> dict[str, Any]:
     """Compile one point; never raises for a failing compile (the row says ``failed``)."""
-    from ..compiler.compile import compile_model
+    from ..app.compile import compile_model
 
     start = time.perf_counter()
     row = base_row(point)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pimc.compiler.compile import CompileOptions, compile_model
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.compiler.target import all_targets
 from pimc.models import bundled_model_path
 from pimc.models.commands import export_annotated

@@ -7,7 +7,7 @@ import json
 
 from rich.console import Console
 
-from pimc.compiler.demo import render_accuracy, run_demo
+from pimc.app.demo import render_accuracy, run_demo
 from pimc.compiler.target import all_targets
 from pimc.models import bundled_model_path
 

@@ -85,7 +85,7 @@ def test_bench_rejects_mismatched_inputs(tmp_path: Path) -> None:
 
 def test_quantized_weights_count_as_parameters(tmp_path: Path) -> None:
     """int8 weights and int32 biases behind DequantizeLinear are parameters like the float ones."""
-    from pimc.compiler.compile import CompileOptions, compile_model
+    from pimc.app.compile import CompileOptions, compile_model
 
     out = tmp_path / "q.onnx"
     compile_model(CompileOptions(input=str(bundled_model_path()), target="onnxruntime", output=str(out),

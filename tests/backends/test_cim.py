@@ -10,9 +10,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.backends.cim import CimConfig, CimTarget, tile_assignment
 from pimc.compiler import annotations as ann
-from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.errors import PimcError
 from pimc.compiler.loader import infer_shapes
 from pimc.compiler.passbase import all_passes

@@ -9,6 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.backends.cmp_pim import (
     CmpPimConfig,
     CmpPimTarget,
@@ -21,7 +22,6 @@ from pimc.backends.cmp_pim import (
 )
 from pimc.compiler import annotations as ann
 from pimc.compiler.baselines import cost_with_baselines
-from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.errors import PimcError
 from pimc.compiler.loader import infer_shapes
 from pimc.compiler.target import get_target

@@ -9,8 +9,8 @@ import onnx
 import pytest
 import torch
 
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.compiler import annotations as ann
-from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.models import bundled_model_path
 from pimc.models.commands import export_annotated
 from pimc.models.zoo import build_model, model_input_shape

@@ -258,7 +258,7 @@ def test_default_pipeline_lists_the_decomposition_passes():
 
 @pytest.mark.skipif(not _has_passes("decompose", "shrink"), reason="decompose/shrink passes not registered yet")
 def test_compile_resnet20_runs_on_onnxruntime(tmp_path: Path):
-    from pimc.compiler.compile import CompileOptions, compile_model
+    from pimc.app.compile import CompileOptions, compile_model
     from pimc.compiler.sessions import make_session
     from pimc.models.train import export_onnx
     from pimc.models.zoo import MODELS, build_model

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import pytest
 
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.compiler.budget import AccuracyBudget, log_softmax, logit_change, mean_kl
-from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.models import bundled_model_path
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pimc.compiler.compile import CompileOptions, compile_model
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.compiler.layerwise import (
     NO_BUDGET,
     Candidate,

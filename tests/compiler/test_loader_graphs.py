@@ -8,8 +8,8 @@ import pytest
 from conftest import assert_close, conv_bn_net, feeds_for, run_ort
 from onnx import TensorProto, helper, numpy_helper, version_converter
 
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.compiler import loader, modelio
-from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.errors import PimcError
 from pimc.compiler.loader import load_model
 

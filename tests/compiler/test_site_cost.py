@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pimc.compiler.compile import target_cost_fn
+from pimc.app.compile import target_cost_fn
 from pimc.compiler.layerwise import Site, dense_macs
 from pimc.compiler.loader import load_model
 from pimc.compiler.modelio import copy_model

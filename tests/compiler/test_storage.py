@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pimc.app.inspect_model import inspect_model
 from pimc.compiler.annotations import set_node_annotation
-from pimc.compiler.inspect_model import inspect_model
 from pimc.compiler.storage import layer_storage, relative_index_bits
 
 
@@ -64,7 +64,7 @@ def test_inspect_reports_storage_with_annotated_bits():
 
 
 def test_break_even_on_escalate_and_none_on_cim():
-    from pimc.compiler.inspect_model import break_even_info
+    from pimc.app.inspect_model import break_even_info
     from pimc.compiler.loader import load_model
     from pimc.models import bundled_model_path
 

@@ -17,7 +17,7 @@ import pytest
 from corpus_cases import CASES, SIMULATORS, TARGETS, Case
 from onnx import helper
 
-from pimc.compiler.compile import CompileOptions, compile_model
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.compiler.input_shapes import parse_input_shape
 from pimc.compiler.workload import COMPUTE_OPS
 

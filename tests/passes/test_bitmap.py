@@ -11,10 +11,10 @@ import torch
 from onnx import helper, numpy_helper
 from test_quantize import feeds, init, node, ort_run, run_pass, small_cnn
 
+from pimc.app.compile import CompileOptions, compile_model
+from pimc.app.inspect_model import inspect_model
 from pimc.compiler import annotations as ann
-from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.errors import PimcError
-from pimc.compiler.inspect_model import inspect_model
 from pimc.compiler.passbase import get_pass
 from pimc.compiler.workload import extract_workload
 from pimc.models import bundled_model_path

@@ -7,9 +7,9 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.backends.cim import CimConfig, CimTarget
 from pimc.compiler import annotations as ann
-from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.errors import PimcError
 from pimc.compiler.loader import infer_shapes
 from pimc.compiler.passbase import PassContext, get_pass

@@ -203,7 +203,7 @@ def test_searched_without_a_budget_substitutes_nothing():
 
 
 def test_bundled_model_on_cmp_pim_stays_within_budget_and_never_costs_more_energy(tmp_path):
-    from pimc.compiler.compile import CompileOptions, compile_model
+    from pimc.app.compile import CompileOptions, compile_model
     from pimc.models import bundled_model_path
 
     _, report = compile_model(CompileOptions(input=str(bundled_model_path()), target="cmp-pim", data="digits",

@@ -83,7 +83,7 @@ def test_train_prune_export_matches_torch(tmp_path):
 def test_cli_digits_cnn_compiles_for_both_targets(tmp_path):
     from click.testing import CliRunner
 
-    from pimc.compiler.compile import CompileOptions, compile_model
+    from pimc.app.compile import CompileOptions, compile_model
     from pimc.passes.decompose.cli import command
 
     out = tmp_path / "d.onnx"

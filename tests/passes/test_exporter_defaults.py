@@ -76,7 +76,7 @@ def test_every_exporter_command_has_a_default_mapping() -> None:
 
 def test_library_compress_takes_the_same_dataclasses_as_the_cli() -> None:
     """``pimc.compress(method=M, **options)`` accepts exactly the fields the CLI defaults come from."""
-    from pimc.compiler.compress import METHODS, option_names
+    from pimc.app.compress import METHODS, option_names
 
     assert set(METHODS) == set(MAPPINGS)
     for method, (_, configs) in MAPPINGS.items():

@@ -10,8 +10,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.compiler.annotations import get_node_annotation
-from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.graph import get_initializer
 from pimc.compiler.loader import normalize
 from pimc.compiler.passbase import PassContext, get_pass

@@ -8,8 +8,8 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.compiler import annotations as ann
-from pimc.compiler.compile import CompileOptions, compile_model
 from pimc.compiler.errors import PimcError
 from pimc.compiler.loader import normalize
 from pimc.compiler.passbase import PassContext, get_pass
@@ -246,7 +246,7 @@ def test_weight_bits_accepts_auto_or_two_to_eight():
 
 
 def test_auto_weight_bits_on_the_bundled_model_choose_fewer_bits_within_budget(tmp_path):
-    from pimc.compiler.compile import CompileOptions, compile_model
+    from pimc.app.compile import CompileOptions, compile_model
     from pimc.models import bundled_model_path
 
     _, report = compile_model(CompileOptions(

@@ -5,8 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from pimc.app.inspect_model import break_even_info
 from pimc.compiler.cli import main
-from pimc.compiler.inspect_model import break_even_info
 from pimc.compiler.loader import load_model
 from pimc.models import bundled_model_path
 

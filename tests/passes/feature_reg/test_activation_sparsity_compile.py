@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.compiler import annotations as ann
-from pimc.compiler.compile import CompileOptions, compile_model
 
 BUNDLED = str(Path(__file__).resolve().parents[3] / "models" / "digits_cnn.onnx")
 PASSES = "fold-constants,eliminate-identity,fold-batchnorm,fuse-relu,cleanup,activation-sparsity"

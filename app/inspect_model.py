@@ -8,12 +8,12 @@ import numpy as np
 import onnx
 from rich.console import Console
 
-from . import annotations as ann
-from .graph import opset_version, real_inputs, value_shapes
-from .stats import model_stats
-from .storage import model_storage
-from .tables import Table
-from .tables import console as make_console
+from ..compiler import annotations as ann
+from ..compiler.graph import opset_version, real_inputs, value_shapes
+from ..compiler.stats import model_stats
+from ..compiler.storage import model_storage
+from ..compiler.tables import Table
+from ..compiler.tables import console as make_console
 
 
 def inspect_model(model: onnx.ModelProto) -> dict[str, Any]:
@@ -49,9 +49,9 @@ def inspect_model(model: onnx.ModelProto) -> dict[str, Any]:
 
 def break_even_info(model: onnx.ModelProto, target: str | None, hw_path: str | None) -> dict[str, Any]:
     """The target's per-layer break-even pruning ratios (``Target.break_even``)."""
-    from .errors import PimcError
-    from .loader import infer_shapes
-    from .target import get_target
+    from ..compiler.errors import PimcError
+    from ..compiler.loader import infer_shapes
+    from ..compiler.target import get_target
 
     if not target:
         raise PimcError("--break-even needs --target")

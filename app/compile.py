@@ -17,20 +17,20 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .baselines import cost_baselines, merge_baselines, parse_baseline_models
-from .budget import DEFAULT_CONFIDENCE, DEFAULT_MAX_DROP_POINTS, AccuracyBudget, z_for
-from .errors import PimcError
-from .input_shapes import fix_input_shapes, static_shape_assumptions
-from .loader import infer_shapes, load_model
-from .modelio import copy_model, write_model, write_text_atomic
-from .passbase import PassContext
-from .pipeline import PassManager, build_pipeline
+from ..compiler.baselines import cost_baselines, merge_baselines, parse_baseline_models
+from ..compiler.budget import DEFAULT_CONFIDENCE, DEFAULT_MAX_DROP_POINTS, AccuracyBudget, z_for
+from ..compiler.errors import PimcError
+from ..compiler.input_shapes import fix_input_shapes, static_shape_assumptions
+from ..compiler.loader import infer_shapes, load_model
+from ..compiler.modelio import copy_model, write_model, write_text_atomic
+from ..compiler.passbase import PassContext
+from ..compiler.pipeline import PassManager, build_pipeline
+from ..compiler.stats import model_stats
+from ..compiler.target import Target, get_target
+from ..compiler.verify import compare_outputs, run_model
 from .progress import Progress, Timings
 from .report import build_report, report_json
 from .report_warnings import compile_warnings
-from .stats import model_stats
-from .target import Target, get_target
-from .verify import compare_outputs, run_model
 
 
 @dataclass

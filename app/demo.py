@@ -13,11 +13,11 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from ..compiler.tables import Table
+from ..compiler.tables import console as make_console
+from ..compiler.target import all_targets
 from .compile import CompileOptions, compile_model
 from .report import render_report
-from .tables import Table
-from .tables import console as make_console
-from .target import all_targets
 
 
 def run_demo(out_dir: Path, model_path: Path, console: Console) -> list[dict]:

@@ -25,7 +25,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from .errors import PimcError
+from ..compiler.errors import PimcError
 
 METHODS = ("decompose", "pattern", "prune", "quantize", "comparator", "feature-reg")
 _COMMON = ("seed", "progress")

@@ -10,11 +10,11 @@ from rich.console import Console
 from rich.markup import escape
 
 from .. import __version__
-from .pipeline import PassRecord
+from ..compiler.pipeline import PassRecord
+from ..compiler.stats import ModelStats
+from ..compiler.tables import Table
+from ..compiler.tables import console as make_console
 from .progress import timing_line
-from .stats import ModelStats
-from .tables import Table
-from .tables import console as make_console
 
 
 def build_report(

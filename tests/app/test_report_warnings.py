@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pimc.compiler.report_warnings import compile_warnings
+from pimc.app.report_warnings import compile_warnings
 
 
 def report(speedup: float = 2.0, gain: float = 2.0, macs: int = 100, params: int = 10, skipped=None) -> dict:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pimc.compiler.compile import CompileOptions, compile_model
+from pimc.app.compile import CompileOptions, compile_model
 from pimc.models import bundled_model_path
 
 

@@ -17,7 +17,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .errors import PimcError
+from ..compiler.errors import PimcError
 
 REPORT_KEYS = ("pimc_version", "target", "passes", "model")
 MODEL_TOTALS = (

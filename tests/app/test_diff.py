@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pimc.app.diff import diff_reports, load_report, ratio
 from pimc.compiler.cli import main
-from pimc.compiler.diff import diff_reports, load_report, ratio
 from pimc.compiler.errors import PimcError
 from pimc.models import bundled_model_path
 
