@@ -2,7 +2,7 @@
 
 import sys
 
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -27,7 +27,7 @@ from pimc.models import bundled_model_path
 def export(name: str, out: Path) -> Path:
     path = out / f"{name}.onnx"
     if not path.exists():
-        subprocess.run([sys.executable, "-m", "pimc.compiler.cli", "models", "export", name, "-o", str(path)],
+        subprocess.run([sys.executable, "-m", "pimc.cli.main", "models", "export", name, "-o", str(path)],
                        check=True, capture_output=True)
     return path
 

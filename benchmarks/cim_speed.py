@@ -57,7 +57,7 @@ def main() -> None:
     for name in ("resnet20", "resnet18", "vgg16"):
         src = out / f"{name}.onnx"
         if not src.exists():
-            subprocess.run([sys.executable, "-m", "pimc.compiler.cli", "models", "export", name, "-o", str(src)],
+            subprocess.run([sys.executable, "-m", "pimc.cli.main", "models", "export", name, "-o", str(src)],
                            check=True, capture_output=True)
         model, _ = compile_model(CompileOptions(input=str(src), target="cim", write_output=False,
                                                 passes="fold-constants,eliminate-identity,fold-batchnorm,cleanup"))

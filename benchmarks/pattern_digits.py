@@ -44,7 +44,7 @@ def conv_nonzeros(path: Path) -> tuple[int, int]:
 def run_case(name: str, out: Path) -> dict:
     from click.testing import CliRunner
 
-    from pimc.compiler.cli import cli
+    from pimc.cli.main import cli
     from pimc.runtime.datasets import load_dataset
     from pimc.runtime.session import evaluate, model_input
 

@@ -10,8 +10,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from pimc.cli.main import main
 from pimc.compiler import annotations as ann
-from pimc.compiler.cli import main
 
 
 def _model_file(tmp_path: Path) -> Path:

@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 from pimc.compiler.target import all_targets
 
 
@@ -264,7 +264,7 @@ def test_malformed_input_is_one_clean_line(case: str, tmp_path: Path, capsys, mo
 def test_debug_shows_traceback(tmp_path: Path):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     result = subprocess.run(
-        [sys.executable, "-m", "pimc.compiler.cli", "--debug", "compile", str(tmp_path / "nope.onnx"),
+        [sys.executable, "-m", "pimc.cli.main", "--debug", "compile", str(tmp_path / "nope.onnx"),
          "-t", "onnxruntime"], capture_output=True, text=True, env=env, timeout=120,
     )
     assert result.returncode != 0

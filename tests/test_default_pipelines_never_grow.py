@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from pimc.app.compile import CompileOptions, compile_model
+from pimc.cli.models import export_annotated
 from pimc.compiler.target import all_targets
 from pimc.models import bundled_model_path
-from pimc.models.commands import export_annotated
 from pimc.models.zoo import build_model, model_input_shape
 
 ZOO = ("lenet5", "resnet20", "mobilenetv2", "cmpnet", "cmpnet_cnn")

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 import pytest
 
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 from pimc.compiler.storage import model_storage
 
 

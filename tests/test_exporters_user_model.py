@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 
 FAST = {
     "decompose": ["--pretrain-epochs", "1", "--epochs", "1", "--finetune-epochs", "1", "--rank", "3", "--no-progress"],

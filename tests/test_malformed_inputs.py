@@ -17,7 +17,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 
 Args = list[str]
 
@@ -328,7 +328,7 @@ def test_huge_constant_of_shape_is_not_materialised(tmp_path: Path):
                    [numpy_helper.from_array(np.array([30000, 30000], np.int64), "s")], [30000, 30000], [30000, 30000])
     src = _save(model, tmp_path / "cos.onnx")
     # VmHWM, not ru_maxrss: ru_maxrss survives fork+exec, so it would count the (large) pytest parent.
-    script = ("import re, sys\nfrom pimc.compiler.cli import main\n"
+    script = ("import re, sys\nfrom pimc.cli.main import main\n"
               f"code = main(['compile', {src!r}, '-t', 'onnxruntime', '-o', {str(tmp_path / 'o.onnx')!r}, '--json'])\n"
               "hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
               "print(code, hwm)\n")

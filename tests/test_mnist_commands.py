@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 from pimc.models import bundled_model_path
 
 

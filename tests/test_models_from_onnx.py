@@ -29,7 +29,7 @@ def test_converted_module_computes_what_onnxruntime_computes():
 
 
 def test_export_prune_on_a_users_onnx_keeps_its_io_names(tmp_path):
-    from pimc.compiler.cli import cli
+    from pimc.cli.main import cli
 
     out = tmp_path / "p.onnx"
     result = CliRunner().invoke(cli, [
@@ -45,7 +45,7 @@ def test_export_prune_on_a_users_onnx_keeps_its_io_names(tmp_path):
 
 
 def test_export_prune_on_a_factory(tmp_path):
-    from pimc.compiler.cli import cli
+    from pimc.cli.main import cli
 
     factory = tmp_path / "net.py"
     factory.write_text(

@@ -12,9 +12,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from pimc.cli.models import models_group
 from pimc.compiler.errors import PimcError
 from pimc.models import bundled_model_path
-from pimc.models.commands import models_group
 from pimc.models.train import (
     Distillation,
     digits_arrays,

@@ -13,7 +13,7 @@ import onnxruntime as ort
 import pytest
 from onnx import numpy_helper
 
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 
 DATA = Path(onnx.__file__).parent / "backend" / "test" / "data"
 CASES = sorted((DATA / "pytorch-converted").glob("test_Conv*")) + [DATA / "pytorch-operator" / "test_operator_conv"]

@@ -13,7 +13,7 @@ import onnx
 import pytest
 
 import pimc.models.train as train_module
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 LIMIT = 64

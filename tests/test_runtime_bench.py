@@ -11,11 +11,11 @@ import onnx
 from click.testing import CliRunner
 from onnx import numpy_helper
 
+from pimc.cli.run import bench_command
 from pimc.compiler.errors import PimcError
 from pimc.compiler.stats import parameter_counts
 from pimc.models import bundled_model_path
 from pimc.runtime.bench import compare_models, write_csv, write_plot
-from pimc.runtime.commands import bench_command
 
 
 def _pruned_copy(tmp_path: Path) -> Path:
@@ -66,7 +66,7 @@ def test_bench_command(tmp_path: Path) -> None:
 
 
 def test_bench_ratios_are_better_when_above_one() -> None:
-    from pimc.runtime.commands import _gain
+    from pimc.cli.run import _gain
 
     assert _gain(2.0, 1.0, "faster") == "2.00× faster"
     assert _gain(1.0, 0.0, "faster") == "-"

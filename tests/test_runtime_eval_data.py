@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 from pimc.models import bundled_model_path
 
 

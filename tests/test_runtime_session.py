@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
+from pimc.cli.run import run_command
 from pimc.compiler.errors import PimcError
 from pimc.compiler.sessions import free_batch, make_session, predict, random_feeds, runs_batched
 from pimc.models import bundled_model_path
-from pimc.runtime.commands import run_command
 from pimc.runtime.datasets import Dataset
 from pimc.runtime.session import dataset_feeds, evaluate, model_input
 

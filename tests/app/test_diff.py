@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pimc.app.diff import diff_reports, load_report, ratio
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 from pimc.compiler.errors import PimcError
 from pimc.models import bundled_model_path
 
@@ -85,7 +85,7 @@ def test_layers_only_in_one_report_and_accuracy(reports, tmp_path: Path, capsys)
 
 
 def test_console_script_prints_wide_tables_when_piped(reports) -> None:
-    result = subprocess.run([sys.executable, "-m", "pimc.compiler.cli", "diff", str(reports[0]), str(reports[1])],
+    result = subprocess.run([sys.executable, "-m", "pimc.cli.main", "diff", str(reports[0]), str(reports[1])],
                             capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     assert max(len(line) for line in result.stdout.splitlines()) > 80 and "…" not in result.stdout

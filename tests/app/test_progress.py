@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import io
 
-from pimc.app.progress import Progress, Timings, timing_line
 from pimc.app import progress as progress_module
+from pimc.app.progress import Progress, Timings, timing_line
 
 
 class _Terminal(io.StringIO):

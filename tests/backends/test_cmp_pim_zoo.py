@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from pimc.app.compile import CompileOptions, compile_model
+from pimc.cli.models import export_annotated
 from pimc.compiler import annotations as ann
 from pimc.models import bundled_model_path
-from pimc.models.commands import export_annotated
 from pimc.models.zoo import build_model, model_input_shape
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")

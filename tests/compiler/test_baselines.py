@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from pimc.app.compile import CompileOptions, compile_model
-from pimc.compiler.cli import cli, main
+from pimc.cli.main import cli, main
 from pimc.compiler.errors import PimcError
 from pimc.models import bundled_model_path
 

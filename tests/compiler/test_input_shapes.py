@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from pimc.app.compile import CompileOptions, compile_model
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 from pimc.compiler.errors import PimcError
 from pimc.compiler.graph import value_shapes
 from pimc.compiler.input_shapes import fix_input_shapes, parse_input_shape

@@ -26,7 +26,7 @@ def test_numbers_fold_instead_of_being_cut():
 
 
 def test_pass_listing_through_a_pipe_is_not_cut(capsys):
-    from pimc.compiler.cli import main
+    from pimc.cli.main import main
 
     assert main(["passes"]) == 0
     assert "…" not in capsys.readouterr().out

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from conftest import run_ort
 
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 
 torch = pytest.importorskip("torch")
 

@@ -69,7 +69,7 @@ def test_cli_defaults_are_the_library_defaults(name, config, renames, minimum) -
 
 def test_every_exporter_command_has_a_default_mapping() -> None:
     """A new `pimc export` command must say which library dataclasses its option defaults come from."""
-    from pimc.compiler.cli import _export_commands
+    from pimc.cli.main import _export_commands
 
     assert set(_export_commands()) == set(MAPPINGS)
 

@@ -19,7 +19,7 @@ def _optimized_ops(path: Path) -> Counter:
 def _quantize_bundled(tmp_path: Path, setting: str) -> Path:
     from click.testing import CliRunner
 
-    from pimc.compiler.cli import cli
+    from pimc.cli.main import cli
 
     out = tmp_path / "q.onnx"
     res = CliRunner().invoke(cli, ["compile", str(bundled_model_path()), "-t", "onnxruntime", "--passes",

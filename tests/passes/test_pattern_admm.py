@@ -104,7 +104,7 @@ def test_admm_update_is_projection_and_dual_ascent():
 
 
 def test_cli_exports_digits_cnn(tmp_path):
-    from pimc.compiler.cli import cli
+    from pimc.cli.main import cli
 
     out = tmp_path / "d.onnx"
     result = CliRunner().invoke(cli, [

@@ -237,7 +237,7 @@ def test_distillation_teacher_is_the_dense_model_and_changes_the_pruned_weights(
 
 
 def test_cli_summary_records_the_distillation(tmp_path):
-    from pimc.compiler.cli import cli
+    from pimc.cli.main import cli
 
     common = ["export", "prune", "--model", "digits_cnn", "--epochs", "1", "--admm-epochs", "1", "--retrain-epochs",
               "1", "--steps", "1", "--train-limit", "128", "--ratio", "5", "--no-progress", "--json"]
@@ -253,7 +253,7 @@ def test_cli_summary_records_the_distillation(tmp_path):
 
 
 def test_cli_exports_digits_cnn(tmp_path):
-    from pimc.compiler.cli import cli
+    from pimc.cli.main import cli
 
     out = tmp_path / "p.onnx"
     result = CliRunner().invoke(cli, [
@@ -268,7 +268,7 @@ def test_cli_exports_digits_cnn(tmp_path):
 
 
 def test_validation_is_carved_from_the_training_images(tmp_path):
-    from pimc.compiler.cli import cli
+    from pimc.cli.main import cli
     from pimc.models.train import hold_out, training_data
 
     data = training_data("digits", (1, 8, 8), 32)
@@ -293,7 +293,7 @@ def test_validation_is_carved_from_the_training_images(tmp_path):
 
 def _export_mnist(tmp_path, model: str, *options: str) -> dict:
     """``pimc export prune --model M --data mnist`` (default schedule unless ``options``), summary JSON."""
-    from pimc.compiler.cli import cli
+    from pimc.cli.main import cli
 
     result = CliRunner().invoke(cli, [
         "export", "prune", "--model", model, "--data", "mnist", "-o", str(tmp_path / "p.onnx"),

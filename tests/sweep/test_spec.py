@@ -72,7 +72,7 @@ def test_split_axes():
 
 
 def test_cli_bad_spec_is_one_line(tmp_path, capsys):
-    from pimc.compiler.cli import main
+    from pimc.cli.main import main
 
     bad = tmp_path / "s.toml"
     bad.write_text(f'model = "{MODEL}"\ntargets = ["escalate"]\n[axes]\n"decompose.rnk" = [1]\n')

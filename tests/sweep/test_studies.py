@@ -6,7 +6,7 @@ import csv
 from pathlib import Path
 
 from pimc.app.inspect_model import break_even_info
-from pimc.compiler.cli import main
+from pimc.cli.main import main
 from pimc.compiler.loader import load_model
 from pimc.models import bundled_model_path
 

@@ -8,9 +8,9 @@ import click
 
 from ..compiler.errors import PimcError
 from ..compiler.tables import Table, console
+from ..models.zoo import MODELS, build_model, get_spec, model_input_shape
 from ..runtime.datasets import TRAINABLE_HELP
 from ..runtime.session import evaluate
-from .zoo import MODELS, build_model, get_spec, model_input_shape
 
 
 @click.group("models")
@@ -61,8 +61,8 @@ def export_annotated(model, output: Path, shape: tuple[int, ...], dynamo: bool =
                      opset: int | None = None) -> None:
     """Export to ONNX; a model with LBC layers (CMPNET) also gets the comparator annotation contract, so
     targets lower its anchor / comparator / 1×1 nodes as LBC blocks, exactly as after comparator-conv."""
+    from ..models.train import export_onnx
     from ..passes.comparator.exporter import lbc_modules
-    from .train import export_onnx
 
     export_onnx(model, output, shape, dynamo=dynamo, opset=opset)
     if next(lbc_modules(model), None) is None:
@@ -94,7 +94,7 @@ def train_command(
     """Train zoo model NAME on a dataset, export it and report its onnxruntime test accuracy."""
     import torch
 
-    from .train import train_classifier, training_data
+    from ..models.train import train_classifier, training_data
 
     if threads is not None:
         if threads < 1:

@@ -9,16 +9,16 @@ import sys
 
 import click
 
-from .errors import PimcError
-from .tables import Table, console
+from ..compiler.errors import PimcError
+from ..compiler.tables import Table, console
 
 _PLUGINS = {
-    "run": ("pimc.runtime.commands", "run_command"),
-    "bench": ("pimc.runtime.commands", "bench_command"),
-    "models": ("pimc.models.commands", "models_group"),
+    "run": ("pimc.cli.run", "run_command"),
+    "bench": ("pimc.cli.run", "bench_command"),
+    "models": ("pimc.cli.models", "models_group"),
     "demo": ("pimc.app.demo", "demo_command"),
     "diff": ("pimc.app.diff", "diff_command"),
-    "sweep": ("pimc.sweep.cli", "sweep_command"),
+    "sweep": ("pimc.cli.sweep", "sweep_command"),
 }
 
 
@@ -144,8 +144,8 @@ def compile_cmd(model, target, output, report_path, verify, data, passes, pipeli
 def inspect_cmd(model, input_shapes, as_json, break_even, target, hw):
     """Print a model summary, its weight storage and every pimc annotation."""
     from ..app.inspect_model import break_even_info, inspect_model, render_inspection
-    from .input_shapes import fix_input_shapes
-    from .loader import load_model
+    from ..compiler.input_shapes import fix_input_shapes
+    from ..compiler.loader import load_model
 
     loaded = fix_input_shapes(load_model(model), input_shapes)
     info = inspect_model(loaded)
@@ -163,7 +163,7 @@ def inspect_cmd(model, input_shapes, as_json, break_even, target, hw):
 @click.option("--json", "as_json", is_flag=True)
 def passes_cmd(as_json):
     """List the registered passes and their options."""
-    from .passbase import all_passes
+    from ..compiler.passbase import all_passes
 
     passes = all_passes()
     if as_json:
@@ -189,7 +189,7 @@ def passes_cmd(as_json):
 @click.option("--json", "as_json", is_flag=True)
 def targets_cmd(as_json):
     """List the targets, their default pipelines and hardware parameters."""
-    from .target import all_targets
+    from ..compiler.target import all_targets
 
     data = {}
     for name, cls in all_targets().items():

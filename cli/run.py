@@ -12,8 +12,8 @@ from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
 from ..compiler.sessions import real_inputs
 from ..compiler.tables import Table, console
-from .datasets import SPECS_HELP, Dataset, Shape3, evaluation_set, load_dataset
-from .session import evaluate, model_input
+from ..runtime.datasets import SPECS_HELP, Dataset, Shape3, evaluation_set, load_dataset
+from ..runtime.session import evaluate, model_input
 
 _FILE = click.Path(dir_okay=False, path_type=Path)
 _POSITIVE = click.IntRange(min=1)
@@ -86,7 +86,7 @@ def bench_command(
     csv_path: Path | None, plot_path: Path | None, as_json: bool,
 ) -> None:
     """Compare MODELS (the first is the reference): size, sparsity, latency, accuracy, agreement."""
-    from .bench import compare_models, write_csv, write_plot
+    from ..runtime.bench import compare_models, write_csv, write_plot
 
     for path in models:
         dataset_input(read_model(path), path)

@@ -28,12 +28,12 @@ from ..compiler.errors import PimcError
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 def sweep_command(spec, out, workers, address, resume, seed, exact, study, target, data, values, no_progress):
     """Sweep compile options and hardware parameters of SPEC.toml on Ray Tune."""
-    from .runner import SweepOptions, run_sweep
-    from .spec import load_spec
+    from ..sweep.runner import SweepOptions, run_sweep
+    from ..sweep.spec import load_spec
 
     opts = SweepOptions(Path(out), workers, address, resume, seed, exact, not no_progress)
     if study is not None:
-        from .studies import run_study
+        from ..sweep.studies import run_study
 
         result = run_study(study, spec, target, data, values, opts)
     else:
