@@ -9,11 +9,11 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from .. import __version__
 from ..compiler.pipeline import PassRecord
 from ..compiler.stats import ModelStats
 from ..compiler.tables import Table
 from ..compiler.tables import console as make_console
+from ..compiler.version import VERSION
 from .progress import timing_line
 
 
@@ -30,7 +30,7 @@ def build_report(
     warnings: list[str] | None = None,
 ) -> dict[str, Any]:
     return {
-        "pimc_version": __version__,
+        "pimc_version": VERSION,
         "input": input_path,
         "output": output_path,
         "target": target,

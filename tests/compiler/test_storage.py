@@ -79,16 +79,9 @@ def test_break_even_on_escalate_and_none_on_cim():
 
 
 def test_break_even_is_where_the_sparse_path_stops_being_slower():
-    from pimc.backends.escalate import (
-        BREAK_EVEN_STEPS,
-        EscalateConfig,
-        LayerPlan,
-        WeightStats,
-        break_even_sparsity,
-        dense_cost,
-        lower_dense,
-        sparse_cost,
-    )
+    from pimc.backends.escalate.config import EscalateConfig
+    from pimc.backends.escalate.cost import BREAK_EVEN_STEPS, break_even_sparsity, dense_cost, sparse_cost
+    from pimc.backends.escalate.lower import LayerPlan, WeightStats, lower_dense
     from pimc.compiler.loader import load_model
     from pimc.compiler.workload import extract_workload
     from pimc.models import bundled_model_path

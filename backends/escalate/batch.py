@@ -18,16 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from ..compiler.workload import Workload
-from .escalate import (
-    ACCELERATORS,
-    EscalateConfig,
-    Schedule,
-    accelerator_totals,
-    lower_dense,
-    lower_workload,
-    schedule_totals,
-)
+from ...compiler.workload import Workload
+from .config import EscalateConfig
+from .cost import ACCELERATORS, accelerator_totals, schedule_totals
+from .lower import Schedule, lower_dense, lower_workload
 
 #: Parameters the lowering reads (one schedule per combination of their values).
 LOWERING = ("basis_cols", "coef_rows", "act_bits", "weight_bits", "basis_bits", "coef_bits", "intermediate_bits")
