@@ -1,4 +1,13 @@
-"""Targets. One module per target (lower -> schedule -> cost); each registers with ``@register_target``.
+"""Targets. One module (or package) per target (lower -> schedule -> cost); each registers its class with
+``@register_target``, and ``TARGET_MODULES`` declares which module defines which target, so a compile
+imports only its own target.
 
 Backends read ``pimc.compiler.workload`` records and never import ``pimc.passes``.
 """
+
+TARGET_MODULES: dict[str, str] = {
+    "cim": "pimc.backends.cim",
+    "cmp-pim": "pimc.backends.cmp_pim",
+    "escalate": "pimc.backends.escalate",
+    "onnxruntime": "pimc.backends.onnxruntime",
+}

@@ -11,7 +11,6 @@ module of the pass asked for, which registers its class with ``@register_pass``.
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ import numpy as np
 import onnx
 
 from .errors import PimcError
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .budget import AccuracyBudget
@@ -160,33 +160,23 @@ class Pass:
         return self.exact
 
 
-_PASSES: dict[str, type[Pass]] = {}
+_PASSES: Registry[Pass] = Registry("pass", "pimc.passes", "PASS_MODULES")
 
 
 def register_pass(cls: type[Pass]) -> type[Pass]:
     if not re.fullmatch(r"[a-z][a-z0-9-]*", cls.name):
         raise ValueError(f"bad pass name {cls.name!r}")
-    if cls.name in _PASSES and _PASSES[cls.name] is not cls:
-        raise ValueError(f"pass {cls.name!r} registered twice")
-    _PASSES[cls.name] = cls
-    return cls
+    return _PASSES.register(cls.name, cls)
 
 
 def declared_passes() -> dict[str, str]:
     """Pass name → the module that defines it (``pimc.passes.PASS_MODULES``)."""
-    return importlib.import_module("pimc.passes").PASS_MODULES
+    return _PASSES.declared()
 
 
 def all_passes() -> dict[str, type[Pass]]:
-    return {name: get_pass(name) for name in sorted(declared_passes())}
+    return _PASSES.all()
 
 
 def get_pass(name: str) -> type[Pass]:
-    declared = declared_passes()
-    if name not in declared:
-        raise PimcError(f"unknown pass '{name}' (known: {', '.join(sorted(declared))})")
-    if name not in _PASSES:
-        importlib.import_module(declared[name])
-    if name not in _PASSES:
-        raise PimcError(f"pass '{name}': {declared[name]} does not register it")
-    return _PASSES[name]
+    return _PASSES.get(name)

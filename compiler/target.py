@@ -9,9 +9,7 @@ Modules under ``pimc.backends`` are discovered automatically and register with `
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
-import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +20,7 @@ import tomllib
 
 from .errors import PimcError
 from .modelio import MAX_TEXT_FILE_BYTES, read_input_file
+from .registry import Registry
 
 if TYPE_CHECKING:
     from .workload import LayerRecord
@@ -242,28 +241,21 @@ class Target:
         return None
 
 
-_TARGETS: dict[str, type[Target]] = {}
-_DISCOVERED = False
+_TARGETS: Registry[Target] = Registry("target", "pimc.backends", "TARGET_MODULES")
 
 
 def register_target(cls: type[Target]) -> type[Target]:
-    _TARGETS[cls.name] = cls
-    return cls
+    return _TARGETS.register(cls.name, cls)
+
+
+def declared_targets() -> dict[str, str]:
+    """Target name → the module that defines it (``pimc.backends.TARGET_MODULES``)."""
+    return _TARGETS.declared()
 
 
 def all_targets() -> dict[str, type[Target]]:
-    global _DISCOVERED
-    if not _DISCOVERED:
-        _DISCOVERED = True
-        pkg = importlib.import_module("pimc.backends")
-        for info in pkgutil.walk_packages(pkg.__path__, prefix="pimc.backends."):
-            if not info.name.rsplit(".", 1)[-1].startswith("_"):
-                importlib.import_module(info.name)
-    return dict(sorted(_TARGETS.items()))
+    return _TARGETS.all()
 
 
 def get_target(name: str) -> Target:
-    targets = all_targets()
-    if name not in targets:
-        raise PimcError(f"unknown target '{name}' (known: {', '.join(targets)})")
-    return targets[name]()
+    return _TARGETS.get(name)()

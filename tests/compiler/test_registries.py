@@ -1,5 +1,5 @@
-"""The declared pass registry: every pass module is declared under the name its class registers, a pass
-is found without importing the others, and no pass module imports torch."""
+"""The declared registries of passes and targets: every module that registers one is declared under the
+name it registers, a pass is found without importing the others, and no pass module imports torch."""
 
 from __future__ import annotations
 
@@ -56,3 +56,22 @@ def test_no_pass_module_imports_torch():
             "print('torch' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
+
+
+def test_every_target_module_is_declared_under_its_target_name():
+    from pimc.compiler.target import all_targets, declared_targets
+
+    backends = PASSES_DIR.parent / "backends"
+    found = {}
+    for path in backends.rglob("*.py"):
+        text = path.read_text()
+        for match in ast.walk(ast.parse(text)):
+            if isinstance(match, ast.ClassDef) and any(getattr(d, "id", None) == "register_target"
+                                                        for d in match.decorator_list):
+                name = next(i.value.value for i in match.body
+                            if isinstance(i, ast.Assign) and getattr(i.targets[0], "id", None) == "name")
+                parts = path.relative_to(backends.parent).with_suffix("").parts
+                module = "pimc." + ".".join(parts[:-1] if parts[-1] in ("target", "__init__") else parts)
+                found[name] = module
+    assert found == declared_targets()
+    assert all(cls.name == name for name, cls in all_targets().items())
