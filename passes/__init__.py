@@ -10,7 +10,7 @@ PASS_MODULES: dict[str, str] = {
     "fold-batchnorm": "pimc.passes.basic.fold_batchnorm",
     "fuse-relu": "pimc.passes.basic.fuse_relu",
     "cleanup": "pimc.passes.basic.cleanup",
-    "shrink": "pimc.passes.decompose.shrink",
+    "shrink": "pimc.passes.shrink.shrink",
     "decompose": "pimc.passes.decompose.decompose",
     "recompose": "pimc.passes.decompose.recompose",
     "pattern-prune": "pimc.passes.pattern.pattern_prune",

@@ -38,7 +38,7 @@ Dead channels (``shrink``, default on). Non-structured pruning leaves whole unit
 weights out: a conv filter none of whose outputs the next layer reads, an FC unit no later weight uses.
 Han et al. (NIPS 2015, "Learning both Weights and Connections", §3.3): such neurons "may be safely pruned",
 with every connection to or from them. The exported ONNX goes through the graph pass ``shrink``
-(``passes/decompose/shrink.py``, QDQ included), checked on the calibration images to change no output, so
+(``passes/shrink/``, QDQ included), checked on the calibration images to change no output, so
 that the file holds only the live network. The storage reference stays the dense model as brought
 (``compiler/storage.py``, ``pimc.reference_storage``). Since hidden units are interchangeable, the surviving
 ones need no index.

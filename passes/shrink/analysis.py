@@ -1,77 +1,23 @@
-"""shrink: remove channels that pruning made dead, across layers, without changing the outputs.
-
-Channel spaces. Tensors linked by channel-preserving ops (Relu and other elementwise activations,
-Identity/Dropout, MaxPool, AveragePool, GlobalAverage/MaxPool, inference BatchNormalization, Flatten of a
-1×1 map, Add/Sub/Mul/Div of two activations, or with a per-channel constant) share one set of channel
-indices — a *space*. Every space is bounded by *layers* (Conv with group 1, depthwise Conv with
-group = Cin, Gemm, MatMul with a constant weight) that produce it or read it. Any other op, a graph
-input or a graph output touching a space freezes it (reported in ``skipped``).
-
-Constant channels. Walking the graph in order, channel c of a tensor is a known constant v_c when it is
-the same value at every position: a layer output whose inputs with non-zero weights are all constant
-(a filter with all-zero weights gives its bias), provided v = 0 or the layer has no padding (zero padding
-would make borders differ); activations, BN, max/global pooling, and average pooling without counted
-padding map constants to constants.
-
-Channel c of space S may go when every reading layer K either does not use it (all of K's weights on
-input c are zero) or can absorb it exactly: for v_c = 0 nothing changes, and for v_c ≠ 0 a layer
-without padding adds v_c · Σ_{kernel} W_K[o, c] to its bias b_K[o] (Gemm: v_c · W[o, c]). A depthwise
-layer couples two spaces: input channel g may go only with all its m outputs g·m..g·m+m−1; on the output
-side besides whole groups, output index j may go from every group (an unused *basis kernel* of a
-decomposed pair, which lowers its rank d). Producers drop the filter rows of removed channels, BN and
-per-channel constants are sliced. The removable sets are found as a greatest fixed point (start from the
-locally removable channels, drop any that violate a coupling, repeat), and at least one channel of a
-space is always kept. The whole analysis repeats until nothing changes, since removing inputs can leave
-further filters all-zero. Every step is an exact algebraic identity, so the pass is exact.
-
-Flattened maps. A Flatten (axis 1) or a Reshape to a constant [N | 0 | −1, C·H·W | −1] of an NCHW map
-whose every reader is a Gemm/MatMul with C·H·W weight columns links that map's space to the FC layers:
-channel c of the space is the block of columns c·H·W … c·H·W + H·W − 1 (the FC weight is viewed as
-[out, C, H·W], exactly like a conv kernel of H·W taps). A dead channel drops its whole block; a constant
-channel c = v_c (the same value at every position) adds v_c · Σ_block W[o, ·] to the Gemm bias (a MatMul,
-having no bias, only drops v_c = 0 channels); an explicit C·H·W in the Reshape target follows.
-
-Quantized graphs (QDQ). A weight or bias given as DequantizeLinear(q, scale[, zero point]) of initializers,
-read by that layer alone, is analysed at its dequantized value and cut in its integer form: q loses the
-same rows and columns, a per-output-channel scale and zero point lose the removed rows (a scale per input
-channel is not cut: such a layer is left alone). A quantized bias cannot absorb a constant channel exactly
-(b + v·ΣW is off the bias grid), so only channels it does not use, or that are 0, go from its input. An
-activation QuantizeLinear or DequantizeLinear with a per-tensor scale and zero point maps every element
-alike, so it preserves channels (a constant v maps to clip(rint(v/s) + z) and (v − z)·s) and a Flatten may
-reach its Gemm through such a pair. Each cut is the removal of a term that is zero, or of an output nobody
-reads, so the quantized model stays exact.
-
-Per-element maps travel with the weights: a ``pattern`` map ([Cout, Cin/groups] pattern ids of
-pattern-prune) loses the rows of removed filters and the columns of removed input channels; other maps
-lose rows when they have one row per filter (see ``_slice_maps``).
-"""
+"""shrink's analysis: channel spaces, per-channel constants and the removable channel sets (the math:
+``shrink.py``)."""
 
 from __future__ import annotations
 
-from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto
 
-from ...compiler.annotations import get_node_annotation, get_node_map, set_node_annotation, set_node_map
 from ...compiler.graph import (
-    all_names,
     attr,
     consumers,
     get_initializer,
     graph_output_names,
-    remove_value_info,
-    set_initializer,
-    unique_name,
     value_shapes,
 )
-from ...compiler.loader import infer_shapes
-from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
 from ...compiler.workload import dequantize
-from ._common import BASIS, COEFFICIENT, has_padding
+from ..decompose._common import has_padding
 
 _UNARY = {
     "Relu": lambda v, n: np.maximum(v, 0.0),
@@ -88,7 +34,6 @@ _UNARY = {
 FAKE_QUANT = ("QuantizeLinear", "DequantizeLinear")  # with a per-tensor grid: element-wise
 _INTEGER_GRIDS = (TensorProto.INT8, TensorProto.UINT8, TensorProto.INT16, TensorProto.UINT16)
 _BINARY = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}
-MAX_ROUNDS = 50
 
 
 class _UnionFind:
@@ -107,7 +52,7 @@ class _UnionFind:
 
 
 @dataclass
-class _Layer:
+class ChannelLayer:
     node: onnx.NodeProto
     kind: str  # conv | depthwise | gemm | matmul
     weight: np.ndarray  # always as [out, in, ...] (Gemm/MatMul transposed to [out, in])
@@ -131,77 +76,22 @@ class _Flat:
 
 
 @dataclass
-class _Analysis:
+class Analysis:
     space: dict[str, str] = field(default_factory=dict)  # tensor -> space id
     width: dict[str, int] = field(default_factory=dict)  # space -> channels
     frozen: dict[str, str] = field(default_factory=dict)  # space -> reason
-    layers: list[_Layer] = field(default_factory=list)
+    layers: list[ChannelLayer] = field(default_factory=list)
     flats: dict[str, _Flat] = field(default_factory=dict)  # flattened tensor -> its link
     consts: dict[str, np.ndarray] = field(default_factory=dict)  # tensor -> per-channel value or nan
     params: list[tuple[onnx.NodeProto, int, str]] = field(default_factory=list)  # per-channel constants
 
 
-@register_pass
-class Shrink(Pass):
-    name = "shrink"
-    summary = "Remove dead channels, unused basis kernels and all-zero filters across layers (exact)"
-    exact = True
-    tolerance = 1e-4
-
-    def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
-               for n in model.graph.node for a in n.attribute):
-            return PassResult(model, False, {"skipped": [{"node": "*", "reason": "graph has control-flow subgraphs"}]})
-        removed: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
-        blocked: dict[str, str] = {}
-        changed = False
-        for _ in range(MAX_ROUNDS):
-            model = infer_shapes(model, "shrink")
-            analysis = _analyse(model)
-            removable = _removable_sets(model, analysis, blocked)
-            if not any(removable.values()):
-                break
-            _apply(model, analysis, removable, removed)
-            remove_value_info(model.graph)
-            changed = True
-        changed = _sync_ranks(model.graph) or changed
-        stats: dict[str, Any] = {
-            "removed": {k: dict(v) for k, v in sorted(removed.items())},
-            "channels_removed": int(sum(v.get("out_channels", 0) for v in removed.values())),
-            "skipped": [{"node": k, "reason": v} for k, v in sorted(blocked.items())],
-        }
-        return PassResult(model, changed, stats)
-
-
-def _sync_ranks(graph: onnx.GraphProto) -> bool:
-    """``rank`` of every basis node (and its coefficient partner) = basis outputs per input channel.
-
-    A basis conv whose input shrank to one channel has group 1 and is shrunk as a dense conv, which does
-    not update the annotation itself. True when an annotation changed."""
-    synced = False
-    for node in graph.node:
-        if get_node_annotation(node, "role") != BASIS:
-            continue
-        weight = get_initializer(graph, node.input[1])
-        groups = int(next((a.i for a in node.attribute if a.name == "group"), 1))
-        if weight is None or weight.shape[0] % groups:
-            continue
-        rank = weight.shape[0] // groups
-        if get_node_annotation(node, "rank") == rank:
-            continue
-        for n in graph.node:
-            if n is node or (get_node_annotation(n, "role") == COEFFICIENT and n.input[0] == node.output[0]):
-                set_node_annotation(n, "rank", rank)
-                synced = True
-    return synced
-
-
-def _analyse(model: onnx.ModelProto) -> _Analysis:
+def analyse(model: onnx.ModelProto) -> Analysis:
     graph = model.graph
     shapes = value_shapes(model)
     inits = {i.name for i in graph.initializer}
     uf = _UnionFind()
-    a = _Analysis()
+    a = Analysis()
     freeze: list[tuple[str, str]] = []
     data_tensors: set[str] = set()
     a.flats = _flatten_links(model, shapes, inits)
@@ -373,7 +263,7 @@ def _flattens_channels(graph, node, xshape, block: int) -> bool:
     return first in (0, -1, xshape[0]) and second in (-1, xshape[1] * block) and (first, second) != (-1, -1)
 
 
-def _as_layer(graph, node, shapes, flats: dict[str, _Flat] | None = None) -> _Layer | None:
+def _as_layer(graph, node, shapes, flats: dict[str, _Flat] | None = None) -> ChannelLayer | None:
     layer = _plain_layer(graph, node, shapes)
     flat = (flats or {}).get(layer.src) if layer is not None else None
     if flat is not None and layer.kind in ("gemm", "matmul"):
@@ -384,7 +274,7 @@ def _as_layer(graph, node, shapes, flats: dict[str, _Flat] | None = None) -> _La
     return layer
 
 
-def _plain_layer(graph, node, shapes) -> _Layer | None:
+def _plain_layer(graph, node, shapes) -> ChannelLayer | None:
     op = node.op_type
     if op not in ("Conv", "Gemm", "MatMul") or len(node.input) < 2:
         return None
@@ -401,14 +291,14 @@ def _plain_layer(graph, node, shapes) -> _Layer | None:
         if group > 1 and group == xshape[1] and w.shape[1] == 1 and w.shape[0] % group == 0:
             kind = "depthwise"
         if kind is not None:
-            layer = _Layer(node, kind, w, bias, node.input[0], node.output[0], has_padding(node))
+            layer = ChannelLayer(node, kind, w, bias, node.input[0], node.output[0], has_padding(node))
     elif op == "Gemm" and not attr(node, "transA", 0):
         plain = float(attr(node, "alpha", 1.0)) == 1.0 and float(attr(node, "beta", 1.0)) == 1.0
         outputs = w.shape[0] if attr(node, "transB", 0) else w.shape[1]
         if plain and (bias is None or bias.size in (1, outputs)):
-            layer = _Layer(node, "gemm", w if attr(node, "transB", 0) else w.T, bias, node.input[0], node.output[0])
+            layer = ChannelLayer(node, "gemm", w if attr(node, "transB", 0) else w.T, bias, node.input[0], node.output[0])
     elif op == "MatMul" and len(xshape) == 2:
-        layer = _Layer(node, "matmul", w.T, None, node.input[0], node.output[0])
+        layer = ChannelLayer(node, "matmul", w.T, None, node.input[0], node.output[0])
     if layer is None or not (_per_output_channel(graph, layer, wdq) and _per_output_channel(graph, layer, bdq)):
         return None
     layer.weight_dq, layer.bias_dq = wdq, bdq
@@ -434,14 +324,14 @@ def _constant_input(graph, name: str) -> tuple[np.ndarray | None, onnx.NodeProto
     return dequantize(q, scale, zero, axis), dq
 
 
-def _output_axis(layer: _Layer, ndim: int) -> int:
+def _output_axis(layer: ChannelLayer, ndim: int) -> int:
     """The axis of the stored weight (or of the bias, ndim 1) that indexes the layer's outputs."""
     if ndim == 1 or layer.kind in ("conv", "depthwise") or (layer.kind == "gemm" and attr(layer.node, "transB", 0)):
         return 0
     return 1
 
 
-def _per_output_channel(graph, layer: _Layer, dq: onnx.NodeProto | None) -> bool:
+def _per_output_channel(graph, layer: ChannelLayer, dq: onnx.NodeProto | None) -> bool:
     """A quantized tensor can be cut only when its scale is per tensor or per output channel."""
     if dq is None or get_initializer(graph, dq.input[1]).size == 1:
         return True
@@ -449,7 +339,7 @@ def _per_output_channel(graph, layer: _Layer, dq: onnx.NodeProto | None) -> bool
     return int(attr(dq, "axis", 1)) % ndim == _output_axis(layer, ndim)
 
 
-def _propagate_constants(graph: onnx.GraphProto, a: _Analysis) -> None:
+def _propagate_constants(graph: onnx.GraphProto, a: Analysis) -> None:
     layers = {id(layer.node): layer for layer in a.layers}
     for node in graph.node:
         outs = [o for o in node.output if o]
@@ -465,7 +355,7 @@ def _propagate_constants(graph: onnx.GraphProto, a: _Analysis) -> None:
 
 def _node_constant(graph, node, layer, a) -> np.ndarray | None:
     if layer is not None:
-        return _layer_constant(layer, _input_constant(graph, a, layer))
+        return _layer_constant(layer, input_constant(graph, a, layer))
     op = node.op_type
     v = a.consts.get(node.input[0]) if node.input else None
     if op in _UNARY:
@@ -488,7 +378,7 @@ def _node_constant(graph, node, layer, a) -> np.ndarray | None:
     return None
 
 
-def _input_constant(graph, a: _Analysis, layer: _Layer) -> np.ndarray | None:
+def input_constant(graph, a: Analysis, layer: ChannelLayer) -> np.ndarray | None:
     """The per-channel constants of the layer's input as the layer reads them (after any fake quantization
     between a Flatten and it)."""
     v = a.consts.get(layer.src)
@@ -527,7 +417,7 @@ def _binary_constant(graph, node, a) -> np.ndarray | None:
         return _BINARY[node.op_type](vals[0], vals[1])
 
 
-def _layer_constant(layer: _Layer, v: np.ndarray | None) -> np.ndarray | None:
+def _layer_constant(layer: ChannelLayer, v: np.ndarray | None) -> np.ndarray | None:
     out = layer.weight.shape[0]
     bias = np.zeros(out) if layer.bias is None else np.broadcast_to(layer.bias.astype(np.float64).reshape(-1), (out,))
     if v is None or not np.isfinite(v).any():  # no constant input: only an all-zero filter gives a constant
@@ -549,7 +439,7 @@ def _layer_constant(layer: _Layer, v: np.ndarray | None) -> np.ndarray | None:
     return np.where(ok, bias + (sums * np.where(used, np.nan_to_num(v)[None, :], 0.0)).sum(axis=1), np.nan)
 
 
-def _removable_sets(model, a: _Analysis, blocked: dict[str, str]) -> dict[str, set[int]]:
+def removable_sets(model, a: Analysis, blocked: dict[str, str]) -> dict[str, set[int]]:
     spaces = set(a.width)
     cand: dict[str, set[int]] = {}
     for sid in spaces:
@@ -563,7 +453,7 @@ def _removable_sets(model, a: _Analysis, blocked: dict[str, str]) -> dict[str, s
             continue
         if layer.kind == "depthwise":
             continue
-        v = _input_constant(model.graph, a, layer)
+        v = input_constant(model.graph, a, layer)
         v = np.full(a.width[sid], np.nan) if v is None else v
         used = np.any(layer.weight.reshape(layer.weight.shape[0], layer.weight.shape[1], -1) != 0, axis=(0, 2))
         for c in list(cand[sid]):
@@ -581,7 +471,7 @@ def _removable_sets(model, a: _Analysis, blocked: dict[str, str]) -> dict[str, s
     return cand
 
 
-def _note_frozen(a: _Analysis, sid: str, blocked: dict[str, str]) -> None:
+def _note_frozen(a: Analysis, sid: str, blocked: dict[str, str]) -> None:
     for layer in a.layers:
         if a.space.get(layer.dst) == sid and layer.kind in ("conv", "gemm", "matmul"):
             dead = ~np.any(layer.weight.reshape(layer.weight.shape[0], -1) != 0, axis=1)
@@ -589,7 +479,7 @@ def _note_frozen(a: _Analysis, sid: str, blocked: dict[str, str]) -> None:
                 blocked.setdefault(layer.node.name, f"{int(dead.sum())} all-zero filters kept: {a.frozen[sid]}")
 
 
-def _fixed_point(a: _Analysis, cand: dict[str, set[int]]) -> None:
+def _fixed_point(a: Analysis, cand: dict[str, set[int]]) -> None:
     dws = [layer for layer in a.layers if layer.kind == "depthwise"]
     while True:
         before = {k: set(v) for k, v in cand.items()}
@@ -602,7 +492,7 @@ def _fixed_point(a: _Analysis, cand: dict[str, set[int]]) -> None:
             return
 
 
-def _couple(a: _Analysis, layer: _Layer, cand: dict[str, set[int]]) -> None:
+def _couple(a: Analysis, layer: ChannelLayer, cand: dict[str, set[int]]) -> None:
     src = cand.get(a.space.get(layer.src))
     dst = cand.get(a.space.get(layer.dst))
     groups = a.width[a.space[layer.src]]
@@ -622,172 +512,3 @@ def _couple(a: _Analysis, layer: _Layer, cand: dict[str, set[int]]) -> None:
         gone_j.discard(min(gone_j))
     allowed = {g * m + j for g in range(groups) for j in range(m) if g in src or j in gone_j}
     dst.intersection_update(allowed)
-
-
-def _apply(model, a: _Analysis, removable: dict[str, set[int]], removed) -> None:
-    graph = model.graph
-    names = all_names(graph)
-    shapes = value_shapes(model)
-    for layer in a.layers:
-        rin = removable.get(a.space.get(layer.src), set())
-        rout = removable.get(a.space.get(layer.dst), set())
-        if rin or rout:
-            _edit_layer(graph, names, layer, a, rin, rout, removed)
-            _slice_maps(model, layer, rin, rout, removed)
-    _reshape_targets(graph, names, a, removable)
-    for node, index, _kind in a.params:
-        sid = a.space.get(node.output[0])
-        rem = removable.get(sid, set())
-        if rem:
-            value = get_initializer(graph, node.input[index])
-            keep = [c for c in range(a.width[sid]) if c not in rem]
-            out_rank = len(shapes.get(node.output[0]) or [])
-            axis = 0 if node.op_type == "BatchNormalization" else value.ndim - (out_rank - 1)
-            new = unique_name(names, f"{node.input[index]}.shrunk")
-            set_initializer(graph, new, np.take(value, keep, axis=axis))
-            node.input[index] = new
-
-
-def _reshape_targets(graph, names, a: _Analysis, removable: dict[str, set[int]]) -> None:
-    """A Reshape with an explicit C·H·W follows the channels its input lost."""
-    for flat in a.flats.values():
-        rem = removable.get(a.space.get(flat.src), set())
-        if flat.node.op_type != "Reshape" or not rem:
-            continue
-        target = get_initializer(graph, flat.node.input[1])
-        if int(target[1]) == -1:
-            continue
-        kept = a.width[a.space[flat.src]] - len(rem)
-        new = unique_name(names, f"{flat.node.input[1]}.shrunk")
-        set_initializer(graph, new, np.array([int(target[0]), kept * flat.block], dtype=target.dtype))
-        flat.node.input[1] = new
-
-
-def _edit_layer(graph, names, layer: _Layer, a: _Analysis, rin: set[int], rout: set[int], removed) -> None:
-    node = layer.node
-    w = layer.weight.astype(np.float64)
-    out = w.shape[0]
-    bias = None if layer.bias is None else np.broadcast_to(layer.bias.astype(np.float64).reshape(-1), (out,)).copy()
-    stat = removed[node.name]
-    keep_out = [o for o in range(out) if o not in rout]
-    drop_in: list[int] = []
-    if layer.kind == "depthwise":
-        groups = a.width[a.space[layer.src]]
-        m = out // groups
-        new_groups = groups - len(rin)
-        stat["groups"] += len(rin)
-        stat["out_channels"] += len(rout)
-        new_m = len(keep_out) // max(new_groups, 1)
-        _set_group(node, new_groups)
-        if new_m != m:
-            for n in [node] + [x for x in graph.node if get_node_annotation(x, "role") == COEFFICIENT
-                               and x.input[0] == node.output[0]]:
-                if get_node_annotation(n, "role") in (BASIS, COEFFICIENT):
-                    set_node_annotation(n, "rank", int(new_m))
-            stat["basis_kernels"] += m - new_m
-    else:
-        if rin:
-            v = _input_constant(graph, a, layer)
-            v = np.zeros(w.shape[1]) if v is None else np.nan_to_num(v)
-            drop_in = sorted(rin)
-            shift = w.reshape(out, w.shape[1], -1).sum(axis=2)[:, drop_in] @ v[drop_in]
-            if np.any(shift != 0):
-                if layer.bias_dq is not None:
-                    raise AssertionError("a constant channel reached a quantized bias")
-                bias = (np.zeros(out) if bias is None else bias) + shift
-            stat["in_channels"] += len(rin)
-        stat["out_channels"] += len(rout)
-    w = np.delete(w, drop_in, axis=1)[keep_out]
-    bias = None if bias is None else bias[keep_out]
-    _write_layer(graph, names, layer, w, bias, drop_in, keep_out)
-    if get_node_annotation(node, "sparsity") is not None:
-        set_node_annotation(node, "sparsity", round(1 - np.count_nonzero(w) / w.size, 6))
-
-
-def _slice_maps(model: onnx.ModelProto, layer: _Layer, rin: set[int], rout: set[int], removed) -> None:
-    """Cut the node's per-element maps like its weight: rows of removed filters, columns of removed inputs.
-
-    The ``pattern`` map is [Cout, Cin/groups] by contract, so both axes follow the weight. Another map
-    (e.g. the block-wise ``bits`` map) is cut along rows only when it has one row per filter and no input
-    channel went; otherwise it is left as it was and the node is listed under ``maps_not_resized``.
-    """
-    node = layer.node
-    out, cin = layer.weight.shape[:2]
-    keep_out = [o for o in range(out) if o not in rout]
-    keep_in = [c for c in range(cin) if c not in rin] if layer.kind == "conv" else list(range(cin))
-    for kind in sorted(get_node_annotation(node, "maps", {}) or {}):
-        array = get_node_map(model, node, kind)
-        if array is None or array.ndim < 1:
-            continue
-        if kind == "pattern" and array.shape[:2] == (out, cin):
-            set_node_map(model, node, kind, array[keep_out][:, keep_in])
-        elif array.shape[0] == out and (layer.kind != "conv" or not rin):
-            set_node_map(model, node, kind, array[keep_out])
-        else:
-            removed[node.name]["maps_not_resized"] += 1
-
-
-def _set_group(node: onnx.NodeProto, group: int) -> None:
-    for i, at in enumerate(node.attribute):
-        if at.name == "group":
-            del node.attribute[i]
-            break
-    node.attribute.append(helper.make_attribute("group", int(group)))
-
-
-def _write_layer(graph, names, layer: _Layer, w: np.ndarray, bias: np.ndarray | None, drop_in: list[int],
-                 keep_out: list[int]) -> None:
-    node = layer.node
-    if layer.weight_dq is None:
-        wname = unique_name(names, f"{node.input[1]}.shrunk")
-        set_initializer(graph, wname, _stored_layout(layer, w).astype(layer.weight.dtype))
-        node.input[1] = wname
-        dtype = layer.weight.dtype if layer.bias is None else layer.bias.dtype
-    else:
-        q = get_initializer(graph, layer.weight_dq.input[0])
-        view = _stored_layout(layer, q, inverse=True)
-        _cut_dequantized(graph, names, layer.weight_dq, _stored_layout(layer, np.delete(view, drop_in, axis=1)[keep_out]),
-                         keep_out)
-        dtype = get_initializer(graph, layer.weight_dq.input[1]).dtype
-    if bias is None:
-        return
-    if layer.bias_dq is not None:
-        q = get_initializer(graph, layer.bias_dq.input[0])
-        _cut_dequantized(graph, names, layer.bias_dq, q if q.size == 1 else q.reshape(-1)[keep_out], keep_out)
-        return
-    if layer.kind == "matmul":
-        raise AssertionError("MatMul cannot take a bias")
-    bname = unique_name(names, f"{node.name}.bias_shrunk")
-    original = layer.bias
-    if layer.kind == "gemm" and original is not None and original.ndim == 2:
-        bias = bias.reshape(1, -1)
-    set_initializer(graph, bname, bias.astype(dtype))
-    if len(node.input) > 2:
-        node.input[2] = bname
-    else:
-        node.input.append(bname)
-
-
-def _stored_layout(layer: _Layer, array: np.ndarray, inverse: bool = False) -> np.ndarray:
-    """The analysis view [out, in(, …)] of a weight as the node stores it, or (``inverse``) the stored weight
-    as the analysis view."""
-    transposed = layer.kind == "matmul" or (layer.kind == "gemm" and not attr(layer.node, "transB", 0))
-    if inverse:
-        return (array.T if transposed else array).reshape(layer.weight.shape[0], *layer.weight.shape[1:])
-    if layer.kind in ("gemm", "matmul"):
-        array = array.reshape(array.shape[0], -1)
-    return array.T if transposed else array
-
-
-def _cut_dequantized(graph, names, dq: onnx.NodeProto, codes: np.ndarray, keep_out: list[int]) -> None:
-    """Point a DequantizeLinear at the cut integer codes; a per-channel scale and zero point keep the rows kept."""
-    new = unique_name(names, f"{dq.input[0]}.shrunk")
-    set_initializer(graph, new, np.ascontiguousarray(codes))
-    dq.input[0] = new
-    for i in (1, 2):
-        if i < len(dq.input) and dq.input[i]:
-            value = get_initializer(graph, dq.input[i])
-            if value.size > 1:
-                name = unique_name(names, f"{dq.input[i]}.shrunk")
-                set_initializer(graph, name, np.ascontiguousarray(value.reshape(-1)[keep_out]))
-                dq.input[i] = name
