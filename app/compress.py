@@ -51,11 +51,10 @@ def _configs(method: str) -> tuple[type, ...]:
 
         return (QatConfig,)
     if method == "feature-reg":
-        from ..passes.feature_reg.exporter import FeatureRegConfig
+        from ..passes.feature_reg.config import FeatureRegConfig
 
         return (FeatureRegConfig,)
-    from ..passes.comparator.comparator_conv import LBCConfig
-    from ..passes.comparator.config import LBCTraining
+    from ..passes.comparator.config import LBCConfig, LBCTraining
 
     return (LBCConfig, LBCTraining)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..passes.comparator.comparator_conv import LBCConfig
+from ..passes.comparator.config import LBCConfig
 from ..passes.comparator.exporter import LBConv2d
 
 ConvFactory = Callable[[int, int, int, int], nn.Module]

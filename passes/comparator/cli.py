@@ -7,8 +7,7 @@ import click
 
 from ...compiler.errors import PimcError
 from .._exporter_cli import FILE, emit, model_options
-from .comparator_conv import LBCConfig
-from .config import TRAIN_WHAT, LBCTraining
+from .config import TRAIN_WHAT, LBCConfig, LBCTraining
 
 SPECIAL = ("cmpnet", "cmpnet-cnn")
 

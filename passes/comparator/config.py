@@ -1,6 +1,7 @@
-"""Training settings of the comparator exporter, torch-free so that ``pimc export comparator`` and
-``pimc.compress(method="comparator")`` take their defaults from here (the substitution itself is
-``comparator_conv.LBCConfig``, shared with the ``comparator-conv`` graph pass)."""
+"""Settings of the comparator algorithm, torch-free: the substitution (``LBCConfig``, shared by the
+``comparator-conv`` graph pass, ``LBConv2d`` and ``pimc export comparator``) and the exporter's training
+(``LBCTraining``); ``pimc export comparator`` and ``pimc.compress(method="comparator")`` take their defaults
+from here."""
 
 from __future__ import annotations
 
@@ -27,3 +28,26 @@ class LBCTraining:
             raise PimcError(f"--epochs must be positive, got {self.epochs}")
         if self.train not in TRAIN_WHAT:
             raise PimcError(f"--train must be one of {', '.join(TRAIN_WHAT)}, got {self.train!r}")
+
+
+@dataclass(frozen=True)
+class LBCConfig:
+    """Defaults of LBC substitution, the single source for the comparator-conv pass, ``LBConv2d`` /
+    ``replace_convs`` and ``pimc export comparator`` (LBCNN: dense anchors, ReLU, ± pairs).
+
+    ``anchors`` = 0 means automatic: Cin·k² per layer (lbc) or k² per input channel (separable), at most
+    ``max_anchors`` per layer for lbc. CMPNET (``build_cmpnet``) keeps its own defaults: separable,
+    8 anchors per channel, binary comparator."""
+
+    variant: str = "lbc"
+    anchors: int = 0
+    max_anchors: int = 2048
+    density: float = 0.9
+    comparator: str = "relu"
+    min_kernel: int = 2
+
+
+def auto_anchors(variant: str, cin: int, kernel: tuple[int, int], max_anchors: int = LBCConfig.max_anchors) -> int:
+    """The automatic anchor count: per layer for lbc (Cin·k², capped), per input channel for separable (k²)."""
+    kh, kw = kernel
+    return min(cin * kh * kw, max_anchors) if variant == "lbc" else kh * kw

@@ -32,7 +32,9 @@ from ...compiler import annotations as ann
 from ...compiler.errors import PimcError
 from ...compiler.graph import consumers, initializer_map
 from ...compiler.modelio import write_model
-from .comparator_conv import LBCConfig, annotate_pointwise, auto_anchors, ternary_anchors
+from .comparator_conv import ternary_anchors
+from .config import LBCConfig, auto_anchors
+from .rewrite import annotate_pointwise
 
 
 def compare(a: torch.Tensor, comparator: str, training: bool, scale: float = 1.0) -> torch.Tensor:

@@ -12,7 +12,7 @@ from ...compiler.errors import PimcError
 from ...compiler.tables import Table, console
 from ...runtime.datasets import TRAINABLE_HELP
 from .._exporter_cli import FILE, emit, shared_options
-from .exporter import LEVEL_INPUT, PLACEMENTS, FeatureRegConfig
+from .config import LEVEL_INPUT, PLACEMENTS, FeatureRegConfig
 
 _D = FeatureRegConfig()
 
@@ -71,7 +71,8 @@ def run_export(**kw) -> dict:
     from ...runtime.session import evaluate
     from ..pattern.cli import _pretrain
     from ..prune.cli import _user_model
-    from .exporter import export_feature_reg_onnx, feature_regularize, image_convs, split_validation
+    from .exporter import export_feature_reg_onnx, feature_regularize, split_validation
+    from .measure import image_convs
 
     config = _config(kw)
     if kw["threads"] < 1:
@@ -147,7 +148,7 @@ def _predict(path, x: np.ndarray, level: int) -> np.ndarray:
 
 
 def _zero_fractions(path, x: np.ndarray, level: int | None) -> dict[str, float]:
-    from .exporter import conv_input_zero_fractions
+    from .measure import conv_input_zero_fractions
 
     return {k: round(v, 4) for k, v in conv_input_zero_fractions(path, x, level).items()}
 

@@ -46,6 +46,7 @@ from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_mac
 from ...compiler.modelio import copy_model
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 from .kernel_choice import choose_float_kernels, compare_whole
+from .layout import fused_layout, share_params
 from .qdq import (
     QuantPlan,
     activation_input,
@@ -54,10 +55,8 @@ from .qdq import (
     compute_nodes,
     ensure_qdq_opset,
     float_weight,
-    fused_layout,
     merge_feeds,
     quantize_symmetric,
-    share_params,
     weight_axis,
 )
 

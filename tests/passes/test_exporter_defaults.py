@@ -9,12 +9,11 @@ import pytest
 
 from pimc.compiler.passbase import get_pass
 from pimc.passes.comparator import cli as comparator_cli
-from pimc.passes.comparator.comparator_conv import LBCConfig
-from pimc.passes.comparator.config import LBCTraining
+from pimc.passes.comparator.config import LBCConfig, LBCTraining
 from pimc.passes.decompose import cli as decompose_cli
 from pimc.passes.decompose.config import PenniConfig
 from pimc.passes.feature_reg import cli as feature_reg_cli
-from pimc.passes.feature_reg.exporter import FeatureRegConfig
+from pimc.passes.feature_reg.config import FeatureRegConfig
 from pimc.passes.pattern import cli as pattern_cli
 from pimc.passes.pattern.pattern_prune import PatternConfig
 from pimc.passes.pattern.schedule import AdmmSchedule

@@ -12,7 +12,8 @@ import numpy as np
 import onnx
 import pytest
 
-from pimc.passes.feature_reg.exporter import LEVEL_INPUT, level_metadata
+from pimc.passes.feature_reg.config import LEVEL_INPUT
+from pimc.passes.feature_reg.measure import level_metadata
 
 BUNDLED = Path(__file__).resolve().parents[3] / "models" / "digits_cnn.onnx"
 QUICK = ["--train-limit", "60", "--epochs", "2", "--reg-epochs", "1", "--frozen-epochs", "1", "--calibration", "40",

@@ -15,7 +15,7 @@ import sys
 
 import pytest
 
-from pimc.passes.feature_reg.exporter import conv_input_zero_fractions, image_convs
+from pimc.passes.feature_reg.measure import conv_input_zero_fractions, image_convs
 from pimc.runtime.datasets import load_dataset
 from pimc.runtime.session import evaluate
 

@@ -13,21 +13,15 @@ from torch import nn
 
 from pimc.compiler.loader import load_model
 from pimc.models.train import make_loader
+from pimc.passes.feature_reg.config import LEVEL_INPUT, TABLE_NAME, FeatureRegConfig
 from pimc.passes.feature_reg.exporter import (
-    LEVEL_INPUT,
-    TABLE_NAME,
-    FeatureRegConfig,
-    GatedModel,
     calibrate,
-    channel_l1,
-    conv_input_zero_fractions,
     export_feature_reg_onnx,
     feature_regularize,
-    floor_margin,
-    level_metadata,
-    quantile_threshold,
     split_validation,
 )
+from pimc.passes.feature_reg.gates import GatedModel, channel_l1, floor_margin, quantile_threshold
+from pimc.passes.feature_reg.measure import conv_input_zero_fractions, level_metadata
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

@@ -16,14 +16,9 @@ from pimc.compiler.errors import PimcError
 from pimc.compiler.loader import load_model
 from pimc.compiler.passbase import PassContext, get_pass
 from pimc.models.train import make_loader
-from pimc.passes.feature_reg.exporter import (
-    LEVEL_INPUT,
-    FeatureRegConfig,
-    GatedModel,
-    calibrate,
-    export_feature_reg_onnx,
-    feature_regularize,
-)
+from pimc.passes.feature_reg.config import LEVEL_INPUT, FeatureRegConfig
+from pimc.passes.feature_reg.exporter import calibrate, export_feature_reg_onnx, feature_regularize
+from pimc.passes.feature_reg.gates import GatedModel
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 SHAPE = (1, 8, 8)
