@@ -38,8 +38,7 @@ def _configs(method: str) -> tuple[type, ...]:
 
         return (PenniConfig,)
     if method == "pattern":
-        from ..passes.pattern.pattern_prune import PatternConfig
-        from ..passes.pattern.schedule import AdmmSchedule
+        from ..passes.pattern.config import AdmmSchedule, PatternConfig
 
         return (PatternConfig, AdmmSchedule)
     if method == "prune":
@@ -138,7 +137,7 @@ def _decompose(model, loader, shape, out: Path, options: dict) -> Any:
 
 def _pattern(model, loader, shape, out: Path, options: dict) -> Any:
     from ..passes.pattern.admm import admm_prune, export_pattern_onnx, oneshot_prune
-    from ..passes.pattern.schedule import MODES
+    from ..passes.pattern.config import MODES
 
     config, schedule = _split(_configs("pattern"), options)
     mode, seed, progress = options.get("mode", MODES[0]), options.get("seed", 0), options.get("progress", True)

@@ -39,16 +39,15 @@ from ...compiler.errors import PimcError
 from ...compiler.modelio import write_model
 from ...models.admm import Admm, per_layer
 from ...models.train import export_onnx, train_classifier
+from .config import AdmmSchedule, PatternConfig
 from .pattern_prune import (
     PRUNED,
-    PatternConfig,
     derive_library,
     masks_of,
     prune_kernels,
     selected,
     skip_reason,
 )
-from .schedule import AdmmSchedule
 
 
 @dataclass

@@ -7,8 +7,8 @@ import click
 
 from ...compiler.tables import Table, console
 from .._exporter_cli import FILE, emit, input_size, model_options, pretrain, shared_options
-from .pattern_prune import LIBRARIES, PatternConfig
-from .schedule import MODES, AdmmSchedule
+from .config import MODES, AdmmSchedule, PatternConfig
+from .pattern_prune import LIBRARIES
 
 _FILE = FILE
 

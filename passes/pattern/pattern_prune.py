@@ -62,7 +62,6 @@ import numpy as np
 import onnx
 
 from ...compiler import annotations as ann
-from ...compiler.errors import PimcError
 from ...compiler.graph import (
     all_names,
     attr,
@@ -77,32 +76,10 @@ from ...compiler.graph import (
 from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
 from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
 from ...compiler.reconstruct import ConvGeometry, LayerStats, conv_stats, relative_error, solve
+from .config import PatternConfig, default_nonzeros
 
 LIBRARIES = ("derived", "greedy", "canonical")
 PRUNED = -1
-
-
-@dataclass(frozen=True)
-class PatternConfig:
-    """Settings shared by the graph pass and the training-aware exporter."""
-
-    patterns: int = 8
-    nonzeros: int = 0
-    connectivity: float = 0.0
-    library: str = "derived"
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-
-    def nonzeros_for(self, k: int) -> int:
-        return min(self.nonzeros, k * k) if self.nonzeros else default_nonzeros(k)
-
-    def check(self) -> None:
-        if self.patterns < 1:
-            raise PimcError(f"--patterns must be positive, got {self.patterns}")
-        if self.nonzeros < 0:
-            raise PimcError(f"--nonzeros must not be negative, got {self.nonzeros}")
-        if not 0.0 <= self.connectivity < 1.0:
-            raise PimcError(f"--connectivity must be in [0, 1), got {self.connectivity}")
 
 
 @dataclass
@@ -114,11 +91,6 @@ class LayerPruning:
     ids: np.ndarray
     nonzeros: int
     stats: dict[str, Any] = field(default_factory=dict)
-
-
-def default_nonzeros(k: int) -> int:
-    """PatDNN keeps 4 of 9; other kernel sizes keep the same fraction."""
-    return 4 if k == 3 else max(1, round(4 * k * k / 9))
 
 
 def centre_position(k: int) -> int | None:

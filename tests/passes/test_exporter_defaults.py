@@ -15,8 +15,7 @@ from pimc.passes.decompose.config import PenniConfig
 from pimc.passes.feature_reg import cli as feature_reg_cli
 from pimc.passes.feature_reg.config import FeatureRegConfig
 from pimc.passes.pattern import cli as pattern_cli
-from pimc.passes.pattern.pattern_prune import PatternConfig
-from pimc.passes.pattern.schedule import AdmmSchedule
+from pimc.passes.pattern.config import AdmmSchedule, PatternConfig
 from pimc.passes.prune import cli as prune_cli
 from pimc.passes.prune.config import PruneConfig, PruneSchedule
 from pimc.passes.quantize import cli as quantize_cli

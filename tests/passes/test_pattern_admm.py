@@ -21,7 +21,7 @@ from pimc.passes.pattern.admm import (
     oneshot_prune,
     prepare,
 )
-from pimc.passes.pattern.pattern_prune import PatternConfig
+from pimc.passes.pattern.config import PatternConfig
 
 
 def tiny() -> nn.Module:
