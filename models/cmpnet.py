@@ -8,7 +8,7 @@ parameter-free shortcut (identity, or stride-2 subsampling plus zero channels wh
 ResNet option A), so no ordinary multiply-accumulate conv is left except the classifier.
 
 ``build_cmpnet_cnn`` is the same configuration with ordinary 3×3 convs in place of the LBC layers: the
-``cnn`` comparison of the issue (accuracy here; cost via the cmp-pim target's cnn baseline).
+``cnn`` comparison (accuracy here; cost via the cmp-pim target's cnn baseline).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Every exporter on the user's own model: ``--model FILE.onnx`` (names kept, no pre-training) and
-``FILE.py:FACTORY``; the issue's done-when check runs the CLI as a user would (``python -m pimc``)."""
+``FILE.py:FACTORY``; one check runs the CLI as a user would (``python -m pimc``)."""
 
 from __future__ import annotations
 

@@ -152,7 +152,7 @@ def run_export(**kw) -> dict:
     return summary
 
 
-LOSS_WARNING_POINTS = 1.0  # ADMM-NN's claim is "no accuracy loss"; the issues' budget is 1 point
+LOSS_WARNING_POINTS = 1.0  # ADMM-NN's claim is "no accuracy loss"; pimc's default budget is 1 point
 
 
 def accuracy_warnings(dense: float | None, pruned: float | None, compression: float,

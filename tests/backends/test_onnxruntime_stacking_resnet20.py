@@ -1,7 +1,7 @@
 """Slow: PENNI-trained ResNet-20 (digits, short schedule) → shrink + recompose + int8 on onnxruntime.
 
 Asserts what the stacked pipeline reached here (benchmarks/penni_int8_resnet20.py has the full run and the
-numbers in the README), not the issue's 4× goal, which it did not reach: every conv of the output runs as an
+numbers in the README), not a 4× goal, which it does not reach: every conv of the output runs as an
 onnxruntime integer kernel, int8 costs at most 1 point against the PENNI fp32 model on the held-out split,
 and the stacked model is faster than the dense fp32 model at batch 64 (interleaved medians; a ratio, no
 wall-clock limit)."""

@@ -311,7 +311,7 @@ def test_caffe_lenet5_mnist_246x_3bit_within_one_point_and_its_entropy_coded_sto
     """Progressive 246x + 3-bit per-layer ADMM quantization (benchmarks/admm_lenet5_mnist.py row 246x-3b-layer,
     a quarter of an hour here): 98.6 % -> 98.1 % measured; the export's shrink leaves a 15-28-119-10 network,
     storage weights + index 978x against the model as brought with the Huffman format (826x with the
-    fixed-length indices only), 710x all-in (before shrink: 817x). The issue's >= 1,000x within 1 point is not
+    fixed-length indices only), 710x all-in (before shrink: 817x). The >= 1,000x goal within 1 point is not
     reached: on a validation split (--validation 500) every 3-bit model at >= 1,000x lost 1.4-3.0 points."""
     summary = _export_mnist(tmp_path, "lenet5_caffe", "--ratio", "246", "--quantize-bits", "3",
                             "--quantize-scale", "layer")
@@ -340,7 +340,7 @@ def test_caffe_lenet5_mnist_350x_3bit_distilled_on_a_validation_split(tmp_path):
 
 # What the default schedule reached on this machine (seed 0, 1 thread; benchmarks/admm_lenet5_mnist.py): both
 # dense models pass 98 % (98.5 %, 98.8 %); ADMM-NN's (Caffe) LeNet-5 keeps its accuracy at 85x (98.8 -> 98.8);
-# the classic LeNet-5 keeps only 723 weights at 85x and loses 3.3 points (98.5 -> 95.2): the issue's <= 1 point
+# the classic LeNet-5 keeps only 723 weights at 85x and loses 3.3 points (98.5 -> 95.2): the 1-point goal
 # is missed there (asserted: what it reached, minus half a point).
 MNIST_85X = {"lenet5": {"dense": 0.98, "pruned": 0.947}, "lenet5_caffe": {"dense": 0.98, "drop": 0.01}}
 
@@ -348,7 +348,7 @@ MNIST_85X = {"lenet5": {"dense": 0.98, "pruned": 0.947}, "lenet5_caffe": {"dense
 @pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(MNIST_85X))
 def test_lenets_mnist_85x(tmp_path, model):
-    """The issue's command on both LeNets (tens of minutes each): dense >= 98 %, 85x fewer non-zeros."""
+    """The ADMM-NN LeNet command on both LeNets (tens of minutes each): dense >= 98 %, 85x fewer non-zeros."""
     summary = _export_mnist(tmp_path, model)
     expect = MNIST_85X[model]
     assert summary["accuracy_dense"] >= expect["dense"]

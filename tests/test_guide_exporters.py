@@ -1,4 +1,4 @@
-"""The README's "Exporters on your own model" examples run as written, on 64 training images (so they
+"""The exporter guide's examples (docs/guide/exporters.md) run as written, on 64 training images (so they
 cannot rot): the setup block trains the model, then each method's library call and CLI line."""
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import pytest
 import pimc.models.train as train_module
 from pimc.cli.main import main
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+GUIDE = Path(__file__).resolve().parents[1] / "docs" / "guide" / "exporters.md"
 LIMIT = 64
 METHODS = ("decompose", "pattern", "prune", "quantize", "comparator")
 
 
 def _blocks() -> list[tuple[str, str]]:
     """(language, code) of every fenced block between the exporter-examples markers."""
-    text = README.read_text()
+    text = GUIDE.read_text()
     section = text.split("<!-- exporter-examples -->", 1)[1].split("<!-- /exporter-examples -->", 1)[0]
     return re.findall(r"```(python|bash)\n(.*?)```", section, flags=re.S)
 
@@ -48,7 +48,7 @@ def setup(tmp_path_factory, single_torch_thread):
     try:
         _run_cli(blocks[0][1])
         namespace: dict = {}
-        exec(compile(blocks[1][1], "README setup", "exec"), namespace)
+        exec(compile(blocks[1][1], "guide setup", "exec"), namespace)
         yield namespace
     finally:
         train_module.training_data = original
@@ -74,7 +74,7 @@ def test_readme_example_runs(method: str, setup) -> None:
     index = METHODS.index(method)
     code_py, code_sh = blocks[2 * index][1], blocks[2 * index + 1][1]
     namespace = dict(setup)
-    exec(compile(code_py, f"README {method}", "exec"), namespace)
+    exec(compile(code_py, f"guide {method}", "exec"), namespace)
     _run_cli(code_sh)
     source = onnx.load("my.onnx")
     outputs = re.findall(r'output="([^"]+)"', code_py) + re.findall(r"-o (\S+)", code_sh)

@@ -1,0 +1,36 @@
+"""The documentation a user and the next engineer read: a short README that keeps the two set-up commands,
+links that resolve, and text that speaks of the project rather than of its development history."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").rglob("*.md"))]
+# development history: issue or session numbers, or a file that only the development machine holds
+HISTORY = re.compile(r"session[ -][0-9]|issue[- ]?[0-9]|" + "ANCHORS" + r"\.md", re.I)
+
+
+def test_readme_is_short_and_keeps_the_two_setup_commands():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    assert ".venv/bin/pimc demo" in text and ".venv/bin/python -m pytest" in text
+    assert "Run the test suite" in text  # .ci/run finds the test command after this line
+
+
+def test_every_relative_link_resolves():
+    broken = []
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" not in target and not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+    assert not broken
+
+
+def test_no_development_history_in_code_tests_or_docs():
+    files = [p for p in ROOT.rglob("*") if p.suffix in (".py", ".md", ".toml") and ".venv" not in p.parts
+             and ".git" not in p.parts and p.name != "CHANGELOG.md"]
+    found = [f"{p.relative_to(ROOT)}:{i}" for p in files
+             for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if HISTORY.search(line)]
+    assert not found
