@@ -4,12 +4,25 @@ Totals: parameters, MACs, nodes, latency, energy, throughput, TOPS/W, accuracy (
 ``accuracy`` section), and every baseline's latency / energy / speed-up / energy gain. Layers are matched by
 name; a layer present in only one report is listed as such. Ratios are B/A (``-`` when A is 0 or either
 side is missing).
+
+As a CI gate (A: the reference, e.g. the main branch's report; B: the candidate), each threshold given is
+checked and ``diff`` exits 1 naming every figure that crossed it (``Gate``):
+
+* ``--max-slowdown P``: latency B/A ≤ 1 + P/100 (the simulated latency, or for the onnxruntime target the
+  measured output latency of each timed batch size);
+* ``--max-energy-increase P``: energy B/A ≤ 1 + P/100;
+* ``--max-size-increase P``: parameters B/A ≤ 1 + P/100;
+* ``--max-accuracy-drop D``: 100·(accuracy A − accuracy B) ≤ D points (the output models' test accuracy);
+* ``--per-layer``: latency (cycles) and energy of every layer in both reports against the same limits.
+
+A figure a threshold needs that is missing from either report fails the gate too (it cannot be checked).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +179,112 @@ def diff_reports(a: dict[str, Any], b: dict[str, Any], path_a: str = "A", path_b
     }
 
 
+@dataclass(frozen=True)
+class Gate:
+    """Thresholds of ``pimc diff`` as a CI gate (percent, percent, percent, points); None: not checked."""
+
+    max_slowdown: float | None = None
+    max_energy_increase: float | None = None
+    max_size_increase: float | None = None
+    max_accuracy_drop: float | None = None
+    per_layer: bool = False
+
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.max_slowdown, self.max_energy_increase, self.max_size_increase,
+                                           self.max_accuracy_drop))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"max_slowdown_pct": self.max_slowdown, "max_energy_increase_pct": self.max_energy_increase,
+                "max_size_increase_pct": self.max_size_increase, "max_accuracy_drop_points": self.max_accuracy_drop,
+                "per_layer": self.per_layer}
+
+
+def check_gate(a: dict[str, Any], b: dict[str, Any], gate: Gate) -> dict[str, Any]:
+    """The verdict: ``passed`` and every figure that crossed its threshold (or could not be checked)."""
+    failures: list[dict[str, Any]] = []
+    for label, pairs, limit in (("latency", _latencies(a, b), gate.max_slowdown),
+                                ("energy (J)", [(_cost(a, "energy_j"), _cost(b, "energy_j"))], gate.max_energy_increase),
+                                ("params", [(a["model"].get("params"), b["model"].get("params"))], gate.max_size_increase)):
+        if limit is not None:
+            for which, (va, vb) in zip(_labels(label, pairs), pairs, strict=True):
+                failures += _ratio_failure(which, va, vb, limit)
+    if gate.max_accuracy_drop is not None:
+        va, vb = (a.get("accuracy") or {}).get("output"), (b.get("accuracy") or {}).get("output")
+        if not (_is_number(va) and _is_number(vb)):
+            failures.append({"metric": "accuracy", "a": va, "b": vb, "why": "not in both reports"})
+        elif 100.0 * (va - vb) > gate.max_accuracy_drop + 1e-9:
+            failures.append({"metric": "accuracy", "a": va, "b": vb, "change": round(100.0 * (va - vb), 4),
+                             "limit": gate.max_accuracy_drop,
+                             "why": f"{100.0 * (va - vb):.2f} points lost > {gate.max_accuracy_drop:g}"})
+    if gate.per_layer:
+        failures += _layer_failures(layer_rows(a, b), gate)
+    return {"passed": not failures, "thresholds": gate.to_dict(), "failures": failures}
+
+
+def _cost(report: dict[str, Any], key: str) -> Any:
+    return (report.get("cost") or {}).get(key)
+
+
+def _latencies(a: dict[str, Any], b: dict[str, Any]) -> list[tuple[Any, Any]]:
+    """(A, B) latency pairs: the simulated latency, else the measured output latency of every batch size."""
+    if _cost(a, "latency_s") is not None or _cost(b, "latency_s") is not None:
+        return [(_cost(a, "latency_s"), _cost(b, "latency_s"))]
+    la, lb = a.get("latency") or {}, b.get("latency") or {}
+    keys = sorted(k for k in set(la) | set(lb) if k.startswith("output_ms_b"))
+    return [(la.get(k), lb.get(k)) for k in keys] or [(None, None)]
+
+
+def _labels(label: str, pairs: list) -> list[str]:
+    return [label] if len(pairs) == 1 else [f"{label} {i}" for i in range(len(pairs))]
+
+
+def _ratio_failure(metric: str, va: Any, vb: Any, limit_pct: float, layer: str | None = None) -> list[dict[str, Any]]:
+    where = {"layer": layer} if layer else {}
+    value = ratio(va, vb)
+    if value is None:
+        if _is_number(va) and _is_number(vb) and va == 0 and vb == 0:
+            return []
+        return [{"metric": metric, **where, "a": va, "b": vb, "why": "not in both reports"}]
+    if value > 1.0 + limit_pct / 100.0 + 1e-12:
+        return [{"metric": metric, **where, "a": va, "b": vb, "change": round(100.0 * (value - 1.0), 4),
+                 "limit": limit_pct, "why": f"{100.0 * (value - 1.0):+.2f} % > +{limit_pct:g} %"}]
+    return []
+
+
+def _layer_failures(rows: list[dict[str, Any]], gate: Gate) -> list[dict[str, Any]]:
+    failures = []
+    for row in rows:
+        if row["in"] != "both":
+            continue
+        for metric, limit in (("cycles", gate.max_slowdown), ("energy_j", gate.max_energy_increase)):
+            if limit is not None:
+                failures += _ratio_failure(metric, row[metric]["a"], row[metric]["b"], limit, row["name"])
+    return failures
+
+
+def parse_percent(value: str, option: str) -> float:
+    """``5%`` or ``5`` (percent); non-negative."""
+    text = str(value).strip().removesuffix("%").strip()
+    try:
+        number = float(text)
+    except ValueError:
+        raise PimcError(f"{option}: expected a percentage such as 5% or 0, got {value!r}") from None
+    if not math.isfinite(number) or number < 0:
+        raise PimcError(f"{option}: expected a non-negative percentage, got {value!r}")
+    return number
+
+
+def render_gate(verdict: dict[str, Any], console: Console) -> None:
+    if verdict["passed"]:
+        console.print("gate: passed", highlight=False)
+        return
+    for f in verdict["failures"]:
+        where = f" (layer {f['layer']})" if f.get("layer") else ""
+        console.print(f"gate: {f['metric']}{where}: A {fmt(f['a'])}, B {fmt(f['b'])}: {f['why']}", highlight=False)
+    console.print(f"gate: FAILED ({len(verdict['failures'])} figure(s))", highlight=False)
+
+
 def fmt(value: Any) -> str:
     """A number with all its significant digits (ints in full, floats with 6 significant digits)."""
     if value is None:
@@ -229,12 +348,34 @@ def diff_console() -> Console:
 @click.command("diff")
 @click.argument("report_a", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("report_b", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
-def diff_command(report_a: Path, report_b: Path, as_json: bool) -> None:
-    """Compare two compile reports (pimc compile --report): totals and per-layer cost, ratios B/A."""
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison (and the gate's verdict) as JSON.")
+@click.option("--max-slowdown", help="Gate: fail when B's latency exceeds A's by more than this (e.g. 5%).")
+@click.option("--max-energy-increase", help="Gate: fail when B's energy exceeds A's by more than this (e.g. 5%).")
+@click.option("--max-size-increase", help="Gate: fail when B has more parameters than A by more than this (e.g. 0).")
+@click.option("--max-accuracy-drop", type=float, help="Gate: fail when B's test accuracy is this many points below A's.")
+@click.option("--per-layer", is_flag=True, help="Gate: also check each layer's cycles and energy.")
+@click.pass_context
+def diff_command(ctx: click.Context, report_a: Path, report_b: Path, as_json: bool, max_slowdown: str | None,
+                 max_energy_increase: str | None, max_size_increase: str | None, max_accuracy_drop: float | None,
+                 per_layer: bool) -> None:
+    """Compare two compile reports (pimc compile --report): totals and per-layer cost, ratios B/A. With a
+    threshold, a CI gate: exit 1 when B is worse than A beyond it (A: the reference, B: the candidate)."""
+    if max_accuracy_drop is not None and (not math.isfinite(max_accuracy_drop) or max_accuracy_drop < 0):
+        raise PimcError(f"--max-accuracy-drop: expected non-negative points, got {max_accuracy_drop}")
+    gate = Gate(*(None if v is None else parse_percent(v, name) for v, name in (
+        (max_slowdown, "--max-slowdown"), (max_energy_increase, "--max-energy-increase"),
+        (max_size_increase, "--max-size-increase"))), max_accuracy_drop, per_layer)
     a, b = load_report(report_a), load_report(report_b)
     diff = diff_reports(a, b, str(report_a), str(report_b))
+    verdict = check_gate(a, b, gate) if gate.active else None
+    if verdict is not None:
+        diff["gate"] = verdict
     if as_json:
         click.echo(json.dumps(diff, indent=2))
     else:
-        render_diff(diff, diff_console())
+        console = diff_console()
+        render_diff(diff, console)
+        if verdict is not None:
+            render_gate(verdict, console)
+    if verdict is not None and not verdict["passed"]:
+        ctx.exit(1)

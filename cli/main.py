@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
     try:
-        cli.main(args=args, prog_name="pimc", standalone_mode=False)
+        status = cli.main(args=args, prog_name="pimc", standalone_mode=False)
     except PimcError as exc:
         if debug:
             raise
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         click.echo(f"pimc: internal error: {type(exc).__name__}: {first} (rerun with --debug)", err=True)
         return 1
-    return 0
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0  # ctx.exit(code)
 
 
 if __name__ == "__main__":

@@ -109,3 +109,59 @@ def test_ratio_edge_cases() -> None:
     assert ratio(2, 1) == 0.5 and ratio(0, 1) is None and ratio(None, 1) is None and ratio(1, "x") is None
     with pytest.raises(PimcError, match="no such file"):
         load_report("/no/such/report.json")
+
+
+def _scaled(report: Path, folder: Path, name: str, latency: float = 1.0, energy: float = 1.0,
+            accuracy: float | None = None) -> Path:
+    """A copy of a report whose latency (total and per layer) and energy are scaled."""
+    data = json.loads(report.read_text())
+    data["cost"]["latency_s"] *= latency
+    data["cost"]["energy_j"] *= energy
+    for layer in data["cost"]["layers"]:
+        layer["cycles"] *= latency
+        layer["energy_j"] *= energy
+    if accuracy is not None:
+        data["accuracy"] = {"output": accuracy}
+    path = folder / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _pimc(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pimc", *args], capture_output=True, text=True)
+
+
+def test_gate_fails_a_ten_percent_slowdown_and_passes_two_percent(reports, tmp_path):
+    slower = _scaled(reports[0], tmp_path, "slow.json", latency=1.10)
+    slightly = _scaled(reports[0], tmp_path, "slight.json", latency=1.02)
+    failed = _pimc("diff", str(reports[0]), str(slower), "--max-slowdown", "5%")
+    assert failed.returncode == 1 and "gate: latency" in failed.stdout and "+10.00 % > +5 %" in failed.stdout
+    assert failed.stderr == ""
+    passed = _pimc("diff", str(reports[0]), str(slightly), "--max-slowdown", "5%")
+    assert passed.returncode == 0 and "gate: passed" in passed.stdout
+
+
+def test_gate_verdict_in_json_names_every_crossed_figure(reports, tmp_path, capsys):
+    worse = _scaled(reports[0], tmp_path, "worse.json", latency=1.2, energy=1.3)
+    code, out, _ = _diff([str(reports[0]), str(worse), "--json", "--max-slowdown", "5", "--max-energy-increase",
+                          "5%", "--per-layer"], capsys)
+    gate = json.loads(out)["gate"]
+    assert code == 1 and not gate["passed"]
+    metrics = {(f["metric"], f.get("layer")) for f in gate["failures"]}
+    assert ("latency", None) in metrics and ("energy (J)", None) in metrics
+    assert any(layer is not None for _, layer in metrics)  # per layer too
+    assert gate["thresholds"]["max_slowdown_pct"] == 5.0
+
+
+def test_gate_on_accuracy_needs_it_in_both_reports(reports, tmp_path, capsys):
+    a = _scaled(reports[0], tmp_path, "a.json", accuracy=0.99)
+    b = _scaled(reports[0], tmp_path, "b.json", accuracy=0.98)
+    assert _diff([str(a), str(b), "--max-accuracy-drop", "0.5"], capsys)[0] == 1
+    assert _diff([str(a), str(b), "--max-accuracy-drop", "1.5"], capsys)[0] == 0
+    code, out, _ = _diff([str(reports[0]), str(b), "--max-accuracy-drop", "1"], capsys)
+    assert code == 1 and "not in both reports" in out
+
+
+def test_gate_threshold_must_be_a_percentage(reports, capsys):
+    code, _, err = _diff([str(reports[0]), str(reports[1]), "--max-slowdown", "fast"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "--max-slowdown" in err
