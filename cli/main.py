@@ -187,19 +187,17 @@ def passes_cmd(as_json):
 
 @cli.command("targets")
 @click.option("--json", "as_json", is_flag=True)
-def targets_cmd(as_json):
+@click.option("--markdown", "markdown_dir", type=click.Path(file_okay=False),
+              help="Write one documentation page per target into this folder.")
+def targets_cmd(as_json, markdown_dir):
     """List the targets, their default pipelines and hardware parameters."""
-    from ..compiler.target import all_targets
+    from ..app.target_pages import target_info, write_target_pages
 
-    data = {}
-    for name, cls in all_targets().items():
-        t = cls()
-        data[name] = {
-            "summary": t.summary,
-            "pipeline": [n for n, _ in t.default_pipeline()],
-            "baselines": {plan.name: plan.what for plan in t.baseline_plans()},
-            "hardware": cls.config_cls.describe() if cls.config_cls else [],
-        }
+    data = target_info()
+    if markdown_dir:
+        for path in write_target_pages(markdown_dir):
+            click.echo(str(path))
+        return
     if as_json:
         click.echo(json.dumps(data, indent=2, default=str))
         return

@@ -9,7 +9,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", ROOT / "ARCHITECTURE.md", *sorted((ROOT / "docs").rglob("*.md"))]
 # development history: issue or session numbers, or a file that only the development machine holds
-HISTORY = re.compile(r"session[ -][0-9]|issue[- ]?[0-9]|" + "ANCHORS" + r"\.md", re.I)
+HISTORY = re.compile(r"(?i:session[ -][0-9]|issue[- ]?[0-9])|" + "ANCH" + r"ORS(\.md|\b)")
 
 
 def test_readme_is_short_and_keeps_the_two_setup_commands():
@@ -34,3 +34,35 @@ def test_no_development_history_in_code_tests_or_docs():
     found = [f"{p.relative_to(ROOT)}:{i}" for p in files
              for i, line in enumerate(p.read_text(errors="replace").splitlines(), 1) if HISTORY.search(line)]
     assert not found
+
+
+def test_documentation_site_builds_strict(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-q", "-d", str(tmp_path / "site")],
+                          cwd=ROOT, capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "site" / "targets" / "escalate" / "index.html").exists()
+
+
+def test_target_pages_are_generated_from_the_code(tmp_path):
+    from pimc.app.target_pages import write_target_pages
+
+    for path in write_target_pages(tmp_path):
+        assert (ROOT / "docs" / "targets" / path.name).read_text() == path.read_text(), (
+            f"docs/targets/{path.name} is stale: run `pimc targets --markdown docs/targets`")
+
+
+def test_every_hardware_default_on_a_target_page_equals_pimc_targets_json():
+    import json
+    import subprocess
+    import sys
+
+    data = json.loads(subprocess.run([sys.executable, "-m", "pimc", "targets", "--json"], capture_output=True,
+                                     text=True, check=True).stdout)
+    for name, info in data.items():
+        page = (ROOT / "docs" / "targets" / f"{name}.md").read_text()
+        rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", page, flags=re.M))
+        assert rows == {f["name"]: str(f["default"]) for f in info["hardware"]}

@@ -73,7 +73,7 @@ The report's ``activation_skipping`` section gives cycles and energy with and wi
 
 Peak figures (one fully used macro, p_neg = 0, macro energy only):
   peak_gops = 2·N·f·M;  peak_tops_per_w = 2·N / (N·e_row + E_adc).
-Defaults: 2·N·f = 2·64·400 MHz = 51.2 GOPS (ANCHORS: N·f fixed by 51.2 GOPS, N = 64 at 400 MHz chosen).
+Defaults: 2·N·f = 2·64·400 MHz = 51.2 GOPS (docs/sources.md: N·f fixed by 51.2 GOPS, N = 64 at 400 MHz chosen).
 Power = 51.2 GOPS / 10.3 TOPS/W = 4.97 mW, i.e. 12.427 pJ per cycle = 194.2 fJ per 8b MAC (N = 64). The
 split between array and ADC is an assumption: ADC 4.971 pJ per conversion (40 %), array 116.5 fJ per row
 (60 %, 7.456 pJ per cycle) → 128 ops / 12.427 pJ = 10.30 TOPS/W.

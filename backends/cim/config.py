@@ -18,19 +18,19 @@ MACRO_BITS = 8
 class CimConfig(HardwareConfig):
     """One or more SRAM charge-domain CiM macros with buffers and a digital accumulator."""
 
-    rows: int = hw_field(64, "rows", "assumption: N = 64 (ANCHORS: 2·N·f = 51.2 GOPS allows 64@400 MHz, 128@200 MHz, ...)")
+    rows: int = hw_field(64, "rows", "assumption: N = 64 (docs/sources.md: 2·N·f = 51.2 GOPS allows 64@400 MHz, 128@200 MHz, ...)")
     columns: int = hw_field(16, "weight vectors per macro",
                             "assumption: 16 resident 64×8b weight vectors (8 kb of SRAM cells) per macro")
     macros: int = hw_field(1, "macros", "paper: one macro gives 51.2 GOPS / 10.3 TOPS/W")
-    clock_mhz: float = hw_field(400.0, "MHz", "assumption paired with rows: 2·64·400 MHz = 51.2 GOPS (ANCHORS)")
+    clock_mhz: float = hw_field(400.0, "MHz", "assumption paired with rows: 2·64·400 MHz = 51.2 GOPS (docs/sources.md)")
     array_energy_per_row_fj: float = hw_field(
         116.5, "fJ per row per cycle",
-        "derived: 60 % (assumption) of 12.427 pJ/cycle = 64 × 194.2 fJ/MAC (51.2 GOPS / 10.3 TOPS/W, ANCHORS)")
+        "derived: 60 % (assumption) of 12.427 pJ/cycle = 64 × 194.2 fJ/MAC (51.2 GOPS / 10.3 TOPS/W, docs/sources.md)")
     adc_energy_pj: float = hw_field(
-        4.971, "pJ per full conversion", "derived: 40 % (assumption) of the 12.427 pJ cycle energy (ANCHORS)")
+        4.971, "pJ per full conversion", "derived: 40 % (assumption) of the 12.427 pJ cycle energy (docs/sources.md)")
     adc_bits: int = hw_field(8, "bits", "assumption: 8b ADC output (unknown in the paper; matches 8b activations)")
     relu_fusion: bool = hw_field(
-        True, "flag", "paper: MAC + ReLU in one conversion; energy model E_ADC·[(1−p)+p/B] is an assumption (ANCHORS)")
+        True, "flag", "paper: MAC + ReLU in one conversion; energy model E_ADC·[(1−p)+p/B] is an assumption (docs/sources.md)")
     digital_add_energy_pj: float = hw_field(
         0.1, "pJ per add", "assumption: ~24b integer add in 65 nm (Horowitz 45 nm: 32b add 0.1 pJ)")
     psum_bits: int = hw_field(16, "bits", "assumption: partial sums buffered at 16b")
