@@ -66,3 +66,11 @@ def test_every_hardware_default_on_a_target_page_equals_pimc_targets_json():
         page = (ROOT / "docs" / "targets" / f"{name}.md").read_text()
         rows = dict(re.findall(r"^\| `(\w+)` \| `([^`]*)` \|", page, flags=re.M))
         assert rows == {f["name"]: str(f["default"]) for f in info["hardware"]}
+
+
+def test_the_report_page_lists_every_top_level_field_of_the_schema():
+    import json
+
+    schema = json.loads((ROOT / "docs" / "report.schema.json").read_text())
+    page = (ROOT / "docs" / "guide" / "report.md").read_text()
+    assert all(f"| `{name}` |" in page for name in schema["properties"])
