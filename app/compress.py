@@ -26,8 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from ..compiler.errors import PimcError
+from ..passes import METHODS as DECLARED_METHODS
 
-METHODS = ("decompose", "pattern", "prune", "quantize", "comparator", "feature-reg")
+METHODS = tuple(DECLARED_METHODS)  # the one registry (``pimc.passes.METHODS``), shared with ``pimc export``
 _COMMON = ("seed", "progress")
 
 

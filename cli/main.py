@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import pkgutil
 import sys
 
 import click
@@ -33,15 +32,14 @@ def _plugin(module: str, attr: str) -> click.Command | None:
 
 
 def _export_commands() -> dict[str, click.Command]:
-    """``pimc export <algo>``: the module-level ``command`` of every ``passes/<algo>/cli.py``."""
-    import pimc.passes as passes_pkg
+    """``pimc export <method>``: the module-level ``command`` of every method in ``pimc.passes.METHODS``."""
+    from ..passes import METHODS
 
     commands = {}
-    for info in pkgutil.iter_modules(passes_pkg.__path__):
-        if info.ispkg:
-            command = _plugin(f"pimc.passes.{info.name}.cli", "command")
-            if command is not None:
-                commands[command.name] = command
+    for name, module in METHODS.items():
+        command = _plugin(module, "command")
+        if command is not None:
+            commands[name] = command
     return commands
 
 

@@ -1,6 +1,8 @@
 """Graph passes, one algorithm per folder; each folder holds its ONNX rewrite(s) and its torch exporter.
 
-``PASS_MODULES`` declares every pass: its name and the module that defines it. ``pimc compile`` imports
+``PASS_MODULES`` declares every pass: its name and the module that defines it. ``METHODS`` declares every
+training-aware method (``pimc export <method>`` and ``pimc.compress(method=...)``) and the module of its
+click command. ``pimc compile`` imports
 only the modules of the passes its pipeline runs, and no pass module imports torch (a test checks both).
 """
 
@@ -20,4 +22,13 @@ PASS_MODULES: dict[str, str] = {
     "comparator-conv": "pimc.passes.comparator.comparator_conv",
     "cim-emulate": "pimc.passes.cim.cim_emulate",
     "activation-sparsity": "pimc.passes.feature_reg.activation_sparsity",
+}
+
+METHODS: dict[str, str] = {
+    "decompose": "pimc.passes.decompose.cli",
+    "pattern": "pimc.passes.pattern.cli",
+    "prune": "pimc.passes.prune.cli",
+    "quantize": "pimc.passes.quantize.cli",
+    "comparator": "pimc.passes.comparator.cli",
+    "feature-reg": "pimc.passes.feature_reg.cli",
 }

@@ -30,6 +30,10 @@ SPECIAL = ("cmpnet", "cmpnet-cnn")
                    f"{LBCConfig.max_anchors}, otherwise).")
 @click.option("--density", type=float, default=LBCConfig.density, show_default=True,
               help="Fraction of non-zero anchor weights.")
+@click.option("--max-anchors", type=click.IntRange(min=1), default=LBCConfig.max_anchors, show_default=True,
+              help="Most automatic anchors per lbc layer.")
+@click.option("--min-kernel", type=click.IntRange(min=1), default=LBCConfig.min_kernel, show_default=True,
+              help="Smallest kernel size replaced (1×1 convs stay).")
 @click.option("--variant", type=click.Choice(["separable", "lbc"]), default=LBCConfig.variant, show_default=True,
               help="Depthwise (CMPNET) or dense (LBCNN) anchor convs, for zoo models (cmpnet is separable).")
 @click.option("--comparator", type=click.Choice(["binary", "relu"]), default=None,
@@ -62,7 +66,7 @@ def run_export(**kw) -> dict:
         raise PimcError(f"--density must be in (0, 1], got {kw['density']}")
     model, shape, replaced, resolved, sets = _build(kw)
     if not replaced and kw["model_name"] != "cmpnet-cnn":
-        raise PimcError(f"--model {kw['model_name']}: no ungrouped square k×k conv (k ≥ {LBCConfig.min_kernel}) "
+        raise PimcError(f"--model {kw['model_name']}: no ungrouped square k×k conv (k ≥ {kw['min_kernel']}) "
                         "to replace by an LBC layer")
     if training.train == "pointwise":
         freeze_all_but_pointwise(model)
@@ -103,5 +107,6 @@ def _build(kw: dict):
     resolved.record_reference()  # the CNN as brought: LBC layers change the parameter count
     model = resolved.module
     replaced = replace_convs(model, anchors, density, kw["variant"] == "separable",
-                             comparator or LBCConfig.comparator, seed, LBCConfig.min_kernel)
+                             comparator or LBCConfig.comparator, seed, kw["min_kernel"],
+                             max_anchors=kw["max_anchors"])
     return model, resolved.shape, replaced, resolved, resolved.sets

@@ -36,6 +36,8 @@ from .config import PenniConfig
 @click.option("--prune-rounds", type=int, default=PenniConfig.prune_rounds, show_default=True,
               help="Prune after each of this many equal parts of the alternating epochs.")
 @click.option("--lr", type=float, default=PenniConfig.lr, show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--weight-decay", type=float, default=PenniConfig.weight_decay, show_default=True,
+              help="Adam weight decay during the PENNI phases.")
 @click.option("--seed", type=int, default=PenniConfig.seed, show_default=True)
 @click.option("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice).")
 @shared_options
@@ -65,7 +67,8 @@ def run_export(**kw) -> dict:
                          group_l1=kw["group_l1"], threshold=kw["threshold"], group_threshold=kw["group_threshold"],
                          prune_rounds=kw["prune_rounds"], residual_l1=kw["residual_l1"],
                          residual_threshold=kw["residual_threshold"], finetune_epochs=kw["finetune_epochs"],
-                         lr=kw["lr"], seed=kw["seed"], progress=not kw["no_progress"])
+                         lr=kw["lr"], weight_decay=kw["weight_decay"], seed=kw["seed"],
+                         progress=not kw["no_progress"])
     resolved = resolve_model(kw)
     model, shape, test = resolved.module, resolved.shape, resolved.sets.test
     pretrain_unless_trained(resolved, kw, kw["pretrain_epochs"], kw["lr"])

@@ -41,6 +41,10 @@ def _levels(_ctx, _param, text: str) -> tuple[float, ...]:
 @click.option("--frozen-epochs", type=int, default=_D.frozen_epochs, show_default=True,
               help="Fine-tuning epochs with the calibrated thresholds frozen (0: none).")
 @click.option("--reg-lr", type=float, default=_D.lr, show_default=True, help="Adam learning rate of fine-tuning.")
+@click.option("--frozen-lr-scale", type=float, default=_D.frozen_lr_scale, show_default=True,
+              help="Learning rate of the frozen-threshold epochs, as a fraction of --reg-lr.")
+@click.option("--momentum", type=float, default=_D.momentum, show_default=True,
+              help="Momentum of the running thresholds while tracking batch quantiles.")
 @click.option("--calibration", type=int, default=_D.calibration, show_default=True,
               help="Training images that calibrate the threshold table.")
 @click.option("--floor-z", type=float, default=_D.floor_z, show_default=True,
@@ -158,7 +162,7 @@ def _config(kw: dict) -> FeatureRegConfig:
         levels=kw["levels"], penalty=kw["penalty"], epochs=kw["reg_epochs"], ramp=kw["ramp"],
         frozen_epochs=kw["frozen_epochs"], lr=kw["reg_lr"], calibration=kw["calibration"],
         val_fraction=kw["val_fraction"], max_accuracy_drop=kw["max_accuracy_drop"], floor_z=kw["floor_z"],
-        placement=kw["gate_placement"],
+        placement=kw["gate_placement"], frozen_lr_scale=kw["frozen_lr_scale"], momentum=kw["momentum"],
     )
     config.check()
     return config

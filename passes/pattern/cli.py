@@ -35,6 +35,8 @@ _FILE = FILE
 @click.option("--rho-growth", type=float, default=AdmmSchedule.rho_growth, show_default=True, help="ρ multiplier per Z update.")
 @click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training.")
 @click.option("--prune-lr", type=float, default=AdmmSchedule.lr, show_default=True, help="Learning rate of ADMM/retraining.")
+@click.option("--update-every", type=click.IntRange(min=1), default=None,
+              help="Optimizer steps between Z/U updates (default: one epoch).")
 @shared_options
 def command(**kw) -> None:
     """Pattern + connectivity pruning (PatDNN / ADMM-NN) of a model on a dataset, exported with annotations."""
@@ -48,7 +50,8 @@ def run_export(**kw) -> dict:
     from .admm import admm_prune, conv_weight_nonzeros, export_pattern_onnx, oneshot_prune
 
     config = _config(kw)
-    schedule = AdmmSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["rho"], kw["rho_growth"], None, kw["prune_lr"])
+    schedule = AdmmSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["rho"], kw["rho_growth"], kw["update_every"],
+                            kw["prune_lr"])
     schedule.check()
     resolved = resolve_model(kw)
     model, shape, test, loader = resolved.module, resolved.shape, resolved.sets.test, resolved.sets.loader

@@ -41,6 +41,8 @@ _FILE = FILE
               help="ρ multiplier per Z update.")
 @click.option("--prune-lr", type=float, default=PruneSchedule.lr, show_default=True,
               help="Learning rate of ADMM / retraining.")
+@click.option("--update-every", type=click.IntRange(min=1), default=None,
+              help="Optimizer steps between Z/U updates (default: one epoch).")
 @click.option("--quantize-bits", type=int, default=None,
               help="Jointly quantize the surviving weights to N bits (ADMM, levels ±i·q) and export QDQ.")
 @click.option("--quantize-epochs", type=int, default=PruneSchedule.quantize_epochs, show_default=True,
@@ -86,7 +88,7 @@ def run_export(**kw) -> dict:
     config = PruneConfig(kw["ratio"], kw["scope"], kw["conv_weight"], kw["nm"] or "", tuple(kw["include"]),
                          tuple(kw["exclude"]), kw["shrink"])
     schedule = PruneSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["steps"], kw["rho"], kw["rho_growth"],
-                             None, kw["prune_lr"], kw["quantize_bits"], kw["quantize_epochs"], kw["act_bits"],
+                             kw["update_every"], kw["prune_lr"], kw["quantize_bits"], kw["quantize_epochs"], kw["act_bits"],
                              kw["quantize_scale"], kw["augment_shift"], kw["augment_rotate"], kw["augment_scale"],
                              distill=kw["distill"], distill_temperature=kw["distill_temperature"])
     config.check()

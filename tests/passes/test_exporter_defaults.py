@@ -5,8 +5,10 @@ from __future__ import annotations
 import inspect
 from dataclasses import MISSING, fields
 
+import click
 import pytest
 
+from pimc.compiler.errors import PimcError
 from pimc.compiler.passbase import get_pass
 from pimc.passes.comparator import cli as comparator_cli
 from pimc.passes.comparator.config import LBCConfig, LBCTraining
@@ -122,3 +124,33 @@ def test_torch_library_defaults_follow_lbc_config() -> None:
     assert oneshot["finetune_epochs"].default == AdmmSchedule.retrain_epochs
     assert oneshot["lr"].default == AdmmSchedule.lr
     assert "config" in inspect.signature(penni_compress).parameters
+
+
+# config fields whose CLI option has another name (an inverted flag, or a name the CLI already used)
+CLI_NAMES = {"progress": "no_progress", "placement": "gate_placement", "train": "train_what"}
+
+
+def test_pimc_export_and_compress_list_the_same_methods_from_one_registry():
+    from pimc.app.compress import compress
+    from pimc.cli.main import cli
+    from pimc.passes import METHODS
+
+    export = cli.commands["export"]
+    ctx = click.Context(export)
+    assert export.list_commands(ctx) == sorted(METHODS)
+    with pytest.raises(PimcError) as error:
+        compress(None, None, method="nope", output="x.onnx")
+    assert f"use {', '.join(METHODS)}" in str(error.value)
+
+
+@pytest.mark.parametrize("method", ["decompose", "pattern", "prune", "quantize", "comparator", "feature-reg"])
+def test_every_config_field_has_a_cli_option(method: str):
+    from dataclasses import fields
+
+    from pimc.app.compress import _configs
+    from pimc.cli.main import _export_commands
+
+    options = {p.name for p in _export_commands()[method].params}
+    missing = [f.name for config in _configs(method) for f in fields(config)
+               if CLI_NAMES.get(f.name, f.name) not in options]
+    assert not missing
