@@ -18,11 +18,33 @@ every update.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 Projection = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
+
+
+@dataclass
+class PrunedLayer:
+    """One layer under a pruning constraint: its module, the 0/1 mask set by the hard projection, and for a
+    pattern-pruned conv its pattern library."""
+
+    name: str
+    module: nn.Module
+    mask: torch.Tensor | None = None
+    library: list[list[int]] = field(default_factory=list)
+
+    @property
+    def is_conv(self) -> bool:
+        return isinstance(self.module, nn.Conv2d)
+
+    @torch.no_grad()
+    def apply_mask(self) -> None:
+        """Zero the pruned weights again (after an optimizer step)."""
+        if self.mask is not None:
+            self.module.weight.mul_(self.mask)
 
 
 class Admm:

@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader
 
 from ...compiler.errors import PimcError
 from ...compiler.modelio import write_model
-from ...models.admm import Admm, per_layer
+from ...models.admm import Admm, PrunedLayer, per_layer
 from ...models.train import export_onnx, train_classifier
 from .config import AdmmSchedule, PatternConfig
 from .pattern_prune import (
@@ -48,16 +48,6 @@ from .pattern_prune import (
     selected,
     skip_reason,
 )
-
-
-@dataclass
-class PrunedLayer:
-    """One pruned conv: its module, fixed library and the hard mask (set after projection)."""
-
-    name: str
-    module: nn.Conv2d
-    library: list[list[int]]
-    mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -112,7 +102,7 @@ def prepare(model: nn.Module, config: PatternConfig) -> PatternPruneResult:
         k = w.shape[2]
         kernels = w.reshape(-1, k * k)
         library = derive_library(kernels, config.nonzeros_for(k), config.patterns, config.library)
-        layers[name] = PrunedLayer(name, module, library)
+        layers[name] = PrunedLayer(name, module, library=library)
     return PatternPruneResult(layers, skipped, config)
 
 
@@ -150,8 +140,7 @@ def hard_project(result: PatternPruneResult) -> None:
 @torch.no_grad()
 def apply_masks(result: PatternPruneResult) -> None:
     for layer in result.layers.values():
-        if layer.mask is not None:
-            layer.module.weight.mul_(layer.mask)
+        layer.apply_mask()
 
 
 def masked_retrain(

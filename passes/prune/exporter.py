@@ -62,18 +62,10 @@ from ...compiler.errors import PimcError
 from ...compiler.graph import selection_miss
 from ...compiler.modelio import write_model
 from ...compiler.workload import constant_value
-from ...models.admm import Admm
+from ...models.admm import Admm, PrunedLayer
 from ...models.train import Distillation, export_onnx, frozen_copy, train_classifier
 from .config import PruneConfig, PruneSchedule
 from .masks import nm_mask, parse_nm
-
-
-@dataclass
-class PrunedLayer:
-    name: str
-    module: nn.Module
-    is_conv: bool
-    mask: torch.Tensor | None = None
 
 
 @dataclass
@@ -110,7 +102,7 @@ def prunable_layers(model: nn.Module, config: PruneConfig) -> tuple[dict[str, Pr
         if missed:
             skipped.append({"node": name, "reason": missed})
             continue
-        layers[name] = PrunedLayer(name, module, isinstance(module, nn.Conv2d))
+        layers[name] = PrunedLayer(name, module)
     if not layers:
         raise PimcError("no Conv2d or Linear layer is selected for pruning (see include/exclude)")
     return layers, skipped
@@ -171,10 +163,8 @@ def admm_state(layers: dict[str, PrunedLayer], project, schedule: PruneSchedule,
     """The ADMM iteration over ``layers`` under ``project``; weights already pruned stay at zero after
     every step."""
     def keep_pruned() -> None:
-        with torch.no_grad():
-            for x in layers.values():
-                if x.mask is not None:
-                    x.module.weight.mul_(x.mask)
+        for x in layers.values():
+            x.apply_mask()
 
     return Admm({n: x.module for n, x in layers.items()}, project, schedule.rho, schedule.rho_growth,
                 schedule.update_every or steps_per_epoch, trace=trace, label=label, each_step=keep_pruned)
@@ -215,8 +205,7 @@ def _restricted(layer: PrunedLayer, value: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def apply_masks(result: PruneResult) -> None:
     for x in result.layers.values():
-        if x.mask is not None:
-            x.module.weight.mul_(x.mask)
+        x.apply_mask()
 
 
 def densities(config: PruneConfig, steps: int) -> list[float]:
