@@ -264,11 +264,8 @@ class CmpPimTarget(Target):
 
 
 def _config(hw: HardwareConfig | None) -> CmpPimConfig:
-    if hw is None:
-        return CmpPimConfig()
-    if not isinstance(hw, CmpPimConfig):
-        raise PimcError(f"the cmp-pim target needs a CmpPimConfig, got {type(hw).__name__}")
-    return hw
+    """The CmpPimConfig of a compile (the defaults when none was given)."""
+    return CmpPimConfig.of(hw)
 
 
 def groups_cost(groups: list[OpGroup], hw: CmpPimConfig) -> CostReport:

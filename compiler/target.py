@@ -13,7 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import onnx
 import tomllib
@@ -30,6 +30,9 @@ def hw_field(default: Any, unit: str, source: str) -> Any:
     return field(default=default, metadata={"unit": unit, "source": source})
 
 
+H = TypeVar("H", bound="HardwareConfig")
+
+
 @dataclass
 class HardwareConfig:
     """Base of every target's hardware description."""
@@ -41,6 +44,15 @@ class HardwareConfig:
              "source": f.metadata.get("source", "")}
             for f in dataclasses.fields(cls)
         ]
+
+    @classmethod
+    def of(cls: type[H], hw: HardwareConfig | None) -> H:
+        """``hw`` as this config class (its defaults when ``hw`` is None); another target's config is an error."""
+        if hw is None:
+            return cls()
+        if not isinstance(hw, cls):
+            raise PimcError(f"this target needs a {cls.__name__}, got {type(hw).__name__}")
+        return hw
 
     @classmethod
     def from_file(cls, path: str | Path | None) -> HardwareConfig:

@@ -100,9 +100,5 @@ class CimConfig(HardwareConfig):
 
 
 def as_config(hw: HardwareConfig | None) -> CimConfig:
-    """The cim hardware description of a compile (the defaults when none was given)."""
-    if hw is None:
-        return CimConfig()
-    if not isinstance(hw, CimConfig):
-        raise PimcError(f"the cim target needs a CimConfig, got {type(hw).__name__}")
-    return hw
+    """The CimConfig of a compile (the defaults when none was given)."""
+    return CimConfig.of(hw)

@@ -85,9 +85,5 @@ def mac_pj(hw: EscalateConfig, wbits: float, abits: float, acc_bits: float) -> f
 
 
 def as_config(hw: HardwareConfig | None) -> EscalateConfig:
-    """The escalate hardware description of a compile (the defaults when none was given)."""
-    if hw is None:
-        return EscalateConfig()
-    if not isinstance(hw, EscalateConfig):
-        raise PimcError("the escalate target needs an escalate hardware config")
-    return hw
+    """The EscalateConfig of a compile (the defaults when none was given)."""
+    return EscalateConfig.of(hw)
