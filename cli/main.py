@@ -186,14 +186,14 @@ def passes_cmd(as_json):
 @cli.command("targets")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--markdown", "markdown_dir", type=click.Path(file_okay=False),
-              help="Write one documentation page per target into this folder.")
+              help="Write the generated reference pages (targets, passes, command line) under this docs folder.")
 def targets_cmd(as_json, markdown_dir):
     """List the targets, their default pipelines and hardware parameters."""
-    from ..app.target_pages import target_info, write_target_pages
+    from ..app.reference_pages import target_info, write_reference
 
     data = target_info()
     if markdown_dir:
-        for path in write_target_pages(markdown_dir):
+        for path in write_reference(markdown_dir):
             click.echo(str(path))
         return
     if as_json:

@@ -1,3 +1,3 @@
 """The package version (one place; ``pimc.__version__`` and every report read it)."""
 
-VERSION = "0.1.0"
+VERSION = "0.2.0"

@@ -47,12 +47,13 @@ def test_documentation_site_builds_strict(tmp_path):
     assert (tmp_path / "site" / "targets" / "escalate" / "index.html").exists()
 
 
-def test_target_pages_are_generated_from_the_code(tmp_path):
-    from pimc.app.target_pages import write_target_pages
+def test_reference_pages_are_generated_from_the_code(tmp_path):
+    from pimc.app.reference_pages import write_reference
 
-    for path in write_target_pages(tmp_path):
-        assert (ROOT / "docs" / "targets" / path.name).read_text() == path.read_text(), (
-            f"docs/targets/{path.name} is stale: run `pimc targets --markdown docs/targets`")
+    for path in write_reference(tmp_path):
+        relative = path.relative_to(tmp_path)
+        assert (ROOT / "docs" / relative).read_text() == path.read_text(), (
+            f"docs/{relative} is stale: run `pimc targets --markdown docs`")
 
 
 def test_every_hardware_default_on_a_target_page_equals_pimc_targets_json():
@@ -74,3 +75,12 @@ def test_the_report_page_lists_every_top_level_field_of_the_schema():
     schema = json.loads((ROOT / "docs" / "report.schema.json").read_text())
     page = (ROOT / "docs" / "guide" / "report.md").read_text()
     assert all(f"| `{name}` |" in page for name in schema["properties"])
+
+
+def test_one_version_in_the_package_the_metadata_and_the_changelog():
+    import tomllib
+
+    from pimc.compiler.version import VERSION
+
+    assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == VERSION
+    assert f"## {VERSION}" in (ROOT / "CHANGELOG.md").read_text()

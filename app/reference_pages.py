@@ -1,0 +1,119 @@
+"""Reference pages generated from the code, so that they cannot drift from it:
+
+* one page per target, from the declarations ``pimc targets`` prints (summary, default pipeline, baselines,
+  hardware fields with unit, default and source) and the target module's docstring (the cost equations);
+* the passes, from their declared options (``pimc passes``);
+* the command line, from the click commands (every option with its help and default).
+
+``pimc targets --markdown DOCS`` writes them all: ``DOCS/targets/*.md``, ``DOCS/reference/passes.md`` and
+``DOCS/reference/cli.md``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from pathlib import Path
+from typing import Any
+
+from ..compiler.target import all_targets, declared_targets
+
+
+def target_info() -> dict[str, dict[str, Any]]:
+    """What ``pimc targets --json`` prints."""
+    data = {}
+    for name, cls in all_targets().items():
+        t = cls()
+        data[name] = {
+            "summary": t.summary,
+            "pipeline": [n for n, _ in t.default_pipeline()],
+            "baselines": {plan.name: plan.what for plan in t.baseline_plans()},
+            "hardware": cls.config_cls.describe() if cls.config_cls else [],
+        }
+    return data
+
+
+def target_page(name: str, info: dict[str, Any]) -> str:
+    """The Markdown page of one target."""
+    doc = inspect.getdoc(importlib.import_module(declared_targets()[name])) or ""
+    lines = [f"# `{name}`", "", info["summary"], "", "Default pipeline: " +
+             " → ".join(f"`{p}`" for p in info["pipeline"]) + ".", "", "## Baselines", "",
+             "| baseline | what it is |", "|---|---|"]
+    lines += [f"| `{base}` | {_cell(what)} |" for base, what in info["baselines"].items()] or ["| - | - |"]
+    lines += ["", "## Hardware parameters", ""]
+    if info["hardware"]:
+        lines += ["Override any of them with `--hw FILE.toml`.", "", "| parameter | default | unit | source |",
+                  "|---|---|---|---|"]
+        lines += [f"| `{f['name']}` | `{f['default']}` | {_cell(f['unit'])} | {_cell(f['source'])} |"
+                  for f in info["hardware"]]
+    else:
+        lines += ["None: this target runs the model on onnxruntime."]
+    lines += ["", "## The model", "", "```text", doc, "```", ""]
+    return "\n".join(lines)
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def passes_page() -> str:
+    """Every pass with its summary, exactness and options."""
+    from ..compiler.passbase import all_passes
+
+    lines = ["# Passes", "", "Every graph pass, as `pimc passes` lists it. Set an option with "
+             "`--set PASS.OPTION=VALUE`; run a pipeline of your own with `--passes a,b,c`.", ""]
+    for name, cls in all_passes().items():
+        lines += [f"## `{name}`", "", cls.summary + ("" if not cls.exact else " Exact: `--verify` checks it."), ""]
+        if cls.options:
+            lines += ["| option | type | default | what it does |", "|---|---|---|---|"]
+            lines += [f"| `{o.name}` | {o.type.__name__} | `{o.default!r}` | {_cell(o.help)}"
+                      + (f" (one of {', '.join(map(str, o.choices))})" if o.choices else "") + " |" for o in cls.options]
+            lines.append("")
+    return "\n".join(lines)
+
+
+def cli_page() -> str:
+    """Every ``pimc`` command and option, from the click declarations."""
+    import click
+
+    from ..cli.main import cli
+
+    lines = ["# Command line", "", "Every `pimc` command with its options, as `pimc COMMAND --help` prints them.",
+             "`python -m pimc` is the same command line.", ""]
+
+    def visit(command: click.Command, path: str, ctx: click.Context) -> None:
+        if isinstance(command, click.Group):
+            for name in command.list_commands(ctx):
+                sub = command.get_command(ctx, name)
+                if sub is not None:
+                    visit(sub, f"{path} {name}", click.Context(sub, parent=ctx, info_name=name))
+            return
+        lines.extend([f"## `{path}`", "", _cell(inspect.cleandoc(command.help or "")), ""])
+        rows = [_option_row(p) for p in command.params if isinstance(p, click.Option) and not p.hidden]
+        arguments = [p.human_readable_name for p in command.params if isinstance(p, click.Argument)]
+        if arguments:
+            lines.extend([f"Arguments: {', '.join(f'`{a}`' for a in arguments)}.", ""])
+        if rows:
+            lines.extend(["| option | default | what it does |", "|---|---|---|", *rows, ""])
+
+    visit(cli, "pimc", click.Context(cli, info_name="pimc"))
+    return "\n".join(lines)
+
+
+def _option_row(option) -> str:
+    names = ", ".join(f"`{o}`" for o in [*option.opts, *option.secondary_opts])
+    value = option.default
+    shown = isinstance(value, (int, float, str, tuple, list)) and not (option.is_flag and value is False)
+    default = f"`{value}`" if shown and value not in ("", (), []) else ""
+    return f"| {names} | {default} | {_cell(option.help or '')} |"
+
+
+def write_reference(docs: str | Path) -> list[Path]:
+    """Every generated page under ``docs``; returns the paths written."""
+    root = Path(docs)
+    pages = {root / "targets" / f"{name}.md": target_page(name, info) for name, info in target_info().items()}
+    pages[root / "reference" / "passes.md"] = passes_page()
+    pages[root / "reference" / "cli.md"] = cli_page()
+    for path, text in pages.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + ("" if text.endswith("\n") else "\n"))
+    return list(pages)
