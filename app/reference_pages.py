@@ -3,10 +3,12 @@
 * one page per target, from the declarations ``pimc targets`` prints (summary, default pipeline, baselines,
   hardware fields with unit, default and source) and the target module's docstring (the cost equations);
 * the passes, from their declared options (``pimc passes``);
-* the command line, from the click commands (every option with its help and default).
+* the command line, from the click commands (every option with its help and default);
+* one page per algorithm: its graph passes (module docstrings, options) and its exporter (module docstring,
+  the options of ``pimc export <method>``).
 
-``pimc targets --markdown DOCS`` writes them all: ``DOCS/targets/*.md``, ``DOCS/reference/passes.md`` and
-``DOCS/reference/cli.md``."""
+``pimc targets --markdown DOCS`` writes them all: ``DOCS/targets/*.md``, ``DOCS/reference/passes.md``,
+``DOCS/reference/cli.md`` and ``DOCS/algorithms/*.md``."""
 
 from __future__ import annotations
 
@@ -107,12 +109,46 @@ def _option_row(option) -> str:
     return f"| {names} | {default} | {_cell(option.help or '')} |"
 
 
+#: method → (title, its graph passes, the module of its exporter)
+ALGORITHMS = {
+    "decompose": ("Kernel decomposition (PENNI / ESCALATE)", ("decompose", "shrink", "recompose"),
+                  "pimc.passes.decompose.exporter"),
+    "pattern": ("Pattern pruning (PatDNN / ClickTrain)", ("pattern-prune",), "pimc.passes.pattern.admm"),
+    "prune": ("ADMM-NN pruning and quantization", ("prune",), "pimc.passes.prune.exporter"),
+    "quantize": ("Quantization and bit maps (DYNASTY)", ("quantize", "bitmap"), "pimc.passes.quantize.qat"),
+    "comparator": ("Comparator convolutions (LBCNN / CMPNET)", ("comparator-conv",), "pimc.passes.comparator.exporter"),
+    "feature-reg": ("Feature Regularization", ("activation-sparsity",), "pimc.passes.feature_reg.exporter"),
+}
+
+
+def algorithm_page(method: str) -> str:
+    """The graph passes and the exporter of one algorithm, from their docstrings and declared options."""
+    import click
+
+    from ..cli.main import _export_commands
+    from ..compiler.passbase import declared_passes, get_pass
+
+    title, passes, exporter = ALGORITHMS[method]
+    lines = [f"# {title}", "", "Sources: [docs/sources.md](../sources.md).", "", "## Graph passes (post-training)", ""]
+    for name in passes:
+        cls = get_pass(name)
+        lines += [f"### `{name}`", "", cls.summary + ".", "", "Options: [passes reference](../reference/passes.md).", "",
+                  "```text", inspect.getdoc(importlib.import_module(declared_passes()[name])) or "", "```", ""]
+    command = _export_commands()[method]
+    lines += [f"## Exporter: `pimc export {method}` (training-aware)", "", _cell(inspect.cleandoc(command.help or "")),
+              "", "| option | default | what it does |", "|---|---|---|"]
+    lines += [_option_row(p) for p in command.params if isinstance(p, click.Option) and not p.hidden]
+    lines += ["", "```text", inspect.getdoc(importlib.import_module(exporter)) or "", "```", ""]
+    return "\n".join(lines)
+
+
 def write_reference(docs: str | Path) -> list[Path]:
     """Every generated page under ``docs``; returns the paths written."""
     root = Path(docs)
     pages = {root / "targets" / f"{name}.md": target_page(name, info) for name, info in target_info().items()}
     pages[root / "reference" / "passes.md"] = passes_page()
     pages[root / "reference" / "cli.md"] = cli_page()
+    pages.update({root / "algorithms" / f"{method}.md": algorithm_page(method) for method in ALGORITHMS})
     for path, text in pages.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + ("" if text.endswith("\n") else "\n"))
