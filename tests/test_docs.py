@@ -84,3 +84,43 @@ def test_one_version_in_the_package_the_metadata_and_the_changelog():
 
     assert tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"] == VERSION
     assert f"## {VERSION}" in (ROOT / "CHANGELOG.md").read_text()
+
+
+def _pimc_lines() -> list[tuple[str, str]]:
+    """(file, line) of every `pimc ...` command in a bash block of the README and the docs."""
+    found = []
+    for doc in DOCS:
+        for block in re.findall(r"```bash\n(.*?)```", doc.read_text(), flags=re.S):
+            joined = block.replace("\\\n", " ")
+            for line in joined.splitlines():
+                for part in re.split(r"&&|\|\||;", line.split("#")[0]):
+                    words = part.strip().split()
+                    if words and words[0] == "pimc":
+                        found.append((str(doc.relative_to(ROOT)), part.strip()))
+    return found
+
+
+def test_every_pimc_command_in_the_docs_names_real_commands_and_options():
+    import shlex
+
+    import click
+
+    from pimc.cli.main import cli
+
+    assert len(_pimc_lines()) > 10
+    problems = []
+    for where, line in _pimc_lines():
+        words = shlex.split(line.replace('"$m"', "m").replace("$", ""))[1:]
+        command, ctx = cli, click.Context(cli, info_name="pimc")
+        while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+            command = command.get_command(ctx, words.pop(0))
+            if command is None:
+                break
+            ctx = click.Context(command, parent=ctx)
+        if command is None:
+            problems.append(f"{where}: {line}: no such command")
+            continue
+        known = {o for p in command.params for o in [*p.opts, *p.secondary_opts]} | {"--help"}
+        problems += [f"{where}: {line}: unknown option {w}" for w in words
+                     if w.startswith("--") and w.split("=")[0] not in known]
+    assert not problems
