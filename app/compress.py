@@ -86,8 +86,8 @@ def compress(model: Any, train_loader: Any, method: str, output: str | os.PathLi
     if unknown:
         raise PimcError(f"compress(method={method!r}): unknown option {', '.join(unknown)} "
                         f"(valid: {', '.join(option_names(method))})")
+    from ..models.from_onnx import finish_output
     from ..models.train import dense_reference
-    from ..passes._exporter_cli import finish_output
 
     module, shape, source = _load(model, input_shape)
     reference = dense_reference(module, shape, source)  # the storage ratio stays against the model given here

@@ -24,7 +24,7 @@ import numpy as np
 
 def measure(path: Path, dense: Path, data: str) -> dict:
     """Per level and for the dense model: accuracy and mean / min conv-input zero fraction (test split)."""
-    from pimc.passes.feature_reg.cli import measure_levels
+    from pimc.cli.export.feature_reg import measure_levels
     from pimc.passes.feature_reg.measure import conv_input_zero_fractions, image_convs, level_metadata
     from pimc.runtime.datasets import load_dataset
     from pimc.runtime.session import evaluate, model_input

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pimc.passes.quantize.cli import ExportConfig, run_export
+from pimc.cli.export.quantize import ExportConfig, run_export
 
 
 def main() -> None:

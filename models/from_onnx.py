@@ -19,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -230,3 +231,18 @@ def rename_io_of(proto: onnx.ModelProto, source: onnx.ModelProto) -> None:
     for node in graph.node:
         node.input[:] = [renames.get(n, n) for n in node.input]
         node.output[:] = [renames.get(n, n) for n in node.output]
+
+
+def finish_output(path: Path, source: Any, reference: dict[str, float]) -> None:
+    """One rewrite of a compressed output: the user's ONNX input/output names (when ``source`` is given)
+    and the dense model's storage reference."""
+    import onnx
+
+    from ..compiler.modelio import write_model
+    from ..compiler.storage import replace_reference
+
+    proto = onnx.load(str(path))
+    if source is not None:
+        rename_io_of(proto, source)
+    replace_reference(proto, reference)
+    write_model(proto, path)

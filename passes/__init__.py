@@ -2,7 +2,7 @@
 
 ``PASS_MODULES`` declares every pass: its name and the module that defines it. ``METHODS`` declares every
 training-aware method (``pimc export <method>`` and ``pimc.compress(method=...)``) and the module of its
-click command. ``pimc compile`` imports
+click command (under ``pimc.cli.export``). ``pimc compile`` imports
 only the modules of the passes its pipeline runs, and no pass module imports torch (a test checks both).
 """
 
@@ -25,10 +25,10 @@ PASS_MODULES: dict[str, str] = {
 }
 
 METHODS: dict[str, str] = {
-    "decompose": "pimc.passes.decompose.cli",
-    "pattern": "pimc.passes.pattern.cli",
-    "prune": "pimc.passes.prune.cli",
-    "quantize": "pimc.passes.quantize.cli",
-    "comparator": "pimc.passes.comparator.cli",
-    "feature-reg": "pimc.passes.feature_reg.cli",
+    "decompose": "pimc.cli.export.decompose",
+    "pattern": "pimc.cli.export.pattern",
+    "prune": "pimc.cli.export.prune",
+    "quantize": "pimc.cli.export.quantize",
+    "comparator": "pimc.cli.export.comparator",
+    "feature-reg": "pimc.cli.export.feature_reg",
 }

@@ -113,7 +113,7 @@ def test_cnn_twin_has_the_same_configuration_with_ordinary_convs():
 def test_cli_replaces_a_zoo_models_convs_trains_and_exports(tmp_path):
     from click.testing import CliRunner
 
-    from pimc.passes.comparator.cli import command
+    from pimc.cli.export.comparator import command
 
     out = tmp_path / "dc.onnx"
     result = CliRunner().invoke(command, ["--model", "digits_cnn", "--epochs", "1", "--anchors", "2",
@@ -127,7 +127,7 @@ def test_cli_replaces_a_zoo_models_convs_trains_and_exports(tmp_path):
 def test_cli_rejects_bad_options(tmp_path):
     from click.testing import CliRunner
 
-    from pimc.passes.comparator.cli import command
+    from pimc.cli.export.comparator import command
 
     result = CliRunner().invoke(command, ["--density", "0", "-o", str(tmp_path / "x.onnx")])
     assert result.exit_code != 0 and "density" in str(result.exception or result.output)

@@ -84,7 +84,7 @@ def test_cli_digits_cnn_compiles_for_both_targets(tmp_path):
     from click.testing import CliRunner
 
     from pimc.app.compile import CompileOptions, compile_model
-    from pimc.passes.decompose.cli import command
+    from pimc.cli.export.decompose import command
 
     out = tmp_path / "d.onnx"
     result = CliRunner().invoke(command, ["--model", "digits_cnn", "-o", str(out), "--pretrain-epochs", "2",

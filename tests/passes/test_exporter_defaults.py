@@ -8,20 +8,20 @@ from dataclasses import MISSING, fields
 import click
 import pytest
 
+from pimc.cli.export import comparator as comparator_cli
+from pimc.cli.export import decompose as decompose_cli
+from pimc.cli.export import feature_reg as feature_reg_cli
+from pimc.cli.export import pattern as pattern_cli
+from pimc.cli.export import prune as prune_cli
+from pimc.cli.export import quantize as quantize_cli
+from pimc.cli.export.quantize import ExportConfig
 from pimc.compiler.errors import PimcError
 from pimc.compiler.passbase import get_pass
-from pimc.passes.comparator import cli as comparator_cli
 from pimc.passes.comparator.config import LBCConfig, LBCTraining
-from pimc.passes.decompose import cli as decompose_cli
 from pimc.passes.decompose.config import PenniConfig
-from pimc.passes.feature_reg import cli as feature_reg_cli
 from pimc.passes.feature_reg.config import FeatureRegConfig
-from pimc.passes.pattern import cli as pattern_cli
 from pimc.passes.pattern.config import AdmmSchedule, PatternConfig
-from pimc.passes.prune import cli as prune_cli
 from pimc.passes.prune.config import PruneConfig, PruneSchedule
-from pimc.passes.quantize import cli as quantize_cli
-from pimc.passes.quantize.cli import ExportConfig
 from pimc.passes.quantize.config import QatConfig
 
 

@@ -383,8 +383,8 @@ def test_caffe_lenet5_mnist_85x_3bit_within_one_point_and_its_honest_storage(tmp
 
 
 def test_a_loss_beyond_one_point_is_a_warning_on_stderr(capsys):
-    from pimc.passes._exporter_cli import emit
-    from pimc.passes.prune.cli import accuracy_warnings
+    from pimc.cli.export.common import emit
+    from pimc.cli.export.prune import accuracy_warnings
 
     assert accuracy_warnings(0.98, 0.975, 85.0) == [] and accuracy_warnings(None, 0.5, 85.0) == []
     [text] = accuracy_warnings(0.982, 0.916, 85.0)

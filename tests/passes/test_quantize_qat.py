@@ -7,9 +7,9 @@ import onnx
 import pytest
 import torch
 
+from pimc.cli.export.quantize import ExportConfig, run_export
 from pimc.compiler import annotations as ann
 from pimc.passes.quantize import qat
-from pimc.passes.quantize.cli import ExportConfig, run_export
 
 
 def test_fake_quant_weight_is_on_grid_with_identity_gradient():

@@ -219,7 +219,7 @@ def test_bad_levels_are_refused(levels):
 
 
 def test_cli_defaults_are_the_library_defaults():
-    from pimc.passes.feature_reg.cli import _levels, command
+    from pimc.cli.export.feature_reg import _levels, command
 
     cli = {p.name: p.default for p in command.params}
     library = FeatureRegConfig()

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from ..compiler.errors import PimcError
-from ..runtime.datasets import TRAINABLE_HELP
+from ...compiler.errors import PimcError
+from ...runtime.datasets import TRAINABLE_HELP
 
 FILE = click.Path(dir_okay=False, path_type=Path)
 
@@ -77,18 +77,18 @@ def user_model(kw: dict, build_model=None, get_spec=None, model_input_shape=None
     if (name.endswith(".onnx") or ".py:" in name) and (kw.get("in_channels") or kw.get("input_size")):
         raise PimcError(f"--model {name}: --in-channels / --input-size apply to zoo models only")
     if name.endswith(".onnx"):
-        from ..models.from_onnx import load_onnx_module
+        from ...models.from_onnx import load_onnx_module
 
         if not Path(name).is_file():
             raise PimcError(f"--model {name}: no such file")
         return load_onnx_module(name)
     if ".py:" in name:
-        from ..models.from_onnx import load_factory
+        from ...models.from_onnx import load_factory
 
         module = load_factory(name, num_classes)
         return module, factory_shape(name, kw.get("input_shape"), module), None
     if get_spec is None or model_input_shape is None:
-        from ..models.zoo import get_spec, model_input_shape
+        from ...models.zoo import get_spec, model_input_shape
     get_spec(name)
     return None, input_size(model_input_shape(name, kw.get("in_channels")), kw.get("input_size")), None
 
@@ -131,7 +131,7 @@ class ResolvedModel:
 
     def record_reference(self) -> None:
         """Take the dense model's fp32 size (the user's ONNX, else the module as it is now) before compressing."""
-        from ..models.train import dense_reference
+        from ...models.train import dense_reference
 
         self.reference = dense_reference(self.module, self.shape, self.source)
 
@@ -141,6 +141,8 @@ class ResolvedModel:
         if self.reference is None:
             self.restore_io(output, *others)
             return
+        from ...models.from_onnx import finish_output
+
         finish_output(output, self.source, self.reference)
         self.restore_io(*others)
 
@@ -148,7 +150,7 @@ class ResolvedModel:
         """Give the written files the user's ONNX input/output names (nothing to do for zoo / factory)."""
         if self.source is None:
             return
-        from ..models.from_onnx import rename_io
+        from ...models.from_onnx import rename_io
 
         for path in paths:
             if path:
@@ -160,7 +162,7 @@ def resolve_model(kw: dict, build: Callable[[int], Any] | None = None) -> Resolv
     (default: the zoo's builder with ``--in-channels``), seeded with ``--seed``."""
     import torch
 
-    from ..models.train import training_data
+    from ...models.train import training_data
 
     module, shape, source = user_model(kw)
     sets = training_data(kw["data"], shape, kw["batch_size"], kw["seed"], limit=kw.get("train_limit"))
@@ -168,7 +170,7 @@ def resolve_model(kw: dict, build: Callable[[int], Any] | None = None) -> Resolv
     torch.manual_seed(kw["seed"])
     if module is None:
         if build is None:
-            from ..models.zoo import build_model
+            from ...models.zoo import build_model
 
             module = build_model(kw["model_name"], classes, kw.get("in_channels"))
         else:
@@ -202,7 +204,7 @@ def pretrain(model: Any, loader: Any, kw: dict, epochs: int, lr: float, desc: st
     ``augment``: the ``models.augment.Augment`` of the training batches (default none)."""
     import torch
 
-    from ..models.train import train_classifier
+    from ...models.train import train_classifier
 
     path = kw.get("dense_checkpoint")
     if path is not None and path.exists():
@@ -216,22 +218,6 @@ def pretrain(model: Any, loader: Any, kw: dict, epochs: int, lr: float, desc: st
                          desc=desc, augment=augment)
     if path is not None:
         torch.save(model.state_dict(), path)
-
-
-def finish_output(path: Path, source: Any, reference: dict[str, float]) -> None:
-    """One rewrite of a compressed output: the user's ONNX input/output names (when ``source`` is given)
-    and the dense model's storage reference."""
-    import onnx
-
-    from ..compiler.modelio import write_model
-    from ..compiler.storage import replace_reference
-    from ..models.from_onnx import rename_io_of
-
-    proto = onnx.load(str(path))
-    if source is not None:
-        rename_io_of(proto, source)
-    replace_reference(proto, reference)
-    write_model(proto, path)
 
 
 def pretrain_unless_trained(resolved: ResolvedModel, kw: dict, epochs: int, lr: float, augment: Any = None) -> None:

@@ -8,8 +8,8 @@ import json
 import click
 
 from ...compiler.errors import PimcError
-from .._exporter_cli import FILE, emit, model_options, shared_options
-from .config import PenniConfig
+from ...passes.decompose.config import PenniConfig
+from .common import FILE, emit, model_options, shared_options
 
 
 @click.command("decompose")
@@ -51,10 +51,10 @@ def run_export(**kw) -> dict:
     import torch
 
     from ...models.train import export_onnx
+    from ...passes.decompose._common import stored_conv_params
+    from ...passes.decompose.exporter import export_penni, penni_compress
     from ...runtime.session import evaluate
-    from .._exporter_cli import pretrain_unless_trained, resolve_model
-    from ._common import stored_conv_params
-    from .exporter import export_penni, penni_compress
+    from .common import pretrain_unless_trained, resolve_model
 
     epochs = (kw["pretrain_epochs"], kw["epochs"], kw["finetune_epochs"])
     if kw["rank"] < 1 or kw["prune_rounds"] < 1 or min(epochs) < 0:

@@ -10,9 +10,9 @@ import numpy as np
 
 from ...compiler.errors import PimcError
 from ...compiler.tables import Table, console
+from ...passes.feature_reg.config import LEVEL_INPUT, PLACEMENTS, FeatureRegConfig
 from ...runtime.datasets import TRAINABLE_HELP
-from .._exporter_cli import FILE, emit, shared_options
-from .config import LEVEL_INPUT, PLACEMENTS, FeatureRegConfig
+from .common import FILE, emit, shared_options
 
 _D = FeatureRegConfig()
 
@@ -72,11 +72,11 @@ def run_export(**kw) -> dict:
 
     from ...models.train import export_onnx, make_loader, train_classifier, training_data
     from ...models.zoo import build_model, get_spec, model_input_shape
+    from ...passes.feature_reg.exporter import export_feature_reg_onnx, feature_regularize, split_validation
+    from ...passes.feature_reg.measure import image_convs
     from ...runtime.session import evaluate
-    from ..pattern.cli import _pretrain
-    from ..prune.cli import _user_model
-    from .exporter import export_feature_reg_onnx, feature_regularize, split_validation
-    from .measure import image_convs
+    from .pattern import _pretrain
+    from .prune import _user_model
 
     config = _config(kw)
     if kw["threads"] < 1:
@@ -152,7 +152,7 @@ def _predict(path, x: np.ndarray, level: int) -> np.ndarray:
 
 
 def _zero_fractions(path, x: np.ndarray, level: int | None) -> dict[str, float]:
-    from .measure import conv_input_zero_fractions
+    from ...passes.feature_reg.measure import conv_input_zero_fractions
 
     return {k: round(v, 4) for k, v in conv_input_zero_fractions(path, x, level).items()}
 

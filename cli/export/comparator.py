@@ -6,8 +6,8 @@ from __future__ import annotations
 import click
 
 from ...compiler.errors import PimcError
-from .._exporter_cli import FILE, emit, model_options
-from .config import TRAIN_WHAT, LBCConfig, LBCTraining
+from ...passes.comparator.config import TRAIN_WHAT, LBCConfig, LBCTraining
+from .common import FILE, emit, model_options
 
 SPECIAL = ("cmpnet", "cmpnet-cnn")
 
@@ -55,8 +55,8 @@ def _print_summary(s: dict) -> None:
 
 def run_export(**kw) -> dict:
     from ...models.train import train_classifier
+    from ...passes.comparator.exporter import export_lbc_onnx, freeze_all_but_pointwise
     from ...runtime.session import evaluate
-    from .exporter import export_lbc_onnx, freeze_all_but_pointwise
 
     training = LBCTraining(kw["epochs"], kw["lr"], kw["train_what"], kw["seed"], not kw["no_progress"])
     training.check()
@@ -88,8 +88,8 @@ def _build(kw: dict):
 
     from ...models import cmpnet
     from ...models.train import training_data
-    from .._exporter_cli import resolve_model
-    from .exporter import lbc_modules, replace_convs
+    from ...passes.comparator.exporter import lbc_modules, replace_convs
+    from .common import resolve_model
 
     name, anchors, density, comparator, seed = (kw["model_name"], kw["anchors"], kw["density"], kw["comparator"],
                                                 kw["seed"])

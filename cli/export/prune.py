@@ -8,9 +8,9 @@ import time
 import click
 
 from ...compiler.tables import Table, console
-from .._exporter_cli import FILE, emit, model_options, shared_options
-from .._exporter_cli import user_model as _user_model  # noqa: F401 - re-exported for older importers
-from .config import QUANTIZE_SCALES, SCOPES, PruneConfig, PruneSchedule
+from ...passes.prune.config import QUANTIZE_SCALES, SCOPES, PruneConfig, PruneSchedule
+from .common import FILE, emit, model_options, shared_options
+from .common import user_model as _user_model  # noqa: F401 - re-exported for older importers
 
 _FILE = FILE
 
@@ -81,9 +81,9 @@ def run_export(**kw) -> dict:
     import torch
 
     from ...models.train import evaluate_torch, export_onnx
+    from ...passes.prune.exporter import admm_prune, export_pruned_onnx, exported_nonzeros, weight_nonzeros
     from ...runtime.session import evaluate
-    from .._exporter_cli import pretrain_unless_trained, resolve_model
-    from .exporter import admm_prune, export_pruned_onnx, exported_nonzeros, weight_nonzeros
+    from .common import pretrain_unless_trained, resolve_model
 
     config = PruneConfig(kw["ratio"], kw["scope"], kw["conv_weight"], kw["nm"] or "", tuple(kw["include"]),
                          tuple(kw["exclude"]), kw["shrink"])
@@ -108,7 +108,7 @@ def run_export(**kw) -> dict:
     pretrained, cpu_pretrained = time.perf_counter(), time.process_time()
     model = resolved.module
     if schedule.quantize_bits and not resolved.trained:  # an ONNX model's BatchNorms are folded on load
-        from ..quantize.qat import fold_batchnorm
+        from ...passes.quantize.qat import fold_batchnorm
 
         model = fold_batchnorm(model)
     dense_nnz, total = weight_nonzeros(model)

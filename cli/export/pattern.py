@@ -6,9 +6,9 @@ from __future__ import annotations
 import click
 
 from ...compiler.tables import Table, console
-from .._exporter_cli import FILE, emit, input_size, model_options, pretrain, shared_options
-from .config import MODES, AdmmSchedule, PatternConfig
-from .pattern_prune import LIBRARIES
+from ...passes.pattern.config import MODES, AdmmSchedule, PatternConfig
+from ...passes.pattern.pattern_prune import LIBRARIES
+from .common import FILE, emit, input_size, model_options, pretrain, shared_options
 
 _FILE = FILE
 
@@ -45,9 +45,9 @@ def command(**kw) -> None:
 
 def run_export(**kw) -> dict:
     from ...models.train import export_onnx
+    from ...passes.pattern.admm import admm_prune, conv_weight_nonzeros, export_pattern_onnx, oneshot_prune
     from ...runtime.session import evaluate
-    from .._exporter_cli import pretrain_unless_trained, resolve_model
-    from .admm import admm_prune, conv_weight_nonzeros, export_pattern_onnx, oneshot_prune
+    from .common import pretrain_unless_trained, resolve_model
 
     config = _config(kw)
     schedule = AdmmSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["rho"], kw["rho_growth"], kw["update_every"],

@@ -11,8 +11,8 @@ from typing import Any
 
 import click
 
-from .._exporter_cli import FILE, model_options
-from .config import QAT_MODES, QatConfig
+from ...passes.quantize.config import QAT_MODES, QatConfig
+from .common import FILE, model_options
 
 
 @dataclass
@@ -47,9 +47,9 @@ class ExportConfig:
 def run_export(cfg: ExportConfig) -> dict[str, Any]:
     """Train float (unless an ONNX model), quantize (qat or admm), export; returns accuracies along the way."""
     from ...models.train import evaluate_torch, train_classifier
+    from ...passes.quantize import qat
     from ...runtime.session import evaluate
-    from .._exporter_cli import resolve_model
-    from . import qat
+    from .common import resolve_model
 
     qcfg = cfg.qat()
     qcfg.check()
@@ -82,8 +82,8 @@ def _ptq_accuracy(net, shape, bits: int, act_bits: int, calib, test) -> float:
     from ...compiler.passbase import PassContext
     from ...compiler.pipeline import PassManager
     from ...models.train import export_onnx
+    from ...passes.quantize.quantize import Quantize
     from ...runtime.session import evaluate
-    from .quantize import Quantize
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(net, Path(tmp) / "float.onnx", shape)
