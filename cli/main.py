@@ -189,11 +189,11 @@ def passes_cmd(as_json):
               help="Write the generated reference pages (targets, passes, command line) under this docs folder.")
 def targets_cmd(as_json, markdown_dir):
     """List the targets, their default pipelines and hardware parameters."""
-    from ..app.reference_pages import target_info, write_reference
+    from .reference_pages import target_info, write_reference
 
     data = target_info()
     if markdown_dir:
-        for path in write_reference(markdown_dir):
+        for path in write_reference(markdown_dir, cli):
             click.echo(str(path))
         return
     if as_json:

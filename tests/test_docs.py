@@ -48,9 +48,10 @@ def test_documentation_site_builds_strict(tmp_path):
 
 
 def test_reference_pages_are_generated_from_the_code(tmp_path):
-    from pimc.app.reference_pages import write_reference
+    from pimc.cli.main import cli
+    from pimc.cli.reference_pages import write_reference
 
-    for path in write_reference(tmp_path):
+    for path in write_reference(tmp_path, cli):
         relative = path.relative_to(tmp_path)
         assert (ROOT / "docs" / relative).read_text() == path.read_text(), (
             f"docs/{relative} is stale: run `pimc targets --markdown docs`")

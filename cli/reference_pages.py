@@ -73,11 +73,9 @@ def passes_page() -> str:
     return "\n".join(lines)
 
 
-def cli_page() -> str:
-    """Every ``pimc`` command and option, from the click declarations."""
+def cli_page(cli) -> str:
+    """Every command and option of the ``cli`` group, from the click declarations."""
     import click
-
-    from ..cli.main import cli
 
     lines = ["# Command line", "", "Every `pimc` command with its options, as `pimc COMMAND --help` prints them.",
              "`python -m pimc` is the same command line.", ""]
@@ -121,11 +119,11 @@ ALGORITHMS = {
 }
 
 
-def algorithm_page(method: str) -> str:
-    """The graph passes and the exporter of one algorithm, from their docstrings and declared options."""
+def algorithm_page(method: str, cli) -> str:
+    """The graph passes and the exporter (a command of ``cli export``) of one algorithm, from their
+    docstrings and declared options."""
     import click
 
-    from ..cli.main import _export_commands
     from ..compiler.passbase import declared_passes, get_pass
 
     title, passes, exporter = ALGORITHMS[method]
@@ -134,7 +132,8 @@ def algorithm_page(method: str) -> str:
         cls = get_pass(name)
         lines += [f"### `{name}`", "", cls.summary + ".", "", "Options: [passes reference](../reference/passes.md).", "",
                   "```text", inspect.getdoc(importlib.import_module(declared_passes()[name])) or "", "```", ""]
-    command = _export_commands()[method]
+    export = cli.commands["export"]
+    command = export.get_command(click.Context(export, info_name="export"), method)
     lines += [f"## Exporter: `pimc export {method}` (training-aware)", "", _cell(inspect.cleandoc(command.help or "")),
               "", "| option | default | what it does |", "|---|---|---|"]
     lines += [_option_row(p) for p in command.params if isinstance(p, click.Option) and not p.hidden]
@@ -142,13 +141,13 @@ def algorithm_page(method: str) -> str:
     return "\n".join(lines)
 
 
-def write_reference(docs: str | Path) -> list[Path]:
-    """Every generated page under ``docs``; returns the paths written."""
+def write_reference(docs: str | Path, cli) -> list[Path]:
+    """Every generated page under ``docs`` (``cli``: the ``pimc`` click group); returns the paths written."""
     root = Path(docs)
     pages = {root / "targets" / f"{name}.md": target_page(name, info) for name, info in target_info().items()}
     pages[root / "reference" / "passes.md"] = passes_page()
-    pages[root / "reference" / "cli.md"] = cli_page()
-    pages.update({root / "algorithms" / f"{method}.md": algorithm_page(method) for method in ALGORITHMS})
+    pages[root / "reference" / "cli.md"] = cli_page(cli)
+    pages.update({root / "algorithms" / f"{method}.md": algorithm_page(method, cli) for method in ALGORITHMS})
     for path, text in pages.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text + ("" if text.endswith("\n") else "\n"))
