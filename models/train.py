@@ -155,6 +155,57 @@ def make_optimizer(model: nn.Module, optimizer: str, lr: float, weight_decay: fl
     raise PimcError(f"unknown optimizer '{optimizer}' (use sgd or adam)")
 
 
+@dataclass
+class Hooks:
+    """What one training differs in; ``run_training`` does the rest (the loop, the cosine schedule, the
+    progress bar). ``loss(x, y)`` runs one batch forward and returns its loss (penalties included);
+    ``after_backward()`` may edit gradients; ``after_step()`` runs under ``torch.no_grad`` after each
+    optimizer step (masks, projections); ``epoch_start(e)`` / ``epoch_end(e)`` frame each epoch (train
+    mode, freezing, pruning rounds); ``postfix(e)`` adds fields to the progress bar."""
+
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    after_backward: Callable[[], None] | None = None
+    after_step: Callable[[], None] | None = None
+    epoch_start: Callable[[int], None] | None = None
+    epoch_end: Callable[[int], None] | None = None
+    postfix: Callable[[int], dict] | None = None
+
+
+def cosine_schedule(opt: torch.optim.Optimizer, steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning rate of every training: lr · ½(1 + cos(π·step/steps)), stepped after every batch."""
+    total = max(1, steps)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+
+
+def run_training(opt: torch.optim.Optimizer, loader: DataLoader, epochs: int, hooks: Hooks, progress: bool = True,
+                 desc: str = "train") -> list[float]:
+    """The one training loop of pimc's exporters; returns the mean loss of every epoch."""
+    sched = cosine_schedule(opt, epochs * len(loader))
+    history = []
+    bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
+    for epoch in bar:
+        if hooks.epoch_start is not None:
+            hooks.epoch_start(epoch)
+        losses = []
+        for xb, yb in loader:
+            opt.zero_grad(set_to_none=True)
+            loss = hooks.loss(xb, yb)
+            loss.backward()
+            if hooks.after_backward is not None:
+                hooks.after_backward()
+            opt.step()
+            sched.step()
+            if hooks.after_step is not None:
+                with torch.no_grad():
+                    hooks.after_step()
+            losses.append(float(loss.detach()))
+        history.append(float(np.mean(losses)) if losses else 0.0)
+        if hooks.epoch_end is not None:
+            hooks.epoch_end(epoch)
+        bar.set_postfix(loss=f"{history[-1]:.4f}", **(hooks.postfix(epoch) if hooks.postfix else {}))
+    return history
+
+
 def train_classifier(
     model: nn.Module,
     train_loader: DataLoader,
@@ -181,53 +232,25 @@ def train_classifier(
     if epochs < 1:
         raise PimcError(f"epochs must be positive, got {epochs}")
     torch.manual_seed(seed)
+    transform = None
     if augment is not None:
         augment.check()
         generator = torch.Generator().manual_seed(seed)
-        extra = (lambda xb: augment(xb, generator)) if augment.active else None
-    else:
-        extra = None
-    opt = make_optimizer(model, optimizer, lr, weight_decay)
-    total = max(1, epochs * len(train_loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
+        transform = (lambda xb: augment(xb, generator)) if augment.active else None
     criterion = distill.loss if distill is not None else _cross_entropy
-    history = []
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
-    for _ in bar:
-        history.append(_train_epoch(model, train_loader, opt, sched, criterion, extra_loss, after_step, extra))
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
-    model.eval()
-    return history
 
-
-def _train_epoch(
-    model: nn.Module,
-    loader: DataLoader,
-    opt: torch.optim.Optimizer,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    criterion: Criterion,
-    extra_loss: Callable[[nn.Module], torch.Tensor] | None,
-    after_step: Callable[[nn.Module], None] | None,
-    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-) -> float:
-    """One pass over the loader (each batch through ``transform`` first, if given); returns the mean loss."""
-    model.train()
-    losses = []
-    for xb, yb in loader:
+    def loss(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         if transform is not None:
             xb = transform(xb)
-        opt.zero_grad(set_to_none=True)
-        loss = criterion(model(xb), xb, yb)
-        if extra_loss is not None:
-            loss = loss + extra_loss(model)
-        loss.backward()
-        opt.step()
-        sched.step()
-        if after_step is not None:
-            with torch.no_grad():
-                after_step(model)
-        losses.append(float(loss.detach()))
-    return float(np.mean(losses)) if losses else 0.0
+        value = criterion(model(xb), xb, yb)
+        return value if extra_loss is None else value + extra_loss(model)
+
+    hooks = Hooks(loss, after_step=None if after_step is None else (lambda: after_step(model)),
+                  epoch_start=lambda _epoch: model.train())
+    history = run_training(make_optimizer(model, optimizer, lr, weight_decay), train_loader, epochs, hooks,
+                           progress, desc)
+    model.eval()
+    return history
 
 
 @torch.no_grad()

@@ -58,20 +58,18 @@ so that ``shrink`` can remove whole channels):
 
 from __future__ import annotations
 
-import math
 import operator
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm import tqdm
 
 from ...compiler.errors import PimcError
+from ...models.train import Hooks, run_training
 from .config import PenniConfig
 
 
@@ -477,48 +475,45 @@ def _param_groups(model: nn.Module, layers: dict[str, DecomposedConv2d], cfg: Pe
 
 def _train(model, layers, loader, cfg: PenniConfig, epochs: int, loss_fn, alternate: bool, desc: str,
            dead: DeadChannels, on_epoch_end: Callable[[int], None] | None = None) -> list[float]:
-    opt = torch.optim.Adam(_param_groups(model, layers, cfg), lr=cfg.lr)
-    total = max(1, epochs * len(loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / total)))
-    history = []
-    bar = tqdm(range(epochs), desc=desc, disable=not cfg.progress, unit="epoch", leave=False)
-    for epoch in bar:
+    """PENNI's phases on the one training loop (``models.train.run_training``): alternating basis /
+    coefficient epochs (the other factor's gradient dropped), the sparsity penalty while coefficients train,
+    pruned coefficients kept at zero, the basis renormalised and dead channels kept dead after every step."""
+    state = {"frozen": None}
+
+    def epoch_start(epoch: int) -> None:
         train_basis = alternate and (epoch // cfg.swap_every) % 2 == 1
-        frozen = "coefficient" if train_basis else ("basis" if alternate else None)
-        history.append(_epoch(model, layers, loader, opt, sched, loss_fn, cfg, frozen, alternate, dead))
-        if on_epoch_end is not None:
-            on_epoch_end(epoch)
-        bar.set_postfix(loss=f"{history[-1]:.4f}", training=frozen and ("basis" if train_basis else "coef"))
-    return history
+        state["frozen"] = "coefficient" if train_basis else ("basis" if alternate else None)
+        model.train()
 
+    def loss(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        value = loss_fn(model(xb), yb)
+        if state["frozen"] != "coefficient":
+            penalty = sparsity_penalty(layers, cfg.l1, cfg.group_l1, dead.residual, cfg.residual_l1)
+            if penalty is not None:
+                value = value + penalty
+        return value
 
-def _epoch(model, layers, loader, opt, sched, loss_fn, cfg, frozen: str | None, normalize: bool,
-           dead: DeadChannels) -> float:
-    model.train()
-    losses = []
-    for xb, yb in loader:
-        opt.zero_grad(set_to_none=True)
-        loss = loss_fn(model(xb), yb)
-        penalty = (sparsity_penalty(layers, cfg.l1, cfg.group_l1, dead.residual, cfg.residual_l1)
-                   if frozen != "coefficient" else None)
-        if penalty is not None:
-            loss = loss + penalty
-        loss.backward()
+    def after_backward() -> None:
         for layer in layers.values():
-            if frozen is not None:
-                getattr(layer, frozen).grad = None
+            if state["frozen"] is not None:
+                getattr(layer, state["frozen"]).grad = None
             if layer.coefficient.grad is not None:
                 layer.coefficient.grad.mul_(layer.mask)
-        opt.step()
-        sched.step()
-        with torch.no_grad():
-            for layer in layers.values():
-                layer.coefficient.mul_(layer.mask)
-                if normalize:
-                    layer.normalize_basis()
-            dead.apply()
-        losses.append(float(loss.detach()))
-    return float(np.mean(losses)) if losses else 0.0
+
+    def after_step() -> None:
+        for layer in layers.values():
+            layer.coefficient.mul_(layer.mask)
+            if alternate:
+                layer.normalize_basis()
+        dead.apply()
+
+    def postfix(_epoch: int) -> dict:
+        frozen = state["frozen"]
+        return {"training": frozen and ("basis" if frozen == "coefficient" else "coef")}
+
+    hooks = Hooks(loss, after_backward, after_step, epoch_start, on_epoch_end, postfix)
+    opt = torch.optim.Adam(_param_groups(model, layers, cfg), lr=cfg.lr)
+    return run_training(opt, loader, epochs, hooks, cfg.progress, desc)
 
 
 def export_penni(model: nn.Module, path: str | Path, input_shape: tuple[int, int, int], shrink: bool = True,

@@ -66,7 +66,6 @@ the validation set: the default is the highest level whose validation accuracy i
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,9 +75,9 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 from ...compiler.errors import PimcError
+from ...models.train import Hooks, run_training
 from .config import LEVEL_INPUT, METADATA_KEY, TABLE_NAME, FeatureRegConfig
 from .gates import GatedModel
 
@@ -171,44 +170,37 @@ def calibrate(gated: GatedModel, x: np.ndarray, floor_z: float = 0.0) -> None:
 
 def _fine_tune(gated: GatedModel, loader: DataLoader, config: FeatureRegConfig, epochs: int, mode: str,
                penalty: float, progress: bool, desc: str) -> list[float]:
-    """Cross-entropy at the step's level (levels cycle) + λ·R; BatchNorm keeps its running statistics.
+    """Cross-entropy at the step's level (levels cycle) + λ·R, on the one training loop
+    (``models.train.run_training``); BatchNorm keeps its running statistics.
 
     The frozen-gate phase starts a fresh Adam on an already fine-tuned network, whose first steps (≈ lr per
     weight) would undo it at the full rate: it runs at ``frozen_lr_scale`` × lr."""
     bank = gated.bank
     params = [p for p in gated.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr * (1.0 if mode == "track" else config.frozen_lr_scale))
-    total = max(1, epochs * len(loader))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
     loss_fn = nn.CrossEntropyLoss()
-    history, step = [], 0
-    ramp = config.ramp * total if mode == "track" else 0
+    ramp = config.ramp * max(1, epochs * len(loader)) if mode == "track" else 0
+    state = {"step": 0}
+
+    def loss(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        step = state["step"]
+        bank.level = step % len(bank.levels)
+        bank.scale = min(1.0, (step + 1) / ramp) if ramp else 1.0
+        value = loss_fn(gated(xb), yb)
+        return value + penalty * bank.penalty() if penalty > 0 else value
+
+    def after_step() -> None:
+        if mode == "track":
+            bank.seen[bank.level] = True
+        state["step"] += 1
+
     bank.mode, bank.penalize = mode, penalty > 0
-    bar = tqdm(range(epochs), desc=desc, disable=not progress, unit="epoch", leave=False)
     try:
-        for _ in bar:
-            _train_mode(gated)
-            epoch = []
-            for xb, yb in loader:
-                bank.level = step % len(bank.levels)
-                bank.scale = min(1.0, (step + 1) / ramp) if ramp else 1.0
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(gated(xb), yb)
-                if penalty > 0:
-                    loss = loss + penalty * bank.penalty()
-                loss.backward()
-                opt.step()
-                sched.step()
-                if mode == "track":
-                    bank.seen[bank.level] = True
-                epoch.append(float(loss.detach()))
-                step += 1
-            history.append(float(np.mean(epoch)) if epoch else 0.0)
-            bar.set_postfix(loss=f"{history[-1]:.4f}")
+        return run_training(opt, loader, epochs, Hooks(loss, after_step=after_step,
+                                                       epoch_start=lambda _e: _train_mode(gated)), progress, desc)
     finally:
         bank.mode, bank.penalize, bank.penalties, bank.scale = "fixed", False, [], 1.0
         gated.eval()
-    return history
 
 
 def _train_mode(gated: GatedModel) -> None:
