@@ -204,8 +204,6 @@ class _Search:
                     skipped.append({"node": site.node, "reason": reason, "kind": "cost"})
                 else:
                     layers.append(layer)
-            if sum(x.nbytes for x in self.x_ref.values()) > REFERENCE_CACHE_BYTES:
-                self.x_ref.clear()  # too large to keep: a refit captures what it needs again
         for i, layer in enumerate(layers):
             self.ctx.report_progress(f"layer {i + 1}/{len(layers)}: damage probe")
             self._probe(layer)
@@ -347,19 +345,25 @@ class _Search:
         if not refittable or self.feeds is None:
             return _applied(self.reference, current)
         for stage in np.array_split(np.array(refittable), min(REFIT_STAGES, len(refittable))):
-            names = [chosen[i][0].input for i in stage]
-            x_comp = capture(_applied(self.reference, current), names, self.feeds, self.budget.batched)
-            x_ref = self._reference_inputs(names)
-            for i in stage:
-                site, candidate = chosen[i]
-                current[i] = candidate.refit(x_comp[site.input], x_ref[site.input])
+            model = _applied(self.reference, current)
+            for group in self._capture_groups([chosen[i][0] for i in stage]):  # memory-bounded captures
+                names = [site.input for site in group]
+                x_comp = capture(model, names, self.feeds, self.budget.batched)
+                x_ref = self._reference_inputs(names)
+                for i in stage:
+                    site, candidate = chosen[i]
+                    if site.input in x_comp:
+                        current[i] = candidate.refit(x_comp[site.input], x_ref[site.input])
         return _applied(self.reference, current)
 
     def _reference_inputs(self, names: list[str]) -> dict[str, np.ndarray]:
+        """The reference model's values of ``names``, from the cache where it holds them; what is captured
+        again is kept only while the cache stays under ``REFERENCE_CACHE_BYTES``."""
         missing = [n for n in names if n not in self.x_ref]
-        if missing:
-            self.x_ref.update(capture(self.reference, missing, self.feeds, self.budget.batched))
-        return {n: self.x_ref[n] for n in names}
+        found = capture(self.reference, missing, self.feeds, self.budget.batched) if missing else {}
+        if sum(x.nbytes for x in (*self.x_ref.values(), *found.values())) <= REFERENCE_CACHE_BYTES:
+            self.x_ref.update(found)
+        return {n: self.x_ref[n] if n in self.x_ref else found[n] for n in names}
 
     def _result(self, layers: list[_Layer], allocation: Allocation, skipped: list[dict[str, str]]) -> LayerwiseResult:
         if not any(p is not None for p in allocation):
