@@ -70,20 +70,19 @@ def command(**kw) -> None:
 def run_export(**kw) -> dict:
     import torch
 
-    from ...models.train import export_onnx, make_loader, train_classifier, training_data
+    from ...models.train import export_onnx, make_loader, training_data
     from ...models.zoo import build_model, get_spec, model_input_shape
     from ...passes.feature_reg.exporter import export_feature_reg_onnx, feature_regularize, split_validation
     from ...passes.feature_reg.measure import image_convs
     from ...runtime.session import evaluate
-    from .pattern import _pretrain
-    from .prune import _user_model
+    from .common import pretrain, user_model
 
     config = _config(kw)
     if kw["threads"] < 1:
         raise PimcError(f"--threads must be positive, got {kw['threads']}")
     torch.set_num_threads(kw["threads"])
     seed, progress = kw["seed"], not kw["no_progress"]
-    model, shape, source = _user_model(kw, build_model, get_spec, model_input_shape)
+    model, shape, source = user_model(kw, build_model, get_spec, model_input_shape)
     sets = training_data(kw["data"], shape, kw["batch_size"], seed, limit=kw["train_limit"])
     if len(sets.train.x) < 2:
         raise PimcError("feature-reg needs at least 2 training images (one is held out for validation)")
@@ -95,7 +94,7 @@ def run_export(**kw) -> dict:
         model = build_model(kw["model_name"], max(10, sets.num_classes), kw["in_channels"])
     started = time.perf_counter()
     if source is None:
-        _pretrain(model, loader, kw, progress, train_classifier, torch)
+        pretrain(model, loader, kw, kw["epochs"], kw["lr"], f"train {kw['model_name']}")
     pretrain_s = time.perf_counter() - started
     if kw["dense_output"]:
         export_onnx(model, kw["dense_output"], shape)

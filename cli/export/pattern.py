@@ -8,7 +8,7 @@ import click
 from ...compiler.tables import Table, console
 from ...passes.pattern.config import MODES, AdmmSchedule, PatternConfig
 from ...passes.pattern.pattern_prune import LIBRARIES
-from .common import FILE, emit, input_size, model_options, pretrain, shared_options
+from .common import FILE, emit, input_size, model_options, shared_options
 
 _FILE = FILE
 
@@ -80,12 +80,6 @@ def run_export(**kw) -> dict:
         summary["dense_output"] = str(kw["dense_output"])
         summary["accuracy_dense"] = evaluate(kw["dense_output"], test, repeats=1)["accuracy"]
     return summary
-
-
-def _pretrain(model, loader, kw: dict, progress: bool, train_classifier=None, torch=None, augment=None) -> None:
-    """Kept for callers of the old helper: dense pre-training (see ``_exporter_cli.pretrain``)."""
-    pretrain(model, loader, {**kw, "no_progress": not progress}, kw["epochs"], kw["lr"], f"train {kw['model_name']}",
-             augment)
 
 
 def _config(kw: dict) -> PatternConfig:

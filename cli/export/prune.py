@@ -10,7 +10,6 @@ import click
 from ...compiler.tables import Table, console
 from ...passes.prune.config import QUANTIZE_SCALES, SCOPES, PruneConfig, PruneSchedule
 from .common import FILE, emit, model_options, shared_options
-from .common import user_model as _user_model  # noqa: F401 - re-exported for older importers
 
 _FILE = FILE
 
