@@ -30,7 +30,7 @@ def test_pruning_step_by_hand():
     admm = Admm({"fc": layer}, per_layer(lambda _n, v: _keep_largest(v)), rho=2.0, growth=2.0, every=1)
     assert admm.z["fc"].tolist() == [[3.0, 0.0, 0.0]] and admm.u["fc"].tolist() == [[0.0, 0.0, 0.0]]
     # penalty = ρ/2 ‖W − Z + U‖² = 1 · (0 + 1 + 0.25)
-    assert float(admm.penalty()) == pytest.approx(1.25)
+    assert float(admm.penalty().detach()) == pytest.approx(1.25)
     admm.after_step()  # Z ← Proj(W + U) = [3, 0, 0]; U ← (U + W − Z) / 2 = [0, −0.5, 0.25]; ρ ← 4
     assert admm.z["fc"].tolist() == [[3.0, 0.0, 0.0]]
     assert admm.u["fc"].tolist() == [[0.0, -0.5, 0.25]]
@@ -38,7 +38,7 @@ def test_pruning_step_by_hand():
     assert admm.trace[-1]["rho"] == 2.0
     assert admm.trace[-1]["primal_residual"] == pytest.approx((1.25 / 10.25) ** 0.5)
     # penalty = 4/2 · ‖[0, −1.5, 0.75]‖² = 2 · 2.8125
-    assert float(admm.penalty()) == pytest.approx(5.625)
+    assert float(admm.penalty().detach()) == pytest.approx(5.625)
 
 
 def test_quantization_step_by_hand():
