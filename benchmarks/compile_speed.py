@@ -119,10 +119,14 @@ def main() -> None:
                             str(user)], check=True)
         results.update(user_cases(user, args.out, args.runs))
     (args.out / "compile_speed.json").write_text(json.dumps(results, indent=2, default=float))
-    print("| case | compile s | reference s | ratio (median of pairs) |")
-    print("| --- | --- | --- | --- |")
-    for name, r in results.items():
-        print(f"| {name} | {r['a_s']:.2f} | {r['b_s']:.2f} | {r['ratio']:.2f} |")
+    print(markdown_table(results))
+
+
+def markdown_table(results: dict) -> str:
+    """One row per case: the compile's and the reference's median seconds and the median per-pair ratio."""
+    lines = ["| case | compile s | reference s | ratio (median of pairs) |", "| --- | --- | --- | --- |"]
+    lines += [f"| {name} | {r['a_s']:.2f} | {r['b_s']:.2f} | {r['ratio']:.2f} |" for name, r in results.items()]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
