@@ -124,6 +124,7 @@ class ResolvedModel:
     source: Any
     sets: Any
     reference: dict[str, float] | None = None  # the dense model's fp32 size, for the outputs' storage ratio
+    input_accuracy: float | None = None  # test accuracy of the model as given (a trained one), when measured
 
     @property
     def trained(self) -> bool:

@@ -50,7 +50,10 @@ def command(**kw) -> None:
 
 def _print_summary(s: dict) -> None:
     click.echo(f"replaced {len(s['replaced'])} convs by LBC layers; annotated {len(s['annotated'])} LBC blocks")
-    click.echo(f"wrote {s['output']}: test accuracy {s['test_accuracy']:.2%} on {s['test_samples']} samples")
+    given = f" (the model as given: {s['input_accuracy']:.2%})" if "input_accuracy" in s else ""
+    click.echo(f"wrote {s['output']}: test accuracy {s['test_accuracy']:.2%} on {s['test_samples']} samples{given}")
+    for warning in s.get("warnings", []):
+        click.echo(f"warning: {warning}", err=True)
 
 
 def run_export(**kw) -> dict:
@@ -76,9 +79,22 @@ def run_export(**kw) -> dict:
     if resolved is not None:
         resolved.finish(kw["output"])
     result = evaluate(kw["output"], sets.test, repeats=1)
-    return {"model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),
-            "pretrained": False, "replaced": replaced, "annotated": annotated,
-            "test_accuracy": result["accuracy"], "test_samples": result["samples"]}
+    summary = {"model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),
+               "pretrained": False, "replaced": replaced, "annotated": annotated,
+               "test_accuracy": result["accuracy"], "test_samples": result["samples"]}
+    given = resolved.input_accuracy if resolved is not None else None
+    if given is not None:
+        summary["input_accuracy"] = given
+        lost = 100 * (given - (result["accuracy"] or 0.0))
+        if lost > LOSS_WARNING_POINTS:
+            summary["warnings"] = [
+                f"the LBC network loses {lost:.1f} points against the model as given ({given:.2%} -> "
+                f"{result['accuracy']:.2%} on the test split); try --variant separable --comparator binary, "
+                "more --epochs, or --train pointwise"]
+    return summary
+
+
+LOSS_WARNING_POINTS = 1.0  # pimc's default accuracy budget
 
 
 def _build(kw: dict):
@@ -87,7 +103,7 @@ def _build(kw: dict):
     import torch
 
     from ...models import cmpnet
-    from ...models.train import training_data
+    from ...models.train import evaluate_torch, training_data
     from ...passes.comparator.exporter import lbc_modules, replace_convs
     from .common import resolve_model
 
@@ -106,6 +122,8 @@ def _build(kw: dict):
     resolved = resolve_model(kw)
     resolved.record_reference()  # the CNN as brought: LBC layers change the parameter count
     model = resolved.module
+    if resolved.trained and resolved.sets.test.y is not None:  # the user's trained model, before substitution
+        resolved.input_accuracy = evaluate_torch(model, resolved.sets.test.x, resolved.sets.test.y)
     replaced = replace_convs(model, anchors, density, kw["variant"] == "separable",
                              comparator or LBCConfig.comparator, seed, kw["min_kernel"],
                              max_anchors=kw["max_anchors"])

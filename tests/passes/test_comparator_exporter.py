@@ -145,3 +145,19 @@ def test_cmpnet_trains_on_digits_close_to_its_cnn_twin(tmp_path):
         train_classifier(model, make_loader(x, y, 64, True, 0), 20, progress=False)
         accuracy[name] = evaluate_torch(model, xt, yt)
     assert accuracy["cmpnet"] >= accuracy["cnn"] - 0.03
+
+
+def test_export_of_a_trained_onnx_model_reports_its_accuracy_and_warns_when_the_lbc_network_loses_it(
+        tmp_path, capsys):
+    import json
+
+    from pimc.cli.main import main
+    from pimc.models import bundled_model_path
+
+    code = main(["export", "comparator", "--model", str(bundled_model_path()), "--data", "digits", "--epochs", "1",
+                 "--train-limit", "32", "-o", str(tmp_path / "lbc.onnx"), "--no-progress", "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["input_accuracy"] > 0.9
+    lost = 100 * (summary["input_accuracy"] - summary["test_accuracy"])
+    assert (lost > 1.0) == bool(summary.get("warnings"))
