@@ -59,7 +59,8 @@ def session_options():
 
 def open_session(model: ModelLike | bytes, options: Any = None):
     """A CPU session of a model (a proto, a path, or its serialized bytes) with ``options`` (from
-    ``session_options()``); a load failure becomes a one-line PimcError."""
+    ``session_options()``, one per session: the model's weights are added to it); a load failure becomes a
+    one-line PimcError."""
     ort = quiet_onnxruntime()
     options = options if options is not None else session_options()
     arrays: list[Any] = []
