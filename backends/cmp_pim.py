@@ -233,10 +233,10 @@ class CmpPimTarget(Target):
                 ("comparator-conv", {}), ("cleanup", {}), ("activation-sparsity", {})]
 
     def lower(self, model: onnx.ModelProto, hw: CmpPimConfig) -> Schedule:
-        return lower_workload([scatter_record(r) for r in extract_workload(model).layers], _config(hw))
+        return lower_workload([scatter_record(r) for r in extract_workload(model).layers], CmpPimConfig.of(hw))
 
     def cost(self, schedule: Schedule, hw: CmpPimConfig) -> CostReport:
-        cfg = _config(hw)
+        cfg = CmpPimConfig.of(hw)
         report = groups_cost(schedule.cmpnet, cfg)
         report.extra["cmp_pim"]["lbc_blocks"] = schedule.lbc_blocks
         return report
@@ -259,13 +259,9 @@ class CmpPimTarget(Target):
         ]
 
     def estimate_energy(self, records: list[LayerRecord], hw: HardwareConfig | None) -> float:
-        cfg = _config(hw)
+        cfg = CmpPimConfig.of(hw)
         return evaluate(lower_workload(records, cfg).cmpnet, cfg)["energy_j"]
 
-
-def _config(hw: HardwareConfig | None) -> CmpPimConfig:
-    """The CmpPimConfig of a compile (the defaults when none was given)."""
-    return CmpPimConfig.of(hw)
 
 
 def groups_cost(groups: list[OpGroup], hw: CmpPimConfig) -> CostReport:
@@ -296,7 +292,7 @@ def groups_cost(groups: list[OpGroup], hw: CmpPimConfig) -> CostReport:
 
 def network_cost(model: onnx.ModelProto, hw: HardwareConfig | None, which: str) -> CostReport:
     """The ``cnn`` or ``lbcnn`` baseline network derived from ``model`` (see the header)."""
-    cfg = _config(hw)
+    cfg = CmpPimConfig.of(hw)
     schedule = lower_workload([scatter_record(r) for r in extract_workload(model).layers], cfg)
     return groups_cost(schedule.cnn if which == "cnn" else schedule.lbcnn, cfg)
 

@@ -98,7 +98,3 @@ class CimConfig(HardwareConfig):
     def write_cycles_per_block(self) -> int:
         return self.rows * math.ceil(self.columns * MACRO_BITS / self.weight_write_bits_per_cycle)
 
-
-def as_config(hw: HardwareConfig | None) -> CimConfig:
-    """The CimConfig of a compile (the defaults when none was given)."""
-    return CimConfig.of(hw)

@@ -14,7 +14,7 @@ from ...compiler.target import (
     skipping_summary,
 )
 from ...compiler.workload import extract_workload
-from .config import MACRO_BITS, CimConfig, as_config
+from .config import MACRO_BITS, CimConfig
 from .lower import CimSchedule, LayerPlan, _array_activity, apply_skipping, lower_workload
 
 
@@ -201,5 +201,5 @@ def digital_cost(schedule: CimSchedule, hw: CimConfig) -> CostReport:
 
 
 def _lower_model(model: onnx.ModelProto, hw: HardwareConfig | None) -> tuple[CimSchedule, CimConfig]:
-    cfg = as_config(hw)
+    cfg = CimConfig.of(hw)
     return lower_workload(extract_workload(model).layers, cfg), cfg

@@ -14,7 +14,7 @@ from ...compiler.target import (
     register_target,
 )
 from ...compiler.workload import extract_workload
-from .config import CimConfig, as_config
+from .config import CimConfig
 from .cost import _lower_model, digital_cost, schedule_cost
 from .lower import CimSchedule, lower_workload
 
@@ -33,10 +33,10 @@ class CimTarget(Target):
         ]
 
     def lower(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> CimSchedule:
-        return lower_workload(extract_workload(model).layers, as_config(hw))
+        return lower_workload(extract_workload(model).layers, CimConfig.of(hw))
 
     def cost(self, schedule: CimSchedule, hw: HardwareConfig | None) -> CostReport:
-        return schedule_cost(schedule, as_config(hw))
+        return schedule_cost(schedule, CimConfig.of(hw))
 
     def baseline_plans(self) -> list[BaselinePlan]:
         return [

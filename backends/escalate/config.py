@@ -83,7 +83,3 @@ def sram_pj_per_bit(hw: EscalateConfig, size_kb: float) -> float:
 def mac_pj(hw: EscalateConfig, wbits: float, abits: float, acc_bits: float) -> float:
     return hw.mult_8b_pj * wbits * abits / 64.0 + hw.add_32b_pj * acc_bits / 32.0
 
-
-def as_config(hw: HardwareConfig | None) -> EscalateConfig:
-    """The EscalateConfig of a compile (the defaults when none was given)."""
-    return EscalateConfig.of(hw)

@@ -19,7 +19,7 @@ from ..pointwise import any_true, as_float, ceil_div, per_tile, per_value, selec
 
 # ---------------------------------------------------------------------------------------------------
 # cost
-from .config import KB_BITS, EscalateConfig, as_config, mac_pj, sram_pj_per_bit
+from .config import KB_BITS, EscalateConfig, mac_pj, sram_pj_per_bit
 from .lower import Geometry, LayerPlan, Schedule, WeightStats, lower_dense
 
 
@@ -433,7 +433,7 @@ def _skipping_summary(schedule: Schedule, hw: EscalateConfig, cycles: float, ene
 def accelerator_cost(model: onnx.ModelProto, hw: HardwareConfig | None, kind: str) -> CostReport:
     """The dense (``dense_cost``) or zero-skipping (``sparse_cost``) accelerator running ``model``'s
     layers one after another on the same hardware description (the dense array, buffers and DRAM)."""
-    cfg = as_config(hw)
+    cfg = EscalateConfig.of(hw)
     details, total = accelerator_totals(lower_dense(extract_workload(model), cfg), cfg, kind)
     macs = sum(d["macs"] for d in details)
     latency, energy = total["latency_s"], total["energy_j"]

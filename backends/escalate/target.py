@@ -15,7 +15,7 @@ from ...compiler.target import (
     register_target,
 )
 from ...compiler.workload import extract_workload
-from .config import EscalateConfig, as_config
+from .config import EscalateConfig
 from .cost import ACCELERATORS, accelerator_cost, break_even_layers, cost_schedule
 from .lower import Schedule, lower_workload
 
@@ -38,14 +38,14 @@ class EscalateTarget(Target):
         ]
 
     def lower(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> Schedule:
-        return lower_workload(extract_workload(model), as_config(hw))
+        return lower_workload(extract_workload(model), EscalateConfig.of(hw))
 
     def cost(self, schedule: Schedule, hw: HardwareConfig | None) -> CostReport:
-        return cost_schedule(schedule, as_config(hw))
+        return cost_schedule(schedule, EscalateConfig.of(hw))
 
     def break_even(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> list[dict[str, Any]]:
         """Every layer on the sparse baseline's zero-skipping lanes against the dense array."""
-        return break_even_layers(model, as_config(hw))
+        return break_even_layers(model, EscalateConfig.of(hw))
 
     def baseline_plans(self) -> list[BaselinePlan]:
         return [BaselinePlan(kind, what, functools.partial(accelerator_cost, kind=kind), reference=kind == "dense")
