@@ -123,11 +123,15 @@ def render_warnings(warnings: list[str], console: Console) -> None:
         console.print("[bold yellow]warning:[/] " + escape(text), highlight=False)
 
 
+def _measured(section: dict[str, Any] | None, what: str, console: Console) -> bool:
+    """Whether ``section`` holds a measurement; if it says why not, that is printed."""
+    if section and not section.get("measured"):
+        console.print(section.get("note", f"{what} not measured"))
+    return bool(section and section.get("measured"))
+
+
 def render_accuracy(accuracy: dict[str, Any] | None, console: Console) -> None:
-    if not accuracy:
-        return
-    if not accuracy.get("measured"):
-        console.print(accuracy.get("note", "accuracy not measured"))
+    if not _measured(accuracy, "accuracy", console):
         return
     console.print(
         f"accuracy: {100 * accuracy['input']:.2f} % → {100 * accuracy['output']:.2f} % "
@@ -153,10 +157,7 @@ def _steering_error(accuracy: dict[str, Any]) -> str:
 
 def render_latency(latency: dict[str, Any] | None, console: Console) -> None:
     """The onnxruntime target's measured input → output latency."""
-    if not latency:
-        return
-    if not latency.get("measured"):
-        console.print(latency.get("note", "latency not measured"))
+    if not _measured(latency, "latency", console):
         return
     parts = [f"batch {latency[f'batch_b{b}']}: {latency[f'input_ms_b{b}']:.3g} → {latency[f'output_ms_b{b}']:.3g} ms "
              f"({latency[f'speedup_b{b}']:.2f}× faster)" for b in latency["batches"]]

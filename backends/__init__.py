@@ -1,5 +1,5 @@
-"""Targets. One module (or package) per target (lower -> schedule -> cost); each registers its class with
-``@register_target``, and ``TARGET_MODULES`` declares which module defines which target, so a compile
+"""Targets. One module (or package) per target (lower -> schedule -> cost); each declares its class as
+``class X(Target, name="x")``, and ``TARGET_MODULES`` declares which module defines which target, so a compile
 imports only its own target.
 
 Backends read ``pimc.compiler.workload`` records and never import ``pimc.passes``.

@@ -118,12 +118,12 @@ import onnx
 
 from ..compiler.errors import PimcError
 from ..compiler.target import (
+    NORMALIZE,
     BaselinePlan,
     CostReport,
     HardwareConfig,
     Target,
     hw_field,
-    register_target,
     skipping_summary,
 )
 from ..compiler.workload import LayerRecord, extract_workload, scatter_record
@@ -222,15 +222,13 @@ class Schedule:
     lbc_blocks: list[str] = field(default_factory=list)
 
 
-@register_target
-class CmpPimTarget(Target):
-    name = "cmp-pim"
-    summary = "CMP-PIM: LBC/comparator CNNs on computational SOT-MRAM sub-arrays; cnn and lbcnn baselines"
+class CmpPimTarget(Target, name="cmp-pim"):
+    """CMP-PIM: LBC/comparator CNNs on computational SOT-MRAM sub-arrays; cnn and lbcnn baselines."""
+
     config_cls = CmpPimConfig
 
     def default_pipeline(self) -> list[tuple[str, dict[str, Any]]]:
-        return [("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}),
-                ("comparator-conv", {}), ("cleanup", {}), ("activation-sparsity", {})]
+        return [*NORMALIZE, ("comparator-conv", {}), ("cleanup", {}), ("activation-sparsity", {})]
 
     def lower(self, model: onnx.ModelProto, hw: CmpPimConfig) -> Schedule:
         return lower_workload([scatter_record(r) for r in extract_workload(model).layers], CmpPimConfig.of(hw))
@@ -268,12 +266,12 @@ def groups_cost(groups: list[OpGroup], hw: CmpPimConfig) -> CostReport:
     """The cost report of one network's op groups."""
     result = evaluate(groups, hw)
     ops = sum(g.ops for g in groups)
-    def other() -> tuple[float, float]:
-        report = evaluate(groups, hw.replace(activation_skipping=not hw.activation_skipping))
+
+    def recost(other: CmpPimConfig) -> tuple[float, float]:
+        report = evaluate(groups, other)
         return report["latency_cycles"], report["energy_j"]
 
-    skipping = skipping_summary(hw.activation_skipping, sum(1 for g in groups if g.active is not None), len(groups),
-                                (result["latency_cycles"], result["energy_j"]), other)
+    skipping = skipping_summary(hw, [g.active for g in groups], (result["latency_cycles"], result["energy_j"]), recost)
     latency, energy = result["latency_s"], result["energy_j"]
     return CostReport(
         latency_cycles=result["latency_cycles"], latency_s=latency, energy_j=energy,

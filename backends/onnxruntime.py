@@ -23,16 +23,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..compiler.target import Target, register_target
+from ..compiler.target import NORMALIZE, Target
 
 
-@register_target
-class OnnxruntimeTarget(Target):
-    name = "onnxruntime"
-    summary = "onnxruntime on CPU: fold, shrink and re-fuse; accuracy/latency via pimc run and bench"
+class OnnxruntimeTarget(Target, name="onnxruntime"):
+    """onnxruntime on CPU: fold, shrink and re-fuse; accuracy/latency via pimc run and bench."""
 
     def default_pipeline(self) -> list[tuple[str, dict[str, Any]]]:
-        return [
-            ("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}),
-            ("shrink", {}), ("recompose", {}), ("cleanup", {}),
-        ]
+        return [*NORMALIZE, ("shrink", {}), ("recompose", {}), ("cleanup", {})]

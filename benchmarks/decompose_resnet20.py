@@ -38,36 +38,29 @@ def conv_params(path: Path) -> int:
     return stored_conv_params(onnx.load(str(path)))
 
 
+EXPORT_OPTIONS = {
+    "pretrain-epochs": "15", "epochs": "12", "swap-every": "2", "prune-rounds": "3", "finetune-epochs": "6",
+    "threshold": "1.0", "group-l1": "1e-2", "group-threshold": "1.0", "residual-l1": "1e-2",
+    "residual-threshold": "1.1", "threads": "2", "seed": "0",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path("/tmp/penni"))
     parser.add_argument("--reuse", action="store_true", help="reuse dense.onnx / penni.onnx in --out")
-    parser.add_argument("--pretrain-epochs", default="15")
-    parser.add_argument("--epochs", default="12")
-    parser.add_argument("--swap-every", default="2")
-    parser.add_argument("--prune-rounds", default="3")
-    parser.add_argument("--finetune-epochs", default="6")
-    parser.add_argument("--threshold", default="1.0")
-    parser.add_argument("--group-l1", default="1e-2")
-    parser.add_argument("--group-threshold", default="1.0")
-    parser.add_argument("--residual-l1", default="1e-2")
-    parser.add_argument("--residual-threshold", default="1.1")
-    parser.add_argument("--threads", default="2")
+    for option, default in EXPORT_OPTIONS.items():  # passed on to `pimc export decompose` as given
+        parser.add_argument(f"--{option}", default=default)
     parser.add_argument("--repeats", default="50")
-    parser.add_argument("--seed", default="0")
     args = parser.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     dense, penni = out / "dense.onnx", out / "penni.onnx"
     ort_model, esc_model = out / "penni.onnxruntime.onnx", out / "penni.escalate.onnx"
     if not args.reuse:
+        passed = [text for option in EXPORT_OPTIONS for text in (f"--{option}", getattr(args, option.replace("-", "_")))]
         print(sh(["pimc", "export", "decompose", "--model", "resnet20", "--data", "digits", "-o", str(penni),
-                  "--dense-output", str(dense), "--pretrain-epochs", args.pretrain_epochs, "--epochs", args.epochs,
-                  "--swap-every", args.swap_every, "--prune-rounds", args.prune_rounds,
-                  "--finetune-epochs", args.finetune_epochs, "--threshold", args.threshold,
-                  "--group-l1", args.group_l1, "--group-threshold", args.group_threshold,
-                  "--residual-l1", args.residual_l1, "--residual-threshold", args.residual_threshold,
-                  "--threads", args.threads, "--seed", args.seed, "--no-progress"]))
+                  "--dense-output", str(dense), *passed, "--no-progress"]))
     sh(["pimc", "compile", str(penni), "--target", "onnxruntime", "-o", str(ort_model), "--verify",
         "--report", str(out / "ort_report.json")])
     try:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from pimc.cli.export.quantize import ExportConfig, run_export
+from pimc.cli.export.quantize import command, run_export
 
 
 def main() -> None:
@@ -35,10 +35,10 @@ def main() -> None:
             for seed in (int(s) for s in args.seeds.split(",")):
                 row = {"bits": bits, "seed": seed}
                 for mode in ("qat", "admm"):
-                    cfg = ExportConfig(model=args.model, output=Path(tmp) / f"{mode}.onnx", bits=bits, act_bits=8,
-                                       mode=mode, epochs=args.epochs, quant_epochs=args.quant_epochs, seed=seed,
-                                       progress=False)
-                    result = run_export(cfg)
+                    options = ["--model", args.model, "-o", str(Path(tmp) / f"{mode}.onnx"), "--bits", str(bits),
+                               "--act-bits", "8", "--mode", mode, "--epochs", str(args.epochs),
+                               "--quant-epochs", str(args.quant_epochs), "--seed", str(seed), "--no-progress"]
+                    result = run_export(**command.make_context("quantize", options).params)
                     row.update(float=result["float_accuracy_torch"], ptq=result["ptq_accuracy"])
                     row[mode] = result["onnx_accuracy"]
                 print(json.dumps(row), flush=True)

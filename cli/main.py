@@ -32,12 +32,13 @@ def _plugin(module: str, attr: str) -> click.Command | None:
 
 
 def _export_commands() -> dict[str, click.Command]:
-    """``pimc export <method>``: the module-level ``command`` of every method in ``pimc.passes.METHODS``."""
+    """``pimc export <method>``: for every method in ``pimc.passes.METHODS``, the ``command`` of
+    ``pimc.cli.export.<method>``."""
     from ..passes import METHODS
 
     commands = {}
-    for name, module in METHODS.items():
-        command = _plugin(module, "command")
+    for name in METHODS:
+        command = _plugin(f"pimc.cli.export.{name.replace('-', '_')}", "command")
         if command is not None:
             commands[name] = command
     return commands

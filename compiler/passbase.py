@@ -1,12 +1,12 @@
 """The pass abstraction: typed options, a context, a result, and the registry.
 
-A pass is a class with a ``name``, a one-line ``summary``, typed ``options`` and
-``run(model, ctx) -> PassResult``. A pass that changes anything in the model (graph, annotations or
-weights) must return ``changed=True``: the manager re-checks, re-infers and re-serializes only then. Passes that claim ``exact = True`` are checked by ``--verify``
+A pass is a class declared as ``class X(Pass, name="x"):`` (its docstring's first paragraph is its one-line
+summary), with typed ``options`` and ``run(model, ctx) -> PassResult``. A pass that changes anything in the model (graph, annotations or
+weights) must return ``changed=True``: the manager re-checks, re-infers and re-serializes only then. Passes declared ``exact=True`` are checked by ``--verify``
 against ``tolerance`` (relative to the largest reference output; widened for float16 outputs by
 ``verify.Comparison.tolerance``) and fail with an error naming the pass.
 Every pass is declared by name and module in ``pimc.passes.PASS_MODULES``; ``get_pass`` imports only the
-module of the pass asked for, which registers its class with ``@register_pass``.
+module of the pass asked for, whose class registers itself by being declared.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import onnx
 
 from .errors import PimcError
-from .registry import Registry
+from .registry import Registry, docstring_summary
 
 if TYPE_CHECKING:
     from .budget import AccuracyBudget
@@ -132,6 +132,9 @@ class PassContext:
         return bool(self.calibration)
 
 
+_PASSES: Registry[Pass] = Registry("pass", "pimc.passes", "PASS_MODULES")
+
+
 class Pass:
     """Base class of every graph pass."""
 
@@ -140,6 +143,18 @@ class Pass:
     options: ClassVar[tuple[Option, ...]] = ()
     exact: ClassVar[bool] = False
     tolerance: ClassVar[float] = 1e-4
+
+    def __init_subclass__(cls, name: str = "", exact: bool | None = None, **kwargs: Any) -> None:
+        """``class X(Pass, name="x", exact=True):`` declares and registers the pass ``x``; the first
+        paragraph of the class docstring is its one-line summary."""
+        super().__init_subclass__(**kwargs)
+        if exact is not None:
+            cls.exact = exact
+        if name:
+            if not re.fullmatch(r"[a-z][a-z0-9-]*", name):
+                raise ValueError(f"bad pass name {name!r}")
+            cls.name, cls.summary = name, docstring_summary(cls)
+            _PASSES.register(name, cls)
 
     def __init__(self, **opts: Any):
         known = {o.name: o for o in self.options}
@@ -158,15 +173,6 @@ class Pass:
     def is_exact(self) -> bool:
         """Whether this configuration promises unchanged outputs (options may make a pass lossy)."""
         return self.exact
-
-
-_PASSES: Registry[Pass] = Registry("pass", "pimc.passes", "PASS_MODULES")
-
-
-def register_pass(cls: type[Pass]) -> type[Pass]:
-    if not re.fullmatch(r"[a-z][a-z0-9-]*", cls.name):
-        raise ValueError(f"bad pass name {cls.name!r}")
-    return _PASSES.register(cls.name, cls)
 
 
 def declared_passes() -> dict[str, str]:

@@ -6,6 +6,7 @@ class in the declared module registers itself under its name."""
 from __future__ import annotations
 
 import importlib
+import inspect
 from typing import Generic, TypeVar
 
 from .errors import PimcError
@@ -40,3 +41,9 @@ class Registry(Generic[T]):
 
     def all(self) -> dict[str, type[T]]:
         return {name: self.get(name) for name in sorted(self.declared())}
+
+
+def docstring_summary(cls: type) -> str:
+    """The first paragraph of a class's docstring on one line, without its closing full stop."""
+    text = inspect.cleandoc(cls.__dict__.get("__doc__") or "")
+    return " ".join(text.split("\n\n")[0].split()).removesuffix(".")

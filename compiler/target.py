@@ -3,7 +3,8 @@
 Hardware parameters live in a dataclass derived from ``HardwareConfig``. Every field is declared with
 ``hw_field(default, unit, source)``: ``source`` names the paper/number it comes from, or starts with
 "assumption" when nothing backs it. ``--hw FILE`` (TOML or YAML, flat ``name = value``) overrides fields.
-Modules under ``pimc.backends`` are discovered automatically and register with ``@register_target``.
+A target is declared as ``class X(Target, name="x"):`` (its docstring's first paragraph is its one-line
+summary); ``pimc.backends.TARGET_MODULES`` says which module declares it.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tomllib
 
 from .errors import PimcError
 from .modelio import MAX_TEXT_FILE_BYTES, read_input_file
-from .registry import Registry
+from .registry import Registry, docstring_summary
 
 if TYPE_CHECKING:
     from .workload import LayerRecord
@@ -128,6 +129,11 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
+# the exact clean-up every target's default pipeline opens with: initializers for constant subgraphs, no
+# no-op nodes, BatchNorms folded into their convs
+NORMALIZE: list[tuple[str, dict[str, Any]]] = [("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {})]
+
+
 @dataclass
 class CostReport:
     """A target's simulated cost; ``to_dict`` gives the report's stable ``cost`` section."""
@@ -143,6 +149,10 @@ class CostReport:
     extra: dict[str, Any] = field(default_factory=dict)
     executed_ops: float | None = None
     executed_note: str = ""
+
+    @property
+    def cycles_and_energy(self) -> tuple[float, float]:
+        return self.latency_cycles, self.energy_j
 
     @property
     def speedup_vs(self) -> dict[str, float]:
@@ -181,16 +191,19 @@ class CostReport:
             + (self.executed_note or "the operations the hardware executes"))
 
 
-def skipping_summary(enabled: bool, measured: int, layers: int, current: tuple[float, float],
-                     other: Callable[[], tuple[float, float]]) -> dict[str, Any]:
+def skipping_summary(hw: Any, input_densities: list[float | None], current: tuple[float, float],
+                     recost: Callable[[Any], tuple[float, float]]) -> dict[str, Any]:
     """The report's ``activation_skipping`` section of one compiled model: its (cycles, energy) ``current``
-    under the ``enabled`` setting, and ``other()`` (called only when a layer input was measured) under the
-    opposite one."""
-    summary: dict[str, Any] = {"enabled": enabled, "measured_layers": measured, "layers": layers}
+    under ``hw.activation_skipping``, and ``recost(hw)``, those of the same schedule under the opposite setting
+    (called only when some layer input was measured: ``input_densities`` holds None for the others)."""
+    enabled = bool(hw.activation_skipping)
+    measured = sum(1 for density in input_densities if density is not None)
+    summary: dict[str, Any] = {"enabled": enabled, "measured_layers": measured, "layers": len(input_densities)}
     if not measured:
         summary["note"] = "no layer input was measured (activation-sparsity runs with --data): nothing skipped"
         return summary
-    on, off = (current, other()) if enabled else (other(), current)
+    other = recost(hw.replace(activation_skipping=not enabled))
+    on, off = (current, other) if enabled else (other, current)
     summary.update(cycles_with=on[0], cycles_without=off[0], energy_with_j=on[1], energy_without_j=off[1],
                    speedup=off[0] / on[0] if on[0] else 1.0, energy_gain=off[1] / on[1] if on[1] else 1.0)
     return summary
@@ -216,10 +229,20 @@ class BaselinePlan:
     reference: bool = False
 
 
+_TARGETS: Registry[Target] = Registry("target", "pimc.backends", "TARGET_MODULES")
+
+
 class Target:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     config_cls: ClassVar[type[HardwareConfig] | None] = None
+
+    def __init_subclass__(cls, name: str = "", **kwargs: Any) -> None:
+        """``class X(Target, name="x"):`` declares and registers the target ``x``."""
+        super().__init_subclass__(**kwargs)
+        if name:
+            cls.name, cls.summary = name, docstring_summary(cls)
+            _TARGETS.register(name, cls)
 
     def default_pipeline(self) -> list[tuple[str, dict[str, Any]]]:
         return [("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}), ("cleanup", {})]
@@ -251,13 +274,6 @@ class Target:
         """Energy (J) of these layer records on this target, for passes that weigh a rewrite against the
         layer it replaces; None when the target has no per-layer cost model."""
         return None
-
-
-_TARGETS: Registry[Target] = Registry("target", "pimc.backends", "TARGET_MODULES")
-
-
-def register_target(cls: type[Target]) -> type[Target]:
-    return _TARGETS.register(cls.name, cls)
 
 
 def declared_targets() -> dict[str, str]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -45,6 +46,22 @@ class PrunedLayer:
         """Zero the pruned weights again (after an optimizer step)."""
         if self.mask is not None:
             self.module.weight.mul_(self.mask)
+
+
+@dataclass
+class PruningResult:
+    """What an ADMM pruning run did: the pruned layers, the modules it skipped (with the reason) and the
+    per-update trace; each algorithm's result adds its own summary."""
+
+    layers: dict[str, PrunedLayer]
+    skipped: list[dict[str, str]]
+    config: Any
+    trace: list[dict[str, float]] = field(default_factory=list)
+
+    def layer_summary(self, describe: Callable[[torch.Tensor], dict[str, Any]]) -> dict[str, Any]:
+        """``{"layers": {name: describe(weight)}, "skipped": ..., "trace": ...}``."""
+        layers = {name: describe(layer.module.weight.detach()) for name, layer in self.layers.items()}
+        return {"layers": layers, "skipped": self.skipped, "trace": self.trace}
 
 
 class Admm:

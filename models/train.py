@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -86,6 +87,29 @@ def digits_arrays(
     data = load_dataset("digits", input_shape, split=split, seed=seed)
     assert data.y is not None
     return data.x, data.y
+
+
+def calibration_inputs(loader: Any, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` images of ``loader``, one feed each (activation-range calibration)."""
+    feeds: list[dict[str, Any]] = []
+    for batch in loader:
+        images = batch[0] if isinstance(batch, (list, tuple)) else batch
+        for i in range(len(images)):
+            if len(feeds) == count:
+                return feeds
+            feeds.append({"input": images[i : i + 1].detach().cpu().numpy()})
+    return feeds
+
+
+def loader_arrays(loader: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Every (image, label) of ``loader`` as two numpy arrays."""
+    xs, ys = [], []
+    for images, labels in loader:
+        xs.append(images.detach().cpu().numpy())
+        ys.append(labels.detach().cpu().numpy())
+    if not xs:
+        raise PimcError("the train loader yields no batches")
+    return np.concatenate(xs).astype(np.float32), np.concatenate(ys)
 
 
 def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:

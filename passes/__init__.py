@@ -1,8 +1,8 @@
 """Graph passes, one algorithm per folder; each folder holds its ONNX rewrite(s) and its torch exporter.
 
 ``PASS_MODULES`` declares every pass: its name and the module that defines it. ``METHODS`` declares every
-training-aware method (``pimc export <method>`` and ``pimc.compress(method=...)``) and the module of its
-click command (under ``pimc.cli.export``). ``pimc compile`` imports
+training-aware method (``pimc export <method>`` and ``pimc.compress(method=...)``) and the module whose
+``METHOD`` describes it (``compiler/method.py``); its click command is ``pimc.cli.export.<name>``. ``pimc compile`` imports
 only the modules of the passes its pipeline runs, and no pass module imports torch (a test checks both).
 """
 
@@ -25,10 +25,10 @@ PASS_MODULES: dict[str, str] = {
 }
 
 METHODS: dict[str, str] = {
-    "decompose": "pimc.cli.export.decompose",
-    "pattern": "pimc.cli.export.pattern",
-    "prune": "pimc.cli.export.prune",
-    "quantize": "pimc.cli.export.quantize",
-    "comparator": "pimc.cli.export.comparator",
-    "feature-reg": "pimc.cli.export.feature_reg",
+    "decompose": "pimc.passes.decompose.config",
+    "pattern": "pimc.passes.pattern.config",
+    "prune": "pimc.passes.prune.config",
+    "quantize": "pimc.passes.quantize.config",
+    "comparator": "pimc.passes.comparator.config",
+    "feature-reg": "pimc.passes.feature_reg.config",
 }

@@ -10,6 +10,7 @@ from ...compiler.target import (
     HardwareConfig,
     hw_field,
 )
+from ..horowitz import horowitz_field
 
 MACRO_BITS = 8
 
@@ -46,10 +47,10 @@ class CimConfig(HardwareConfig):
     activation_skipping: bool = hw_field(
         True, "flag", "assumption (the paper says nothing): an OR of a row tile's N inputs skips all-zero tiles; "
         "a zero input leaves its row uncharged; costed only on MEASURED zeros (activation-sparsity pass)")
-    digital_mult_8b_pj: float = hw_field(0.2, "pJ", "Horowitz ISSCC'14, 45 nm 0.9 V: 8-bit multiply (digital baseline)")
-    digital_add_32b_pj: float = hw_field(0.1, "pJ", "Horowitz ISSCC'14, 45 nm 0.9 V: 32-bit add (digital MAC accumulate)")
-    digital_sram_8kb_pj: float = hw_field(10.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 8 KB SRAM 64-bit read")
-    digital_sram_32kb_pj: float = hw_field(20.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 32 KB SRAM 64-bit read")
+    digital_mult_8b_pj: float = horowitz_field("mult_8b", "digital baseline")
+    digital_add_32b_pj: float = horowitz_field("add_32b", "digital MAC accumulate")
+    digital_sram_8kb_pj: float = horowitz_field("sram_8kb")
+    digital_sram_32kb_pj: float = horowitz_field("sram_32kb")
     digital_node_scale: float = hw_field(
         1.783, "x", "derived: 45 → 65 nm by E ∝ C·V², C ∝ L: (65/45)·(1.0 V/0.9 V)²; 0.9 V is Horowitz's "
         "supply, 1.0 V at 65 nm an assumption")

@@ -108,7 +108,9 @@ def schedule_cost(schedule: CimSchedule, hw: CimConfig, counterpart: bool = True
         "digital_baseline": digital_summary(hw),
     }
     if counterpart:
-        extra["activation_skipping"] = _skipping_summary(raw, hw, cycles, total)
+        extra["activation_skipping"] = skipping_summary(
+            hw, [p.input_density for p in raw.plans], (cycles, total),
+            lambda other: schedule_cost(raw, other, counterpart=False).cycles_and_energy)
     if schedule.emulated:
         extra["cim_emulation"] = schedule.emulated
         mismatched = sorted({v["rows"] for v in schedule.emulated.values() if v["rows"] not in (None, hw.rows)})
@@ -124,16 +126,6 @@ def schedule_cost(schedule: CimSchedule, hw: CimConfig, counterpart: bool = True
         extra=extra, executed_ops=float(executed),
         executed_note="2 ops per MAC the macro evaluates (stored weights x positions, zeros included)",
     )
-
-
-def _skipping_summary(raw: CimSchedule, hw: CimConfig, cycles: float, energy: float) -> dict[str, Any]:
-    """Cycles and energy with and without skipping; ``raw`` is the schedule before ``apply_skipping``."""
-    def other() -> tuple[float, float]:
-        report = schedule_cost(raw, hw.replace(activation_skipping=not hw.activation_skipping), counterpart=False)
-        return report.latency_cycles, report.energy_j
-
-    measured = sum(1 for p in raw.plans if p.input_density is not None)
-    return skipping_summary(hw.activation_skipping, measured, len(raw.plans), (cycles, energy), other)
 
 
 def _fusion_summary(plans: list[LayerPlan], energies: list[LayerEnergy], hw: CimConfig,

@@ -6,31 +6,21 @@ from typing import Any
 
 import onnx
 
-from ...compiler.target import (
-    BaselinePlan,
-    CostReport,
-    HardwareConfig,
-    Target,
-    register_target,
-)
+from ...compiler.target import NORMALIZE, BaselinePlan, CostReport, HardwareConfig, Target
 from ...compiler.workload import extract_workload
 from .config import CimConfig
 from .cost import _lower_model, digital_cost, schedule_cost
 from .lower import CimSchedule, lower_workload
 
 
-@register_target
-class CimTarget(Target):
-    name = "cim"
-    summary = "SRAM charge-domain CiM macro (8b×8b, MAC+ReLU per A/D conversion; 51.2 GOPS, 10.3 TOPS/W)"
+class CimTarget(Target, name="cim"):
+    """SRAM charge-domain CiM macro (8b×8b, MAC+ReLU per A/D conversion; 51.2 GOPS, 10.3 TOPS/W)."""
+
     config_cls = CimConfig
 
     def default_pipeline(self) -> list[tuple[str, dict[str, Any]]]:
-        return [
-            ("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}), ("fuse-relu", {}),
-            ("quantize", {"bits": 8, "act_scheme": "symmetric"}), ("cleanup", {}),
-            ("activation-sparsity", {}),
-        ]
+        return [*NORMALIZE, ("fuse-relu", {}), ("quantize", {"bits": 8, "act_scheme": "symmetric"}), ("cleanup", {}),
+                ("activation-sparsity", {})]
 
     def lower(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> CimSchedule:
         return lower_workload(extract_workload(model).layers, CimConfig.of(hw))

@@ -9,6 +9,7 @@ from ...compiler.target import (
     HardwareConfig,
     hw_field,
 )
+from ..horowitz import horowitz_field
 from ..pointwise import log, select, vmax
 
 KB_BITS = 8 * 1024
@@ -42,12 +43,12 @@ class EscalateConfig(HardwareConfig):
     activation_skipping: bool = hw_field(
         True, "", "assumption: ESCALATE's abstract says nothing about activations; true lets its units and the "
                   "sparse baseline skip MEASURED zero inputs (activation-sparsity pass) as in the header")
-    mult_8b_pj: float = hw_field(0.2, "pJ", "Horowitz ISSCC'14, 45 nm: 8-bit integer multiply")
-    add_32b_pj: float = hw_field(0.1, "pJ", "Horowitz ISSCC'14, 45 nm: 32-bit integer add")
-    sram_8kb_pj: float = hw_field(10.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 8 KB SRAM, 64-bit read")
-    sram_32kb_pj: float = hw_field(20.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 32 KB SRAM, 64-bit read")
-    sram_1mb_pj: float = hw_field(100.0, "pJ/64b", "Horowitz ISSCC'14, 45 nm: 1 MB SRAM, 64-bit read")
-    dram_pj: float = hw_field(1950.0, "pJ/64b", "Horowitz ISSCC'14: DRAM 1.3-2.6 nJ per 64 bits (midpoint)")
+    mult_8b_pj: float = horowitz_field("mult_8b")
+    add_32b_pj: float = horowitz_field("add_32b")
+    sram_8kb_pj: float = horowitz_field("sram_8kb")
+    sram_32kb_pj: float = horowitz_field("sram_32kb")
+    sram_1mb_pj: float = horowitz_field("sram_1mb")
+    dram_pj: float = horowitz_field("dram")
 
     def validate(self) -> None:
         super().validate()

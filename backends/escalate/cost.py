@@ -408,7 +408,9 @@ def cost_schedule(schedule: Schedule, hw: EscalateConfig, counterpart: bool = Tr
     executed = 2 * sum(_executed_macs(layer) for layer in layers)
     extra = _extra(schedule, layers, hw)
     if counterpart:
-        extra["activation_skipping"] = _skipping_summary(schedule, hw, cycles, energy)
+        extra["activation_skipping"] = skipping_summary(
+            hw, [plan.input_density for plan in schedule.layers], (cycles, energy),
+            lambda other: cost_schedule(schedule, other, counterpart=False).cycles_and_energy)
     return CostReport(
         latency_cycles=cycles, latency_s=latency, energy_j=energy, energy_breakdown_j=breakdown,
         throughput_gops=2 * dense_macs / latency / 1e9 if latency else 0.0,
@@ -417,16 +419,6 @@ def cost_schedule(schedule: Schedule, hw: EscalateConfig, counterpart: bool = Tr
         executed_note="2 ops per MAC the arrays perform (basis MACs + non-zero coefficient MACs of "
                       "decomposed layers, every MAC of dense-path layers)",
     )
-
-
-def _skipping_summary(schedule: Schedule, hw: EscalateConfig, cycles: float, energy: float) -> dict[str, Any]:
-    """Cycles and energy with and without activation skipping (the other setting costed on the same schedule)."""
-    def other() -> tuple[float, float]:
-        report = cost_schedule(schedule, hw.replace(activation_skipping=not hw.activation_skipping), counterpart=False)
-        return report.latency_cycles, report.energy_j
-
-    measured = sum(1 for plan in schedule.layers if plan.input_density is not None)
-    return skipping_summary(hw.activation_skipping, measured, len(schedule.layers), (cycles, energy), other)
 
 
 

@@ -7,23 +7,16 @@ from typing import Any
 
 import onnx
 
-from ...compiler.target import (
-    BaselinePlan,
-    CostReport,
-    HardwareConfig,
-    Target,
-    register_target,
-)
+from ...compiler.target import NORMALIZE, BaselinePlan, CostReport, HardwareConfig, Target
 from ...compiler.workload import extract_workload
 from .config import EscalateConfig
 from .cost import ACCELERATORS, accelerator_cost, break_even_layers, cost_schedule
 from .lower import Schedule, lower_workload
 
 
-@register_target
-class EscalateTarget(Target):
-    name = "escalate"
-    summary = "ESCALATE kernel-decomposition accelerator (Basis-First dataflow) with dense and sparse baselines"
+class EscalateTarget(Target, name="escalate"):
+    """ESCALATE kernel-decomposition accelerator (Basis-First dataflow) with dense and sparse baselines."""
+
     config_cls = EscalateConfig
 
     def default_pipeline(self) -> list[tuple[str, dict[str, Any]]]:
@@ -31,11 +24,8 @@ class EscalateTarget(Target):
         budget, refitting the coefficients to the original outputs (``decompose`` without ``rank``); without
         labelled data it changes nothing lossy. Pairs exported by ``pimc export decompose`` (PENNI) are
         recognised and kept."""
-        return [
-            ("fold-constants", {}), ("eliminate-identity", {}), ("fold-batchnorm", {}),
-            ("fuse-relu", {"measure": False}), ("decompose", {}), ("shrink", {}), ("cleanup", {}),
-            ("activation-sparsity", {}),
-        ]
+        return [*NORMALIZE, ("fuse-relu", {"measure": False}), ("decompose", {}), ("shrink", {}), ("cleanup", {}),
+                ("activation-sparsity", {})]
 
     def lower(self, model: onnx.ModelProto, hw: HardwareConfig | None) -> Schedule:
         return lower_workload(extract_workload(model), EscalateConfig.of(hw))

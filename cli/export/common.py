@@ -34,11 +34,16 @@ _SHARED_TAIL = (
 )
 
 
-def shared_options(command: Callable[..., Any]) -> Callable[..., Any]:
-    """Apply the shared exporter options (in the order they show in ``--help``)."""
-    for option in reversed(_SHARED_TAIL):
-        command = option(command)
-    return command
+def stacked(*options: Callable[[Callable[..., Any]], Any]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One decorator applying ``options`` in the order they show in ``--help``."""
+    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+    return apply
+
+
+shared_options = stacked(*_SHARED_TAIL)
 
 
 def emit(summary: dict, as_json: bool, render: Callable[[dict], None]) -> None:
@@ -56,18 +61,22 @@ MODEL_HELP = "Zoo model name (pimc models list), your own FILE.onnx, or FILE.py:
 
 def model_options(default: str | None = None, help_text: str = MODEL_HELP) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--model`` (required unless ``default``), ``--input-shape`` and ``--data``, in that order."""
-    options = (
+    return stacked(
         click.option("--model", "model_name", required=default is None, default=default,
                      show_default=default is not None, help=help_text),
         click.option("--input-shape", default=None, help="C,H,W of a FILE.py:FACTORY model (else its input_shape)."),
         click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}."),
     )
 
-    def apply(command: Callable[..., Any]) -> Callable[..., Any]:
-        for option in reversed(options):
-            command = option(command)
-        return command
-    return apply
+
+def pretraining_options(epochs: int = 30) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """``--seed``, and ``--epochs`` / ``--lr`` of the dense pre-training of a zoo or factory model."""
+    return stacked(
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--epochs", type=click.IntRange(min=0), default=epochs, show_default=True,
+                     help="Dense pre-training epochs (as `pimc models train`; none for an ONNX model)."),
+        click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training."),
+    )
 
 
 def user_model(kw: dict, build_model=None, get_spec=None, model_input_shape=None, num_classes: int = 10):

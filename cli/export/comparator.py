@@ -6,8 +6,9 @@ from __future__ import annotations
 import click
 
 from ...compiler.errors import PimcError
-from ...passes.comparator.config import TRAIN_WHAT, LBCConfig, LBCTraining
+from ...passes.comparator.config import LBCConfig, LBCTraining
 from .common import FILE, emit, model_options
+from .options import build, config_options
 
 SPECIAL = ("cmpnet", "cmpnet-cnn")
 
@@ -18,29 +19,10 @@ SPECIAL = ("cmpnet", "cmpnet-cnn")
                "(its other layers keep their trained weights) or FILE.py:FACTORY.")
 @click.option("-o", "--output", type=FILE, required=True)
 @click.option("--seed", type=int, default=LBCTraining.seed, show_default=True)
-@click.option("--epochs", type=int, default=LBCTraining.epochs, show_default=True,
-              help="Training epochs after the substitution.")
-@click.option("--lr", type=float, default=LBCTraining.lr, show_default=True, help="Adam learning rate (cosine decay).")
-@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--train-limit", type=click.IntRange(min=1), default=None,
               help="Train on the first N training images only (smoke runs).")
-@click.option("--anchors", type=int, default=LBCConfig.anchors, show_default=True,
-              help="Anchors: per input channel (separable) or per layer (lbc); 0 = automatic "
-                   "(8 per channel for cmpnet; k² per channel / Cin·k² per layer, at most "
-                   f"{LBCConfig.max_anchors}, otherwise).")
-@click.option("--density", type=float, default=LBCConfig.density, show_default=True,
-              help="Fraction of non-zero anchor weights.")
-@click.option("--max-anchors", type=click.IntRange(min=1), default=LBCConfig.max_anchors, show_default=True,
-              help="Most automatic anchors per lbc layer.")
-@click.option("--min-kernel", type=click.IntRange(min=1), default=LBCConfig.min_kernel, show_default=True,
-              help="Smallest kernel size replaced (1×1 convs stay).")
-@click.option("--variant", type=click.Choice(["separable", "lbc"]), default=LBCConfig.variant, show_default=True,
-              help="Depthwise (CMPNET) or dense (LBCNN) anchor convs, for zoo models (cmpnet is separable).")
-@click.option("--comparator", type=click.Choice(["binary", "relu"]), default=None,
-              help="Comparison bit [a>0] (CMPNET) or ReLU (LBCNN)  [default: binary for cmpnet, "
-                   f"{LBCConfig.comparator} for zoo models]")
-@click.option("--train", "train_what", type=click.Choice(TRAIN_WHAT), default=LBCTraining.train, show_default=True,
-              help="Train every parameter, or only the LBC 1×1 weights (the rest keeps its weights).")
+@config_options(LBCConfig, LBCTraining, defaults={"comparator": None})  # cmpnet: binary, other models: relu
 @click.option("--no-progress", is_flag=True, help="Hide the progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def command(**kw) -> None:
@@ -52,8 +34,6 @@ def _print_summary(s: dict) -> None:
     click.echo(f"replaced {len(s['replaced'])} convs by LBC layers; annotated {len(s['annotated'])} LBC blocks")
     given = f" (the model as given: {s['input_accuracy']:.2%})" if "input_accuracy" in s else ""
     click.echo(f"wrote {s['output']}: test accuracy {s['test_accuracy']:.2%} on {s['test_samples']} samples{given}")
-    for warning in s.get("warnings", []):
-        click.echo(f"warning: {warning}", err=True)
 
 
 def run_export(**kw) -> dict:
@@ -61,10 +41,7 @@ def run_export(**kw) -> dict:
     from ...passes.comparator.exporter import export_lbc_onnx, freeze_all_but_pointwise
     from ...runtime.session import evaluate
 
-    training = LBCTraining(kw["epochs"], kw["lr"], kw["train_what"], kw["seed"], not kw["no_progress"])
-    training.check()
-    if kw["batch_size"] < 1:
-        raise PimcError("--batch-size must be positive")
+    training = build(LBCTraining, kw)
     if not 0 < kw["density"] <= 1:
         raise PimcError(f"--density must be in (0, 1], got {kw['density']}")
     model, shape, replaced, resolved, sets = _build(kw)
@@ -124,7 +101,7 @@ def _build(kw: dict):
     model = resolved.module
     if resolved.trained and resolved.sets.test.y is not None:  # the user's trained model, before substitution
         resolved.input_accuracy = evaluate_torch(model, resolved.sets.test.x, resolved.sets.test.y)
-    replaced = replace_convs(model, anchors, density, kw["variant"] == "separable",
-                             comparator or LBCConfig.comparator, seed, kw["min_kernel"],
-                             max_anchors=kw["max_anchors"])
+    lbc = build(LBCConfig, kw, comparator=comparator or LBCConfig.comparator)
+    replaced = replace_convs(model, lbc.anchors, lbc.density, lbc.variant == "separable", lbc.comparator, seed,
+                             lbc.min_kernel, max_anchors=lbc.max_anchors)
     return model, resolved.shape, replaced, resolved, resolved.sets

@@ -7,39 +7,21 @@ import json
 
 import click
 
-from ...compiler.errors import PimcError
 from ...passes.decompose.config import PenniConfig
 from .common import FILE, emit, model_options, shared_options
+from .options import build, config_options
 
 
 @click.command("decompose")
 @model_options()
 @click.option("-o", "--output", type=FILE, required=True,
               help="Output .onnx (two-conv decomposed form, annotated, shrunk).")
-@click.option("--rank", type=int, default=PenniConfig.rank, show_default=True, help="Basis kernels per layer (d).")
-@click.option("--pretrain-epochs", type=int, default=15, show_default=True,
+@click.option("--pretrain-epochs", type=click.IntRange(min=0), default=15, show_default=True,
               help="Dense training before decomposing (none for an ONNX model).")
-@click.option("--epochs", type=int, default=PenniConfig.epochs, show_default=True, help="Alternating basis/coefficient epochs.")
-@click.option("--swap-every", type=int, default=PenniConfig.swap_every, show_default=True, help="Epochs before basis/coefficient swap.")
-@click.option("--finetune-epochs", type=int, default=PenniConfig.finetune_epochs, show_default=True, help="Masked fine-tuning epochs.")
-@click.option("--l1", type=float, default=PenniConfig.l1, show_default=True, help="L1 weight on the coefficients.")
-@click.option("--group-l1", type=float, default=PenniConfig.group_l1, show_default=True,
-              help="Group-lasso weight on per-filter and per-input-channel coefficient slices.")
-@click.option("--threshold", type=float, default=PenniConfig.threshold, show_default=True,
-              help="Prune |c| < threshold x std(C) per layer.")
-@click.option("--group-threshold", type=float, default=PenniConfig.group_threshold, show_default=True,
-              help="Prune whole slices whose RMS < group-threshold x std(C) (0 = off).")
-@click.option("--residual-l1", type=float, default=PenniConfig.residual_l1, show_default=True,
-              help="Group-lasso weight on residual-stream channels (all writers' and readers' slices together).")
-@click.option("--residual-threshold", type=float, default=PenniConfig.residual_threshold, show_default=True,
-              help="Kill residual channels whose group norm < this x the stream's mean (0 = off).")
-@click.option("--prune-rounds", type=int, default=PenniConfig.prune_rounds, show_default=True,
-              help="Prune after each of this many equal parts of the alternating epochs.")
-@click.option("--lr", type=float, default=PenniConfig.lr, show_default=True, help="Adam learning rate (cosine decay).")
-@click.option("--weight-decay", type=float, default=PenniConfig.weight_decay, show_default=True,
-              help="Adam weight decay during the PENNI phases.")
+@config_options(PenniConfig)
 @click.option("--seed", type=int, default=PenniConfig.seed, show_default=True)
-@click.option("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="torch intra-op threads (default: torch's choice).")
 @shared_options
 def command(**kw) -> None:
     """Train MODEL with PENNI (decompose, alternate, L1, prune, fine-tune, shrink) and export ONNX."""
@@ -56,19 +38,9 @@ def run_export(**kw) -> dict:
     from ...runtime.session import evaluate
     from .common import pretrain_unless_trained, resolve_model
 
-    epochs = (kw["pretrain_epochs"], kw["epochs"], kw["finetune_epochs"])
-    if kw["rank"] < 1 or kw["prune_rounds"] < 1 or min(epochs) < 0:
-        raise PimcError("--rank and --prune-rounds must be positive and epoch counts non-negative")
     if kw["threads"] is not None:
-        if kw["threads"] < 1:
-            raise PimcError("--threads must be positive")
         torch.set_num_threads(kw["threads"])
-    config = PenniConfig(rank=kw["rank"], epochs=kw["epochs"], swap_every=kw["swap_every"], l1=kw["l1"],
-                         group_l1=kw["group_l1"], threshold=kw["threshold"], group_threshold=kw["group_threshold"],
-                         prune_rounds=kw["prune_rounds"], residual_l1=kw["residual_l1"],
-                         residual_threshold=kw["residual_threshold"], finetune_epochs=kw["finetune_epochs"],
-                         lr=kw["lr"], weight_decay=kw["weight_decay"], seed=kw["seed"],
-                         progress=not kw["no_progress"])
+    config = build(PenniConfig, kw)
     resolved = resolve_model(kw)
     model, shape, test = resolved.module, resolved.shape, resolved.sets.test
     pretrain_unless_trained(resolved, kw, kw["pretrain_epochs"], kw["lr"])

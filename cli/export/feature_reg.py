@@ -10,57 +10,17 @@ import numpy as np
 
 from ...compiler.errors import PimcError
 from ...compiler.tables import Table, console
-from ...passes.feature_reg.config import LEVEL_INPUT, PLACEMENTS, FeatureRegConfig
-from ...runtime.datasets import TRAINABLE_HELP
-from .common import FILE, emit, shared_options
-
-_D = FeatureRegConfig()
-
-
-def _levels(_ctx, _param, text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated zero fractions, got '{text}'") from None
+from ...passes.feature_reg.config import LEVEL_INPUT, FeatureRegConfig
+from .common import FILE, emit, model_options, pretraining_options, shared_options
+from .options import build, config_options
 
 
 @click.command("feature-reg")
-@click.option("--model", "model_name", required=True,
-              help="Zoo model name (pimc models list), your own FILE.onnx, or FILE.py:FACTORY.")
-@click.option("--input-shape", default=None, help="C,H,W of a FILE.py:FACTORY model (else its input_shape).")
-@click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}.")
+@model_options()
 @click.option("-o", "--output", type=FILE, required=True, help="Gated .onnx file (all levels).")
-@click.option("--levels", default=",".join(str(s) for s in _D.levels), show_default=True, callback=_levels,
-              help="Target zero fractions of the gated conv inputs, one threshold row each (increasing).")
-@click.option("--penalty", type=float, default=_D.penalty, show_default=True,
-              help="λ of the per-pixel channel-L1 / RMS penalty on the gated conv inputs.")
-@click.option("--reg-epochs", type=int, default=_D.epochs, show_default=True,
-              help="Fine-tuning epochs with the penalty and batch-quantile gates.")
-@click.option("--ramp", type=float, default=_D.ramp, show_default=True,
-              help="Share of the regularized fine-tune over which the targets rise linearly from 0.")
-@click.option("--frozen-epochs", type=int, default=_D.frozen_epochs, show_default=True,
-              help="Fine-tuning epochs with the calibrated thresholds frozen (0: none).")
-@click.option("--reg-lr", type=float, default=_D.lr, show_default=True, help="Adam learning rate of fine-tuning.")
-@click.option("--frozen-lr-scale", type=float, default=_D.frozen_lr_scale, show_default=True,
-              help="Learning rate of the frozen-threshold epochs, as a fraction of --reg-lr.")
-@click.option("--momentum", type=float, default=_D.momentum, show_default=True,
-              help="Momentum of the running thresholds while tracking batch quantiles.")
-@click.option("--calibration", type=int, default=_D.calibration, show_default=True,
-              help="Training images that calibrate the threshold table.")
-@click.option("--floor-z", type=float, default=_D.floor_z, show_default=True,
-              help="Calibrate each level this many standard errors (over the calibration images) above its "
-                   "target, so unseen images still meet it; 0: the exact quantile.")
-@click.option("--gate-placement", type=click.Choice(PLACEMENTS), default=_D.placement, show_default=True,
-              help="conv-input: a gate in front of each conv; stream: one gate per map the convs read, on its "
-                   "producer, so every reader (a residual Add too) and the stored map are gated.")
-@click.option("--val-fraction", type=float, default=_D.val_fraction, show_default=True,
-              help="Seeded part of the training split held out (never trained on) to pick the default level.")
-@click.option("--max-accuracy-drop", type=float, default=_D.max_accuracy_drop, show_default=True,
-              help="Default level: the highest whose validation accuracy is within this many points of dense.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--epochs", type=int, default=15, show_default=True, help="Dense pre-training epochs.")
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training.")
-@click.option("--threads", type=int, default=1, show_default=True, help="torch intra-op threads.")
+@config_options(FeatureRegConfig)
+@pretraining_options(epochs=15)
+@click.option("--threads", type=click.IntRange(min=1), default=1, show_default=True, help="torch intra-op threads.")
 @shared_options
 def command(**kw) -> None:
     """Feature Regularization: input-dependent channel sparsity of conv inputs, several levels in one model."""
@@ -77,9 +37,7 @@ def run_export(**kw) -> dict:
     from ...runtime.session import evaluate
     from .common import pretrain, user_model
 
-    config = _config(kw)
-    if kw["threads"] < 1:
-        raise PimcError(f"--threads must be positive, got {kw['threads']}")
+    config = build(FeatureRegConfig, kw)
     torch.set_num_threads(kw["threads"])
     seed, progress = kw["seed"], not kw["no_progress"]
     model, shape, source = user_model(kw, build_model, get_spec, model_input_shape)
@@ -154,17 +112,6 @@ def _zero_fractions(path, x: np.ndarray, level: int | None) -> dict[str, float]:
     from ...passes.feature_reg.measure import conv_input_zero_fractions
 
     return {k: round(v, 4) for k, v in conv_input_zero_fractions(path, x, level).items()}
-
-
-def _config(kw: dict) -> FeatureRegConfig:
-    config = FeatureRegConfig(
-        levels=kw["levels"], penalty=kw["penalty"], epochs=kw["reg_epochs"], ramp=kw["ramp"],
-        frozen_epochs=kw["frozen_epochs"], lr=kw["reg_lr"], calibration=kw["calibration"],
-        val_fraction=kw["val_fraction"], max_accuracy_drop=kw["max_accuracy_drop"], floor_z=kw["floor_z"],
-        placement=kw["gate_placement"], frozen_lr_scale=kw["frozen_lr_scale"], momentum=kw["momentum"],
-    )
-    config.check()
-    return config
 
 
 def _print_summary(s: dict) -> None:

@@ -8,65 +8,18 @@ import time
 import click
 
 from ...compiler.tables import Table, console
-from ...passes.prune.config import QUANTIZE_SCALES, SCOPES, PruneConfig, PruneSchedule
-from .common import FILE, emit, model_options, shared_options
-
-_FILE = FILE
+from ...passes.prune.config import PruneConfig, PruneSchedule
+from .common import FILE, emit, model_options, pretraining_options, shared_options
+from .options import build, config_options
 
 
 @click.command("prune")
 @model_options()
-@click.option("-o", "--output", type=_FILE, required=True, help="Pruned .onnx file.")
-@click.option("--ratio", type=float, default=PruneConfig.ratio, show_default=True,
-              help="Compression of the pruned layers' non-zero weights (dense / kept).")
-@click.option("--scope", type=click.Choice(SCOPES), default=PruneConfig.scope, show_default=True,
-              help="erk: per-layer density ∝ Σdims/Πdims; global: one threshold on |w|/rms(layer); "
-                   "layer: the same sparsity in every layer.")
-@click.option("--conv-weight", type=float, default=PruneConfig.conv_weight, show_default=True,
-              help="erk / global: convs get this many times an FC layer's share (convs before FC).")
-@click.option("--nm", default=PruneConfig.nm, help="N:M sparsity instead of --ratio, e.g. 2:4.")
-@click.option("--include", multiple=True, help="Only prune Conv2d/Linear modules matching this glob (repeatable).")
-@click.option("--exclude", multiple=True, help="Do not prune modules matching this glob (repeatable).")
-@click.option("--shrink/--no-shrink", default=PruneConfig.shrink, show_default=True,
-              help="Remove the channels pruning left dead (no weights in or out) from the export, exactly.")
-@click.option("--steps", type=int, default=PruneSchedule.steps, show_default=True,
-              help="Progressive ADMM: raise the ratio geometrically over this many ADMM + retrain rounds.")
-@click.option("--admm-epochs", type=int, default=PruneSchedule.admm_epochs, show_default=True,
-              help="ADMM epochs per round.")
-@click.option("--retrain-epochs", type=int, default=PruneSchedule.retrain_epochs, show_default=True,
-              help="Masked retraining epochs per round.")
-@click.option("--rho", type=float, default=PruneSchedule.rho, show_default=True, help="Initial ADMM penalty ρ.")
-@click.option("--rho-growth", type=float, default=PruneSchedule.rho_growth, show_default=True,
-              help="ρ multiplier per Z update.")
-@click.option("--prune-lr", type=float, default=PruneSchedule.lr, show_default=True,
-              help="Learning rate of ADMM / retraining.")
-@click.option("--update-every", type=click.IntRange(min=1), default=None,
-              help="Optimizer steps between Z/U updates (default: one epoch).")
-@click.option("--quantize-bits", type=int, default=None,
-              help="Jointly quantize the surviving weights to N bits (ADMM, levels ±i·q) and export QDQ.")
-@click.option("--quantize-epochs", type=int, default=PruneSchedule.quantize_epochs, show_default=True,
-              help="ADMM quantization epochs (and as many bias-retraining epochs).")
-@click.option("--quantize-scale", type=click.Choice(QUANTIZE_SCALES), default=PruneSchedule.quantize_scale,
-              show_default=True, help="With --quantize-bits: one scale q per output channel, or per layer (ADMM-NN).")
-@click.option("--act-bits", type=int, default=PruneSchedule.act_bits, show_default=True,
-              help="Activation bits of the QDQ export (with --quantize-bits).")
-@click.option("--augment-shift", type=float, default=PruneSchedule.augment_shift, show_default=True,
-              help="Random shift of every training batch, up to this many pixels (0: none).")
-@click.option("--augment-rotate", type=float, default=PruneSchedule.augment_rotate, show_default=True,
-              help="Random rotation of every training batch, up to this many degrees.")
-@click.option("--augment-scale", type=float, default=PruneSchedule.augment_scale, show_default=True,
-              help="Random scaling of every training batch, up to this fraction (0.1 = ±10 %).")
-@click.option("--distill", type=float, default=PruneSchedule.distill, show_default=True,
-              help="Knowledge distillation weight α in [0, 1] from the dense model during ADMM, masked retraining "
-                   "and quantization: (1 − α)·CE + α·T²·KL(dense ‖ pruned); 0: none.")
-@click.option("--distill-temperature", type=float, default=PruneSchedule.distill_temperature, show_default=True,
-              help="Softmax temperature T of --distill.")
+@click.option("-o", "--output", type=FILE, required=True, help="Pruned .onnx file.")
+@config_options(PruneConfig, PruneSchedule)
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="torch intra-op threads (default: torch's choice; 1 on shared machines).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--epochs", type=int, default=30, show_default=True,
-              help="Dense pre-training epochs (none for an ONNX model).")
-@click.option("--lr", type=float, default=3e-3, show_default=True, help="Adam learning rate of pre-training.")
+@pretraining_options()
 @click.option("--validation", type=int, default=None,
               help="Hold the last N training images out of pre-training and pruning and report the accuracy "
                    "on them (choose --ratio etc. on this, never on the test split).")
@@ -84,14 +37,7 @@ def run_export(**kw) -> dict:
     from ...runtime.session import evaluate
     from .common import pretrain_unless_trained, resolve_model
 
-    config = PruneConfig(kw["ratio"], kw["scope"], kw["conv_weight"], kw["nm"] or "", tuple(kw["include"]),
-                         tuple(kw["exclude"]), kw["shrink"])
-    schedule = PruneSchedule(kw["admm_epochs"], kw["retrain_epochs"], kw["steps"], kw["rho"], kw["rho_growth"],
-                             kw["update_every"], kw["prune_lr"], kw["quantize_bits"], kw["quantize_epochs"], kw["act_bits"],
-                             kw["quantize_scale"], kw["augment_shift"], kw["augment_rotate"], kw["augment_scale"],
-                             distill=kw["distill"], distill_temperature=kw["distill_temperature"])
-    config.check()
-    schedule.check()
+    config, schedule = build(PruneConfig, kw), build(PruneSchedule, kw)
     if kw["threads"]:
         torch.set_num_threads(kw["threads"])
     seed, progress = kw["seed"], not kw["no_progress"]

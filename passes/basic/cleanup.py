@@ -12,14 +12,11 @@ import onnx
 from ...compiler.annotations import prune_maps, referenced_map_names
 from ...compiler.errors import PimcError
 from ...compiler.graph import cycle_nodes, graph_output_names, remove_initializers, sort_nodes, subgraph_reads
-from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Pass, PassContext, PassResult
 
 
-@register_pass
-class Cleanup(Pass):
-    name = "cleanup"
-    summary = "Remove dead nodes and unused initializers; stable topological sort (exact)"
-    exact = True
+class Cleanup(Pass, name="cleanup", exact=True):
+    """Remove dead nodes and unused initializers; stable topological sort (exact)."""
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         graph = model.graph

@@ -11,14 +11,11 @@ from __future__ import annotations
 import onnx
 
 from ...compiler.graph import bypass, consumers, get_initializer, graph_output_names, value_shapes
-from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Pass, PassContext, PassResult
 
 
-@register_pass
-class EliminateIdentity(Pass):
-    name = "eliminate-identity"
-    summary = "Remove Identity, inference Dropout and no-op Reshape/Flatten chains (exact)"
-    exact = True
+class EliminateIdentity(Pass, name="eliminate-identity", exact=True):
+    """Remove Identity, inference Dropout and no-op Reshape/Flatten chains (exact)."""
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         removed: list[str] = []

@@ -25,16 +25,13 @@ from ...compiler.graph import (
     subgraph_reads,
     unique_name,
 )
-from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Pass, PassContext, PassResult
 
 _FLOAT_TYPES = (onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16)
 
 
-@register_pass
-class FoldBatchnorm(Pass):
-    name = "fold-batchnorm"
-    summary = "Fold BatchNormalization into the preceding Conv (exact)"
-    exact = True
+class FoldBatchnorm(Pass, name="fold-batchnorm", exact=True):
+    """Fold BatchNormalization into the preceding Conv (exact)."""
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         graph = model.graph

@@ -9,14 +9,11 @@ from __future__ import annotations
 import onnx
 
 from ...compiler.folding import fold_constants
-from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Pass, PassContext, PassResult
 
 
-@register_pass
-class FoldConstants(Pass):
-    name = "fold-constants"
-    summary = "Evaluate constant subgraphs into initializers (exact)"
-    exact = True
+class FoldConstants(Pass, name="fold-constants", exact=True):
+    """Evaluate constant subgraphs into initializers (exact)."""
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         folded = fold_constants(model)

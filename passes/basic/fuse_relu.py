@@ -15,17 +15,15 @@ from onnx import helper
 
 from ...compiler import annotations as ann
 from ...compiler.graph import consumers, graph_output_names
-from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Option, Pass, PassContext, PassResult
 from ...compiler.verify import run_model
 
 _FUSABLE = ("Conv", "Gemm", "MatMul")
 
 
-@register_pass
-class FuseRelu(Pass):
-    name = "fuse-relu"
-    summary = "Mark Conv→Relu pairs for ReLU fusion and measure the negative fraction (annotation only)"
-    exact = True
+class FuseRelu(Pass, name="fuse-relu", exact=True):
+    """Mark Conv→Relu pairs for ReLU fusion and measure the negative fraction (annotation only)."""
+
     options = (
         Option("measure", bool, True, "measure the negative pre-activation fraction on the --data "
                "calibration samples (never on random inputs: without data nothing is measured)"),

@@ -44,7 +44,7 @@ from ...backends.cim import pattern_row_mask, tile_assignment, weight_matrix
 from ...compiler import annotations as ann
 from ...compiler.errors import PimcError
 from ...compiler.graph import all_names, attr, opset_version, producers, unique_name, value_shapes
-from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Option, Pass, PassContext, PassResult
 from ...compiler.verify import run_model
 from ...compiler.workload import LayerRecord, constant_value, extract_workload
 
@@ -63,10 +63,9 @@ class TiledLayer:
     out_shape: list[int]
 
 
-@register_pass
-class CimEmulate(Pass):
-    name = "cim-emulate"
-    summary = "Emulate the CiM macro in the graph: per-row-tile A/D quantization, clipping and analog noise"
+class CimEmulate(Pass, name="cim-emulate"):
+    """Emulate the CiM macro in the graph: per-row-tile A/D quantization, clipping and analog noise."""
+
     options = (
         Option("rows", int, 64, "dot-product length N of the macro (keep equal to the target's rows)", minimum=1),
         Option("adc_bits", int, 8, "ADC resolution B", minimum=1, maximum=16),

@@ -72,7 +72,7 @@ from ...compiler.graph import (
 from ...compiler.layerwise import Candidate, Site, compress_layerwise, idle_reason
 from ...compiler.loader import infer_shapes
 from ...compiler.modelio import copy_model
-from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Option, Pass, PassContext, PassResult
 from ...compiler.reconstruct import ConvGeometry, LayerStats, capture, conv_stats, relative_error, solve
 from ...compiler.target import Target, get_target
 from ...compiler.workload import LayerRecord, extract_workload
@@ -85,10 +85,9 @@ SEARCH_FRACTIONS = (0.5, 0.25)
 HOLDOUT_EVERY = 5
 
 
-@register_pass
-class ComparatorConv(Pass):
-    name = "comparator-conv"
-    summary = "Replace k×k convs by LBC comparator blocks (ternary anchors → compare → fitted 1×1 conv)"
+class ComparatorConv(Pass, name="comparator-conv"):
+    """Replace k×k convs by LBC comparator blocks (ternary anchors → compare → fitted 1×1 conv)."""
+
     options = (
         Option("variant", str, LBCConfig.variant, "lbc: dense anchor conv Cin→m; separable: depthwise anchors (CMPNET)",
                choices=("lbc", "separable")),

@@ -8,8 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...compiler.errors import PimcError
+from ...compiler.method import Method
+from ...compiler.settings import setting
 
 TRAIN_WHAT = ("all", "pointwise")
+VARIANTS = ("separable", "lbc")
+COMPARATORS = ("binary", "relu")
 
 
 @dataclass
@@ -17,9 +21,10 @@ class LBCTraining:
     """Training after the substitution: ``train="all"`` trains every parameter, ``"pointwise"`` only the
     LBC 1×1 weights (the rest keeps its weights: the user's trained ones, or a fresh initialisation)."""
 
-    epochs: int = 20
-    lr: float = 3e-3
-    train: str = "all"
+    epochs: int = setting(20, "Training epochs after the substitution.")
+    lr: float = setting(3e-3, "Adam learning rate (cosine decay).")
+    train: str = setting("all", "Train every parameter, or only the LBC 1×1 weights (the rest keeps its weights).",
+                         choices=TRAIN_WHAT)
     seed: int = 0
     progress: bool = True
 
@@ -39,15 +44,21 @@ class LBCConfig:
     ``max_anchors`` per layer for lbc. CMPNET (``build_cmpnet``) keeps its own defaults: separable,
     8 anchors per channel, binary comparator."""
 
-    variant: str = "lbc"
-    anchors: int = 0
-    max_anchors: int = 2048
-    density: float = 0.9
-    comparator: str = "relu"
-    min_kernel: int = 2
+    variant: str = setting("lbc", "Depthwise (CMPNET) or dense (LBCNN) anchor convs, for zoo models (cmpnet is "
+                           "separable).", choices=VARIANTS)
+    anchors: int = setting(0, "Anchors: per input channel (separable) or per layer (lbc); 0 = automatic (8 per "
+                           "channel for cmpnet; k² per channel / Cin·k² per layer, at most --max-anchors, otherwise).")
+    max_anchors: int = setting(2048, "Most automatic anchors per lbc layer.", minimum=1)
+    density: float = setting(0.9, "Fraction of non-zero anchor weights.")
+    comparator: str = setting("relu", "Comparison bit [a>0] (CMPNET) or ReLU (LBCNN) (cmpnet: binary).",
+                              choices=COMPARATORS)
+    min_kernel: int = setting(2, "Smallest kernel size replaced (1×1 convs stay).", minimum=1)
 
 
 def auto_anchors(variant: str, cin: int, kernel: tuple[int, int], max_anchors: int = LBCConfig.max_anchors) -> int:
     """The automatic anchor count: per layer for lbc (Cin·k², capped), per input channel for separable (k²)."""
     kh, kw = kernel
     return min(cin * kh * kw, max_anchors) if variant == "lbc" else kh * kw
+
+
+METHOD = Method("comparator", (LBCConfig, LBCTraining), "pimc.passes.comparator.exporter:compress_trained")

@@ -33,7 +33,7 @@ from ...compiler.errors import PimcError
 from ...compiler.graph import consumers, initializer_map
 from ...compiler.modelio import write_model
 from .comparator_conv import ternary_anchors
-from .config import LBCConfig, auto_anchors
+from .config import LBCConfig, LBCTraining, auto_anchors
 from .rewrite import annotate_pointwise
 
 
@@ -195,3 +195,22 @@ def _comparator_and_pointwise(anchor: onnx.NodeProto, readers: dict, name: str):
             return comparator, node
         if node.op_type != "Cast":
             raise PimcError(f"export: LBC layer '{name}': unexpected {node.op_type} after the comparison")
+
+
+def compress_trained(model, loader, shape, output, substitution: LBCConfig, training: LBCTraining, *,
+                     seed: int = 0, progress: bool = True):
+    """The ``comparator`` method (``compiler/method.py``): a trained model's k×k convs become LBC layers, then
+    it is trained (all of it, or the LBC 1×1 weights only)."""
+    from ...models.train import train_classifier
+
+    replaced = replace_convs(model, substitution.anchors, substitution.density, substitution.variant == "separable",
+                             substitution.comparator, training.seed, substitution.min_kernel,
+                             max_anchors=substitution.max_anchors)
+    if not replaced:
+        raise PimcError("compress(method='comparator'): the model has no ungrouped square k×k conv to replace")
+    if training.train == "pointwise":
+        freeze_all_but_pointwise(model)
+    train_classifier(model, loader, training.epochs, lr=training.lr, seed=training.seed, progress=training.progress,
+                     desc="train lbc")
+    export_lbc_onnx(model, output, shape)
+    return model

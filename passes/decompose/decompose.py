@@ -45,7 +45,7 @@ from ...compiler.annotations import get_node_annotation
 from ...compiler.errors import PimcError
 from ...compiler.graph import all_names, attr, selection_miss, set_initializer, unique_name, value_shapes
 from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
-from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Option, Pass, PassContext, PassResult
 from ...compiler.reconstruct import (
     ConvGeometry,
     LayerStats,
@@ -72,10 +72,9 @@ FORCED_DEFAULT_RANK = 5  # PENNI's d, when only prune/sparsity is forced
 SPARSITIES = (0.0, 0.3, 0.5, 0.7)
 
 
-@register_pass
-class Decompose(Pass):
-    name = "decompose"
-    summary = "PENNI: split k×k convs into a shared-basis depthwise conv and a 1×1 coefficient conv (SVD)"
+class Decompose(Pass, name="decompose"):
+    """PENNI: split k×k convs into a shared-basis depthwise conv and a 1×1 coefficient conv (SVD)."""
+
     options = (
         Option("rank", int, None, "force basis size d per layer (capped at kh·kw; 5 when only prune/sparsity "
                "is forced); with rank, energy, prune and sparsity all unset, rank and sparsity are searched per "

@@ -545,3 +545,10 @@ def export_penni(model: nn.Module, path: str | Path, input_shape: tuple[int, int
     proto = PassManager([get_pass(n)() for n in names], PassContext()).run(proto)
     write_model(proto, path)
     return proto
+
+
+def compress_trained(model, loader, shape, output, config: PenniConfig, *, seed: int = 0, progress: bool = True):
+    """The ``decompose`` method (``compiler/method.py``): PENNI on a trained model, written to ``output``."""
+    penni_compress(model, loader, config)
+    export_penni(model, output, shape)
+    return model

@@ -26,17 +26,16 @@ from onnx import helper
 
 from ...compiler.annotations import PREFIX, set_node_annotation
 from ...compiler.graph import all_names, set_initializer, unique_name
-from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Option, Pass, PassContext, PassResult
 from ._common import conv_bias, conv_weight, dense_weight, find_pairs, pair_layer_name
 
 _COPIED_ATTRS = ("strides", "pads", "dilations", "auto_pad")
 MEASURED_PENALTY = 2.8
 
 
-@register_pass
-class Recompose(Pass):
-    name = "recompose"
-    summary = "Fold basis/coefficient pairs into one dense conv where that is faster on onnxruntime (exact)"
+class Recompose(Pass, name="recompose"):
+    """Fold basis/coefficient pairs into one dense conv where that is faster on onnxruntime (exact)."""
+
     options = (
         Option("mode", str, "auto", "auto: cost rule; always / never", choices=("auto", "always", "never")),
         Option("penalty", float, MEASURED_PENALTY, "measured time-per-MAC penalty of the two-conv form",

@@ -44,7 +44,7 @@ from onnx import helper
 from ...compiler import annotations as ann
 from ...compiler.errors import PimcError
 from ...compiler.graph import consumers, graph_output_names, initializer_map
-from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Option, Pass, PassContext, PassResult
 from ...compiler.verify import session_for
 from ...compiler.workload import LayerRecord, extract_workload
 
@@ -80,11 +80,9 @@ class ZeroStats:
         return notes
 
 
-@register_pass
-class ActivationSparsity(Pass):
-    name = "activation-sparsity"
-    summary = "Measure the zero fraction of every Conv/Gemm/MatMul input on --data and annotate it (annotation only)"
-    exact = True
+class ActivationSparsity(Pass, name="activation-sparsity", exact=True):
+    """Measure the zero fraction of every Conv/Gemm/MatMul input on --data and annotate it (annotation only)."""
+
     options = (
         Option("samples", int, 32, "calibration samples measured (zero fractions over every position of "
                "each: 32 images pin them to about a percent)", minimum=1),

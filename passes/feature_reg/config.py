@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...compiler.errors import PimcError
+from ...compiler.method import Method
+from ...compiler.settings import setting
 
 LEVEL_INPUT = "sparsity_level"
 TABLE_NAME = "feature_reg.thresholds"
@@ -16,19 +18,25 @@ PLACEMENTS = ("conv-input", "stream")  # where the gates sit (see the module doc
 class FeatureRegConfig:
     """The regularizer, the levels and the fine-tuning schedule (CLI defaults are these)."""
 
-    levels: tuple[float, ...] = (0.5, 0.6, 0.7, 0.75, 0.8)
-    penalty: float = 0.5
-    epochs: int = 14
-    ramp: float = 0.4
-    frozen_epochs: int = 0
-    frozen_lr_scale: float = 0.1
-    lr: float = 1e-3
-    momentum: float = 0.1
-    calibration: int = 512
-    val_fraction: float = 0.15
-    max_accuracy_drop: float = 1.0
-    floor_z: float = 2.0
-    placement: str = "conv-input"
+    levels: tuple[float, ...] = setting((0.5, 0.6, 0.7, 0.75, 0.8), "Target zero fractions of the gated conv "
+                                        "inputs, one threshold row each (increasing).")
+    penalty: float = setting(0.5, "λ of the per-pixel channel-L1 / RMS penalty on the gated conv inputs.")
+    epochs: int = setting(14, "Fine-tuning epochs with the penalty and batch-quantile gates.", cli="reg-epochs")
+    ramp: float = setting(0.4, "Share of the regularized fine-tune over which the targets rise linearly from 0.")
+    frozen_epochs: int = setting(0, "Fine-tuning epochs with the calibrated thresholds frozen (0: none).")
+    frozen_lr_scale: float = setting(0.1, "Learning rate of the frozen-threshold epochs, as a fraction of --reg-lr.")
+    lr: float = setting(1e-3, "Adam learning rate of fine-tuning.", cli="reg-lr")
+    momentum: float = setting(0.1, "Momentum of the running thresholds while tracking batch quantiles.")
+    calibration: int = setting(512, "Training images that calibrate the threshold table.")
+    val_fraction: float = setting(0.15, "Seeded part of the training split held out (never trained on) to pick the "
+                                  "default level.")
+    max_accuracy_drop: float = setting(1.0, "Default level: the highest whose validation accuracy is within this "
+                                       "many points of dense.")
+    floor_z: float = setting(2.0, "Calibrate each level this many standard errors (over the calibration images) "
+                             "above its target, so unseen images still meet it; 0: the exact quantile.")
+    placement: str = setting("conv-input", "conv-input: a gate in front of each conv; stream: one gate per map the "
+                             "convs read, on its producer, so every reader (a residual Add too) and the stored map "
+                             "are gated.", cli="gate-placement", choices=PLACEMENTS)
 
     def check(self) -> None:
         if not self.levels:
@@ -55,3 +63,6 @@ class FeatureRegConfig:
 def check_placement(placement: str) -> None:
     if placement not in PLACEMENTS:
         raise PimcError(f"--gate-placement must be one of {', '.join(PLACEMENTS)}, got '{placement}'")
+
+
+METHOD = Method("feature-reg", (FeatureRegConfig,), "pimc.passes.feature_reg.exporter:compress_trained")

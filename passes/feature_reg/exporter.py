@@ -274,3 +274,19 @@ def _rename_tensor(graph: onnx.GraphProto, old: str, new: str) -> None:
             tensor.name = new
     for node in graph.node:
         node.input[:] = [new if n == old else n for n in node.input]
+
+
+def compress_trained(model, loader, shape, output, config: FeatureRegConfig, *, seed: int = 0, progress: bool = True):
+    """The ``feature-reg`` method (``compiler/method.py``): a seeded ``val_fraction`` of the loader's images is
+    held out to choose the default level; returns the gated model."""
+    from ...models.train import loader_arrays, make_loader
+
+    x, y = loader_arrays(loader)
+    if len(x) < 2:
+        raise PimcError("compress(method='feature-reg'): needs at least 2 training images (one is held out)")
+    fit, held = split_validation(len(x), config.val_fraction, seed)
+    batches = make_loader(x[fit], y[fit], getattr(loader, "batch_size", None) or 64, True, seed)
+    result = feature_regularize(model, batches, x[fit][: config.calibration], (x[held], y[held]), shape, config,
+                                seed, progress)
+    export_feature_reg_onnx(result, output, shape)
+    return result.gated

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from torch.utils.data import DataLoader
 
 from ...compiler.errors import PimcError
 from ...compiler.modelio import write_model
-from ...models.admm import Admm, PrunedLayer, per_layer
+from ...models.admm import Admm, PrunedLayer, PruningResult, per_layer
 from ...models.train import export_onnx, train_classifier
 from .config import AdmmSchedule, PatternConfig
 from .pattern_prune import (
@@ -50,27 +49,17 @@ from .pattern_prune import (
 )
 
 
-@dataclass
-class PatternPruneResult:
-    """What pruning did: the layers, skipped modules and the per-update ADMM trace."""
-
-    layers: dict[str, PrunedLayer]
-    skipped: list[dict[str, str]]
-    config: PatternConfig
-    trace: list[dict[str, float]] = field(default_factory=list)
+class PatternPruneResult(PruningResult):
+    """What pattern pruning did (``config`` is the ``PatternConfig``)."""
 
     def summary(self) -> dict[str, Any]:
-        per_layer = {}
-        for name, layer in self.layers.items():
-            w = layer.module.weight.detach()
-            kernels = w.reshape(-1, w.shape[2] * w.shape[3])
-            per_layer[name] = {
-                "nonzero": int(torch.count_nonzero(w)),
-                "params": int(w.numel()),
-                "kernels_removed": int((~kernels.ne(0).any(dim=1)).sum()),
-                "kernels": int(kernels.shape[0]),
-            }
-        return {"layers": per_layer, "skipped": self.skipped, "trace": self.trace}
+        return self.layer_summary(_kernel_counts)
+
+
+def _kernel_counts(w: torch.Tensor) -> dict[str, int]:
+    kernels = w.reshape(-1, w.shape[2] * w.shape[3])
+    return {"nonzero": int(torch.count_nonzero(w)), "params": int(w.numel()),
+            "kernels_removed": int((~kernels.ne(0).any(dim=1)).sum()), "kernels": int(kernels.shape[0])}
 
 
 def eligible_convs(model: nn.Module, config: PatternConfig) -> tuple[dict[str, nn.Conv2d], list[dict[str, str]]]:
@@ -251,3 +240,16 @@ def _weights(proto: onnx.ModelProto, names: Iterable[str]) -> dict[str, np.ndarr
     return {n: onnx.numpy_helper.to_array(inits[by_node[n].input[1]]) for n in names}
 
 
+def compress_trained(model, loader, shape, output, config: PatternConfig, schedule: AdmmSchedule, *,
+                     seed: int = 0, progress: bool = True):
+    """The ``pattern`` method (``compiler/method.py``): ADMM or one-shot pattern pruning of a trained model."""
+    export_pattern_onnx(model, pattern_prune_model(model, loader, config, schedule, seed, progress), output, shape)
+    return model
+
+
+def pattern_prune_model(model: nn.Module, loader: Any, config: PatternConfig, schedule: AdmmSchedule, seed: int = 0,
+                        progress: bool = True) -> PatternPruneResult:
+    """``schedule.mode``: ADMM then masked retraining, or one projection then fine-tuning."""
+    if schedule.mode == "admm":
+        return admm_prune(model, loader, config, schedule, seed=seed, progress=progress)
+    return oneshot_prune(model, loader, config, schedule.retrain_epochs, schedule.lr, seed=seed, progress=progress)

@@ -74,11 +74,10 @@ from ...compiler.graph import (
     value_shapes,
 )
 from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
-from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Option, Pass, PassContext, PassResult
 from ...compiler.reconstruct import ConvGeometry, LayerStats, conv_stats, relative_error, solve
-from .config import PatternConfig, default_nonzeros
+from .config import LIBRARIES, PatternConfig, default_nonzeros
 
-LIBRARIES = ("derived", "greedy", "canonical")
 PRUNED = -1
 
 
@@ -398,11 +397,9 @@ def _totals(layers: dict[str, Any]) -> dict[str, Any]:
 SEARCH_CONNECTIVITY = (0.0, 0.25, 0.5, 0.7)
 
 
-@register_pass
-class PatternPrune(Pass):
-    name = "pattern-prune"
-    summary = "PatDNN pattern pruning (k-of-k² kernel patterns from a small library) + connectivity pruning"
-    exact = False
+class PatternPrune(Pass, name="pattern-prune", exact=False):
+    """PatDNN pattern pruning (k-of-k² kernel patterns from a small library) + connectivity pruning."""
+
     options = (
         Option("patterns", int, PatternConfig.patterns, "pattern library size per layer (PatDNN: 8)", minimum=1),
         Option("nonzeros", int, PatternConfig.nonzeros, "weights kept per kernel; 0 = 4 for 3x3, round(4k²/9) "

@@ -7,6 +7,9 @@ import math
 from dataclasses import dataclass
 
 from ...compiler.errors import PimcError
+from ...compiler.method import Method
+from ...compiler.settings import setting
+from ...models.admm_config import AdmmPenalty
 from .masks import parse_nm
 
 SCOPES = ("erk", "global", "layer")
@@ -17,13 +20,15 @@ QUANTIZE_SCALES = ("channel", "layer")
 class PruneConfig:
     """What to prune and how hard (see ``exporter``'s module docstring)."""
 
-    ratio: float = 85.0  # whole-model compression of the pruned layers' non-zeros (1 / density)
-    scope: str = "erk"  # erk: ERK share per layer; global: one normalised threshold; layer: same everywhere
-    conv_weight: float = 8.0  # erk / global: convs get this many times the share of an FC layer
-    nm: str = ""  # N:M instead of a ratio, e.g. "2:4"
-    include: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
-    shrink: bool = True  # remove the channels pruning left dead from the export (exact; see ``exporter``)
+    ratio: float = setting(85.0, "Compression of the pruned layers' non-zero weights (dense / kept).")
+    scope: str = setting("erk", "erk: per-layer density ∝ Σdims/Πdims; global: one threshold on |w|/rms(layer); "
+                         "layer: the same sparsity in every layer.", choices=SCOPES)
+    conv_weight: float = setting(8.0, "erk / global: convs get this many times an FC layer's share (convs before FC).")
+    nm: str = setting("", "N:M sparsity instead of --ratio, e.g. 2:4.")
+    include: tuple[str, ...] = setting((), "Only prune Conv2d/Linear modules matching this glob (repeatable).")
+    exclude: tuple[str, ...] = setting((), "Do not prune modules matching this glob (repeatable).")
+    shrink: bool = setting(True, "Remove the channels pruning left dead (no weights in or out) from the export, "
+                           "exactly.")
 
     @property
     def density(self) -> float:
@@ -43,29 +48,29 @@ class PruneConfig:
 
 
 @dataclass
-class PruneSchedule:
+class PruneSchedule(AdmmPenalty):
     """ADMM, progressive steps, masked retraining and the optional ADMM quantization of the survivors."""
 
-    admm_epochs: int = 10  # per ADMM step
-    retrain_epochs: int = 10  # masked retraining after each step
-    steps: int = 5  # progressive mode: > 1 raises the ratio geometrically over this many ADMM steps
-    rho: float = 1e-2
-    rho_growth: float = 1.3
-    update_every: int | None = None  # Z/U updates every this many steps (default: once per epoch)
-    lr: float = 2e-3
-    quantize_bits: int | None = None
-    quantize_epochs: int = 6  # ADMM quantization epochs (then biases are retrained for as many)
-    act_bits: int = 8
-    quantize_scale: str = "channel"  # channel: one q per output channel; layer: one q per layer (ADMM-NN)
+    admm_epochs: int = setting(10, "ADMM epochs per round.")
+    retrain_epochs: int = setting(10, "Masked retraining epochs per round.")
+    steps: int = setting(5, "Progressive ADMM: raise the ratio geometrically over this many ADMM + retrain rounds.")
+    lr: float = setting(2e-3, "Learning rate of ADMM / retraining.", cli="prune-lr")
+    quantize_bits: int | None = setting(None, "Jointly quantize the surviving weights to N bits (ADMM, levels ±i·q) "
+                                        "and export QDQ.")
+    quantize_epochs: int = setting(6, "ADMM quantization epochs (and as many bias-retraining epochs).")
+    act_bits: int = setting(8, "Activation bits of the QDQ export (with --quantize-bits).")
+    quantize_scale: str = setting("channel", "With --quantize-bits: one scale q per output channel, or per layer "
+                                  "(ADMM-NN).", choices=QUANTIZE_SCALES)
     # random affine augmentation of every training batch (pre-training, ADMM, retraining; models/augment.py):
     # ±2 px shifts by default, scarce data (4,000 MNIST images) over-fits without it
-    augment_shift: float = 2.0
-    augment_rotate: float = 0.0
-    augment_scale: float = 0.0
+    augment_shift: float = setting(2.0, "Random shift of every training batch, up to this many pixels (0: none).")
+    augment_rotate: float = setting(0.0, "Random rotation of every training batch, up to this many degrees.")
+    augment_scale: float = setting(0.0, "Random scaling of every training batch, up to this fraction (0.1 = ±10 %).")
     # knowledge distillation from the dense model during ADMM, masked retraining and quantization
-    # (models/train.py distillation_loss): loss = (1 − α)·CE + α·T²·KL(teacher ‖ student) at temperature T
-    distill: float = 0.0
-    distill_temperature: float = 4.0
+    # (models/train.py distillation_loss)
+    distill: float = setting(0.0, "Knowledge distillation weight α in [0, 1] from the dense model during ADMM, "
+                             "masked retraining and quantization: (1 − α)·CE + α·T²·KL(dense ‖ pruned); 0: none.")
+    distill_temperature: float = setting(4.0, "Softmax temperature T of --distill.")
 
     def augment(self):
         """The ``models.augment.Augment`` of these fields (imported here: this module stays torch-free)."""
@@ -74,14 +79,11 @@ class PruneSchedule:
         return Augment(self.augment_shift, self.augment_rotate, self.augment_scale)
 
     def check(self) -> None:
+        super().check()
         if min(self.admm_epochs, self.retrain_epochs, self.quantize_epochs) < 0:
             raise PimcError("epochs must not be negative")
         if self.steps < 1:
             raise PimcError(f"--steps must be positive, got {self.steps}")
-        if self.rho <= 0:
-            raise PimcError(f"--rho must be positive, got {self.rho}")
-        if not 1.0 <= self.rho_growth <= 10.0:
-            raise PimcError(f"--rho-growth must be in [1, 10], got {self.rho_growth}")
         if self.quantize_bits is not None and not 2 <= self.quantize_bits <= 8:
             raise PimcError(f"--quantize-bits must be in 2..8, got {self.quantize_bits}")
         if self.quantize_scale not in QUANTIZE_SCALES:
@@ -92,5 +94,6 @@ class PruneSchedule:
             raise PimcError(f"--distill must be in [0, 1], got {self.distill}")
         if not (math.isfinite(self.distill_temperature) and self.distill_temperature > 0):
             raise PimcError(f"--distill-temperature must be positive, got {self.distill_temperature}")
-        if self.update_every is not None and self.update_every < 1:
-            raise PimcError(f"update_every must be positive, got {self.update_every}")
+
+
+METHOD = Method("prune", (PruneConfig, PruneSchedule), "pimc.passes.prune.exporter:compress_trained")

@@ -62,18 +62,16 @@ from ...compiler.errors import PimcError
 from ...compiler.graph import selection_miss
 from ...compiler.modelio import write_model
 from ...compiler.workload import constant_value
-from ...models.admm import Admm, PrunedLayer
+from ...models.admm import Admm, PrunedLayer, PruningResult
 from ...models.train import Distillation, export_onnx, frozen_copy, train_classifier
 from .config import PruneConfig, PruneSchedule
 from .masks import nm_mask, parse_nm
 
 
 @dataclass
-class PruneResult:
-    layers: dict[str, PrunedLayer]
-    skipped: list[dict[str, str]]
-    config: PruneConfig
-    trace: list[dict[str, float]] = field(default_factory=list)
+class PruneResult(PruningResult):
+    """What ADMM-NN pruning did (``config`` is the ``PruneConfig``)."""
+
     scales: dict[str, np.ndarray] = field(default_factory=dict)  # per-channel q_c after quantization
     folded: dict[str, int] = field(default_factory=dict)  # dead output units folded into the next bias
     shrunk: dict[str, Any] = field(default_factory=dict)  # what ``shrink`` removed from the export
@@ -84,13 +82,12 @@ class PruneResult:
         return nnz, sum(x.module.weight.numel() for x in self.layers.values())
 
     def summary(self) -> dict[str, Any]:
-        per_layer = {}
-        for name, layer in self.layers.items():
-            w = layer.module.weight.detach()
-            per_layer[name] = {"params": int(w.numel()), "nonzero": int(torch.count_nonzero(w)),
-                               "sparsity": round(1 - int(torch.count_nonzero(w)) / w.numel(), 5)}
-        return {"layers": per_layer, "skipped": self.skipped, "trace": self.trace, "folded_units": self.folded,
-                "shrink": self.shrunk}
+        return self.layer_summary(_sparsity) | {"folded_units": self.folded, "shrink": self.shrunk}
+
+
+def _sparsity(w: torch.Tensor) -> dict[str, Any]:
+    nonzero = int(torch.count_nonzero(w))
+    return {"params": int(w.numel()), "nonzero": nonzero, "sparsity": round(1 - nonzero / w.numel(), 5)}
 
 
 def prunable_layers(model: nn.Module, config: PruneConfig) -> tuple[dict[str, PrunedLayer], list[dict[str, str]]]:
@@ -400,3 +397,17 @@ def remove_dead_channels(proto: onnx.ModelProto, feeds: list[dict[str, np.ndarra
     return shrunk, {"channels_removed": record.stats["channels_removed"], "removed": record.stats["removed"],
                     "params_before": record.before.params, "params_after": last.after.params,
                     "max_abs_err": max(r.max_abs_err or 0.0 for r in manager.records)}
+
+
+def compress_trained(model, loader, shape, output, config: PruneConfig, schedule: PruneSchedule, *,
+                     seed: int = 0, progress: bool = True):
+    """The ``prune`` method (``compiler/method.py``): ADMM-NN pruning (and joint quantization) of a trained model."""
+    from ...models.train import calibration_inputs
+    from ..quantize.qat import fold_batchnorm
+
+    if schedule.quantize_bits:
+        model = fold_batchnorm(model)
+    result = admm_prune(model, loader, config, schedule, seed=seed, progress=progress)
+    calibration = calibration_inputs(loader, 256) if schedule.quantize_bits else None
+    export_pruned_onnx(model, result, output, shape, calibration, schedule.act_bits, schedule.quantize_bits)
+    return model

@@ -45,7 +45,7 @@ from ...compiler.graph import (
     value_shapes,
 )
 from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
-from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Option, Pass, PassContext, PassResult
 from ...compiler.reconstruct import ConvGeometry, LayerStats, conv_stats, dense_stats, relative_error, solve
 from .masks import global_sparsities, nm_mask, parse_nm, sparsity_of, topk_mask
 
@@ -74,10 +74,9 @@ class _Layer:
         return rows.T
 
 
-@register_pass
-class Prune(Pass):
-    name = "prune"
-    summary = "Non-structured magnitude pruning of Conv/Gemm/MatMul weights (per layer, global or N:M), refitted"
+class Prune(Pass, name="prune"):
+    """Non-structured magnitude pruning of Conv/Gemm/MatMul weights (per layer, global or N:M), refitted."""
+
     options = (
         Option("sparsity", float, None, "force this fraction of zero weights (per layer, or over all selected "
                "layers with scope=global); unset with nm unset: searched per layer under the accuracy budget",

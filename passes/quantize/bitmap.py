@@ -64,7 +64,7 @@ import onnx
 from ...compiler import annotations as ann
 from ...compiler.errors import PimcError
 from ...compiler.graph import attr, initializer_map, set_initializer
-from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Option, Pass, PassContext, PassResult
 from ...compiler.verify import run_model
 from .qdq import QuantPlan, WeightQuant, apply_plan, collect_tensors, ensure_qdq_opset, qmax, weight_axis
 from .quantize import ACT_OPTIONS, BITS, calibration, plan_activations, refind, select_nodes, summary_stats
@@ -298,10 +298,9 @@ def _push_next(heap, sens, sizes, cands, b: int, cur: int, budget: float) -> Non
         heapq.heappush(heap, (-best_eff, b, cur, best))
 
 
-@register_pass
-class Bitmap(Pass):
-    name = "bitmap"
-    summary = "DYNASTY-style block-wise weight bit-width map (sensitivity-driven, mean-bits budget), QDQ"
+class Bitmap(Pass, name="bitmap"):
+    """DYNASTY-style block-wise weight bit-width map (sensitivity-driven, mean-bits budget), QDQ."""
+
     options = (
         Option("mean_bits", float, 4.0, "budget: weight-count-weighted mean weight bits", minimum=2.0, maximum=8.0),
         Option("candidates", list, ["2", "3", "4", "6", "8"], "candidate block bit widths"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ...compiler.errors import PimcError
+from ...compiler.method import Method
+from ...compiler.settings import setting
 
 QAT_MODES = ("qat", "admm")
 
@@ -19,15 +21,15 @@ class QatConfig:
     ``calibration_samples``: training images calibrating the activation ranges of the export (admm, and
     the post-training comparison)."""
 
-    bits: int = 8
-    act_bits: int | None = None
-    mode: str = "qat"
-    quant_epochs: int = 10
-    quant_lr: float = 1e-3
-    rho: float = 1e-2
-    rho_growth: float = 1.3
-    retrain_epochs: int = 2
-    calibration_samples: int = 256
+    bits: int = setting(8, "Weight bit width (2-8).")
+    act_bits: int | None = setting(None, "Activation bit width (default: --bits).")
+    mode: str = setting("qat", "STE quantization-aware training or ADMM quantization.", choices=QAT_MODES)
+    quant_epochs: int = setting(10, "QAT / ADMM epochs.")
+    quant_lr: float = setting(1e-3, "QAT / ADMM learning rate.")
+    rho: float = setting(1e-2, "ADMM penalty ρ (initial).")
+    rho_growth: float = setting(1.3, "ρ multiplier per ADMM update.")
+    retrain_epochs: int = setting(2, "ADMM: epochs retraining biases after the final projection.")
+    calibration_samples: int = setting(256, "Training images that calibrate the activation ranges.")
     seed: int = 0
     progress: bool = True
 
@@ -44,3 +46,6 @@ class QatConfig:
             raise PimcError(f"--calibration-samples must be positive, got {self.calibration_samples}")
         if self.quant_epochs < 1 or self.retrain_epochs < 0:
             raise PimcError("--quant-epochs must be positive and --retrain-epochs non-negative")
+
+
+METHOD = Method("quantize", (QatConfig,), "pimc.passes.quantize.qat:compress_trained")

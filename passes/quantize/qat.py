@@ -307,3 +307,12 @@ def _match_layer(proto, node, layers: dict[str, nn.Module], used: dict[str, str]
             if cand.shape == w.shape and np.allclose(cand, w, rtol=1e-5, atol=1e-7):
                 return name
     return None
+
+
+def compress_trained(model, loader, shape, output, config: QatConfig, *, seed: int = 0, progress: bool = True):
+    """The ``quantize`` method (``compiler/method.py``): QAT or ADMM quantization of a trained model."""
+    from ...models.train import calibration_inputs
+
+    net, state, _ = quantize_trained(model, loader, config)
+    write_quantized_onnx(net, state, output, shape, calibration_inputs(loader, config.calibration_samples))
+    return net

@@ -44,7 +44,7 @@ from ...compiler.errors import PimcError
 from ...compiler.graph import value_shapes
 from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
 from ...compiler.modelio import copy_model
-from ...compiler.passbase import Option, Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Option, Pass, PassContext, PassResult
 from .kernel_choice import choose_float_kernels, compare_whole
 from .layout import fused_layout, share_params
 from .qdq import (
@@ -80,10 +80,9 @@ ACT_OPTIONS = (
 )
 
 
-@register_pass
-class Quantize(Pass):
-    name = "quantize"
-    summary = "QDQ quantization: per-channel symmetric weights, calibrated per-tensor activations"
+class Quantize(Pass, name="quantize"):
+    """QDQ quantization: per-channel symmetric weights, calibrated per-tensor activations."""
+
     options = (
         Option("bits", int, 8, "bit width of weights and activations", **BITS),
         Option("weight_bits", str, None, "weight bit width 2..8 (overrides bits), or auto: per layer the fewest of "

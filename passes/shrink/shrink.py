@@ -59,7 +59,7 @@ from ...compiler.graph import (
     remove_value_info,
 )
 from ...compiler.loader import infer_shapes
-from ...compiler.passbase import Pass, PassContext, PassResult, register_pass
+from ...compiler.passbase import Pass, PassContext, PassResult
 from ..decompose._common import BASIS, COEFFICIENT
 from .analysis import analyse, removable_sets
 from .rewrite import apply_removal
@@ -67,11 +67,9 @@ from .rewrite import apply_removal
 MAX_ROUNDS = 50  # analysis and rewrite repeat until nothing more can go
 
 
-@register_pass
-class Shrink(Pass):
-    name = "shrink"
-    summary = "Remove dead channels, unused basis kernels and all-zero filters across layers (exact)"
-    exact = True
+class Shrink(Pass, name="shrink", exact=True):
+    """Remove dead channels, unused basis kernels and all-zero filters across layers (exact)."""
+
     tolerance = 1e-4
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:

@@ -16,20 +16,16 @@ from pimc.compiler.passbase import all_passes, declared_passes, get_pass
 PASSES_DIR = Path(__file__).resolve().parents[2] / "passes"
 
 
-def _registered_in(path: Path) -> list[str]:
-    """The ``name`` of every ``@register_pass`` class defined in a source file."""
-    names = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ClassDef) and any(getattr(d, "id", None) == "register_pass" for d in node.decorator_list):
-            for item in node.body:
-                if isinstance(item, ast.Assign) and getattr(item.targets[0], "id", None) == "name":
-                    names.append(item.value.value)
-    return names
+def _declared_names(path: Path, base: str) -> list[str]:
+    """The ``name`` of every ``class X(<base>, name="x")`` declared in a source file."""
+    return [keyword.value.value for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.ClassDef)
+            and any(getattr(b, "id", None) == base for b in node.bases)
+            for keyword in node.keywords if keyword.arg == "name"]
 
 
 def test_every_registering_module_is_declared_under_its_pass_names():
     found = {name: "pimc." + ".".join(path.relative_to(PASSES_DIR.parent).with_suffix("").parts)
-             for path in PASSES_DIR.rglob("*.py") for name in _registered_in(path)}
+             for path in PASSES_DIR.rglob("*.py") for name in _declared_names(path, "Pass")}
     assert found == declared_passes()
 
 
@@ -64,14 +60,8 @@ def test_every_target_module_is_declared_under_its_target_name():
     backends = PASSES_DIR.parent / "backends"
     found = {}
     for path in backends.rglob("*.py"):
-        text = path.read_text()
-        for match in ast.walk(ast.parse(text)):
-            if isinstance(match, ast.ClassDef) and any(getattr(d, "id", None) == "register_target"
-                                                        for d in match.decorator_list):
-                name = next(i.value.value for i in match.body
-                            if isinstance(i, ast.Assign) and getattr(i.targets[0], "id", None) == "name")
-                parts = path.relative_to(backends.parent).with_suffix("").parts
-                module = "pimc." + ".".join(parts[:-1] if parts[-1] in ("target", "__init__") else parts)
-                found[name] = module
+        for name in _declared_names(path, "Target"):
+            parts = path.relative_to(backends.parent).with_suffix("").parts
+            found[name] = "pimc." + ".".join(parts[:-1] if parts[-1] in ("target", "__init__") else parts)
     assert found == declared_targets()
     assert all(cls.name == name for name, cls in all_targets().items())

@@ -55,7 +55,7 @@ def test_pruned_weights_conform_and_export_is_recognised(tmp_path, mode):
     loader, x = data()
     config = PatternConfig(patterns=4, connectivity=0.5)
     if mode == "admm":
-        result = admm_prune(model, loader, config, AdmmSchedule(2, 1, rho=1e-2, rho_growth=2.0, update_every=2),
+        result = admm_prune(model, loader, config, AdmmSchedule(admm_epochs=2, retrain_epochs=1, rho=1e-2, rho_growth=2.0, update_every=2),
                             progress=False)
         assert len(result.trace) == 3 and result.trace[1]["rho"] == pytest.approx(2e-2)
     else:

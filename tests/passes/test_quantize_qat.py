@@ -7,7 +7,7 @@ import onnx
 import pytest
 import torch
 
-from pimc.cli.export.quantize import ExportConfig, run_export
+from pimc.cli.export.quantize import command, run_export
 from pimc.compiler import annotations as ann
 from pimc.passes.quantize import qat
 
@@ -91,9 +91,9 @@ def test_qat_export_reproduces_the_fake_quant_torch_model(tmp_path):
 @pytest.mark.parametrize("mode", ["qat", "admm"])
 def test_export_writes_qdq_with_annotations_and_matches_torch(tmp_path, mode):
     out = tmp_path / f"{mode}.onnx"
-    cfg = ExportConfig(model="digits_cnn", output=out, bits=4, act_bits=8, mode=mode, epochs=3, quant_epochs=2,
-                       retrain_epochs=1, progress=False, calibration_samples=64)
-    result = run_export(cfg)
+    args = ["--model", "digits_cnn", "-o", str(out), "--bits", "4", "--act-bits", "8", "--mode", mode, "--epochs", "3",
+            "--quant-epochs", "2", "--retrain-epochs", "1", "--no-progress", "--calibration-samples", "64"]
+    result = run_export(**command.make_context("quantize", args).params)
     model = onnx.load(out)
     onnx.checker.check_model(model, full_check=True)
     compute = [n for n in model.graph.node if n.op_type in ("Conv", "Gemm")]

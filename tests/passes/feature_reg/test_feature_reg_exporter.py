@@ -216,16 +216,3 @@ def test_bad_levels_are_refused(levels):
 
     with pytest.raises(PimcError, match="levels"):
         FeatureRegConfig(levels=levels).check()
-
-
-def test_cli_defaults_are_the_library_defaults():
-    from pimc.cli.export.feature_reg import _levels, command
-
-    cli = {p.name: p.default for p in command.params}
-    library = FeatureRegConfig()
-    names = {"penalty": "penalty", "epochs": "reg_epochs", "ramp": "ramp", "frozen_epochs": "frozen_epochs",
-             "lr": "reg_lr", "calibration": "calibration", "val_fraction": "val_fraction",
-             "max_accuracy_drop": "max_accuracy_drop"}
-    for field, option in names.items():
-        assert cli[option] == getattr(library, field), field
-    assert _levels(None, None, cli["levels"]) == library.levels
