@@ -53,9 +53,8 @@ class Method:
 
 
 def get_method(name: str) -> Method:
-    """The declaration of ``name`` from ``pimc.passes.METHODS``."""
-    from ..passes import METHODS
-
+    """The declaration of ``name`` from ``pimc.passes.METHODS`` (read by name, as the pass registry is)."""
+    METHODS = importlib.import_module("pimc.passes").METHODS  # noqa: N806
     if name not in METHODS:
         raise PimcError(f"unknown method {name!r} (use {', '.join(METHODS)})")
     method = importlib.import_module(METHODS[name]).METHOD
