@@ -5,10 +5,12 @@
 * the passes, from their declared options (``pimc passes``);
 * the command line, from the click commands (every option with its help and default);
 * one page per algorithm: its graph passes (module docstrings, options) and its exporter (module docstring,
-  the options of ``pimc export <method>``).
+  the options of ``pimc export <method>``);
+* the Python API: ``pimc.compress`` and every method's options (the config fields, with type, default and
+  help), and ``compile_model`` with its ``CompileOptions``.
 
 ``pimc targets --markdown DOCS`` writes them all: ``DOCS/targets/*.md``, ``DOCS/reference/passes.md``,
-``DOCS/reference/cli.md`` and ``DOCS/algorithms/*.md``."""
+``DOCS/reference/cli.md``, ``DOCS/reference/api.md`` and ``DOCS/algorithms/*.md``."""
 
 from __future__ import annotations
 
@@ -141,12 +143,51 @@ def algorithm_page(method: str, cli) -> str:
     return "\n".join(lines)
 
 
+def api_page() -> str:
+    """``pimc.compress`` with the options of every method, and ``compile_model`` with ``CompileOptions``."""
+    import dataclasses
+    import typing
+
+    from ..app import compile as compile_module
+    from ..app.compress import METHODS, compress
+    from ..compiler.method import get_method
+    from ..compiler.settings import SHARED
+
+    lines = ["# Python API", "", "Generated from the code's docstrings and declarations (`pimc targets --markdown docs`).",
+             "", "## `pimc.compress`", "", "```python", f"pimc.compress{inspect.signature(compress, eval_str=True)}", "```", "",
+             inspect.getdoc(importlib.import_module("pimc.app.compress")) or "", ""]
+    for name in METHODS:
+        method = get_method(name)
+        lines += [f"### `method=\"{name}\"`", "", "| option | type | default | what it does |", "|---|---|---|---|"]
+        for config in method.configs:
+            hints = typing.get_type_hints(config)
+            lines += [f"| `{f.name}` | `{_type_name(hints[f.name])}` | `{f.default!r}` | "
+                      f"{_cell(f.metadata.get('help', ''))} |" for f in dataclasses.fields(config) if f.name not in SHARED]
+        lines += ["| `seed`, `progress` | `int`, `bool` | `0`, `True` | the random seed; progress bars |", ""]
+    options = compile_module.CompileOptions
+    hints = typing.get_type_hints(options)
+    lines += ["## `pimc.app.compile.compile_model`", "", "```python",
+              "compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict]", "```", "",
+              "What `pimc compile` runs: returns the compiled model and the report (the dict written by `--report`, "
+              "[fields](../guide/report.md)). `CompileOptions` holds the command's options:", "",
+              "| field | type | default |", "|---|---|---|"]
+    lines += [f"| `{f.name}` | `{_type_name(hints[f.name])}` | "
+              f"{'required' if f.default is dataclasses.MISSING else f'`{f.default!r}`'} |"
+              for f in dataclasses.fields(options)]
+    return "\n".join(lines)
+
+
+def _type_name(hint: Any) -> str:
+    return _cell(hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", ""))
+
+
 def write_reference(docs: str | Path, cli) -> list[Path]:
     """Every generated page under ``docs`` (``cli``: the ``pimc`` click group); returns the paths written."""
     root = Path(docs)
     pages = {root / "targets" / f"{name}.md": target_page(name, info) for name, info in target_info().items()}
     pages[root / "reference" / "passes.md"] = passes_page()
     pages[root / "reference" / "cli.md"] = cli_page(cli)
+    pages[root / "reference" / "api.md"] = api_page()
     pages.update({root / "algorithms" / f"{method}.md": algorithm_page(method, cli) for method in ALGORITHMS})
     for path, text in pages.items():
         path.parent.mkdir(parents=True, exist_ok=True)
