@@ -154,7 +154,7 @@ def api_page() -> str:
     from ..compiler.settings import SHARED
 
     lines = ["# Python API", "", "Generated from the code's docstrings and declarations (`pimc targets --markdown docs`).",
-             "", "## `pimc.compress`", "", "```python", f"pimc.compress{inspect.signature(compress, eval_str=True)}", "```", "",
+             "", "## `pimc.compress`", "", "```text", f"pimc.compress{inspect.signature(compress, eval_str=True)}", "```", "",
              inspect.getdoc(importlib.import_module("pimc.app.compress")) or "", ""]
     for name in METHODS:
         method = get_method(name)
@@ -166,7 +166,7 @@ def api_page() -> str:
         lines += ["| `seed`, `progress` | `int`, `bool` | `0`, `True` | the random seed; progress bars |", ""]
     options = compile_module.CompileOptions
     hints = typing.get_type_hints(options)
-    lines += ["## `pimc.app.compile.compile_model`", "", "```python",
+    lines += ["## `pimc.app.compile.compile_model`", "", "```text",
               "compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict]", "```", "",
               "What `pimc compile` runs: returns the compiled model and the report (the dict written by `--report`, "
               "[fields](../guide/report.md)). `CompileOptions` holds the command's options:", "",
