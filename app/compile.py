@@ -18,7 +18,7 @@ import numpy as np
 import onnx
 
 from ..compiler.baselines import cost_baselines, merge_baselines, parse_baseline_models
-from ..compiler.budget import DEFAULT_CONFIDENCE, DEFAULT_MAX_DROP_POINTS, AccuracyBudget, z_for
+from ..compiler.budget import DEFAULT_CONFIDENCE, AccuracyBudget, z_for
 from ..compiler.errors import PimcError
 from ..compiler.input_shapes import fix_input_shapes, static_shape_assumptions
 from ..compiler.loader import infer_shapes, load_model
@@ -49,7 +49,7 @@ class CompileOptions:
     calibration_samples: int = 256
     write_output: bool = True
     eval_data: str | None = None
-    max_accuracy_drop: float | None = None  # points; None: DEFAULT_MAX_DROP_POINTS when labels exist
+    max_accuracy_drop: float | None = None  # in the metric's unit; None: the metric's default budget
     confidence: float = DEFAULT_CONFIDENCE  # that the test-split drop stays within the budget (compiler.budget)
     baseline_models: tuple[str, ...] = ()
     input_shapes: tuple[str, ...] = ()
@@ -89,20 +89,22 @@ def prepare_data(model: onnx.ModelProto, opts: CompileOptions) -> CompileData:
     splits = data_splits(opts.data, shape, seed=opts.seed, eval_spec=opts.eval_data,
                          calibration_samples=opts.calibration_samples, val_spec=opts.val_data)
     budget = None
-    max_drop = DEFAULT_MAX_DROP_POINTS if opts.max_accuracy_drop is None else opts.max_accuracy_drop
     test = splits.test if splits.test is not None and splits.test.y is not None else None
     steering = splits.steering
     if steering is not None and steering.y is not None and len(steering):
+        max_drop = steering.metric.default_budget if opts.max_accuracy_drop is None else opts.max_accuracy_drop
         budget = AccuracyBudget(steering.x, steering.y, max_drop, z=z_for(opts.confidence),
                                 test_samples=len(test) if test is not None else 0,
-                                integer_kernels=_runs_on_onnxruntime(opts), source=splits.steering_source)
+                                integer_kernels=_runs_on_onnxruntime(opts), source=splits.steering_source,
+                                metric=steering.metric)
     return CompileData(feeds(model, splits.calibration), budget, test, splits.description)
 
 
 def measure_accuracy(input_model: onnx.ModelProto, output_model: onnx.ModelProto, data: CompileData,
                      max_drop: float | None, integer_kernels: bool = True) -> dict[str, Any]:
-    """Top-1 of the input and the output model on the same held-out samples (fractions; drop in points);
-    ``integer_kernels=False`` (simulator targets) measures the exact quantized arithmetic."""
+    """The metric of the input and the output model on the same held-out samples (top-1 as fractions, drop in
+    points; PSNR in dB, drop in dB); ``integer_kernels=False`` (simulator targets) measures the exact
+    quantized arithmetic."""
     if data.test is None:
         return {"measured": False, "note": "accuracy not measured: no labelled evaluation data "
                                            "(give --data digits|mnist|cifar10:DIR|npz:PATH with labels)"}
@@ -111,8 +113,10 @@ def measure_accuracy(input_model: onnx.ModelProto, output_model: onnx.ModelProto
     batched = data.budget is not None and data.budget.batched
     before = model_accuracy(input_model, data.test, integer_kernels=integer_kernels, batched=batched)
     after = model_accuracy(output_model, data.test, integer_kernels=integer_kernels, batched=batched)
-    budget = DEFAULT_MAX_DROP_POINTS if max_drop is None else max_drop
-    return {"measured": True, "input": before, "output": after, "drop_points": round(100 * (before - after), 4),
+    metric = data.test.metric
+    budget = metric.default_budget if max_drop is None else max_drop
+    return {"measured": True, "metric": metric.name, "unit": metric.unit, "input": before, "output": after,
+            "drop_points": round(metric.scale * (before - after), 4),
             "samples": len(data.test), "data": data.description, "max_drop_points": budget,
             "arithmetic": "onnxruntime's own kernels" if integer_kernels
             else "exact quantized arithmetic (no onnxruntime int8 kernels)",
@@ -256,10 +260,13 @@ def _check_budget(accuracy: dict[str, Any]) -> None:
     if not accuracy.get("measured"):
         return
     if accuracy["drop_points"] > accuracy["max_drop_points"] + 1e-9:
+        psnr = accuracy.get("metric") == "psnr"
+        before, after = ((f"{accuracy['input']:.2f} dB", f"{accuracy['output']:.2f} dB") if psnr else
+                         (f"{100 * accuracy['input']:.2f} %", f"{100 * accuracy['output']:.2f} %"))
         raise PimcError(
-            f"accuracy budget exceeded: {accuracy['drop_points']:.2f} points lost "
-            f"({100 * accuracy['input']:.2f} % -> {100 * accuracy['output']:.2f} % on {accuracy['samples']} "
-            f"held-out samples) > --max-accuracy-drop {accuracy['max_drop_points']:g}; no output written"
+            f"accuracy budget exceeded: {accuracy['drop_points']:.2f} {accuracy.get('unit', 'points')} lost "
+            f"({before} -> {after} on {accuracy['samples']} held-out samples) > --max-accuracy-drop "
+            f"{accuracy['max_drop_points']:g}; no output written"
         )
 
 

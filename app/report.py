@@ -133,9 +133,14 @@ def _measured(section: dict[str, Any] | None, what: str, console: Console) -> bo
 def render_accuracy(accuracy: dict[str, Any] | None, console: Console) -> None:
     if not _measured(accuracy, "accuracy", console):
         return
+    unit = accuracy.get("unit", "points")
+    if accuracy.get("metric") == "psnr":
+        what, before, after = "PSNR (Y)", f"{accuracy['input']:.2f} dB", f"{accuracy['output']:.2f} dB"
+    else:
+        what, before, after = "accuracy", f"{100 * accuracy['input']:.2f} %", f"{100 * accuracy['output']:.2f} %"
     console.print(
-        f"accuracy: {100 * accuracy['input']:.2f} % → {100 * accuracy['output']:.2f} % "
-        f"(drop {accuracy['drop_points']:.2f} points of a {accuracy['max_drop_points']:g}-point budget) on "
+        f"{what}: {before} → {after} (drop {accuracy['drop_points']:.2f} {unit} of a "
+        f"{accuracy['max_drop_points']:g}-{unit.rstrip('s')} budget) on "
         f"{accuracy['samples']} held-out samples \\[{escape(str(accuracy['data']))}]"
     )
     steering = accuracy.get("steering")
@@ -151,7 +156,8 @@ def _steering_error(accuracy: dict[str, Any]) -> str:
     if not finals:
         return ""
     last = finals[-1]
-    return (f"; steering drop {last['drop_points']:.2f} ± {last['se_points']:.2f} points (standard error), "
+    unit = accuracy.get("unit", "points")
+    return (f"; steering drop {last['drop_points']:.2f} ± {last['se_points']:.2f} {unit} (standard error), "
             f"noise margin {last['margin_points']:.2f}")
 
 

@@ -191,7 +191,7 @@ def budget_nearly_spent(report: Report) -> list[str]:
     used = acc["drop_points"] / acc["max_drop_points"]
     if used < NEARLY_SPENT:
         return []
-    return [f"accuracy budget nearly spent: {acc['drop_points']:.2f} of {acc['max_drop_points']:g} points "
+    return [f"accuracy budget nearly spent: {acc['drop_points']:.2f} of {acc['max_drop_points']:g} {acc.get('unit', 'points')} "
             f"({used:.0%}) lost on the test split; a different seed or data may exceed it"]
 
 

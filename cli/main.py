@@ -99,7 +99,8 @@ def cli(debug: bool) -> None:
 @click.option("--val-data", help="Labelled images the model was not trained on that steer the accuracy budget "
               "(then the whole held-out set tests).")
 @click.option("--max-accuracy-drop", type=click.FloatRange(min=0), default=None,
-              help="Accuracy budget in points on the held-out samples (default 1.0 with labelled data).")
+              help="Accuracy budget on the held-out samples, in the metric's unit: top-1 points (default 1.0), "
+                   "or dB of PSNR for image-to-image data (default 0.1).")
 @click.option("--confidence", type=click.FloatRange(0.5, 1.0, min_open=True, max_open=True), default=0.95,
               show_default=True, help="Wanted chance that the test-split drop stays within the budget; higher "
               "holds back more of the budget for the noise of the steering and test images.")

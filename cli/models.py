@@ -100,12 +100,26 @@ def train_command(
         if threads < 1:
             raise PimcError(f"--threads must be positive, got {threads}")
         torch.set_num_threads(threads)
-    get_spec(name)
+    spec = get_spec(name)
     shape = model_input_shape(name, in_channels)
     sets = training_data(data, shape, batch_size, seed, limit=train_limit)
+    if (spec.task == "sr") != sets.image_targets:
+        wanted = "super-resolution data (sr-samples:S or sr:DIR[:S])" if spec.task == "sr" else "labelled images"
+        raise PimcError(f"model '{name}' trains on {wanted}, not --data {data}")
     torch.manual_seed(seed)
-    model = build_model(name, num_classes if num_classes is not None else max(10, sets.num_classes), in_channels)
+    if sets.image_targets:
+        scale = sets.train.y.shape[2] // sets.train.x.shape[2]
+        model = build_model(name, in_channels=in_channels, scale=scale)
+    else:
+        model = build_model(name, num_classes if num_classes is not None else max(10, sets.num_classes), in_channels)
     train_classifier(model, sets.loader, epochs, lr=lr, seed=seed, desc=f"train {name}")
     export_annotated(model, output, shape, dynamo=dynamo, opset=opset)
     result = evaluate(output, sets.test)
-    click.echo(f"wrote {output}: test accuracy {result['accuracy']:.2%} on {result['samples']} samples")
+    if not sets.image_targets:
+        click.echo(f"wrote {output}: test accuracy {result['accuracy']:.2%} on {result['samples']} samples")
+        return
+    from ..runtime.images import bicubic
+
+    baseline = sets.test.metric.value(bicubic(sets.test.x, scale), sets.test.y)
+    click.echo(f"wrote {output}: test PSNR (Y) {result['accuracy']:.2f} dB against bicubic {baseline:.2f} dB "
+               f"({result['accuracy'] - baseline:+.2f} dB) on {result['samples']} held-out tiles")

@@ -24,6 +24,11 @@ z = Φ⁻¹(confidence) bounds that at 1 − confidence for each accepted model 
 that change about 0.6 % of the predictions; more held-out images (``--val-data``) admit more.
 D is ``--max-accuracy-drop`` in points. Δ is always measured against the compile's input model, so what
 earlier passes spent counts.
+
+Image-to-image models (``compiler.metrics``: PSNR on image targets). The same paired scheme on the per-image
+PSNR: d_i = PSNR_ref,i − PSNR_cand,i (dB), Δ = mean(d), SE(Δ) = std(d)/√|S|, and the margin
+z · √(m₂/|S| + m₂/T) with m₂ = mean(d²) in place of f (for top-1, mean(d²) ≤ f); D is then in dB. The
+damage is the relative change of the output images, Σ‖o_cand − o_ref‖² / Σ‖o_ref − mean(o_ref)‖².
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ from typing import Any
 
 import numpy as np
 import onnx
+
+from .metrics import TOP1, Metric
 
 DEFAULT_MAX_DROP_POINTS = 1.0
 DEFAULT_CONFIDENCE = 0.95
@@ -79,7 +86,9 @@ class AccuracyBudget:
     seconds: float = 0.0
     reference_accuracy: float | None = None
     batched: bool = False  # a batch-1 export evaluated with a free batch dim (compiler.sessions.runs_batched)
+    metric: Metric = TOP1  # of the steering targets: top-1 for labels, PSNR for images (compiler.metrics)
     _reference: np.ndarray | None = None
+    _reference_scores: np.ndarray | None = None
     log: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -104,38 +113,46 @@ class AccuracyBudget:
 
         self.batched = runs_batched(model, self.x[:2].astype(np.float32))
         self._reference = self.logits(model, self.x)
-        self.reference_accuracy = float(np.mean(np.argmax(self._reference, 1) == self.y))
+        self._reference_scores = self.metric.scores(self._reference, self.y)
+        self.reference_accuracy = float(np.mean(self._reference_scores))
         return self.reference_accuracy
 
     def measure(self, model: onnx.ModelProto) -> Measurement:
         """Model (1)'s terms on the steering images."""
         self._require_reference()
-        logits = self.logits(model, self.x)
-        ref_right = np.argmax(self._reference, 1) == self.y
-        right = np.argmax(logits, 1) == self.y
-        d = ref_right.astype(np.float64) - right
-        flips = float(np.mean(np.argmax(self._reference, 1) != np.argmax(logits, 1)))
-        se = 100.0 * float(np.std(d)) / np.sqrt(len(d))
-        m = Measurement(float(np.mean(right)), 100.0 * float(np.mean(d)), se, flips,
-                        mean_kl(self._reference, logits))
+        outputs = self.logits(model, self.x)
+        scores = self.metric.scores(outputs, self.y)
+        d = self._reference_scores - scores
+        scale = self.metric.scale
+        if self.metric is TOP1:
+            spread = float(np.mean(np.argmax(self._reference, 1) != np.argmax(outputs, 1)))
+            kl = mean_kl(self._reference, outputs)
+        else:
+            spread, kl = float(np.mean(d**2)), 0.0
+        m = Measurement(float(np.mean(scores)), scale * float(np.mean(d)), scale * float(np.std(d)) / np.sqrt(len(d)),
+                        spread, kl)
         m.margin_points = self.margin(m.flip_rate)
         return m
 
     def damage(self, model: onnx.ModelProto) -> float:
-        """The relative centred-logit change of ``model`` on the probe images (see the module docstring)."""
+        """The relative change of ``model``'s outputs on the probe images (see the module docstring)."""
         self._require_reference()
-        return logit_change(self._reference[:PROBE_SAMPLES], self.logits(model, self.probe_x))
+        outputs = self.logits(model, self.probe_x)
+        if self.metric is TOP1:
+            return logit_change(self._reference[:PROBE_SAMPLES], outputs)
+        return image_change(self._reference[:PROBE_SAMPLES], outputs)
 
-    def margin(self, flip_rate: float) -> float:
-        """z · 100 · √(f/|S| + f/T): the points held back for the noise of the steering and the test draw."""
-        variance = flip_rate / len(self.y) + (flip_rate / self.test_samples if self.test_samples else 0.0)
-        return self.z * 100.0 * float(np.sqrt(variance))
+    def margin(self, spread: float) -> float:
+        """z · scale · √(f/|S| + f/T) (top-1: f the flip rate; PSNR: f = mean(d²)): what the drop holds back for
+        the noise of the steering and the test draw, in the metric's unit."""
+        variance = spread / len(self.y) + (spread / self.test_samples if self.test_samples else 0.0)
+        return self.z * self.metric.scale * float(np.sqrt(variance))
 
     def fits(self, m: Measurement) -> bool:
         return m.drop_points + m.margin_points <= self.max_drop_points + 1e-9
 
     def summary(self) -> dict[str, Any]:
-        return {"steering_samples": int(len(self.y)), "steering_source": self.source,
+        return {"steering_samples": int(len(self.y)), "steering_source": self.source, "metric": self.metric.name,
                 "probe_samples": int(len(self.probe_x)), "z": self.z, "evaluations": self.evaluations,
                 "evaluation_seconds": round(self.seconds, 3),
                 "reference_accuracy": self.reference_accuracy}
@@ -160,6 +177,14 @@ def logit_change(reference: np.ndarray, candidate: np.ndarray) -> float:
     ref = ref - ref.mean(1, keepdims=True)
     new = new - new.mean(1, keepdims=True)
     return float(np.sum((new - ref) ** 2) / max(np.sum(ref**2), 1e-30))
+
+
+def image_change(reference: np.ndarray, candidate: np.ndarray) -> float:
+    """Σ‖o − o_ref‖² / Σ‖o_ref − mean(o_ref)‖² over images (each centred on its own mean)."""
+    ref = np.asarray(reference, dtype=np.float64)
+    new = np.asarray(candidate, dtype=np.float64)
+    centred = ref - ref.reshape(len(ref), -1).mean(1).reshape(-1, *([1] * (ref.ndim - 1)))
+    return float(np.sum((new - ref) ** 2) / max(np.sum(centred**2), 1e-30))
 
 
 def mean_kl(reference: np.ndarray, candidate: np.ndarray) -> float:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from ..compiler.errors import PimcError
 from ..compiler.graph import remove_initializers
 from ..compiler.modelio import write_model
-from ..runtime.datasets import TRAINABLE_HELP, Dataset, load_dataset, train_test_sets
+from ..runtime.datasets import IMAGE_KINDS, TRAINABLE_HELP, Dataset, load_dataset, train_test_sets
 from .augment import Augment
 
 LEGACY_OPSET = 17
@@ -44,9 +44,15 @@ class TrainingData:
 
     @property
     def num_classes(self) -> int:
-        """Classes seen in either part (labels are 0..K-1)."""
+        """Classes seen in either part (labels are 0..K-1); 0 for image targets."""
         assert self.train.y is not None and self.test.y is not None
+        if self.image_targets:
+            return 0
         return int(max(self.train.y.max(), self.test.y.max())) + 1
+
+    @property
+    def image_targets(self) -> bool:
+        return self.train.y is not None and self.train.y.ndim == 4
 
 
 def training_data(
@@ -56,8 +62,13 @@ def training_data(
     if batch_size < 1:
         raise PimcError(f"--batch-size must be positive, got {batch_size}")
     kind = spec.partition(":")[0]
-    if kind not in ("digits", "mnist", "npz", "cifar10"):
+    if kind not in ("digits", "mnist", "npz", "cifar10", *IMAGE_KINDS):
         raise PimcError(f"cannot train on '{spec}' (use {TRAINABLE_HELP})")
+    if kind in IMAGE_KINDS:  # patches of the model's input size; whole-tile test images of the default size
+        train = load_dataset(spec, input_shape, split="train", limit=limit)
+        test = load_dataset(spec, (input_shape[0], None, None), split="test")
+        assert train.y is not None
+        return TrainingData(train, test, make_loader(train.x, train.y, batch_size, True, seed))
     train, test = train_test_sets(spec, input_shape)
     if limit is not None:
         train = load_dataset(spec, input_shape, split="train", limit=limit) if limit < len(train) else train
@@ -113,8 +124,9 @@ def loader_arrays(loader: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def make_loader(x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool, seed: int = 0) -> DataLoader:
-    """A DataLoader over numpy arrays with a seeded shuffle order."""
-    dataset = TensorDataset(torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(np.asarray(y, np.int64)))
+    """A DataLoader over numpy arrays with a seeded shuffle order (integer labels, or float image targets)."""
+    targets = np.asarray(y, np.float32) if np.asarray(y).ndim == 4 else np.asarray(y, np.int64)
+    dataset = TensorDataset(torch.from_numpy(np.asarray(x, np.float32)), torch.from_numpy(targets))
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, generator=generator)
 
@@ -163,6 +175,16 @@ class Distillation:
 
 
 Criterion = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (logits, inputs, targets)
+
+
+def _l1(outputs: torch.Tensor, _inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Image targets (super-resolution): the mean absolute error, EDSR's loss."""
+    return F.l1_loss(outputs, targets)
+
+
+def task_loss(targets: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]:
+    """Cross-entropy for class labels, L1 for image targets."""
+    return _l1 if targets.is_floating_point() and targets.dim() == 4 else _cross_entropy
 
 
 def _cross_entropy(logits: torch.Tensor, _inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -245,7 +267,8 @@ def train_classifier(
     augment: Augment | None = None,
     distill: Distillation | None = None,
 ) -> list[float]:
-    """Train with cross-entropy and a per-step cosine learning-rate schedule; return per-epoch mean loss.
+    """Train with cross-entropy (L1 for image targets) and a per-step cosine learning-rate schedule; return
+    per-epoch mean loss.
 
     ``extra_loss(model)`` is added to every step's loss (e.g. an L1 or ADMM penalty) and
     ``after_step(model)`` runs after every optimiser step (e.g. to re-apply pruning masks).
@@ -261,11 +284,10 @@ def train_classifier(
         augment.check()
         generator = torch.Generator().manual_seed(seed)
         transform = (lambda xb: augment(xb, generator)) if augment.active else None
-    criterion = distill.loss if distill is not None else _cross_entropy
-
     def loss(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
         if transform is not None:
             xb = transform(xb)
+        criterion = distill.loss if distill is not None else task_loss(yb)
         value = criterion(model(xb), xb, yb)
         return value if extra_loss is None else value + extra_loss(model)
 
@@ -334,13 +356,23 @@ def _example(input_shape: tuple[int, int, int]) -> torch.Tensor:
     return torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
 
 
+def output_name(model: nn.Module) -> str:
+    """``image`` for an image-to-image model (``image_to_image = True``: symbolic height and width too),
+    else ``logits``."""
+    return "image" if getattr(model, "image_to_image", False) else "logits"
+
+
 def _export_legacy(model: nn.Module, input_shape: tuple[int, int, int], opset: int) -> onnx.ModelProto:
-    """TorchScript-based export with constant folding and a dynamic batch axis."""
+    """TorchScript-based export with constant folding and a dynamic batch axis (and height and width for an
+    image-to-image model)."""
+    out = output_name(model)
+    spatial = out == "image"
+    dynamic = {"input": {0: "batch", **({2: "height", 3: "width"} if spatial else {})},
+               out: {0: "batch", **({2: "out_height", 3: "out_width"} if spatial else {})}}
     with _temp_onnx() as tmp, _quiet():
         torch.onnx.export(
             model, (_example(input_shape),), str(tmp), dynamo=False, opset_version=opset,
-            do_constant_folding=True, input_names=["input"], output_names=["logits"],
-            dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+            do_constant_folding=True, input_names=["input"], output_names=[out], dynamic_axes=dynamic,
         )
         return _unshare_initializers(onnx.load(str(tmp)))
 
@@ -372,7 +404,10 @@ def _unshare_initializers(proto: onnx.ModelProto) -> onnx.ModelProto:
 def _export_dynamo(model: nn.Module, input_shape: tuple[int, int, int], opset: int) -> onnx.ModelProto:
     """torch.export-based export with a dynamic batch if possible, otherwise a static batch of 1."""
     batch = torch.export.Dim("batch", min=1, max=4096)
-    attempts = [(_example(input_shape), {0: batch}), (_example(input_shape)[:1], None)]
+    dims = {0: batch}
+    if output_name(model) == "image":
+        dims.update({2: torch.export.Dim("height", min=4, max=8192), 3: torch.export.Dim("width", min=4, max=8192)})
+    attempts = [(_example(input_shape), dims), (_example(input_shape)[:1], None)]
     errors = []
     for example, batch_dims in attempts:
         try:
@@ -380,7 +415,7 @@ def _export_dynamo(model: nn.Module, input_shape: tuple[int, int, int], opset: i
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {_first_line(exc)}")
             continue
-        return _strip_metadata(_rename_io(program.model_proto))
+        return _strip_metadata(_rename_io(program.model_proto, output_name(model)))
     raise PimcError(f"dynamo export failed ({'; '.join(errors)})")
 
 
@@ -396,7 +431,7 @@ def _dynamo_program(model: nn.Module, example: tuple, opset: int, batch_dims: di
     with _quiet():
         program = torch.onnx.export(
             model, example, dynamo=True, opset_version=opset, input_names=["input"],
-            output_names=["logits"], dynamic_shapes=dynamic, optimize=True, verbose=False,
+            output_names=[output_name(model)], dynamic_shapes=dynamic, optimize=True, verbose=False,
         )
     if program is None:
         raise PimcError("dynamo exporter returned nothing")
@@ -411,10 +446,10 @@ def _forward_arg_name(model: nn.Module) -> str:
     return params[0] if params else "x"
 
 
-def _rename_io(proto: onnx.ModelProto) -> onnx.ModelProto:
-    """Make sure the single input/output are called ``input``/``logits`` and the batch dim ``batch``."""
+def _rename_io(proto: onnx.ModelProto, output: str = "logits") -> onnx.ModelProto:
+    """Make sure the single input/output are called ``input``/``output`` and the batch dim ``batch``."""
     graph = proto.graph
-    renames = {graph.input[0].name: "input", graph.output[0].name: "logits"}
+    renames = {graph.input[0].name: "input", graph.output[0].name: output}
     for value in (graph.input[0], graph.output[0]):
         value.name = renames[value.name]
         dim = value.type.tensor_type.shape.dim

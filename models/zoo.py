@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from ..compiler.errors import PimcError
+from .sr_zoo import edsr_small, espcn
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups: int = 1) -> nn.Sequential:
@@ -257,13 +258,15 @@ def _cmpnet_cnn(num_classes: int = 10, in_channels: int = 3) -> nn.Module:
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A zoo entry: how to build the model and what it expects."""
+    """A zoo entry: how to build the model and what it expects. A super-resolution model (``task="sr"``) is
+    built with ``scale`` instead of a class count; its input shape is the low-resolution training patch."""
 
     name: str
     builder: Callable[..., nn.Module]
     input_shape: tuple[int, int, int]
     num_classes: int
     description: str
+    task: str = "classify"
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -281,6 +284,10 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("cmpnet", _cmpnet, (3, 32, 32), 10,
                   "CMPNET-style LBC network (depthwise ternary anchors, binary comparators)"),
         ModelSpec("cmpnet_cnn", _cmpnet_cnn, (3, 32, 32), 10, "plain-CNN twin of cmpnet (ordinary convs)"),
+        ModelSpec("espcn", espcn, (3, 24, 24), 2, "ESPCN super-resolution (x2 by default), 64/32 channels, "
+                  "pixel shuffle", task="sr"),
+        ModelSpec("edsr-small", edsr_small, (3, 24, 24), 2, "EDSR baseline form, 32 channels, 8 residual blocks, "
+                  "pixel shuffle (x2 by default)", task="sr"),
     ]
 }
 
@@ -298,9 +305,13 @@ def model_input_shape(name: str, in_channels: int | None = None) -> tuple[int, i
     return (in_channels or channels, height, width)
 
 
-def build_model(name: str, num_classes: int | None = None, in_channels: int | None = None) -> nn.Module:
-    """Build zoo model ``name`` with its default or the given class and channel counts."""
+def build_model(name: str, num_classes: int | None = None, in_channels: int | None = None,
+                scale: int | None = None) -> nn.Module:
+    """Build zoo model ``name`` with its default or the given class and channel counts (a super-resolution
+    model: its ``scale``)."""
     spec = get_spec(name)
+    if spec.task == "sr":
+        return spec.builder(scale=scale or spec.num_classes, in_channels=in_channels or spec.input_shape[0])
     classes = num_classes if num_classes is not None else spec.num_classes
     channels = in_channels if in_channels is not None else spec.input_shape[0]
     if classes < 1 or channels < 1:

@@ -17,7 +17,7 @@ from ..compiler.modelio import read_model
 from ..compiler.sessions import fixed_batch, make_session, predict
 from ..compiler.stats import parameter_counts
 from .datasets import Dataset, evaluation_set, load_dataset
-from .session import accuracy, batch_input, model_input, time_run
+from .session import batch_input, model_input, quality, time_run
 
 CSV_FIELDS = [
     "model", "params", "nonzero_params", "sparsity", "accuracy", "top1_agreement", "max_abs_diff",
@@ -145,7 +145,7 @@ def _row(
         "params": params,
         "nonzero_params": nonzero,
         "sparsity": 1.0 - nonzero / params if params else 0.0,
-        "accuracy": accuracy(logits, data.y),
+        "accuracy": quality(logits, data),
         **_agreement(logits, reference),
     }
     row.update({f"latency_ms_b{b}": v for b, v in latency.items()})

@@ -16,6 +16,9 @@ Specs understood by :func:`load_dataset`:
 * ``cifar10:DIR`` -- the python-pickle CIFAR-10 batches, decoded with a restricted unpickler and
   normalised with the CIFAR-10 channel mean/std.
 * ``random`` -- seeded standard-normal inputs without labels.
+* ``sr-samples:S``, ``sr:DIR[:S]`` -- super-resolution pairs: low-resolution inputs, high-resolution targets
+  (``y`` is then an image, N x C x S·H x S·W); see ``runtime/images.py``. The tiles take the model's H x W
+  (48 x 48 when the model's spatial size is symbolic).
 
 :func:`data_splits` turns a spec into disjoint calibration / validation / test sets (see there).
 """
@@ -48,13 +51,14 @@ NPZ_VALIDATION_FRACTION = 0.2
 CIFAR_MEAN = np.array([0.4914, 0.4822, 0.4465], dtype=np.float32)
 CIFAR_STD = np.array([0.2470, 0.2435, 0.2616], dtype=np.float32)
 RANDOM_SAMPLES = 256
-SPECS_HELP = "digits, mnist, npz:PATH, cifar10:DIR, random"
-TRAINABLE_HELP = "digits, mnist, npz:PATH (with labels) or cifar10:DIR"
+SPECS_HELP = "digits, mnist, npz:PATH, cifar10:DIR, sr-samples:S, sr:DIR[:S], random"
+TRAINABLE_HELP = "digits, mnist, npz:PATH (with labels), cifar10:DIR, sr-samples:S or sr:DIR[:S]"
+IMAGE_KINDS = ("sr-samples", "sr")  # image-to-image data: the targets are images
 
 
 @dataclass
 class Dataset:
-    """Inputs in float32 NCHW and optional int64 labels."""
+    """Inputs in float32 NCHW and optional targets: int64 labels, or float32 NCHW images (super-resolution)."""
 
     name: str
     x: np.ndarray
@@ -62,6 +66,13 @@ class Dataset:
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
+
+    @property
+    def metric(self):
+        """The quality metric of these targets (``compiler.metrics``): top-1 for labels, PSNR for images."""
+        from ..compiler.metrics import metric_for
+
+        return metric_for(self.x, self.y)
 
 
 def resize_bilinear(x: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -98,6 +109,8 @@ def fit_channels(x: np.ndarray, channels: int, what: str) -> np.ndarray:
 def fit_shape(x: np.ndarray, input_shape: Shape3, what: str) -> np.ndarray:
     """Bring NCHW data to the model's (C, H, W): channel replication and bilinear resize."""
     channels, height, width = input_shape
+    if height is None or width is None:
+        raise PimcError(f"{what}: the model's spatial input size is symbolic; give --input-shape NAME=1xCxHxW")
     return resize_bilinear(fit_channels(x, channels, what), height, width)
 
 
@@ -118,6 +131,8 @@ def load_dataset(
         data = _cifar10(Path(arg), input_shape, split)
     elif kind == "random" and not arg:
         data = _random(input_shape, seed, limit or RANDOM_SAMPLES)
+    elif kind in IMAGE_KINDS:
+        data = _image_pairs(spec, input_shape, split, seed)
     else:
         raise PimcError(f"unknown dataset '{spec}' (use {SPECS_HELP})")
     return _limited(data, limit)
@@ -352,8 +367,22 @@ def _cifar10(folder: Path, input_shape: Shape3, split: str) -> Dataset:
     return Dataset(f"cifar10:{folder}", np.ascontiguousarray(x), np.concatenate([p[1] for p in parts]))
 
 
+def _image_pairs(spec: str, input_shape: Shape3, split: str, seed: int) -> Dataset:
+    """Super-resolution (low, high) pairs of the model's tile size (``runtime/images.py``)."""
+    from .images import pairs
+
+    channels, height, width = input_shape
+    if channels != 3:
+        raise PimcError(f"--data {spec}: super-resolution data is RGB, the model takes {channels} channels")
+    tile = (height, width) if height and width else None
+    low, high, _ = pairs(spec, tile, split, seed=0)  # the patches do not follow --seed: a fixed training set
+    return Dataset(spec, low, high)
+
+
 def _random(input_shape: Shape3, seed: int, count: int) -> Dataset:
     """Seeded standard-normal inputs without labels."""
+    if None in input_shape:
+        raise PimcError("random data: the model's spatial input size is symbolic; give --input-shape NAME=1xCxHxW")
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((count, *input_shape)).astype(np.float32)
     return Dataset("random", x, None)

@@ -27,14 +27,15 @@ ort = quiet_onnxruntime()
 
 
 def model_input(model: ModelLike) -> tuple[str, Shape3, type]:
-    """Name, (C, H, W) and numpy dtype of the model's first real input, which must be an NCHW image."""
+    """Name, (C, H, W) and numpy dtype of the model's first real input, which must be an NCHW image with a
+    static channel count; a symbolic H or W is None (image-to-image data then chooses the size)."""
     proto = as_model(model)
     inputs = real_inputs(proto)
     if not inputs:
         raise PimcError("model has no inputs")
     first = inputs[0]
     dims = input_dims(first)
-    if len(dims) != 4 or any(d is None or d <= 0 for d in dims[1:]):
+    if len(dims) != 4 or dims[1] is None or any(d is not None and d <= 0 for d in dims[1:]):
         shown = "x".join("?" if d is None else str(d) for d in dims) or "scalar"
         raise PimcError(f"input '{first.name}' has shape {shown}; an image dataset needs a static N x C x H x W input")
     return first.name, (dims[1], dims[2], dims[3]), input_dtype(first)
@@ -46,6 +47,13 @@ def accuracy(logits: np.ndarray, labels: np.ndarray | None) -> float | None:
         return None
     flat = logits.reshape(len(logits), -1)
     return float(np.mean(flat.argmax(axis=1) == labels))
+
+
+def quality(outputs: np.ndarray, data: Dataset) -> float | None:
+    """The metric of ``data`` (top-1 for labels, PSNR for image targets; ``compiler.metrics``) of ``outputs``."""
+    if data.y is None or len(data.y) == 0:
+        return None
+    return data.metric.value(outputs, data.y)
 
 
 def batch_input(session: ort.InferenceSession, x: np.ndarray, batch: int) -> np.ndarray:
@@ -71,7 +79,8 @@ def time_batches(session: ort.InferenceSession, x: np.ndarray, batch: int, repea
 def evaluate(
     model: ModelLike, dataset: Dataset, batch: int = 64, repeats: int = 20, threads: int | None = None
 ) -> dict:
-    """Accuracy over ``dataset`` and median/p90 latency of one batch on onnxruntime."""
+    """The metric over ``dataset`` (``accuracy``: top-1, or PSNR in dB for image targets; ``metric`` names it)
+    and median/p90 latency of one batch on onnxruntime."""
     proto = as_model(model)
     session = make_session(proto, threads)
     _, _, dtype = model_input(proto)
@@ -79,7 +88,8 @@ def evaluate(
     logits = predict(session, x, batch)
     times = time_batches(session, x, batch, repeats)
     return {
-        "accuracy": accuracy(logits, dataset.y),
+        "accuracy": quality(logits, dataset),
+        "metric": dataset.metric.name,
         "samples": len(dataset),
         "latency_ms_median": float(np.median(times)),
         "latency_ms_p90": float(np.percentile(times, 90)),
@@ -98,14 +108,14 @@ def feeds(model: ModelLike, dataset: Dataset) -> list[dict[str, np.ndarray]]:
 
 def model_accuracy(model: ModelLike, dataset: Dataset, batch: int = 64, threads: int | None = None,
                    integer_kernels: bool = True, batched: bool = False) -> float:
-    """Top-1 accuracy of ``model`` on the labelled ``dataset`` on onnxruntime (no timing runs); ``batched``:
-    run a batch-1 export on batches (see :func:`runs_batched`)."""
+    """The metric (top-1, or PSNR for image targets) of ``model`` on the labelled ``dataset`` on onnxruntime (no
+    timing runs); ``batched``: run a batch-1 export on batches (see :func:`runs_batched`)."""
     if dataset.y is None:
         raise PimcError(f"{dataset.name}: no labels to measure accuracy against")
     proto = free_batch(as_model(model)) if batched else as_model(model)
     _, _, dtype = model_input(proto)
     logits = predict(make_session(proto, threads, integer_kernels=integer_kernels), dataset.x.astype(dtype, copy=False), batch)
-    result = accuracy(logits, dataset.y)
+    result = quality(logits, dataset)
     return 0.0 if result is None else result
 
 

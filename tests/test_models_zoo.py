@@ -18,7 +18,11 @@ def test_forward_shape(name: str) -> None:
     batch = 1 if spec.input_shape[1] > 64 else 2
     with torch.inference_mode():
         out = model(torch.randn(batch, *spec.input_shape))
-    assert out.shape == (batch, spec.num_classes)
+    if spec.task == "sr":  # num_classes is the default scale
+        channels, height, width = spec.input_shape
+        assert out.shape == (batch, channels, spec.num_classes * height, spec.num_classes * width)
+    else:
+        assert out.shape == (batch, spec.num_classes)
     assert torch.isfinite(out).all()
 
 
