@@ -213,10 +213,13 @@ def check_gate(a: dict[str, Any], b: dict[str, Any], gate: Gate) -> dict[str, An
         va, vb = (a.get("accuracy") or {}).get("output"), (b.get("accuracy") or {}).get("output")
         if not (_is_number(va) and _is_number(vb)):
             failures.append({"metric": "accuracy", "a": va, "b": vb, "why": "not in both reports"})
-        elif 100.0 * (va - vb) > gate.max_accuracy_drop + 1e-9:
-            failures.append({"metric": "accuracy", "a": va, "b": vb, "change": round(100.0 * (va - vb), 4),
-                             "limit": gate.max_accuracy_drop,
-                             "why": f"{100.0 * (va - vb):.2f} points lost > {gate.max_accuracy_drop:g}"})
+        else:
+            unit = (b.get("accuracy") or {}).get("unit", "points")  # PSNR reports are in dB, top-1 in points
+            lost = (va - vb) * (1.0 if unit == "dB" else 100.0)
+            if lost > gate.max_accuracy_drop + 1e-9:
+                failures.append({"metric": "accuracy", "a": va, "b": vb, "change": round(lost, 4),
+                                 "limit": gate.max_accuracy_drop,
+                                 "why": f"{lost:.2f} {unit} lost > {gate.max_accuracy_drop:g}"})
     if gate.per_layer:
         failures += _layer_failures(layer_rows(a, b), gate)
     return {"passed": not failures, "thresholds": gate.to_dict(), "failures": failures}

@@ -300,6 +300,23 @@ def train_classifier(
 
 
 @torch.no_grad()
+def evaluate_quality(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 64) -> float:
+    """The metric of the targets (``compiler.metrics``: top-1 for labels, PSNR in dB for images) of the model
+    in eval mode on numpy arrays."""
+    from ..compiler.metrics import metric_for
+
+    metric = metric_for(x, y)
+    if metric.name == "top1":
+        return evaluate_torch(model, x, y)
+    was_training = model.training
+    model.eval()
+    outputs = np.concatenate([model(torch.from_numpy(np.asarray(x[i : i + batch], np.float32))).numpy()
+                              for i in range(0, len(x), batch)])
+    model.train(was_training)
+    return metric.value(outputs, y)
+
+
+@torch.no_grad()
 def evaluate_torch(model: nn.Module, x: np.ndarray, y: np.ndarray, batch: int = 256) -> float:
     """Top-1 accuracy of the model (in eval mode) on numpy arrays."""
     was_training = model.training

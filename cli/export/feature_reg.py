@@ -49,7 +49,11 @@ def run_export(**kw) -> dict:
     loader = make_loader(x[fit], y[fit], kw["batch_size"], True, seed)
     if model is None:
         torch.manual_seed(seed)
-        model = build_model(kw["model_name"], max(10, sets.num_classes), kw["in_channels"])
+        if sets.image_targets:
+            model = build_model(kw["model_name"], in_channels=kw["in_channels"],
+                                scale=sets.train.y.shape[2] // sets.train.x.shape[2])
+        else:
+            model = build_model(kw["model_name"], max(10, sets.num_classes), kw["in_channels"])
     started = time.perf_counter()
     if source is None:
         pretrain(model, loader, kw, kw["epochs"], kw["lr"], f"train {kw['model_name']}")
@@ -69,6 +73,7 @@ def run_export(**kw) -> dict:
                 rename_io(path, source)
     summary = {
         "model": kw["model_name"], "input_shape": list(shape), "output": str(kw["output"]),
+        "metric": sets.test.metric.name,
         "config": {**config.__dict__, "levels": list(config.levels)},
         "train_samples": int(len(fit)), "pretrain_seconds": round(pretrain_s, 1),
         "finetune_seconds": round(finetune_s, 1), **result.summary(),
@@ -86,13 +91,10 @@ def run_export(**kw) -> dict:
 
 
 def measure_levels(path, test, count: int, evaluate) -> list[dict]:
-    """Per level, on onnxruntime and the test split: accuracy and the zero fraction of every Conv input."""
-    rows = []
-    for level in range(count):
-        logits = _predict(path, test.x, level)
-        acc = float((logits.argmax(axis=1) == test.y).mean())
-        rows.append({"level": level, "accuracy": acc, "zero_fraction": _zero_fractions(path, test.x, level)})
-    return rows
+    """Per level, on onnxruntime and the test split: the metric (top-1, or PSNR in dB for image targets) and
+    the zero fraction of every Conv input."""
+    return [{"level": level, "accuracy": test.metric.value(_predict(path, test.x, level), test.y),
+             "zero_fraction": _zero_fractions(path, test.x, level)} for level in range(count)]
 
 
 def _predict(path, x: np.ndarray, level: int) -> np.ndarray:
@@ -116,22 +118,25 @@ def _zero_fractions(path, x: np.ndarray, level: int | None) -> dict[str, float]:
 
 def _print_summary(s: dict) -> None:
     table = Table(title=f"feature-regularized {s['model']} → {s['output']} (default level {s['default_level']})")
+    psnr = s.get("metric") == "psnr"
+    show = (lambda v: f"{v:.2f} dB") if psnr else (lambda v: f"{v:.2%}")
+    what = "PSNR" if psnr else "acc"
     table.add_column("level")
     table.add_column("target", justify="right")
-    table.add_column("val acc", justify="right")
-    table.add_column("test acc (onnxruntime)", justify="right")
+    table.add_column(f"val {what}", justify="right")
+    table.add_column(f"test {what} (onnxruntime)", justify="right")
     table.add_column("conv-input zeros mean / min (after the first)", justify="right")
     skip = set(s["ungated_convs_onnx"]) if "ungated_convs_onnx" in s else set()
     if "accuracy_dense" in s:
         mean, low = _mean_min(s["zero_fraction_dense"], skip)
-        table.add_row("dense", "–", f"{s['val_accuracy_dense']:.2%}", f"{s['accuracy_dense']:.2%}",
+        table.add_row("dense", "–", show(s["val_accuracy_dense"]), show(s["accuracy_dense"]),
                       f"{mean:.1%} / {low:.1%}")
     for row in s["test"]:
         k = row["level"]
         mean, low = _mean_min(row["zero_fraction"], skip)
         mark = " (default)" if k == s["default_level"] else ""
-        table.add_row(f"{k}{mark}", f"{s['levels'][k]:.0%}", f"{s['val_accuracy'][k]:.2%}",
-                      f"{row['accuracy']:.2%}", f"{mean:.1%} / {low:.1%}")
+        table.add_row(f"{k}{mark}", f"{s['levels'][k]:.0%}", show(s["val_accuracy"][k]),
+                      show(row["accuracy"]), f"{mean:.1%} / {low:.1%}")
     console().print(table)
     if s.get("gate_placement") == "stream":
         console().print(f"gates: {s['stream_gates']} stream (on the map's producer), {s['fallback_gates']} "

@@ -30,8 +30,9 @@ class FeatureRegConfig:
     calibration: int = setting(512, "Training images that calibrate the threshold table.")
     val_fraction: float = setting(0.15, "Seeded part of the training split held out (never trained on) to pick the "
                                   "default level.")
-    max_accuracy_drop: float = setting(1.0, "Default level: the highest whose validation accuracy is within this "
-                                       "many points of dense.")
+    max_accuracy_drop: float | None = setting(None, "Default level: the highest whose validation metric is within "
+                                              "this of dense (default: 1 point of top-1; 0.1 dB of PSNR for "
+                                              "image-to-image models).")
     floor_z: float = setting(2.0, "Calibrate each level this many standard errors (over the calibration images) "
                              "above its target, so unseen images still meet it; 0: the exact quantile.")
     placement: str = setting("conv-input", "conv-input: a gate in front of each conv; stream: one gate per map the "

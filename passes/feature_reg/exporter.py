@@ -60,8 +60,9 @@ running statistics during (2) and (4) (eval mode, affine parameters still traine
 inference normalise identically at every level and no per-level BatchNorm is needed.
 
 **Default level.** A held-out, seeded part of the training split (``val_fraction``, never trained on) is
-the validation set: the default is the highest level whose validation accuracy is within
-``max_accuracy_drop`` points of the dense model's; the test split is not used for this choice.
+the validation set: the default is the highest level whose validation metric is within
+``max_accuracy_drop`` of the dense model's (top-1 points; dB of PSNR for an image-to-image model, whose
+task loss is L1 instead of cross-entropy); the test split is not used for this choice.
 """
 
 from __future__ import annotations
@@ -77,7 +78,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ...compiler.errors import PimcError
-from ...models.train import Hooks, run_training
+from ...models.train import Hooks, run_training, task_loss
 from .config import LEVEL_INPUT, METADATA_KEY, TABLE_NAME, FeatureRegConfig
 from .gates import GatedModel
 
@@ -124,10 +125,12 @@ def feature_regularize(
     input_shape: tuple[int, ...], config: FeatureRegConfig, seed: int = 0, progress: bool = True,
 ) -> FeatureRegResult:
     """Fine-tune a trained ``model`` with gates + penalty, calibrate the table and pick the default level."""
-    from ...models.train import evaluate_torch
+    from ...compiler.metrics import metric_for
+    from ...models.train import evaluate_quality
 
     config.check()
-    dense_val = evaluate_torch(model, *val)
+    metric = metric_for(*val)
+    dense_val = evaluate_quality(model, *val)
     gated = GatedModel(model, input_shape, config.levels, config.momentum, config.placement)
     torch.manual_seed(seed)
     losses = _fine_tune(gated, loader, config, config.epochs, "track", config.penalty, progress, "feature-reg")
@@ -136,17 +139,19 @@ def feature_regularize(
         losses += _fine_tune(gated, loader, config, config.frozen_epochs, "fixed", 0.0, progress, "frozen gates")
         calibrate(gated, calib_x, config.floor_z)  # the weights moved: the table meets the targets again
     accs = [level_accuracy(gated, k, *val) for k in range(len(config.levels))]
-    within = [k for k, a in enumerate(accs) if (dense_val - a) * 100 <= config.max_accuracy_drop + 1e-9]
+    budget = metric.default_budget if config.max_accuracy_drop is None else config.max_accuracy_drop
+    within = [k for k, a in enumerate(accs) if metric.scale * (dense_val - a) <= budget + 1e-9]
     default = max(within) if within else 0
     gated.bank.level = default
     return FeatureRegResult(gated, default, accs, dense_val, len(val[0]), losses)
 
 
 def level_accuracy(gated: GatedModel, level: int, x: np.ndarray, y: np.ndarray) -> float:
-    from ...models.train import evaluate_torch
+    """The metric (top-1, or PSNR for image targets) of one level on ``x``."""
+    from ...models.train import evaluate_quality
 
     gated.bank.mode, gated.bank.level = "fixed", level
-    return evaluate_torch(gated, x, y)
+    return evaluate_quality(gated, x, y)
 
 
 @torch.no_grad()
@@ -170,7 +175,8 @@ def calibrate(gated: GatedModel, x: np.ndarray, floor_z: float = 0.0) -> None:
 
 def _fine_tune(gated: GatedModel, loader: DataLoader, config: FeatureRegConfig, epochs: int, mode: str,
                penalty: float, progress: bool, desc: str) -> list[float]:
-    """Cross-entropy at the step's level (levels cycle) + λ·R, on the one training loop
+    """The task loss (cross-entropy, L1 for image targets) at the step's level (levels cycle) + λ·R, on the one
+    training loop
     (``models.train.run_training``); BatchNorm keeps its running statistics.
 
     The frozen-gate phase starts a fresh Adam on an already fine-tuned network, whose first steps (≈ lr per
@@ -178,7 +184,6 @@ def _fine_tune(gated: GatedModel, loader: DataLoader, config: FeatureRegConfig, 
     bank = gated.bank
     params = [p for p in gated.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=config.lr * (1.0 if mode == "track" else config.frozen_lr_scale))
-    loss_fn = nn.CrossEntropyLoss()
     ramp = config.ramp * max(1, epochs * len(loader)) if mode == "track" else 0
     state = {"step": 0}
 
@@ -186,7 +191,7 @@ def _fine_tune(gated: GatedModel, loader: DataLoader, config: FeatureRegConfig, 
         step = state["step"]
         bank.level = step % len(bank.levels)
         bank.scale = min(1.0, (step + 1) / ramp) if ramp else 1.0
-        value = loss_fn(gated(xb), yb)
+        value = task_loss(yb)(gated(xb), xb, yb)
         return value + penalty * bank.penalty() if penalty > 0 else value
 
     def after_step() -> None:
@@ -223,20 +228,23 @@ def export_feature_reg_onnx(result: FeatureRegResult, path: str | Path, input_sh
                             opset: int = 17) -> Path:
     """Write the gated model: inputs ``input`` and ``sparsity_level`` (int64 scalar, defaulted)."""
     from ...compiler.modelio import write_model
-    from ...models.train import _quiet, _temp_onnx, _unshare_initializers
+    from ...models.train import _quiet, _temp_onnx, _unshare_initializers, output_name
 
     gated = result.gated
     bank = gated.bank
     saved, was_training = bank.level, gated.training
     wrapper = _LevelWrapper(gated).eval()  # the exporter restores the wrapper's (and so gated's) mode
+    out = output_name(gated.model)
+    spatial_in = {2: "height", 3: "width"} if out == "image" else {}
+    spatial_out = {2: "out_height", 3: "out_width"} if out == "image" else {}
     example = (torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0)),
                torch.tensor(result.default_level, dtype=torch.int64))
     try:
         with _temp_onnx() as tmp, _quiet():
             torch.onnx.export(
                 wrapper, example, str(tmp), dynamo=False, opset_version=opset,
-                do_constant_folding=True, input_names=["input", LEVEL_INPUT], output_names=["logits"],
-                dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}},
+                do_constant_folding=True, input_names=["input", LEVEL_INPUT], output_names=[out],
+                dynamic_axes={"input": {0: "batch", **spatial_in}, out: {0: "batch", **spatial_out}},
             )
             proto = _unshare_initializers(onnx.load(str(tmp)))
     finally:

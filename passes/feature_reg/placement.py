@@ -66,7 +66,9 @@ def _trace(model: nn.Module, input_shape: tuple[int, ...]) -> list[_Read]:
                 return
             seen.add(name)
             x = args[0]
-            reads.append(_Read(name, module, x, _same_tensor(x, example), _producer(outputs, x)))
+            # the image: the input itself, or a tensor made from it before any module ran (a mean shift)
+            image = _same_tensor(x, example) or not outputs
+            reads.append(_Read(name, module, x, image, _producer(outputs, x)))
 
         return hook
 
