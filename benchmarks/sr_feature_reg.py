@@ -69,6 +69,26 @@ def plot(levels: list[dict], dense: dict, path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def markdown_table(summary: dict) -> str:
+    """The levels and the simulators' energy of the regularized model against the dense twin, as Markdown."""
+    dense = summary["dense"]
+    lines = ["| model | PSNR (Y) dB | vs dense dB | conv-input zeros mean / min | effective MACs vs dense |",
+             "| --- | --- | --- | --- | --- |",
+             f"| bicubic | {dense['bicubic_db']:.2f} | {dense['bicubic_db'] - dense['psnr_db']:+.2f} | – | – |",
+             f"| dense twin (d.onnx) | {dense['psnr_db']:.2f} | 0.00 | {dense['mean_zeros']:.1%} / – | 1.000 |"]
+    for row in summary["levels"]:
+        mark = " (default)" if row["level"] == summary["default_level"] else ""
+        lines.append(f"| level {row['level']}{mark}, target {row['target']:.0%} | {row['psnr_db']:.2f} | "
+                     f"{row['psnr_vs_dense_db']:+.2f} | {row['mean_zeros']:.1%} / {row['min_zeros']:.1%} | "
+                     f"{row['effective_macs_vs_dense']:.3f} |")
+    lines += ["", "| target | energy r / d (skipping on) | cycles r / d | PSNR d → r (dB) |", "| --- | --- | --- | --- |"]
+    for reg in (c for c in summary["costs"] if c["model"] == "regularized" and "energy_vs_dense" in c):
+        dense_row = next(c for c in summary["costs"] if c["model"] == "dense" and c["target"] == reg["target"])
+        lines.append(f"| {reg['target']} | {reg['energy_vs_dense']:.3f} | {reg['cycles_vs_dense']:.3f} | "
+                     f"{dense_row['accuracy']:.2f} → {reg['accuracy']:.2f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)

@@ -88,14 +88,23 @@ class ActivationSparsity(Pass, name="activation-sparsity", exact=True):
                "each: 32 images pin them to about a percent)", minimum=1),
         Option("positions", int, 64, "output positions per sample drawn for the im2col chunk statistic",
                minimum=1),
+        Option("level", int, None, "a multi-level Feature Regularization file: the level to run, measure and cost "
+               "(the default of its sparsity_level input); unset: the file's own default", minimum=0),
     )
 
+    def is_exact(self) -> bool:
+        return self.opts["level"] is None  # another level changes the outputs
+
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
+        relevelled = self.opts["level"] is not None
+        if relevelled:
+            select_level(model, self.opts["level"])
         if not ctx.has_real_data:
-            return PassResult(model, False, {"skipped": "no --data: activation sparsity is measured on real data only"})
+            return PassResult(model, relevelled,
+                              {"skipped": "no --data: activation sparsity is measured on real data only"})
         records = _measurable(model)
         if not records:
-            return PassResult(model, False, {"skipped": "no Conv/Gemm/MatMul with an activation input"})
+            return PassResult(model, relevelled, {"skipped": "no Conv/Gemm/MatMul with an activation input"})
         feeds = ctx.calibration[: self.opts["samples"]]
         written = _activated_outputs(model, records)
         stored = _stored_inputs(model, records)
@@ -113,7 +122,27 @@ class ActivationSparsity(Pass, name="activation-sparsity", exact=True):
             for key, value in notes.items():
                 ann.set_node_annotation(nodes[rec.name], key, value)
             summary[rec.name] = notes["input_zero_fraction"]
-        return PassResult(model, True, {"input_zero_fraction": summary, "samples": len(feeds)}, annotations_only=True)
+        return PassResult(model, True, {"input_zero_fraction": summary, "samples": len(feeds)},
+                          annotations_only=not relevelled)
+
+
+def select_level(model: onnx.ModelProto, level: int) -> None:
+    """Make ``level`` the default of a multi-level file's ``sparsity_level`` input (``feature_reg/config.py``)."""
+    import json
+
+    from onnx import numpy_helper
+
+    from .config import LEVEL_INPUT, METADATA_KEY
+
+    meta = {p.key: p.value for p in model.metadata_props}
+    default = next((t for t in model.graph.initializer if t.name == LEVEL_INPUT), None)
+    if default is None or METADATA_KEY not in meta:
+        raise PimcError("activation-sparsity: level is set but the model is not a multi-level Feature "
+                        f"Regularization file (no {LEVEL_INPUT} input)")
+    levels = json.loads(meta[METADATA_KEY]).get("levels", [])
+    if level >= len(levels):
+        raise PimcError(f"activation-sparsity: level {level} does not exist (the file has {len(levels)} levels)")
+    default.CopyFrom(numpy_helper.from_array(np.array(level, np.int64), LEVEL_INPUT))
 
 
 def _measurable(model: onnx.ModelProto) -> list[LayerRecord]:

@@ -69,6 +69,27 @@ def test_pimc_run_inspect_and_compile_accept_the_multi_level_file(zoo_run):
     assert report["accuracy"]["output"] is not None
 
 
+def test_compile_costs_the_level_it_is_given(zoo_run):
+    """``--set activation-sparsity.level=K`` runs, measures and costs level K of the multi-level file."""
+    _, out = zoo_run
+    zeros = []
+    for level in (0, 1):
+        report = out / f"level{level}.json"
+        comp = pimc("compile", str(out / "r.onnx"), "--target", "escalate", "--data", "digits", "--passes",
+                    "fold-constants,eliminate-identity,fold-batchnorm,cleanup,activation-sparsity", "--set",
+                    f"activation-sparsity.level={level}", "-o", str(out / f"level{level}.onnx"), "--report",
+                    str(report), "--max-accuracy-drop", "100")
+        assert comp.returncode == 0, comp.stderr
+        model = onnx.load(str(out / f"level{level}.onnx"))
+        assert int(onnx.numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == LEVEL_INPUT))) == level
+        stats = next(p for p in json.loads(report.read_text())["passes"] if p["name"] == "activation-sparsity")
+        zeros.append(sum(stats["stats"]["input_zero_fraction"].values()))
+    assert zeros[1] > zeros[0]
+    wrong = pimc("compile", str(BUNDLED), "--target", "escalate", "--data", "digits", "--set",
+                 "activation-sparsity.level=1", "-o", str(out / "x.onnx"))
+    assert wrong.returncode != 0 and "not a multi-level" in wrong.stderr
+
+
 def test_an_onnx_model_keeps_its_io_names(tmp_path):
     source = onnx.load(str(BUNDLED))
     result = pimc("export", "feature-reg", "--model", str(BUNDLED), "--data", "digits", "-o", str(tmp_path / "g.onnx"),
