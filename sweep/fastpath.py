@@ -50,17 +50,19 @@ class CompiledGroup:
 
 
 def compile_group(point: dict[str, Any], data: str | None, eval_data: str | None, max_drop: float | None,
-                  seed: int, model_path: str) -> CompiledGroup:
+                  seed: int, model_path: str, input_shapes: tuple[str, ...] = ()) -> CompiledGroup:
     from ..app.compile import compile_model
     from ..compiler.baselines import normalize
+    from ..compiler.input_shapes import fix_input_shapes
     from ..compiler.loader import load_model
 
     start = time.perf_counter()
     pass_axes = {k: v for k, v in point["axes"].items() if not k.startswith("hw.")}
     try:
-        opts = compile_options(model_path, point["target"], pass_axes, data, eval_data, max_drop, seed, None)
+        opts = compile_options(model_path, point["target"], pass_axes, data, eval_data, max_drop, seed, None,
+                               input_shapes)
         model, report = compile_model(opts)
-        normalized = normalize(load_model(model_path), seed)
+        normalized = normalize(fix_input_shapes(load_model(model_path), input_shapes), seed)
         return CompiledGroup(point["target"], model.SerializeToString(), normalized.SerializeToString(),
                              int(report["model"]["macs_before"]), report_metrics(report, max_drop),
                              seconds=time.perf_counter() - start, key=uuid.uuid4().hex)

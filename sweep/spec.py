@@ -16,7 +16,8 @@ import tomllib
 
 from ..compiler.errors import PimcError
 
-KEYS = ("model", "targets", "data", "eval_data", "search", "trials", "objectives", "max_accuracy_drop", "axes")
+KEYS = ("model", "targets", "data", "eval_data", "search", "trials", "objectives", "max_accuracy_drop", "axes",
+        "input_shape")
 SEARCHES = ("grid", "random", "optuna")
 #: Objectives that improve upwards; every other numeric result column is minimised.
 MAXIMIZE_PREFIXES = ("accuracy", "speedup_vs.", "energy_gain_vs.")
@@ -56,6 +57,7 @@ class SweepSpec:
     max_accuracy_drop: float | None = None
     axes: list[Axis] = field(default_factory=list)
     source: str = "spec"
+    input_shapes: list[str] = field(default_factory=list)  # NAME=1xCxHxW, as compile's --input-shape
 
     @property
     def axis_names(self) -> list[str]:
@@ -94,12 +96,20 @@ def parse_spec(data: dict[str, Any], source: str = "spec", base: Path | None = N
         data=_opt_str(data, "data", source), eval_data=_opt_str(data, "eval_data", source),
         search=_search(data.get("search", "grid"), source), trials=_trials(data.get("trials", 50), source),
         max_accuracy_drop=_max_drop(data.get("max_accuracy_drop"), source), source=source,
+        input_shapes=_input_shapes(data.get("input_shape", []), source),
     )
     spec.objectives = _objectives(data.get("objectives", ["energy_j", "latency_s"]), spec, source)
     spec.axes = _axes(data.get("axes", {}), spec, source)
     if spec.eval_data and not spec.data:
         raise PimcError(f"{source}: 'eval_data' needs 'data' for calibration")
     return spec
+
+
+def _input_shapes(value: Any, source: str) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list) or not all(isinstance(i, str) and "=" in i for i in items):
+        raise PimcError(f"{source}: 'input_shape' must be NAME=1xCxHxW or a list of them (as --input-shape)")
+    return items
 
 
 def _models(value: Any, source: str, base: Path | None) -> list[str]:

@@ -49,11 +49,22 @@ def test_random_is_a_seeded_subset_without_repeats():
     ({"axes": {"hw.escalate.basis_rows": [-1]}}, "must not be negative"),
     ({"axes": {"decompose.rank": []}}, "non-empty list"),
     ({"model": "missing.onnx"}, "no such file"),
+    ({"input_shape": "1x3x8x8"}, "'input_shape' must be NAME=1xCxHxW"),
 ])
 def test_bad_spec_is_one_line(over, message):
     with pytest.raises(PimcError, match=message) as info:
         spec(**over)
     assert "\n" not in str(info.value)
+
+
+def test_input_shape_reaches_every_compile():
+    from pimc.sweep.runner import settings_of
+    from pimc.sweep.trial import compile_options
+
+    s = spec(input_shape="input=1x1x8x8")
+    assert settings_of(s, 0)["input_shapes"] == ("input=1x1x8x8",)
+    options = compile_options(MODEL, "cim", {}, None, None, None, 0, None, settings_of(s, 0)["input_shapes"])
+    assert options.input_shapes == ("input=1x1x8x8",)
 
 
 def test_load_spec_resolves_model_next_to_the_file(tmp_path):
