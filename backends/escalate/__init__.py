@@ -88,6 +88,10 @@ Energy (J) = Σ components:
     index = index bits read · E_sram(coef buffer)/64 + nnz fetched · E_add32 · bits_index/32
 E_sram(size) interpolates log-log between Horowitz's 8 KB, 32 KB and 1 MB points (extrapolated
 with the 8→32 KB slope below 8 KB). Leakage and control are not modelled.
+The report also regroups the same energy by the data it moves (``energy_by_kind_j``): weights (weight
+buffers + weight DRAM), activations in (input buffer + input DRAM), activations out (output DRAM), partial
+sums (the output buffer: psum reads/writes and output writes), the intermediate map, MACs and index; with
+measured activation zeros, ``activation_skipping`` gives it with and without skipping.
 
 Activation zeros (``activation_skipping``, an assumption: ESCALATE's abstract says nothing about them).
 The ``activation-sparsity`` pass measures, on ``--data``, each layer input's non-zero fraction d (and d_c per

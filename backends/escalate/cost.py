@@ -202,7 +202,7 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
                  "intermediate": plan.intermediate_bits, "index_per_nnz": plan.coef_index_bits_per_nnz},
         "buffer_occupancy_bits": occupancy,
         "buffer_occupancy": {k: v / capacity[k] for k, v in occupancy.items()},
-        **_finish(t),
+        **_finish(t, hw),
     }
 
 
@@ -261,7 +261,7 @@ def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None,
         "buffer_occupancy_bits": {
             "input": vmin(in_buf, input_bits), "weight": vmin(w_buf, w.params * w.bits),
             "output": vmin(out_buf, _ceil(geo.pixels, pixel_tiles) * vmin(geo.cout, rows) * hw.psum_bits)},
-        **_finish(t),
+        **_finish(t, hw),
     }
 
 
@@ -318,13 +318,28 @@ def sparse_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     dram = _dram_cycles(t.dram_bits, hw)
     cycles = vmax(compute, dram)
     return {"name": plan.name, "cycles": cycles, "compute_cycles": compute, "dram_cycles": dram,
-            "macs": eff, "index_bits": index_bits, **_activation_fields(plan.input_density, zeros), **_finish(t)}
+            "macs": eff, "index_bits": index_bits, **_activation_fields(plan.input_density, zeros), **_finish(t, hw)}
 
 
-def _finish(t: Tally) -> dict[str, Any]:
+# the same energy regrouped by the data it moves: (buffer components, DRAM streams) of each kind
+ENERGY_KINDS = {
+    "weights": (("weight_buffer",), ("weights",)),
+    "activations_in": (("input_buffer",), ("input",)),
+    "activations_out": ((), ("output",)),
+    "partial_sums": (("output_buffer",), ()),  # partial-sum reads and writes, and the final output writes
+    "intermediate": (("intermediate_buffer",), ()),
+    "macs": (("mac",), ()),
+    "index": (("index",), ()),
+}
+
+
+def _finish(t: Tally, hw: EscalateConfig) -> dict[str, Any]:
     energy = {k: v * 1e-12 for k, v in t.energy_pj.items()}
+    dram = {what: bits * hw.dram_pj / 64.0 * 1e-12 for what, bits in t.offchip_bits.items()}
+    by_kind = {kind: sum(energy[c] for c in components) + sum(dram.get(w, 0.0) for w in streams)
+               for kind, (components, streams) in ENERGY_KINDS.items()}
     return {
-        "energy_j": sum(energy.values()), "energy_breakdown_j": energy,
+        "energy_j": sum(energy.values()), "energy_breakdown_j": energy, "energy_by_kind_j": by_kind,
         "onchip_traffic_bits": dict(t.onchip_bits), "offchip_traffic_bits": dict(t.offchip_bits),
         "onchip_bits": sum(t.onchip_bits.values()), "offchip_bits": t.dram_bits,
     }
@@ -374,12 +389,16 @@ def _sum_details(details: list[dict[str, Any]], seconds_per_cycle: float) -> dic
     """Latency, energy and breakdown of a list of per-layer cost records run one after another."""
     cycles = sum(d["cycles"] for d in details)
     breakdown: dict[str, float] = {}
+    by_kind: dict[str, float] = {}
     for d in details:
         for key, value in d["energy_breakdown_j"].items():
             breakdown[key] = breakdown.get(key, 0.0) + value
+        for key, value in d.get("energy_by_kind_j", {}).items():
+            by_kind[key] = by_kind.get(key, 0.0) + value
     return {
         "latency_cycles": cycles, "latency_s": cycles * seconds_per_cycle,
         "energy_j": sum(d["energy_j"] for d in details), "energy_breakdown_j": breakdown,
+        "energy_by_kind_j": by_kind,
         "offchip_bits": sum(d["offchip_bits"] for d in details),
         "onchip_bits": sum(d["onchip_bits"] for d in details),
     }
@@ -407,10 +426,21 @@ def cost_schedule(schedule: Schedule, hw: EscalateConfig, counterpart: bool = Tr
     dense_macs = sum(layer["macs"] for layer in layers)
     executed = 2 * sum(_executed_macs(layer) for layer in layers)
     extra = _extra(schedule, layers, hw)
+    extra["energy_by_kind_j"] = total["energy_by_kind_j"]
     if counterpart:
+        opposite: dict[str, Any] = {}
+
+        def recost(other: EscalateConfig) -> tuple[float, float]:
+            report = cost_schedule(schedule, other, counterpart=False)
+            opposite.update(report.extra["energy_by_kind_j"])
+            return report.cycles_and_energy
+
         extra["activation_skipping"] = skipping_summary(
-            hw, [plan.input_density for plan in schedule.layers], (cycles, energy),
-            lambda other: cost_schedule(schedule, other, counterpart=False).cycles_and_energy)
+            hw, [plan.input_density for plan in schedule.layers], (cycles, energy), recost)
+        if opposite:
+            on, off = (total["energy_by_kind_j"], opposite) if hw.activation_skipping else (opposite,
+                                                                                          total["energy_by_kind_j"])
+            extra["activation_skipping"].update(energy_by_kind_with_j=on, energy_by_kind_without_j=off)
     return CostReport(
         latency_cycles=cycles, latency_s=latency, energy_j=energy, energy_breakdown_j=breakdown,
         throughput_gops=2 * dense_macs / latency / 1e9 if latency else 0.0,

@@ -275,3 +275,26 @@ def test_compile_resnet20_runs_on_onnxruntime(tmp_path: Path):
     session = make_session(str(out))
     x = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
     assert session.run(None, {session.get_inputs()[0].name: x})[0].shape == (2, 10)
+
+
+@pytest.mark.parametrize("rank", [None, 4])
+def test_energy_by_data_kind_adds_up_to_the_total(rank):
+    model = conv_model(weights(16, 16), 8, 8)
+    if rank:
+        model = decompose_model(model, rank=rank)
+    report = run(model)
+    by_kind = report.extra["energy_by_kind_j"]
+    assert set(by_kind) == {"weights", "activations_in", "activations_out", "partial_sums", "intermediate", "macs",
+                            "index"}
+    assert math.isclose(sum(by_kind.values()), report.energy_j, rel_tol=1e-9)
+    assert (by_kind["intermediate"] > 0) == bool(rank)
+
+
+def test_measured_zeros_give_the_breakdown_with_and_without_skipping():
+    model = conv_model(weights(16, 16), 8, 8)
+    conv = next(n for n in model.graph.node if n.op_type == "Conv")
+    ann.set_node_annotation(conv, "input_zero_fraction", 0.7)
+    skipping = run(model).extra["activation_skipping"]
+    with_, without = skipping["energy_by_kind_with_j"], skipping["energy_by_kind_without_j"]
+    assert with_["macs"] < without["macs"] and with_["weights"] == pytest.approx(without["weights"])
+    assert math.isclose(sum(with_.values()), skipping["energy_with_j"], rel_tol=1e-9)
