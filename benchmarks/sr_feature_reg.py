@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,19 +97,23 @@ def main() -> None:
     parser.add_argument("--reg-epochs", default="20")
     parser.add_argument("--levels", default="0.6,0.8,0.85,0.9")
     parser.add_argument("--penalty", default="0.5")
+    parser.add_argument("--frozen-epochs", default="0")
     parser.add_argument("--lr", default="1e-3")
     parser.add_argument("--tile", type=int, default=48, help="low-resolution tile side of the compiles")
     parser.add_argument("--threads", default="2")
     parser.add_argument("--reuse", action="store_true", help="keep r.onnx / d.onnx / export.json of --out")
+    parser.add_argument("--dense-checkpoint", type=Path, default=None, help="start from this pre-trained dense.pt")
     args = parser.parse_args()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     dense, regularized = out / "d.onnx", out / "r.onnx"
+    if args.dense_checkpoint and not (out / "dense.pt").exists():  # the same pre-trained model, another fine-tune
+        shutil.copy(args.dense_checkpoint, out / "dense.pt")
     if not (args.reuse and (out / "export.json").exists()):
         text = run([sys.executable, "-m", "pimc", "export", "feature-reg", "--model", "edsr-small", "--data",
                     "sr-samples:2", "-o", str(regularized), "--dense-output", str(dense), "--epochs", args.epochs,
                     "--reg-epochs", args.reg_epochs, "--levels", args.levels, "--penalty", args.penalty,
-                    "--lr", args.lr, "--batch-size", "16", "--threads", args.threads,
+                    "--lr", args.lr, "--frozen-epochs", args.frozen_epochs, "--batch-size", "16", "--threads", args.threads,
                     "--dense-checkpoint", str(out / "dense.pt"), "--no-progress", "--json"])
         (out / "export.json").write_text(text)
     export = json.loads((out / "export.json").read_text())
@@ -121,7 +126,9 @@ def main() -> None:
     macs = conv_macs(dense, args.tile)
     gated_macs = conv_macs(regularized, args.tile)
     dense_total = sum(macs.values())
-    skip = set(export.get("ungated_convs_onnx", []))
+    from pimc.passes.feature_reg.measure import image_convs
+
+    skip = set(image_convs(regularized))  # the convs that read the (mean-shifted) image stay ungated
 
     def mean_zeros(zeros: dict[str, float]) -> float:
         values = [v for k, v in zeros.items() if k not in skip]

@@ -50,7 +50,8 @@ class CompiledGroup:
 
 
 def compile_group(point: dict[str, Any], data: str | None, eval_data: str | None, max_drop: float | None,
-                  seed: int, model_path: str, input_shapes: tuple[str, ...] = ()) -> CompiledGroup:
+                  seed: int, model_path: str, input_shapes: tuple[str, ...] = (),
+                  passes: str | None = None) -> CompiledGroup:
     from ..app.compile import compile_model
     from ..compiler.baselines import normalize
     from ..compiler.input_shapes import fix_input_shapes
@@ -60,7 +61,7 @@ def compile_group(point: dict[str, Any], data: str | None, eval_data: str | None
     pass_axes = {k: v for k, v in point["axes"].items() if not k.startswith("hw.")}
     try:
         opts = compile_options(model_path, point["target"], pass_axes, data, eval_data, max_drop, seed, None,
-                               input_shapes)
+                               input_shapes, passes)
         model, report = compile_model(opts)
         normalized = normalize(fix_input_shapes(load_model(model_path), input_shapes), seed)
         return CompiledGroup(point["target"], model.SerializeToString(), normalized.SerializeToString(),

@@ -52,7 +52,7 @@ class SweepResult:
 
 def settings_of(spec: SweepSpec, seed: int) -> dict[str, Any]:
     return {"data": spec.data, "eval_data": spec.eval_data, "max_drop": spec.max_accuracy_drop, "seed": seed,
-            "input_shapes": tuple(spec.input_shapes)}
+            "input_shapes": tuple(spec.input_shapes), "passes": spec.passes}
 
 
 def key_extra(spec: SweepSpec, seed: int) -> str:
@@ -169,7 +169,8 @@ def _tune_trial(config: dict[str, Any], points: list[dict[str, Any]], settings: 
                 models: dict[str, bytes] | None, objectives: list[str]) -> dict[str, Any]:
     point = points[config["index"]]
     row = run_trial(point, settings["data"], settings["eval_data"], settings["max_drop"], settings["seed"],
-                    (models or {}).get(point["model"]), settings["input_shapes"])
+                    (models or {}).get(point["model"]), settings["input_shapes"],
+                    settings["passes"])
     return {"row": json.dumps(row, default=str), **objective_values(row, objectives)}
 
 
@@ -256,7 +257,8 @@ def _optuna_trial(config: dict[str, Any], spec_axes: dict[str, list[tuple[str, s
     row = done.get(point["key"])
     if row is None:
         row = run_trial(point, settings["data"], settings["eval_data"], settings["max_drop"], settings["seed"],
-                        (models or {}).get(point["model"]), settings["input_shapes"])
+                        (models or {}).get(point["model"]), settings["input_shapes"],
+                    settings["passes"])
     return {"row": json.dumps({**row, "trial": None}, default=str), **objective_values(row, objectives)}
 
 
@@ -375,4 +377,4 @@ def _compile_task(point, settings, model_bytes, compile_group):
             path = str(Path(tmp) / Path(point["model"]).name)
             Path(path).write_bytes(model_bytes)
         return compile_group(point, settings["data"], settings["eval_data"], settings["max_drop"],
-                             settings["seed"], path, settings["input_shapes"])
+                             settings["seed"], path, settings["input_shapes"], settings["passes"])

@@ -17,7 +17,7 @@ import tomllib
 from ..compiler.errors import PimcError
 
 KEYS = ("model", "targets", "data", "eval_data", "search", "trials", "objectives", "max_accuracy_drop", "axes",
-        "input_shape")
+        "input_shape", "passes")
 SEARCHES = ("grid", "random", "optuna")
 #: Objectives that improve upwards; every other numeric result column is minimised.
 MAXIMIZE_PREFIXES = ("accuracy", "speedup_vs.", "energy_gain_vs.")
@@ -58,6 +58,7 @@ class SweepSpec:
     axes: list[Axis] = field(default_factory=list)
     source: str = "spec"
     input_shapes: list[str] = field(default_factory=list)  # NAME=1xCxHxW, as compile's --input-shape
+    passes: str | None = None  # a pipeline for every target instead of its default, as compile's --passes
 
     @property
     def axis_names(self) -> list[str]:
@@ -97,6 +98,7 @@ def parse_spec(data: dict[str, Any], source: str = "spec", base: Path | None = N
         search=_search(data.get("search", "grid"), source), trials=_trials(data.get("trials", 50), source),
         max_accuracy_drop=_max_drop(data.get("max_accuracy_drop"), source), source=source,
         input_shapes=_input_shapes(data.get("input_shape", []), source),
+        passes=_opt_str(data, "passes", source),
     )
     spec.objectives = _objectives(data.get("objectives", ["energy_j", "latency_s"]), spec, source)
     spec.axes = _axes(data.get("axes", {}), spec, source)

@@ -72,17 +72,18 @@ def write_hw_toml(values: dict[str, Any], path: Path) -> None:
 
 def compile_options(model_path: str, target: str, axes: dict[str, Any], data: str | None,
                     eval_data: str | None, max_drop: float | None, seed: int, hw_path: str | None,
-                    input_shapes: tuple[str, ...] = ()):
+                    input_shapes: tuple[str, ...] = (), passes: str | None = None):
     from ..app.compile import CompileOptions
 
     sets, _ = split_axes(axes)
     return CompileOptions(input=model_path, target=target, write_output=False, data=data, eval_data=eval_data,
                           sets=sets, hw=hw_path, seed=seed, max_accuracy_drop=max_drop, enforce_budget=False,
-                          input_shapes=tuple(input_shapes))
+                          input_shapes=tuple(input_shapes), passes=passes)
 
 
 def run_trial(point: dict[str, Any], data: str | None, eval_data: str | None, max_drop: float | None,
-              seed: int, model_bytes: bytes | None = None, input_shapes: tuple[str, ...] = ()) -> dict[str, Any]:
+              seed: int, model_bytes: bytes | None = None, input_shapes: tuple[str, ...] = (),
+              passes: str | None = None) -> dict[str, Any]:
     """Compile one point; never raises for a failing compile (the row says ``failed``)."""
     from ..app.compile import compile_model
 
@@ -97,7 +98,7 @@ def run_trial(point: dict[str, Any], data: str | None, eval_data: str | None, ma
             write_hw_toml(hw, Path(hw_path))
         try:
             opts = compile_options(model_path, point["target"], point["axes"], data, eval_data, max_drop,
-                                   seed, hw_path, input_shapes)
+                                   seed, hw_path, input_shapes, passes)
             _, report = compile_model(opts)
             row.update(report_metrics(report, max_drop))
         except PimcError as exc:

@@ -46,11 +46,21 @@ def conv_input_zero_fractions(path: str | Path, x: np.ndarray, level: int | None
     return {(n.name or n.output[0]): float(z / max(t, 1)) for n, z, t in zip(convs, zeros, total, strict=True)}
 
 
+IMAGE_OPS = ("Sub", "Add", "Mul", "Div", "Identity", "Cast")  # a mean shift or a scale of the image
+
+
 def image_convs(path: str | Path) -> list[str]:
-    """Conv nodes (names, else output names) whose data input is a graph input: the ungated first convs."""
+    """Conv nodes (names, else output names) whose data input is a graph input, or made from one by
+    elementwise ops with constants (a mean shift): the ungated first convs."""
     model = onnx.load(str(path), load_external_data=False)
-    inputs = {i.name for i in model.graph.input}
-    return [n.name or n.output[0] for n in model.graph.node if n.op_type == "Conv" and n.input[0] in inputs]
+    image = {i.name for i in model.graph.input if i.name != LEVEL_INPUT}
+    constants = {t.name for t in model.graph.initializer} | {o for n in model.graph.node if n.op_type == "Constant"
+                                                             for o in n.output}
+    for node in model.graph.node:
+        data = [i for i in node.input if i and i not in constants]
+        if node.op_type in IMAGE_OPS and data and all(i in image for i in data):
+            image.update(node.output)
+    return [n.name or n.output[0] for n in model.graph.node if n.op_type == "Conv" and n.input[0] in image]
 
 
 def level_metadata(path: str | Path) -> dict | None:

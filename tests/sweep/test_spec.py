@@ -57,14 +57,16 @@ def test_bad_spec_is_one_line(over, message):
     assert "\n" not in str(info.value)
 
 
-def test_input_shape_reaches_every_compile():
+def test_input_shape_and_passes_reach_every_compile():
     from pimc.sweep.runner import settings_of
     from pimc.sweep.trial import compile_options
 
-    s = spec(input_shape="input=1x1x8x8")
-    assert settings_of(s, 0)["input_shapes"] == ("input=1x1x8x8",)
-    options = compile_options(MODEL, "cim", {}, None, None, None, 0, None, settings_of(s, 0)["input_shapes"])
-    assert options.input_shapes == ("input=1x1x8x8",)
+    s = spec(input_shape="input=1x1x8x8", passes="fold-constants,activation-sparsity")
+    settings = settings_of(s, 0)
+    assert settings["input_shapes"] == ("input=1x1x8x8",)
+    options = compile_options(MODEL, "cim", {}, None, None, None, 0, None, settings["input_shapes"],
+                              settings["passes"])
+    assert options.input_shapes == ("input=1x1x8x8",) and options.passes == "fold-constants,activation-sparsity"
 
 
 def test_load_spec_resolves_model_next_to_the_file(tmp_path):
