@@ -21,11 +21,14 @@ sys.path.insert(0, str(HERE))
 
 import compile_speed  # noqa: E402
 import model_bench  # noqa: E402
+import sr_feature_reg  # noqa: E402
 
 #: table name -> (page, data file, renderer)
 TABLES = {
     "model_bench": ("model_bench.md", "model_bench.json", lambda d: model_bench.markdown_table(d["records"])),
     "compile_speed": ("compile_engine.md", "compile_speed.json", lambda d: compile_speed.markdown_table(d["cases"])),
+    "sr_feature_reg": ("super_resolution.md", "sr_feature_reg.json", sr_feature_reg.markdown_table),
+    "sr_feature_reg_levels": ("super_resolution.md", "sr_feature_reg_levels.json", sr_feature_reg.markdown_table),
 }
 
 
