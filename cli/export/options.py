@@ -18,12 +18,12 @@ from ...compiler.settings import SHARED, cli_dest, cli_name
 from .common import stacked
 
 
-def config_options(*configs: type, skip: tuple[str, ...] = (),
+def config_options(*configs: type,
                    defaults: dict[str, Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The options of every field of ``configs`` (``--seed`` / ``--no-progress`` come from the command);
     ``defaults`` replaces a field's default on this command only (None: decided by the command)."""
     return stacked(*[_option(f, hint, (defaults or {}).get(f.name, f.default))
-                     for config in configs for f, hint in _fields(config) if f.name not in (*SHARED, *skip)])
+                     for config in configs for f, hint in _fields(config) if f.name not in SHARED])
 
 
 def build(config: type, kw: dict[str, Any], **given: Any) -> Any:
