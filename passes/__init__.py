@@ -17,6 +17,7 @@ PASS_MODULES: dict[str, str] = {
     "recompose": "pimc.passes.decompose.recompose",
     "pattern-prune": "pimc.passes.pattern.pattern_prune",
     "prune": "pimc.passes.prune.prune",
+    "channel-prune": "pimc.passes.channel.channel_prune",
     "quantize": "pimc.passes.quantize.quantize",
     "bitmap": "pimc.passes.quantize.bitmap",
     "comparator-conv": "pimc.passes.comparator.comparator_conv",

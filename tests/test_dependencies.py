@@ -1,4 +1,5 @@
-"""Every package the project declares as a dependency is imported by the code outside the tests."""
+"""pyproject.toml matches the code: every declared dependency is imported outside the tests, and every package
+folder is listed for installation."""
 
 from __future__ import annotations
 
@@ -23,3 +24,11 @@ def test_every_declared_dependency_is_imported_outside_the_tests():
     unused = [name for name in _declared()
               if not re.search(rf"^\s*(import|from)\s+{re.escape(MODULE_OF.get(name, name))}\b", text, re.M)]
     assert not unused
+
+
+def test_every_package_folder_is_installed():
+    folders = {p.parent.relative_to(ROOT) for p in ROOT.rglob("__init__.py")
+               if not {"tests", ".venv", "build"} & set(p.relative_to(ROOT).parts)}
+    packages = {".".join(("pimc", *folder.parts)) for folder in folders}
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    assert packages == set(declared)
