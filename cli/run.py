@@ -53,7 +53,8 @@ def run_command(
     table = Table(title=f"{model.name} on {data}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    table.add_row("accuracy", _percent(result["accuracy"]))
+    psnr = result.get("metric") == "psnr"
+    table.add_row("PSNR (Y)" if psnr else "accuracy", _quality(result["accuracy"], psnr))
     table.add_row("samples", str(result["samples"]))
     table.add_row(f"latency median (batch {result['batch']})", f"{result['latency_ms_median']:.3f} ms")
     table.add_row(f"latency p90 (batch {result['batch']})", f"{result['latency_ms_p90']:.3f} ms")
@@ -110,8 +111,10 @@ def _bench_table(rows: list[dict], sizes: list[int], data: str) -> Table:
     """Rich table of bench rows with ratios against the first model, every ratio "> 1 = better": the
     non-zero column says how many times fewer non-zero params, each latency column how many times faster."""
     ref = rows[0]
+    psnr = ref.get("metric") == "psnr"
     table = Table(title=f"bench on {data} (ratios vs {ref['model']}, > 1 = better)")
-    headers = ["model", "params", "non-zero (× fewer)", "accuracy", "top-1 agree", "max |diff|"]
+    headers = ["model", "params", "non-zero (× fewer)", "PSNR (Y)" if psnr else "accuracy", "top-1 agree",
+               "max |diff|"]
     headers += [f"ms @b{b} (× faster)" for b in sizes]
     for header in headers:
         table.add_column(header, justify="left" if header == "model" else "right")
@@ -120,8 +123,8 @@ def _bench_table(rows: list[dict], sizes: list[int], data: str) -> Table:
             row["model"],
             str(row["params"]),
             f"{row['nonzero_params']} ({_gain(ref['nonzero_params'], row['nonzero_params'], 'fewer')})",
-            _percent(row["accuracy"]),
-            _percent(row["top1_agreement"]),
+            _quality(row["accuracy"], psnr),
+            "-" if psnr else _percent(row["top1_agreement"]),
             "-" if row["max_abs_diff"] is None else f"{row['max_abs_diff']:.2e}",
         ]
         for b in sizes:
@@ -155,6 +158,11 @@ def dataset_input(proto: onnx.ModelProto, path: Path) -> tuple[str, tuple[int, i
 def _gain(reference: float, value: float, word: str) -> str:
     """``reference / value`` formatted as ``2.00× faster`` (> 1 = better than the reference)."""
     return f"{reference / value:.2f}× {word}" if value else "-"
+
+
+def _quality(value: float | None, psnr: bool) -> str:
+    """Top-1 as a percentage, PSNR in dB, or ``-``."""
+    return "-" if value is None else f"{value:.2f} dB" if psnr else f"{value:.2%}"
 
 
 def _percent(value: float | None) -> str:

@@ -146,6 +146,7 @@ def _row(
         "nonzero_params": nonzero,
         "sparsity": 1.0 - nonzero / params if params else 0.0,
         "accuracy": quality(logits, data),
+        "metric": data.metric.name,
         **_agreement(logits, reference),
     }
     row.update({f"latency_ms_b{b}": v for b, v in latency.items()})
