@@ -62,6 +62,10 @@ def run_export(**kw) -> dict:
         export_onnx(model, kw["dense_output"], shape)
     started = time.perf_counter()
     calib = x[fit][: config.calibration]
+    if sets.image_targets:  # thresholds at the tile size the model is measured at, not the training patches'
+        from ...runtime.datasets import load_dataset
+
+        calib = load_dataset(kw["data"], (shape[0], None, None), "train").x[: config.calibration]
     result = feature_regularize(model, loader, calib, (x[held], y[held]), shape, config, seed, progress)
     finetune_s = time.perf_counter() - started
     export_feature_reg_onnx(result, kw["output"], shape)

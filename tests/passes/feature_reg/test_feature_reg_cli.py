@@ -127,3 +127,18 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, message):
     assert len(lines) == 1, result.stderr
     assert message in lines[0] and "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_super_resolution_levels_are_scored_in_psnr(tmp_path):
+    """On image targets the exporter trains with L1, scores every level in dB and keeps a symbolic image size."""
+    out = tmp_path / "sr.onnx"
+    result = pimc("export", "feature-reg", "--model", "espcn", "--data", "sr-samples:2", "-o", str(out),
+                  "--levels", "0.5,0.8", "--epochs", "1", "--reg-epochs", "1", "--train-limit", "64",
+                  "--batch-size", "16", "--calibration", "32", "--no-progress", "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["metric"] == "psnr" and len(summary["test"]) == 2
+    assert all(5.0 < row["accuracy"] < 60.0 for row in summary["test"])  # dB, not a fraction
+    model = onnx.load(str(out))
+    assert model.graph.output[0].name == "image"
+    assert not model.graph.input[0].type.tensor_type.shape.dim[2].HasField("dim_value")
