@@ -108,14 +108,16 @@ def measure_accuracy(input_model: onnx.ModelProto, output_model: onnx.ModelProto
     if data.test is None:
         return {"measured": False, "note": "accuracy not measured: no labelled evaluation data "
                                            "(give --data digits|mnist|cifar10:DIR|npz:PATH with labels)"}
-    from ..runtime.session import model_accuracy
+    from ..runtime.session import model_quality
 
     batched = data.budget is not None and data.budget.batched
-    before = model_accuracy(input_model, data.test, integer_kernels=integer_kernels, batched=batched)
-    after = model_accuracy(output_model, data.test, integer_kernels=integer_kernels, batched=batched)
+    first = model_quality(input_model, data.test, integer_kernels=integer_kernels, batched=batched)
+    second = model_quality(output_model, data.test, integer_kernels=integer_kernels, batched=batched)
+    before, after = first.pop("value"), second.pop("value")
+    beside = {f"{k}_input": v for k, v in first.items()} | {f"{k}_output": v for k, v in second.items()}
     metric = data.test.metric
     budget = metric.default_budget if max_drop is None else max_drop
-    return {"measured": True, "metric": metric.name, "unit": metric.unit, "input": before, "output": after,
+    return {"measured": True, "metric": metric.name, "unit": metric.unit, "input": before, "output": after, **beside,
             "drop_points": round(metric.scale * (before - after), 4),
             "samples": len(data.test), "data": data.description, "max_drop_points": budget,
             "arithmetic": "onnxruntime's own kernels" if integer_kernels

@@ -136,6 +136,8 @@ def render_accuracy(accuracy: dict[str, Any] | None, console: Console) -> None:
     unit = accuracy.get("unit", "points")
     if accuracy.get("metric") == "psnr":
         what, before, after = "PSNR (Y)", f"{accuracy['input']:.2f} dB", f"{accuracy['output']:.2f} dB"
+        if "ssim_output" in accuracy:
+            after += f" (SSIM {accuracy['ssim_input']:.4f} → {accuracy['ssim_output']:.4f})"
     else:
         what, before, after = "accuracy", f"{100 * accuracy['input']:.2f} %", f"{100 * accuracy['output']:.2f} %"
     console.print(

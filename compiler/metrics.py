@@ -37,10 +37,11 @@ class Metric:
     def value(self, outputs: np.ndarray, targets: np.ndarray) -> float:
         return float(np.mean(self.scores(outputs, targets)))
 
-    def describe(self, value: float | None) -> str:
-        if value is None:
-            return "-"
-        return f"{100 * value:.2f} %" if self.name == "top1" else f"{value:.2f} dB"
+    def second(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        """The figures reported beside the metric: SSIM for PSNR, nothing for top-1."""
+        if self.name != "psnr":
+            return {}
+        return {"ssim": float(np.mean(ssim_y(outputs, targets, self.shave)))}
 
 
 TOP1 = Metric("top1", "points", 100.0)

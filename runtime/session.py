@@ -106,17 +106,23 @@ def feeds(model: ModelLike, dataset: Dataset) -> list[dict[str, np.ndarray]]:
     return [{name: dataset.x[i : i + 1].astype(dtype)} for i in range(len(dataset))]
 
 
-def model_accuracy(model: ModelLike, dataset: Dataset, batch: int = 64, threads: int | None = None,
-                   integer_kernels: bool = True, batched: bool = False) -> float:
-    """The metric (top-1, or PSNR for image targets) of ``model`` on the labelled ``dataset`` on onnxruntime (no
-    timing runs); ``batched``: run a batch-1 export on batches (see :func:`runs_batched`)."""
+def model_quality(model: ModelLike, dataset: Dataset, batch: int = 64, threads: int | None = None,
+                  integer_kernels: bool = True, batched: bool = False) -> dict[str, float]:
+    """``model_accuracy`` as ``{"value": ...}`` with the metric's second figures (SSIM for PSNR)."""
     if dataset.y is None:
         raise PimcError(f"{dataset.name}: no labels to measure accuracy against")
     proto = free_batch(as_model(model)) if batched else as_model(model)
     _, _, dtype = model_input(proto)
-    logits = predict(make_session(proto, threads, integer_kernels=integer_kernels), dataset.x.astype(dtype, copy=False), batch)
-    result = quality(logits, dataset)
-    return 0.0 if result is None else result
+    outputs = predict(make_session(proto, threads, integer_kernels=integer_kernels),
+                      dataset.x.astype(dtype, copy=False), batch)
+    return {"value": dataset.metric.value(outputs, dataset.y), **dataset.metric.second(outputs, dataset.y)}
+
+
+def model_accuracy(model: ModelLike, dataset: Dataset, batch: int = 64, threads: int | None = None,
+                   integer_kernels: bool = True, batched: bool = False) -> float:
+    """The metric (top-1, or PSNR for image targets) of ``model`` on the labelled ``dataset`` on onnxruntime (no
+    timing runs); ``batched``: run a batch-1 export on batches (see :func:`runs_batched`)."""
+    return model_quality(model, dataset, batch, threads, integer_kernels, batched)["value"]
 
 
 def dataset_feeds(model: ModelLike, spec: str, count: int = 32, seed: int = 0) -> list[dict[str, np.ndarray]]:

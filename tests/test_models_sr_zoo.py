@@ -63,4 +63,5 @@ def test_every_target_compiles_an_sr_model_under_a_psnr_budget(trained_espcn, tm
     accuracy = data["accuracy"]
     assert accuracy["metric"] == "psnr" and accuracy["unit"] == "dB"
     assert 15.0 < accuracy["input"] < 45.0 and accuracy["drop_points"] <= 0.1 + 1e-9
+    assert 0.0 < accuracy["ssim_output"] <= 1.0
     assert "DepthToSpace" in {n.op_type for n in onnx.load(str(tmp_path / "out.onnx")).graph.node}
