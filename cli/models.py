@@ -108,8 +108,7 @@ def train_command(
         raise PimcError(f"model '{name}' trains on {wanted}, not --data {data}")
     torch.manual_seed(seed)
     if sets.image_targets:
-        scale = sets.train.y.shape[2] // sets.train.x.shape[2]
-        model = build_model(name, in_channels=in_channels, scale=scale)
+        model = build_model(name, in_channels=in_channels, scale=sets.scale)
     else:
         model = build_model(name, num_classes if num_classes is not None else max(10, sets.num_classes), in_channels)
     train_classifier(model, sets.loader, epochs, lr=lr, seed=seed, desc=f"train {name}")
@@ -120,6 +119,6 @@ def train_command(
         return
     from ..runtime.images import bicubic
 
-    baseline = sets.test.metric.value(bicubic(sets.test.x, scale), sets.test.y)
+    baseline = sets.test.metric.value(bicubic(sets.test.x, sets.scale), sets.test.y)
     click.echo(f"wrote {output}: test PSNR (Y) {result['accuracy']:.2f} dB against bicubic {baseline:.2f} dB "
                f"({result['accuracy'] - baseline:+.2f} dB) on {result['samples']} held-out tiles")

@@ -11,7 +11,7 @@ import onnx
 from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
 from ..compiler.sessions import real_inputs
-from ..compiler.tables import Table, console
+from ..compiler.tables import Table, console, metric_table
 from ..runtime.datasets import SPECS_HELP, Dataset, Shape3, evaluation_set, load_dataset
 from ..runtime.session import evaluate, model_input
 
@@ -50,9 +50,7 @@ def run_command(
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
-    table = Table(title=f"{model.name} on {data}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = metric_table(f"{model.name} on {data}")
     psnr = result.get("metric") == "psnr"
     table.add_row("PSNR (Y)" if psnr else "accuracy", _quality(result["accuracy"], psnr))
     table.add_row("samples", str(result["samples"]))

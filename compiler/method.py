@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from .errors import PimcError
-from .settings import SHARED
+from .settings import SHARED, make
 
 
 @dataclass(frozen=True)
@@ -32,20 +32,12 @@ class Method:
         return sorted({f.name for config in self.configs for f in fields(config)} | set(SHARED))
 
     def build(self, options: dict[str, Any]) -> list[Any]:
-        """One instance per config, each taking the options named like its fields (lists become tuples)."""
+        """One checked instance per config, each taking the options named like its fields."""
         unknown = sorted(set(options) - set(self.option_names()))
         if unknown:
             raise PimcError(f"compress(method={self.name!r}): unknown option {', '.join(unknown)} "
                             f"(valid: {', '.join(self.option_names())})")
-        built = []
-        for config in self.configs:
-            names = {f.name for f in fields(config)}
-            values = {k: tuple(v) if isinstance(v, list) else v for k, v in options.items() if k in names}
-            built.append(config(**values))
-        for config in built:
-            if hasattr(config, "check"):
-                config.check()
-        return built
+        return [make(config, options) for config in self.configs]
 
     def runner(self) -> Callable[..., Any]:
         module, function = self.run.split(":")

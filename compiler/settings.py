@@ -7,7 +7,7 @@ is ``--prune-lr``, beside the pre-training ``--lr``). Torch-free."""
 
 from __future__ import annotations
 
-from dataclasses import Field, field
+from dataclasses import Field, field, fields
 from typing import Any
 
 SHARED = ("seed", "progress")  # every exporter's own options (--seed, --no-progress), not generated per config
@@ -29,3 +29,13 @@ def cli_dest(f: Field) -> str:
     if f.name == "progress":
         return "no_progress"
     return cli_name(f).replace("-", "_")
+
+
+def make(config: type, values: dict[str, Any]) -> Any:
+    """An instance of ``config`` from the ``values`` named like its fields (others ignored; lists become
+    tuples), checked when it has a ``check``: how the library and the CLI both build a method's configs."""
+    names = {f.name for f in fields(config)}
+    built = config(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items() if k in names})
+    if hasattr(built, "check"):
+        built.check()
+    return built

@@ -29,3 +29,11 @@ class Table(RichTable):
     def add_column(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("overflow", "fold")
         super().add_column(*args, **kwargs)
+
+
+def metric_table(title: str) -> Table:
+    """A two-column "metric | value" table, the form every command's summary takes."""
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    return table

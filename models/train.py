@@ -54,6 +54,11 @@ class TrainingData:
     def image_targets(self) -> bool:
         return self.train.y is not None and self.train.y.ndim == 4
 
+    @property
+    def scale(self) -> int:
+        """Image targets: how many times larger the target is than the input (the super-resolution scale)."""
+        return self.train.y.shape[2] // self.train.x.shape[2]
+
 
 def training_data(
     spec: str, input_shape: tuple[int, int, int], batch_size: int, seed: int = 0, limit: int | None = None

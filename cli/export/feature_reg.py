@@ -50,8 +50,7 @@ def run_export(**kw) -> dict:
     if model is None:
         torch.manual_seed(seed)
         if sets.image_targets:
-            model = build_model(kw["model_name"], in_channels=kw["in_channels"],
-                                scale=sets.train.y.shape[2] // sets.train.x.shape[2])
+            model = build_model(kw["model_name"], in_channels=kw["in_channels"], scale=sets.scale)
         else:
             model = build_model(kw["model_name"], max(10, sets.num_classes), kw["in_channels"])
     started = time.perf_counter()

@@ -14,7 +14,7 @@ from typing import Any
 
 import click
 
-from ...compiler.settings import SHARED, cli_dest, cli_name
+from ...compiler.settings import SHARED, cli_dest, cli_name, make
 from .common import stacked
 
 
@@ -28,19 +28,10 @@ def config_options(*configs: type,
 
 def build(config: type, kw: dict[str, Any], **given: Any) -> Any:
     """An instance of ``config`` from the parsed options (``given`` wins), checked when it has a ``check``."""
-    values: dict[str, Any] = {}
-    for f in fields(config):
-        if f.name in given:
-            values[f.name] = given[f.name]
-        elif f.name == "progress":
-            values[f.name] = not kw.get("no_progress", False)
-        elif cli_dest(f) in kw:
-            value = kw[cli_dest(f)]
-            values[f.name] = tuple(value) if isinstance(value, list) else value
-    built = config(**values)
-    if hasattr(built, "check"):
-        built.check()
-    return built
+    values = {f.name: kw[cli_dest(f)] for f in fields(config) if cli_dest(f) in kw}
+    if "progress" in values:
+        values["progress"] = not values["progress"]  # parsed as --no-progress
+    return make(config, {**values, **given})
 
 
 def _fields(config: type) -> list[tuple[Field, Any]]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from ...compiler.tables import Table, console
+from ...compiler.tables import console, metric_table
 from ...passes.pattern.config import AdmmSchedule, PatternConfig
 from .common import FILE, emit, model_options, pretraining_options, shared_options
 from .options import build, config_options
@@ -56,9 +56,7 @@ def run_export(**kw) -> dict:
 
 
 def _print_summary(s: dict) -> None:
-    table = Table(title=f"pattern-pruned {s['model']} ({s['mode']}) → {s['output']}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = metric_table(f"pattern-pruned {s['model']} ({s['mode']}) → {s['output']}")
     if "accuracy_dense" in s:
         table.add_row("dense test accuracy (onnxruntime)", f"{s['accuracy_dense']:.2%}")
     table.add_row("pruned test accuracy (onnxruntime)", f"{s['accuracy_pruned']:.2%}")

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from ...compiler.tables import Table, console
+from ...compiler.tables import console, metric_table
 from ...passes.prune.config import PruneConfig, PruneSchedule
 from .common import FILE, emit, model_options, pretraining_options, shared_options
 from .options import build, config_options
@@ -114,9 +114,7 @@ def accuracy_warnings(dense: float | None, pruned: float | None, compression: fl
 
 
 def _print_summary(s: dict) -> None:
-    table = Table(title=f"ADMM-pruned {s['model']} → {s['output']}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
+    table = metric_table(f"ADMM-pruned {s['model']} → {s['output']}")
     if "accuracy_validation_dense" in s:
         table.add_row("dense validation accuracy", f"{s['accuracy_validation_dense']:.2%}")
     if "accuracy_validation_pruned" in s:
