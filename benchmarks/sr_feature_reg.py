@@ -99,6 +99,7 @@ def main() -> None:
     parser.add_argument("--levels", default="0.6,0.8,0.85,0.9")
     parser.add_argument("--penalty", default="0.5")
     parser.add_argument("--frozen-epochs", default="0")
+    parser.add_argument("--gate", default="threshold", help="the exporter's --gate (threshold | topk)")
     parser.add_argument("--lr", default="1e-3")
     parser.add_argument("--tile", type=int, default=48, help="low-resolution tile side of the compiles")
     parser.add_argument("--threads", default="2")
@@ -114,7 +115,7 @@ def main() -> None:
         text = run([sys.executable, "-m", "pimc", "export", "feature-reg", "--model", "edsr-small", "--data",
                     "sr-samples:2", "-o", str(regularized), "--dense-output", str(dense), "--epochs", args.epochs,
                     "--reg-epochs", args.reg_epochs, "--levels", args.levels, "--penalty", args.penalty,
-                    "--lr", args.lr, "--frozen-epochs", args.frozen_epochs, "--batch-size", "16", "--threads", args.threads,
+                    "--lr", args.lr, "--frozen-epochs", args.frozen_epochs, "--gate", args.gate, "--batch-size", "16", "--threads", args.threads,
                     "--dense-checkpoint", str(out / "dense.pt"), "--no-progress", "--json"])
         (out / "export.json").write_text(text)
     export = json.loads((out / "export.json").read_text())

@@ -111,13 +111,21 @@ channel); a layer without the measurement is costed dense. With skipping on:
                   without gates (the dense twin) always has d_s = d: no asymmetric credit
     output map:   off-chip output bits × min(1, d_out + 1/bits_act), d_out the measured density of the map
                   after the layer's Relu (``output_zero_fraction``); uncompressed when not measured
-    cycles of the dense path, the coefficient unit and the sparse baseline are unchanged: their columns are
-    output pixels in lockstep, which skip a step only when every pixel's input is zero (not modelled).
-    partial sums (output buffer) are unchanged too: an update of psum[o, p] is skippable only when every input
-    summed into it in that step is zero, i.e. all Tc·k² inputs of a channel tile's window (coefficient stage:
-    the whole intermediate tile at p is zero) or all C inputs of a weight-stationary column group. The pass's
-    all-zero chunk fractions bound this: for the feature-reg ResNet-20 on digits (70 % unstructured zeros)
-    at most 0.1 % of aligned 128-input im2col chunks are all zero, so the saving is not modelled.
+    zero input vectors: v_W, the measured all-zero fraction of aligned W-channel vectors at one input pixel
+                  (``input_channel_chunks``; the next larger measured W when W was not measured). A
+                  weight-stationary step reads the W = min(Cg, C) channels of one input pixel at one tap;
+                  when that vector is all zero (its presence-mask bits, above, are all 0) the step is
+                  skipped: its cycle, its MACs and the partial-sum updates of its rows, so
+                  ws cycles · (1 − v_W) and ws psum reads + writes · (1 − v_W). The coefficient stage skips
+                  the psum update of a channel tile at an output pixel whose Tc·m intermediate values there
+                  are all zero: psum reads + writes · (1 − v_{Tc·m}), cycles unchanged (its columns are pixels
+                  in lockstep). Padding pixels are counted as non-zero, which understates the skips. This is
+                  the vector-granular form of skipping zero activations in the compressed domain (Eyeriss v2,
+                  Chen et al., JETCAS 2019; SparTen, Gondimalla et al., MICRO 2019; docs/sources.md); the
+                  structure Feature Regularization's per-pixel channel zeros have.
+    cycles of the output-stationary dense path, the coefficient unit and the sparse baseline are otherwise
+    unchanged: their columns are output pixels in lockstep, which skip a step only when every pixel's input
+    is zero (not modelled).
 The dense baseline never skips (it is the dense machine). The report's ``activation_skipping`` section gives
 cycles and energy with and without skipping for the same compiled model.
 

@@ -119,6 +119,17 @@ def _tile_density(plan: LayerPlan, tc: int, n_tiles: int, enabled: bool) -> np.n
     return padded.reshape(n_tiles, tc).max(axis=1)
 
 
+def zero_vector_fraction(table: tuple[np.ndarray, np.ndarray] | None, width, enabled: bool):
+    """Measured all-zero fraction of the aligned ``width``-channel input vectors of one pixel (the next larger
+    measured width, which never overstates it; 0 when none is that wide, nothing was measured or skipping is
+    off). ``width`` may be an array of hardware points."""
+    if not enabled or table is None:
+        return 0.0
+    sizes, fractions = table
+    found = np.append(fractions, 0.0)[np.minimum(np.searchsorted(sizes, width), len(sizes))]
+    return found if np.ndim(found) else float(found)
+
+
 def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     geo, m = plan.geometry, plan.rank
     tc, n_tiles = hw.basis_cols, len(plan.tile_nnz)
@@ -163,7 +174,8 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     t.sram("coefficient", coef_fetches * plan.coef_bits, e_coef, "weight_buffer")
     t.sram("index", coef_fetches * plan.coef_index_bits_per_nnz, e_coef, "index")
     t.energy_pj["index"] += coef_fetches * hw.add_32b_pj * plan.coef_index_bits_per_nnz / 32.0
-    t.sram("output", geo.cout * geo.pixels * (2 * n_tiles * hw.psum_bits + plan.act_bits), e_out,
+    live_tiles = 1.0 - zero_vector_fraction(plan.coef_zero_vectors, min(tc, geo.cin) * m, hw.activation_skipping)
+    t.sram("output", geo.cout * geo.pixels * (2 * n_tiles * live_tiles * hw.psum_bits + plan.act_bits), e_out,
            "output_buffer")
 
     in_rows, halo = _input_rows(geo, tiles)
@@ -206,9 +218,11 @@ def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
     }
 
 
-def _dense_cycles(geo: Geometry, rows: int, cols: int) -> tuple[int, int, str]:
+def _dense_cycles(geo: Geometry, rows: int, cols: int, zero_vectors=0.0) -> tuple[int, int, str]:
+    """(cycles of the cheaper mapping, of the other, its name); a weight-stationary step whose input vector is
+    all zero (``zero_vectors`` of them) is skipped."""
     kg, cg = geo.cout // geo.groups, geo.cin // geo.groups
-    ws = geo.groups * _ceil(kg, rows) * _ceil(cg, cols) * geo.k2 * geo.pixels
+    ws = geo.groups * _ceil(kg, rows) * _ceil(cg, cols) * geo.k2 * geo.pixels * (1.0 - zero_vectors)
     os_ = _ceil(geo.cout, rows) * _ceil(geo.ow, cols) * geo.batch * geo.oh * cg * geo.k2
     first = ws <= os_
     return select(first, ws, os_), select(first, os_, ws), select(first, "weight-stationary", "output-stationary")
@@ -227,8 +241,9 @@ def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None,
                              plan.stored_density)
     out_storage = activation_zeros(plan.output_density, plan.act_bits, skip_activations and hw.activation_skipping).storage
     rows, cols = hw.dense_rows, hw.dense_cols
-    compute, _, mapping = _dense_cycles(geo, rows, cols)
     kg, cg = geo.cout // geo.groups, geo.cin // geo.groups
+    zero_vectors = zero_vector_fraction(plan.zero_vectors, vmin(cg, cols), skip_activations and hw.activation_skipping)
+    compute, _, mapping = _dense_cycles(geo, rows, cols, zero_vectors)
     macs = geo.macs
     out_buf, in_buf = hw.output_buffer_kb * KB_BITS, hw.input_buffer_kb * KB_BITS
     w_buf = hw.dense_weight_buffer_kb * KB_BITS
@@ -241,8 +256,8 @@ def dense_cost(plan: LayerPlan, hw: EscalateConfig, name: str | None = None,
     ws = mapping == "weight-stationary"
     t.sram("weight", select(ws, w.params * w.bits * pixel_tiles, macs / vmin(geo.ow, cols) * w.bits), e_w,
            "weight_buffer")
-    t.sram("output", select(ws, 2 * macs / vmin(cg, cols) * hw.psum_bits, geo.pixels * geo.cout * plan.act_bits),
-           e_out, "output_buffer")
+    t.sram("output", select(ws, 2 * macs / vmin(cg, cols) * hw.psum_bits * (1.0 - zero_vectors),
+                            geo.pixels * geo.cout * plan.act_bits), e_out, "output_buffer")
     input_bits = geo.batch * geo.cin * geo.h * geo.w * plan.act_bits
     passes = select(input_bits * zeros.storage <= in_buf, 1, _ceil(geo.cout, rows))
     t.dram("input", _activation_bits(input_bits * zeros.fetched, hw) * passes, hw)

@@ -78,6 +78,8 @@ class LayerPlan:
     output_density: float | None = None
     channel_density: np.ndarray | None = None
     coef_input_density: float | None = None
+    zero_vectors: tuple[np.ndarray, np.ndarray] | None = None  # input_channel_chunks (sizes, all-zero fractions)
+    coef_zero_vectors: tuple[np.ndarray, np.ndarray] | None = None  # the same, of the intermediate map
 
 
 @dataclass
@@ -132,7 +134,7 @@ def _dense_plan(rec: LayerRecord, hw: EscalateConfig) -> LayerPlan:
                      lowered_from=rec.annotations.get("lowered_from"), input_density=rec.input_density,
                      stored_density=rec.input_stored_density,
                      output_density=rec.output_density,
-                     channel_density=_channel_density(rec, geo.cin))
+                     channel_density=_channel_density(rec, geo.cin), zero_vectors=rec.channel_chunk_table())
 
 
 def _channel_density(rec: LayerRecord, cin: int) -> np.ndarray | None:
@@ -178,6 +180,7 @@ def _decomposed_plan(basis: LayerRecord, coef: LayerRecord, hw: EscalateConfig) 
         input_density=basis.input_density, stored_density=basis.input_stored_density,
         channel_density=_channel_density(basis, cin),
         coef_input_density=coef.input_density, output_density=coef.output_density,
+        zero_vectors=basis.channel_chunk_table(), coef_zero_vectors=coef.channel_chunk_table(),
     )
     _coefficient_tiles(plan, per_kernel, cw.size, hw)
     return plan

@@ -16,11 +16,16 @@ whose "channel" is the reduction axis K and whose "pixels" are the rows), over t
                             field in (c, ky, kx) order (the order a weight-stationary array reads it), padding
                             zeros included; at most ``positions`` output positions per sample (seeded) are
                             drawn for this statistic. For Gemm / MatMul a row is one K-vector.
+    input_channel_chunks    convs: {G: fraction of all-zero aligned chunks of G consecutive channels of one
+                            input pixel}, over every pixel (within a group for grouped convs): the input vector
+                            one step of a weight-stationary array reads (``Cin/G`` channels at one pixel
+                            and tap), and the structure Feature Regularization's per-pixel channel zeros have.
     input_samples           how many samples were measured, and ``input_sparsity_source`` the data spec.
     output_zero_fraction    the zero fraction of the map the node writes after its activation, when its
                             only reader is a Relu (the map a target stores compressed), else absent; a
-                            threshold gate on the Relu's output, Where(Greater(Abs(r), t), r, 0) (the
-                            ``feature-reg`` exporter's), counts as part of the activation.
+                            gate on the Relu's output, Where(Greater(Abs(r), t), r, 0) or the top-k gate's
+                            Where(GreaterOrEqual(Abs(r), kth), r, 0) (the ``feature-reg`` exporter's), counts
+                            as part of the activation.
     input_stored_zero_fraction  when X is the output of such a gate whose input r has other readers too (a
                             residual Add, another conv's gate): the zero fraction of r. One map r is stored
                             for all its readers and the gate is applied while it is read back, so off-chip
@@ -65,19 +70,26 @@ class ZeroStats:
     pixel_hist: np.ndarray = field(default_factory=lambda: np.zeros(HIST_BINS, dtype=np.int64))
     chunk_zero: dict[int, int] = field(default_factory=dict)
     chunk_total: dict[int, int] = field(default_factory=dict)
+    vector_zero: dict[int, int] = field(default_factory=dict)
+    vector_total: dict[int, int] = field(default_factory=dict)
 
     def annotations(self, conv: bool) -> dict[str, object]:
         notes: dict[str, object] = {
             "input_zero_fraction": round(self.zeros / max(self.total, 1), 6),
             "input_pixel_density": [round(float(v), 6) for v in self.pixel_hist / max(self.pixel_hist.sum(), 1)],
-            "input_zero_chunks": {str(g): round(self.chunk_zero[g] / max(self.chunk_total[g], 1), 6)
-                                  for g in sorted(self.chunk_zero) if self.chunk_total[g]},
+            "input_zero_chunks": _fractions(self.chunk_zero, self.chunk_total),
             "input_samples": self.samples,
         }
+        if self.vector_total:
+            notes["input_channel_chunks"] = _fractions(self.vector_zero, self.vector_total)
         if conv and self.channel_nonzero is not None and len(self.channel_nonzero) <= MAX_CHANNEL_LIST:
             density = self.channel_nonzero / max(self.channel_total, 1)
             notes["input_channel_density"] = [round(float(v), 4) for v in density]
         return notes
+
+
+def _fractions(zero: dict[int, int], total: dict[int, int]) -> dict[str, float]:
+    return {str(g): round(zero[g] / max(total[g], 1), 6) for g in sorted(zero) if total[g]}
 
 
 class ActivationSparsity(Pass, name="activation-sparsity", exact=True):
@@ -181,27 +193,32 @@ def _stored_inputs(model: onnx.ModelProto, records: list[LayerRecord]) -> dict[s
     return out
 
 
+COMPARES = ("Greater", "GreaterOrEqual")  # the threshold gate's and the top-k gate's comparison
+
+
 def _is_gate(where: onnx.NodeProto, source: str, made_by: dict[str, onnx.NodeProto]) -> bool:
-    """Whether ``where`` is ``Where(Greater(Abs(source), t), source, 0)``."""
-    greater = made_by.get(where.input[0])
-    if greater is None or greater.op_type != "Greater":
+    """Whether ``where`` is a Feature Regularization gate on ``source``: ``Where(Greater(Abs(source), t), source,
+    0)`` (threshold) or ``Where(GreaterOrEqual(Abs(source), kth), source, 0)`` (top-k)."""
+    compare = made_by.get(where.input[0])
+    if compare is None or compare.op_type not in COMPARES:
         return False
-    absolute = made_by.get(greater.input[0])
+    absolute = made_by.get(compare.input[0])
     return absolute is not None and absolute.op_type == "Abs" and absolute.input[0] == source
 
 
 def _gate_output(tensor: str, readers: dict[str, list[onnx.NodeProto]]) -> str | None:
-    """The output of ``Where(Greater(Abs(tensor), t), tensor, 0)`` when that gate is ``tensor``'s only use."""
+    """The output of the gate on ``tensor`` (see :func:`_is_gate`) when that gate is ``tensor``'s only use."""
     users = readers.get(tensor, [])
     ops = sorted(node.op_type for node in users)
     if ops != ["Abs", "Where"]:
         return None
     absolute = next(node for node in users if node.op_type == "Abs")
     where = next(node for node in users if node.op_type == "Where")
-    greater = readers.get(absolute.output[0], [])
-    if len(greater) != 1 or greater[0].op_type != "Greater" or greater[0].input[0] != absolute.output[0]:
-        return None
-    if list(where.input[:2]) != [greater[0].output[0], tensor]:
+    uses = readers.get(absolute.output[0], [])
+    compares = [n for n in uses if n.op_type in COMPARES and n.input[0] == absolute.output[0]]
+    if len(compares) != 1 or any(n.op_type not in (*COMPARES, "TopK", "Shape") for n in uses):
+        return None  # a top-k gate's Abs also feeds the TopK (and its K) that finds the k-th largest magnitude
+    if list(where.input[:2]) != [compares[0].output[0], tensor]:
         return None
     return where.output[0]
 
@@ -257,12 +274,14 @@ def _accumulate(s: ZeroStats, rec: LayerRecord, x: np.ndarray, positions: int, r
         s.channel_nonzero = counts if s.channel_nonzero is None else s.channel_nonzero + counts
         s.channel_total += per_channel.shape[1]
         pixel_density = per_channel.mean(axis=0)
+        groups = max(rec.groups, 1) if rec.op == "Conv" else 1
+        _count_chunks(s.vector_zero, s.vector_total, per_channel.T.reshape(-1, x.shape[1] // groups))
         rows = _im2col_rows(nonzero, rec, positions, rng) if rec.op == "Conv" else per_channel.T
     else:
         rows = nonzero.reshape(-1, x.shape[-1]) if x.ndim else nonzero.reshape(1, 1)
         pixel_density = rows.mean(axis=1)
     s.pixel_hist += np.histogram(pixel_density, bins=HIST_BINS, range=(0.0, 1.0))[0]
-    _count_chunks(s, rows)
+    _count_chunks(s.chunk_zero, s.chunk_total, rows)
 
 
 def _im2col_rows(nonzero: np.ndarray, rec: LayerRecord, positions: int, rng: np.random.Generator) -> np.ndarray:
@@ -291,12 +310,13 @@ def _im2col_rows(nonzero: np.ndarray, rec: LayerRecord, positions: int, rng: np.
     return patches.reshape(len(pick), groups, (c // groups) * kh * kw).reshape(len(pick) * groups, -1)
 
 
-def _count_chunks(s: ZeroStats, rows: np.ndarray) -> None:
+def _count_chunks(zero: dict[int, int], total: dict[int, int], rows: np.ndarray) -> None:
+    """Add the all-zero aligned chunks of every size in ``CHUNKS`` that fits a row of the mask ``rows``."""
     width = rows.shape[1]
     for g in CHUNKS:
         if g > width:
             break
         usable = (width // g) * g
         chunks = rows[:, :usable].reshape(rows.shape[0], -1, g).any(axis=2)
-        s.chunk_zero[g] = s.chunk_zero.get(g, 0) + int(chunks.size - np.count_nonzero(chunks))
-        s.chunk_total[g] = s.chunk_total.get(g, 0) + int(chunks.size)
+        zero[g] = zero.get(g, 0) + int(chunks.size - np.count_nonzero(chunks))
+        total[g] = total.get(g, 0) + int(chunks.size)

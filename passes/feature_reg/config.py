@@ -10,8 +10,10 @@ from ...compiler.settings import setting
 
 LEVEL_INPUT = "sparsity_level"
 TABLE_NAME = "feature_reg.thresholds"
+KEEP_NAME = "feature_reg.keep"
 METADATA_KEY = "pimc.feature_reg"
 PLACEMENTS = ("conv-input", "stream")  # where the gates sit (see the module docstring)
+GATES = ("threshold", "topk")  # what a gate zeroes (see the module docstring)
 
 
 @dataclass
@@ -38,6 +40,9 @@ class FeatureRegConfig:
     placement: str = setting("conv-input", "conv-input: a gate in front of each conv; stream: one gate per map the "
                              "convs read, on its producer, so every reader (a residual Add too) and the stored map "
                              "are gated.", cli="gate-placement", choices=PLACEMENTS)
+    gate: str = setting("threshold", "threshold: zero |x| below a per-layer threshold calibrated on training images "
+                        "(the zeros follow the image content); topk: keep the ⌊(1 − level)·C⌋ largest |x| of the C "
+                        "channels at each pixel (every pixel of every image meets the level).", choices=GATES)
 
     def check(self) -> None:
         if not self.levels:
@@ -59,6 +64,12 @@ class FeatureRegConfig:
         if not 0.0 <= self.floor_z <= 10.0:
             raise PimcError(f"--floor-z must be in [0, 10], got {self.floor_z}")
         check_placement(self.placement)
+        check_gate(self.gate)
+
+
+def check_gate(gate: str) -> None:
+    if gate not in GATES:
+        raise PimcError(f"--gate must be one of {', '.join(GATES)}, got '{gate}'")
 
 
 def check_placement(placement: str) -> None:

@@ -79,7 +79,7 @@ from torch.utils.data import DataLoader
 
 from ...compiler.errors import PimcError
 from ...models.train import Hooks, run_training, task_loss
-from .config import LEVEL_INPUT, METADATA_KEY, TABLE_NAME, FeatureRegConfig
+from .config import KEEP_NAME, LEVEL_INPUT, METADATA_KEY, TABLE_NAME, FeatureRegConfig
 from .gates import GatedModel
 
 
@@ -106,8 +106,11 @@ class FeatureRegResult:
             "stream_gates": sum(site.stream for site in self.gated.sites),
             "fallback_gates": sum(not site.stream for site in self.gated.sites)
             if self.gated.placement == "stream" else 0,
-            "thresholds": {site.name: [round(float(bank.table[k, i]), 6) for k in range(len(bank.levels))]
-                           for i, site in enumerate(self.gated.sites)},
+            "gate": bank.kind,
+            **({"keep": {site.name: [int(bank.keep_table[k, i]) for k in range(len(bank.levels))]
+                         for i, site in enumerate(self.gated.sites)}} if bank.kind == "topk" else
+               {"thresholds": {site.name: [round(float(bank.table[k, i]), 6) for k in range(len(bank.levels))]
+                               for i, site in enumerate(self.gated.sites)}}),
             "val_accuracy_dense": self.val_accuracy_dense, "val_accuracy": self.val_accuracy,
             "val_samples": self.val_samples, "losses": self.losses,
         }
@@ -131,7 +134,7 @@ def feature_regularize(
     config.check()
     metric = metric_for(*val)
     dense_val = evaluate_quality(model, *val)
-    gated = GatedModel(model, input_shape, config.levels, config.momentum, config.placement)
+    gated = GatedModel(model, input_shape, config.levels, config.momentum, config.placement, config.gate)
     torch.manual_seed(seed)
     losses = _fine_tune(gated, loader, config, config.epochs, "track", config.penalty, progress, "feature-reg")
     calibrate(gated, calib_x, config.floor_z)
@@ -159,6 +162,8 @@ def calibrate(gated: GatedModel, x: np.ndarray, floor_z: float = 0.0) -> None:
     """Set every level's thresholds from one forward pass over ``x`` (training images), each ``floor_z``
     standard errors above the level (:func:`floor_margin`)."""
     bank = gated.bank
+    if bank.kind == "topk":
+        return  # its keep counts follow from the levels alone
     was_training = gated.training
     gated.eval()
     bank.mode, bank.floor_z = "calibrate", floor_z
@@ -261,18 +266,19 @@ def _finish_graph(proto: onnx.ModelProto, result: FeatureRegResult) -> None:
     graph = proto.graph
     for node in graph.node:
         node.name = node.name.replace("/gated/model/", "/", 1)
-    table = [t for t in graph.initializer if tuple(t.dims) == tuple(result.gated.bank.table.shape)
-             and t.data_type == onnx.TensorProto.FLOAT]
+    bank = result.gated.bank
+    kind, name = (onnx.TensorProto.INT64, KEEP_NAME) if bank.kind == "topk" else (onnx.TensorProto.FLOAT, TABLE_NAME)
+    table = [t for t in graph.initializer if tuple(t.dims) == tuple(bank.table.shape) and t.data_type == kind]
     if len(table) == 1:
-        _rename_tensor(graph, table[0].name, TABLE_NAME)
+        _rename_tensor(graph, table[0].name, name)
     if not any(i.name == LEVEL_INPUT for i in graph.input):
         raise PimcError("export lost the sparsity_level input (the gates do not read it)")
     graph.initializer.append(numpy_helper.from_array(np.array(result.default_level, np.int64), LEVEL_INPUT))
     for value in graph.input:
         if value.name == LEVEL_INPUT:
             value.CopyFrom(helper.make_tensor_value_info(LEVEL_INPUT, onnx.TensorProto.INT64, []))
-    info = {"levels": list(result.gated.bank.levels), "default_level": result.default_level,
-            "level_input": LEVEL_INPUT, "table": TABLE_NAME}
+    info = {"levels": list(bank.levels), "default_level": result.default_level,
+            "level_input": LEVEL_INPUT, "table": name, "gate": bank.kind}
     proto.metadata_props.add(key=METADATA_KEY, value=json.dumps(info, sort_keys=True))
 
 

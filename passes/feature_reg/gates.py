@@ -1,5 +1,5 @@
-"""The threshold gates: per-pixel channel-L1 thresholds, one per sparsity level, and the gated model (the
-method: ``exporter.py``)."""
+"""The gates (a calibrated threshold, or a per-pixel top-k), one setting per sparsity level, and the gated model
+(the method and the math: ``exporter.py``)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from ...compiler.errors import PimcError
-from .config import check_placement
+from .config import check_gate, check_placement
 from .placement import GateSite, _sites, _trace
 
 TRACK_SAMPLE = 1 << 16  # values a training step's quantile is estimated from
@@ -32,6 +32,29 @@ class ThresholdGate(nn.Module):
         if bank.penalize:
             bank.penalties.append(channel_l1(x))
         return torch.where(x.abs() > t, x, 0.0)
+
+
+class TopKGate(nn.Module):
+    """``y = x · 1(|x| ≥ k-th largest |x[n, :, p]|)``: at most ``k`` channels (ties aside) survive at each pixel."""
+
+    def __init__(self, index: int, channels: int):
+        super().__init__()
+        self.index = index
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
+        if bank.penalize:
+            bank.penalties.append(channel_l1(x))
+        k = bank.keep(self.index)
+        position = (k - 1).reshape(1) if isinstance(k, torch.Tensor) else torch.tensor([k - 1])
+        magnitude = x.abs()
+        kth = magnitude.sort(dim=1, descending=True).values.index_select(1, position)
+        return torch.where(magnitude >= kth, x, 0.0)
+
+
+def keep_count(channels: int, fraction: float) -> int:
+    """Channels a top-k gate keeps per pixel so that at least ``fraction`` of them are zero (at least one)."""
+    return max(1, channels - math.ceil(fraction * channels - 1e-9))
 
 
 def channel_l1(x: torch.Tensor) -> torch.Tensor:
@@ -63,18 +86,25 @@ def floor_margin(x: torch.Tensor, t: torch.Tensor, z: float) -> float:
 
 
 class GateBank(nn.Module):
-    """The gates of one model and their threshold table ``T[level, layer]``.
+    """The gates of one model, their threshold table ``T[level, layer]`` and their keep table ``K[level, layer]``.
 
-    ``mode``: ``fixed`` reads ``T[level]`` (``level`` an int, or a 0-d int64 tensor while exporting);
-    ``track`` uses each batch's quantile and updates T by a running average; ``calibrate`` sets T to the
-    batch quantile.
+    ``kind="threshold"``: ``mode`` ``fixed`` reads ``T[level]`` (``level`` an int, or a 0-d int64 tensor while
+    exporting); ``track`` uses each batch's quantile and updates T by a running average; ``calibrate`` sets T to
+    the batch quantile. ``kind="topk"``: K is fixed by the levels and the channel counts; nothing is calibrated.
     """
 
-    def __init__(self, levels: Sequence[float], channels: Sequence[int], momentum: float = 0.1):
+    def __init__(self, levels: Sequence[float], channels: Sequence[int], momentum: float = 0.1,
+                 kind: str = "threshold"):
         super().__init__()
+        check_gate(kind)
+        self.kind = kind
         self.levels = tuple(float(s) for s in levels)
-        self.gates = nn.ModuleList(ThresholdGate(i, c) for i, c in enumerate(channels))
+        gate = TopKGate if kind == "topk" else ThresholdGate
+        self.gates = nn.ModuleList(gate(i, c) for i, c in enumerate(channels))
         self.register_buffer("table", torch.zeros(len(self.levels), len(self.gates)))
+        self.register_buffer("keep_table", torch.tensor(
+            [[keep_count(c, s) for c in channels] for s in self.levels], dtype=torch.int64).reshape(
+            len(self.levels), len(self.gates)))
         self.momentum = momentum
         self.mode = "fixed"
         self.level: int | torch.Tensor = len(self.levels) - 1
@@ -88,6 +118,14 @@ class GateBank(nn.Module):
         if isinstance(self.level, torch.Tensor):
             return torch.index_select(self.table, 0, self.level.reshape(1))[0, index]
         return self.table[self.level, index]
+
+    def keep(self, index: int) -> int | torch.Tensor:
+        """Channels the top-k gate ``index`` keeps per pixel at the current level (ramped while tracking)."""
+        if isinstance(self.level, torch.Tensor):
+            return torch.index_select(self.keep_table, 0, self.level.reshape(1))[0, index]
+        if self.mode != "track":
+            return int(self.keep_table[self.level, index])
+        return keep_count(self.gates[index].channels, self.levels[self.level] * self.scale)
 
     def observe(self, index: int, x: torch.Tensor) -> torch.Tensor:
         assert isinstance(self.level, int)
@@ -121,7 +159,7 @@ class GatedModel(nn.Module):
     """
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], levels: Sequence[float],
-                 momentum: float = 0.1, placement: str = "conv-input"):
+                 momentum: float = 0.1, placement: str = "conv-input", gate: str = "threshold"):
         super().__init__()
         check_placement(placement)
         self.model = model
@@ -132,7 +170,7 @@ class GatedModel(nn.Module):
         self.sites = _sites(reads, placement == "stream")
         if not self.sites:
             raise PimcError("the model has no conv after the first one: nothing to gate")
-        self.bank = GateBank(levels, [site.channels for site in self.sites], momentum)
+        self.bank = GateBank(levels, [site.channels for site in self.sites], momentum, gate)
         self._calls: dict[int, int] = {}
         self._hooks = [self._pre_hook(i, site) for i, site in enumerate(self.sites) if not site.stream]
         self._hooks += [self._output_hook(module, by_call) for module, by_call in self._stream_modules()]

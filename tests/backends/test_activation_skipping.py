@@ -55,6 +55,46 @@ def test_escalate_dense_path_gates_macs_and_compresses_the_input_map():
 
 
 
+def test_escalate_skips_weight_stationary_steps_whose_input_vector_is_all_zero():
+    model = conv_model(_weights(cout=16, cin=32))  # dense path; W = min(Cg, dense_cols) = 16 channels a step
+    vectors = _annotate(model, "Conv", input_zero_fraction=0.75, input_channel_chunks={"8": 0.6, "16": 0.5, "32": 0.2})
+    plain = _annotate(model, "Conv", input_zero_fraction=0.75)
+    on, off, base = _escalate(vectors).layers[0], _escalate(vectors, skipping=False).layers[0], _escalate(plain).layers[0]
+    assert on["mapping"] == base["mapping"] == "weight-stationary"
+    assert on["compute_cycles"] == pytest.approx(0.5 * base["compute_cycles"])
+    assert on["energy_breakdown_j"]["output_buffer"] == pytest.approx(0.5 * base["energy_breakdown_j"]["output_buffer"])
+    assert on["energy_breakdown_j"]["mac"] == pytest.approx(base["energy_breakdown_j"]["mac"])  # already gated
+    assert off["compute_cycles"] == pytest.approx(_escalate(model, skipping=False).layers[0]["compute_cycles"])
+
+
+def test_escalate_reads_the_next_wider_vector_and_nothing_when_none_is_as_wide():
+    model = conv_model(_weights(cout=16, cin=32))
+    wider = _annotate(model, "Conv", input_zero_fraction=0.75, input_channel_chunks={"8": 0.6, "32": 0.2})
+    narrow = _annotate(model, "Conv", input_zero_fraction=0.75, input_channel_chunks={"4": 0.9, "8": 0.6})
+    base = _escalate(_annotate(model, "Conv", input_zero_fraction=0.75)).layers[0]["compute_cycles"]
+    assert _escalate(wider).layers[0]["compute_cycles"] == pytest.approx(0.8 * base)
+    assert _escalate(narrow).layers[0]["compute_cycles"] == pytest.approx(base)
+
+
+def test_escalate_coefficient_stage_skips_psum_updates_of_all_zero_intermediate_tiles():
+    model = decompose_model(conv_model(_weights(cout=16, cin=32)), rank=2)
+    coef = {"input_zero_fraction": 0.5, "input_channel_chunks": {"32": 0.4}}  # Tc·m = 16·2 = 32 values
+    annotated = onnx.ModelProto.FromString(model.SerializeToString())
+    for node in annotated.graph.node:
+        if ann.get_node_annotation(node, "role") == "coefficient":
+            for key, value in coef.items():
+                ann.set_node_annotation(node, key, value)
+    hw = EscalateConfig()
+    on, base = _escalate(annotated).layers[0], _escalate(model).layers[0]
+    assert on["kind"] == "decomposed" and on["channel_tiles"] == 2
+    geo_words = 16 * 8 * 8  # Cout · P
+    per_word = (2 * 2 * hw.psum_bits, hw.act_bits)  # psum reads + writes over nT tiles, the final write
+    saved = geo_words * 2 * 2 * 0.4 * hw.psum_bits / (geo_words * (per_word[0] + per_word[1]))
+    assert on["energy_breakdown_j"]["output_buffer"] == pytest.approx(
+        (1 - saved) * base["energy_breakdown_j"]["output_buffer"])
+    assert on["compute_cycles"] == pytest.approx(base["compute_cycles"])  # lockstep pixels
+
+
 @pytest.mark.parametrize("decomposed", [False, True])
 def test_escalate_fetches_the_stored_map_when_the_gate_runs_on_the_way_in(decomposed: bool):
     model = conv_model(_weights(), h=16, w=16)

@@ -60,6 +60,12 @@ def test_statistics_match_a_torch_im2col_oracle():
         expected = np.mean(~rows[:, :usable].reshape(len(rows), -1, g).any(axis=2))
         assert notes["input_zero_chunks"][str(g)] == pytest.approx(expected, abs=1e-6), g
     assert "64" not in notes["input_zero_chunks"]  # wider than a row
+    # per-pixel channel vectors within each group (Cg = 4), over every pixel
+    vectors = np.moveaxis(relu, 1, -1).reshape(-1, 2, 4).reshape(-1, 4) != 0
+    for g in (1, 2, 4):
+        expected = np.mean(~vectors.reshape(len(vectors), -1, g).any(axis=2))
+        assert notes["input_channel_chunks"][str(g)] == pytest.approx(expected, abs=1e-6), g
+    assert "8" not in notes["input_channel_chunks"]  # wider than a group
     pixel = np.mean(relu != 0, axis=1).ravel()
     hist = np.histogram(pixel, bins=10, range=(0, 1))[0] / pixel.size
     assert notes["input_pixel_density"] == pytest.approx(list(hist), abs=1e-6)

@@ -58,17 +58,17 @@ def data(n: int = 48) -> tuple[np.ndarray, np.ndarray]:
     return x, y
 
 
-def train(placement: str, model: nn.Module | None = None):
+def train(placement: str, model: nn.Module | None = None, gate: str = "threshold"):
     x, y = data()
-    config = FeatureRegConfig(levels=(0.4, 0.7), epochs=1, calibration=32, placement=placement)
+    config = FeatureRegConfig(levels=(0.4, 0.7), epochs=1, calibration=32, placement=placement, gate=gate)
     return feature_regularize(model or residual(), make_loader(x[:32], y[:32], 16, True), x[:32],
                               (x[32:], y[32:]), SHAPE, config, progress=False), x
 
 
-@pytest.fixture(scope="module")
-def stream(tmp_path_factory):
+@pytest.fixture(scope="module", params=["threshold", "topk"])
+def stream(request, tmp_path_factory):
     torch.set_num_threads(1)
-    result, x = train("stream")
+    result, x = train("stream", gate=request.param)
     path = tmp_path_factory.mktemp("stream") / "s.onnx"
     export_feature_reg_onnx(result, path, SHAPE)
     return result, path, x
@@ -144,13 +144,15 @@ def test_the_onnx_add_and_both_shared_readers_read_the_gate_output(stream):
     assert any(made[i].op_type == "Where" for add in adds for i in add.input)  # block 1: x + F(x), x gated
     shared = [w for w in wheres if sorted(r.op_type for r in readers[w.output[0]]) == ["Conv", "Conv"]]
     assert len(shared) == 1  # block 2's conv1 and 1x1 shortcut read one gate
+    compare = "GreaterOrEqual" if result.gated.bank.kind == "topk" else "Greater"
     for where in wheres:
         greater = made[where.input[0]]
-        assert greater.op_type == "Greater" and made[greater.input[0]].op_type == "Abs"
+        assert greater.op_type == compare and made[greater.input[0]].op_type == "Abs"
         assert made[greater.input[0]].input[0] == where.input[1]
     summary = result.summary()
     assert summary["stream_gates"] == 4 and summary["fallback_gates"] == 0
-    assert set(summary["thresholds"]) == {"0", "1.relu", "1", "2.relu"}
+    table = "keep" if result.gated.bank.kind == "topk" else "thresholds"
+    assert set(summary[table]) == {"0", "1.relu", "1", "2.relu"}
 
 
 def test_onnx_matches_the_torch_gated_model_at_every_level(stream):
@@ -182,8 +184,22 @@ def test_the_stored_map_of_a_stream_gate_is_the_gated_one(stream, tmp_path):
     readers = [n for n in notes.values() if n["input_zero_fraction"] == stem["output_zero_fraction"]]
     assert readers and stem["output_zero_fraction"] >= 0.4
     # conv-input gates on the same model leave the shared maps ungated in storage
-    result, _ = train("conv-input")
+    result, _ = train("conv-input", gate=stream[0].gated.bank.kind)
     plain = tmp_path / "c.onnx"
     export_feature_reg_onnx(result, plain, SHAPE)
     stored = [n for n in _sparsity_notes(plain, x[32:]).values() if "input_stored_zero_fraction" in n]
     assert stored and all(n["input_stored_zero_fraction"] < n["input_zero_fraction"] for n in stored)
+
+
+def test_a_topk_gate_leaves_at_most_k_channels_at_every_pixel_of_every_image():
+    gated = GatedModel(residual(), SHAPE, (0.5, 0.75), placement="stream", gate="topk").eval()
+    seen: list[torch.Tensor] = []
+    gated.model[1].conv1.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    x, _ = data(16)
+    # gates on maps of 4, 4, 4 and 6 channels: ⌊(1 − level)·C⌋ kept
+    for level, keep in ((0, [2, 2, 2, 3]), (1, [1, 1, 1, 1])):
+        gated.bank.level = level
+        with torch.no_grad():
+            gated(torch.from_numpy(x))
+        assert int((seen[-1] != 0).sum(dim=1).max()) <= keep[0]
+        assert gated.bank.keep_table[level].tolist() == keep
