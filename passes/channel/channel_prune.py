@@ -10,67 +10,193 @@ or not at all). A space is left alone, with its reason, when the analysis froze 
 an op it cannot see through), when a depthwise or MatMul layer writes it (the coupling is not modelled), or
 when a producer's weight is quantized.
 
-Saliency and strength (forced, ``ratio``). For space S with producers P and width C, channel c scores
+Saliency. Without data, for space S with producers P and width C, channel c scores
 
     s_c = Σ_{p ∈ P}  ‖W_p[c]‖² / mean_c' ‖W_p[c']‖²          (each producer normalised by its mean filter energy)
 
-and the ⌊ratio · C⌋ lowest are removed, the kept count rounded up to a multiple of ``block`` (onnxruntime's
-CPU convolutions work in blocks of 8 channels with AVX2, 16 with AVX-512; a narrower layer still pays for a
-block), never below one block. Removing means: every producer's filter c and bias c become zero, so channel
-c is the constant 0 everywhere in the space (BatchNorms are folded before; ReLU keeps 0), and ``shrink`` then
-drops it from the producers and the readers exactly. The pass is therefore exactly "the original model with
-those filters zeroed", narrowed. It changes the outputs (a lossy pass); no refit and no search under the
-accuracy budget yet: without ``ratio`` it changes nothing.
+With calibration data, the share of the readers' reference outputs each channel carries (``readers.py``).
+The lowest scores go first.
+
+Removing means: every producer's filter c and bias c become zero, so channel c is the constant 0 everywhere
+in the space (BatchNorms are folded before; ReLU keeps 0), and ``shrink`` then drops it from the producers
+and the readers exactly: before any refit the pass is exactly "the original model with those filters
+zeroed", narrowed. With calibration data (``refit``) every reader's remaining weights and bias are then
+refitted to its reference output by least squares (``readers.py``, ThiNet's refit).
+
+Strength. The kept count of a group is a multiple of ``block`` (onnxruntime's CPU convolutions work in
+blocks of 8 channels with AVX2, 16 with AVX-512; a narrower layer still pays for a block), never below one
+block. A forced ``ratio`` removes ⌊ratio·C⌋ channels of every group (rounded so). Otherwise, under the
+accuracy budget (``compiler.layerwise``: one site per group, candidates = the kept counts of RATIOS), the
+search chooses each group's count: the saving of a candidate is the MACs it removes from the producers and
+the readers (onnxruntime has no cost model; its convolution time follows the MACs of block-aligned layers,
+which ``pimc bench`` then measures), its damage the measured change of the model's outputs. Without labelled
+data and without ``ratio`` nothing changes.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import onnx
 
-from ...compiler.graph import attr, get_initializer, set_initializer
+from ...compiler.graph import attr, get_initializer, set_initializer, value_shapes
+from ...compiler.layerwise import (
+    Candidate,
+    Site,
+    compress_layerwise,
+    dense_macs,
+    idle_reason,
+    reconstruction_feeds,
+)
 from ...compiler.passbase import Option, Pass, PassContext, PassResult
+from ...compiler.reconstruct import capture
+from ..prune.prune import layer_stats, prunable_layer, write_bias
 from ..shrink.analysis import Analysis, ChannelLayer, analyse
 from ..shrink.shrink import Shrink
+from .readers import ReaderFit
+
+RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # searched fractions of a group's channels removed
+
+
+@dataclass
+class ChannelGroup:
+    """Channels that go together: the layers writing them and the layers reading them."""
+
+    producers: list[ChannelLayer]
+    readers: list[ChannelLayer]
+    width: int
+    macs: float  # the producers' and the readers' dense MACs
+
+    @property
+    def names(self) -> list[str]:
+        return [p.node.name for p in self.producers]
+
+    def site(self) -> Site:
+        return Site(self.producers[0].node.name, self.producers[0].node.output[0], self.macs)
 
 
 class ChannelPrune(Pass, name="channel-prune"):
-    """Remove whole filters with the channels tied to them (residual Adds), then narrow every reader (shrink)."""
+    """Remove whole filters with the channels tied to them (residual Adds), refit the readers, narrow (shrink)."""
 
     options = (
-        Option("ratio", float, None, "fraction of each channel group's channels removed, lowest filter energy "
-               "first (forced; unset: nothing is removed)", minimum=0.0, maximum=0.95),
+        Option("ratio", float, None, "force this fraction of every channel group's channels removed (unset: "
+               "searched per group under the accuracy budget)", minimum=0.0, maximum=0.95),
         Option("block", int, 8, "keep a multiple of this many channels per group (onnxruntime's CPU block: 8 "
                "with AVX2, 16 with AVX-512)", minimum=1),
+        Option("refit", bool, True, "refit the readers of removed channels on the calibration data (least squares)"),
     )
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
-        ratio = self.opts["ratio"]
-        if not ratio:
-            return PassResult(model, False, {"skipped": "no ratio: channel-prune removes channels only when forced"})
-        analysis = analyse(model)
-        groups, skipped = [], []
-        for sid, width in sorted(analysis.width.items()):
-            producers = [layer for layer in analysis.layers if analysis.space.get(layer.dst) == sid]
-            reason = _unprunable(model.graph, analysis, sid, producers)
-            if reason:
-                if producers:
-                    skipped.append({"layers": [p.node.name for p in producers], "reason": reason})
-                continue
-            remove = chosen_channels(producers, width, ratio, self.opts["block"])
-            if remove:
-                for layer in producers:
-                    _zero_filters(model.graph, layer, remove)
-                groups.append({"layers": [p.node.name for p in producers], "width": width,
-                               "removed": [int(c) for c in remove]})
+        forced = bool(self.opts["ratio"])
+        reason = idle_reason(ctx, forced)
+        if reason:
+            return PassResult(model, False, {"groups": [], "note": reason})
+        groups, skipped = channel_groups(model)
         if not groups:
             return PassResult(model, False, {"groups": [], "skipped": skipped})
-        narrowed = Shrink().run(model, ctx)
-        stats: dict[str, Any] = {"groups": groups, "skipped": skipped,
-                                 "channels_removed": narrowed.stats.get("channels_removed", 0)}
+        self._reference = model
+        self._groups = {g.site().node: g for g in groups}
+        self._fits: dict[str, list[ReaderFit]] = {}
+        self._feeds = reconstruction_feeds(ctx) if self.opts["refit"] else None
+        result = compress_layerwise(model, [g.site() for g in groups], self._propose, ctx, force=forced)
+        skipped += result.skipped
+        note = {"note": result.note} if result.note else {}
+        if not result.chosen:
+            return PassResult(result.model, False, {"groups": [], "skipped": skipped, **note})
+        narrowed = Shrink().run(result.model, ctx)
+        stats: dict[str, Any] = {"groups": result.chosen, "skipped": skipped,
+                                 "channels_removed": narrowed.stats.get("channels_removed", 0), **note}
         return PassResult(narrowed.model, True, stats)
+
+    def _propose(self, model: onnx.ModelProto, site: Site, _x_comp, _x_ref) -> list[Candidate]:
+        group = self._groups[site.node]
+        fits = self._reader_fits(group)
+        order = _order(group, fits)
+        counts = kept_counts(group.width, self.opts["block"], (self.opts["ratio"],) if self.opts["ratio"] else RATIOS)
+        return sorted((self._candidate(group, fits, order[: group.width - kept], kept) for kept in counts),
+                      key=lambda c: c.cost)
+
+    def _reader_fits(self, group: ChannelGroup) -> list[ReaderFit]:
+        """The group's readers with their reference statistics (captured once per group), when refitting."""
+        key = group.names[0]
+        if key not in self._fits:
+            layers = [prunable_layer(self._reference, r.node.name) for r in group.readers]
+            fitted = [layer for layer in layers if layer.refittable] if self._feeds is not None else []
+            inputs = capture(self._reference, [layer.node.input[0] for layer in fitted], self._feeds) if fitted else {}
+            self._fits[key] = [ReaderFit(layer, group.width, layer_stats(layer, inputs[layer.node.input[0]],
+                                                                         inputs[layer.node.input[0]])
+                                         if layer in fitted else None) for layer in layers]
+        return self._fits[key]
+
+    def _candidate(self, group: ChannelGroup, fits: list[ReaderFit], removed: list[int], kept: int) -> Candidate:
+        refits = [fit.refit(removed) if fit.stats is not None else None for fit in fits]
+        errors = [(r[2], float(f.stats.target_energy.sum())) for f, r in zip(fits, refits, strict=True) if r]
+        error = sum(e * w for e, w in errors) / max(sum(w for _, w in errors), 1e-30) if errors else None
+
+        def apply(m: onnx.ModelProto) -> None:
+            for layer in group.producers:
+                _zero_filters(m.graph, layer, removed)
+            for fit, refit in zip(fits, refits, strict=True):
+                if refit is not None:
+                    _write_reader(m, fit, refit[0], refit[1])
+
+        info = {"layers": group.names, "width": group.width, "kept": kept, "removed": removed,
+                "dense_cost": group.macs, **({"relative_error": error} if error is not None else {})}
+        return Candidate(cost=group.macs * kept / group.width, apply=apply, info=info)
+
+
+def channel_groups(model: onnx.ModelProto) -> tuple[list[ChannelGroup], list[dict[str, Any]]]:
+    """The prunable channel groups of ``model`` and the groups left alone, with their reason."""
+    analysis = analyse(model)
+    shapes = value_shapes(model)
+    groups, skipped = [], []
+    for sid, width in sorted(analysis.width.items()):
+        producers = [layer for layer in analysis.layers if analysis.space.get(layer.dst) == sid]
+        reason = _unprunable(model.graph, analysis, sid, producers)
+        if reason:
+            if producers:
+                skipped.append({"layers": [p.node.name for p in producers], "reason": reason})
+            continue
+        readers = [layer for layer in analysis.layers if analysis.space.get(layer.src) == sid]
+        macs = sum(dense_macs(layer.node, layer.weight.size, shapes) for layer in producers + readers)
+        groups.append(ChannelGroup(producers, readers, width, macs))
+    return groups, skipped
+
+
+def kept_counts(width: int, block: int, ratios: tuple[float, ...]) -> list[int]:
+    """Distinct kept channel counts below ``width`` for the removed ``ratios``: multiples of ``block``, at least
+    one block, most kept first."""
+    counts = {min(width, max(block, math.ceil((1.0 - r) * width / block) * block)) for r in ratios}
+    return sorted((c for c in counts if c < width), reverse=True)
+
+
+def _order(group: ChannelGroup, fits: list[ReaderFit]) -> list[int]:
+    """The group's channels, least salient first (readers' output shares with data, else filter energies)."""
+    measured = [fit for fit in fits if fit.stats is not None]
+    if measured:
+        score = sum(fit.contribution() for fit in measured)
+    else:
+        score = np.zeros(group.width)
+        for layer in group.producers:
+            energy = np.square(layer.weight.reshape(layer.weight.shape[0], -1)).sum(axis=1)
+            score += energy / max(float(energy.mean()), 1e-30)
+    return [int(c) for c in np.argsort(score, kind="stable")]
+
+
+def _write_reader(model: onnx.ModelProto, fit: ReaderFit, rows: np.ndarray, bias: np.ndarray | None) -> None:
+    """Write a reader's refitted rows, keeping zero the rows another group zeroed in ``model``."""
+    current = prunable_layer(model, fit.layer.node.name)
+    live = np.any(current.rows != 0, axis=1)
+    if current.bias is not None:
+        live |= np.broadcast_to(current.bias.reshape(-1), live.shape) != 0
+    graph = model.graph
+    node = current.node
+    set_initializer(graph, node.input[1], current.stored(np.where(live[:, None], rows, 0.0)).astype(current.weight.dtype))
+    if bias is not None:
+        write_bias(graph, node, current, np.where(live, bias, 0.0).astype(current.weight.dtype))
 
 
 def _unprunable(graph: onnx.GraphProto, a: Analysis, sid: str, producers: list[ChannelLayer]) -> str | None:
@@ -87,20 +213,6 @@ def _unprunable(graph: onnx.GraphProto, a: Analysis, sid: str, producers: list[C
                                                  not in stored) for p in producers):
         return "a producer's weight or bias is not an initializer"
     return None
-
-
-def chosen_channels(producers: list[ChannelLayer], width: int, ratio: float, block: int) -> list[int]:
-    """The channels to remove: the lowest summed normalised filter energy, the kept count a multiple of
-    ``block`` (at least one block, at most the width)."""
-    score = np.zeros(width)
-    for layer in producers:
-        energy = np.square(layer.weight.reshape(layer.weight.shape[0], -1)).sum(axis=1)
-        score += energy / max(float(energy.mean()), 1e-30)
-    keep = int(np.ceil((1.0 - ratio) * width / block) * block)
-    keep = min(width, max(block, keep))
-    if keep >= width:
-        return []
-    return sorted(int(c) for c in np.argsort(score, kind="stable")[: width - keep])
 
 
 def _zero_filters(graph: onnx.GraphProto, layer: ChannelLayer, channels: list[int]) -> None:

@@ -12,6 +12,18 @@ sparsity is along the channel dimension at each pixel and input-dependent. ``t``
 ``sparsity_level`` (int64 scalar, with a default-valued initializer, so feeding it is optional) selects
 the row: ``t_l = Gather(Gather(T, level), l)``. One trained model serves every level.
 
+**Top-k gate** (``gate="topk"``, CLI ``--gate topk``). Instead of a threshold,
+
+    y = x · 1(|x| ≥ κ_k(x[n, :, p]))             (ONNX: Where(GreaterOrEqual(Abs(x), Gather(TopK(Abs(x)), k−1)), x, 0))
+
+with κ_k the k-th largest |x| over the C channels at pixel p and k = ⌊(1 − s)·C⌋ (at least 1) for level s: at
+most k channels survive at every pixel (ties at κ_k aside), so every image, seen or not, meets the level at
+every pixel; which channels survive still depends on the input. k comes from the table ``K ∈ Z^{K×L}``
+(``feature_reg.keep``) selected by ``sparsity_level`` as above. Nothing is calibrated; the penalty and the
+schedule are the same (the ramp lowers k from C). The difference: a threshold's zeros follow the image content
+(a flat region can lose every channel, an edge keeps many, and an image with more texture than the training
+images keeps more than the level), while a top-k gate spends the same k channels on every pixel.
+
 **Placement** (``placement``, CLI ``--gate-placement``). ``conv-input`` (the default): a gate in front of each
 conv (a forward pre-hook), l indexes the convs. A map that other nodes also read — a block output read by the
 next block's conv1 and by the identity shortcut's Add, or by a 1×1 shortcut conv — then reaches those other

@@ -56,7 +56,7 @@ _FLOATS = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DO
 
 
 @dataclass
-class _Layer:
+class PrunableLayer:
     """One prunable node: its weight as rows (Cout, F), how to store rows back, and its bias."""
 
     node: onnx.NodeProto
@@ -118,7 +118,7 @@ class Prune(Pass, name="prune"):
             return PassResult(model, False, {"pruned": [], "skipped": []})
         sites, skipped = self._sites(model)
         if self.opts["scope"] == "global":
-            weights = {s.node: _layer(model, s.node).rows for s in sites}
+            weights = {s.node: prunable_layer(model, s.node).rows for s in sites}
             self._layer_sparsity = global_sparsities(weights, self.opts["sparsity"]) if weights else {}
         result = compress_layerwise(model, sites, self._propose, ctx, force=self.forced)
         layers = result.chosen
@@ -180,15 +180,15 @@ class Prune(Pass, name="prune"):
 
     def _propose(self, model: onnx.ModelProto, site: Site, x_comp: np.ndarray | None,
                  x_ref: np.ndarray | None) -> list[Candidate]:
-        layer = _layer(model, site.node)
+        layer = prunable_layer(model, site.node)
         stats = None
         if self.opts["refit"] and layer.refittable and x_comp is not None and x_ref is not None:
-            stats = _stats(layer, x_comp, x_ref)
+            stats = layer_stats(layer, x_comp, x_ref)
         per_weight_macs = site.macs / max(layer.rows.size, 1)
         return sorted((self._candidate(layer, stats, keep, per_weight_macs, how)
                        for keep, how in self._supports(layer)), key=lambda c: c.cost)
 
-    def _supports(self, layer: _Layer) -> list[tuple[np.ndarray, str]]:
+    def _supports(self, layer: PrunableLayer) -> list[tuple[np.ndarray, str]]:
         if self._nm is not None:
             return [(nm_mask(layer.rows, *self._nm), "n:m")]
         if self.opts["scope"] == "global":
@@ -197,7 +197,7 @@ class Prune(Pass, name="prune"):
             return [(topk_mask(layer.rows, self.opts["sparsity"]), "magnitude")]
         return [(topk_mask(layer.rows, s), "magnitude") for s in SPARSITIES]
 
-    def _candidate(self, layer: _Layer, stats: LayerStats | None, keep: np.ndarray, per_weight_macs: float,
+    def _candidate(self, layer: PrunableLayer, stats: LayerStats | None, keep: np.ndarray, per_weight_macs: float,
                    how: str) -> Candidate:
         masked = np.where(keep, layer.rows, 0.0)
         refit = _Refit(layer, stats, keep)
@@ -208,7 +208,7 @@ class Prune(Pass, name="prune"):
         if stats is not None and not self.forced and stats.features <= MAX_SCORED_FEATURES:
             rows, bias = refit.result()
             info["relative_error"] = float(relative_error(stats, rows, bias if bias is not None
-                                                          else _bias_vector(layer)))
+                                                          else bias_vector(layer)))
         nm = self.opts["nm"] if how == "n:m" else None
 
         def apply(target: onnx.ModelProto) -> None:
@@ -226,7 +226,7 @@ class _Refit:
     """The ridge refit of one support, solved on first use (a kept weight whose input feature is never
     active on the calibration data keeps its value)."""
 
-    layer: _Layer
+    layer: PrunableLayer
     stats: LayerStats | None
     keep: np.ndarray
     _done: tuple[np.ndarray, np.ndarray | None] | None = None
@@ -248,7 +248,7 @@ def _op_of(graph: onnx.GraphProto, name: str) -> str:
     return next(n.op_type for n in graph.node if n.name == name)
 
 
-def _layer(model: onnx.ModelProto, name: str) -> _Layer:
+def prunable_layer(model: onnx.ModelProto, name: str) -> PrunableLayer:
     graph = model.graph
     node = next(n for n in graph.node if n.name == name)
     weight = get_initializer(graph, node.input[1])
@@ -261,39 +261,39 @@ def _layer(model: onnx.ModelProto, name: str) -> _Layer:
         refittable = node.op_type == "MatMul" or (
             float(attr(node, "alpha", 1.0)) == 1.0 and float(attr(node, "beta", 1.0)) == 1.0
             and (bias is None or bias.size == rows.shape[0]))
-    return _Layer(node, weight, rows, bias, refittable)
+    return PrunableLayer(node, weight, rows, bias, refittable)
 
 
-def _bias_vector(layer: _Layer) -> np.ndarray:
+def bias_vector(layer: PrunableLayer) -> np.ndarray:
     cout = layer.rows.shape[0]
     if layer.bias is None:
         return np.zeros(cout)
     return np.broadcast_to(layer.bias.astype(np.float64).reshape(-1), (cout,)).copy()
 
 
-def _stats(layer: _Layer, x_comp: np.ndarray, x_ref: np.ndarray) -> LayerStats:
+def layer_stats(layer: PrunableLayer, x_comp: np.ndarray, x_ref: np.ndarray) -> LayerStats:
     if layer.node.op_type == "Conv":
         kernel = tuple(int(k) for k in layer.weight.shape[2:])
         geo = ConvGeometry.of(layer.node, kernel, x_comp.shape[2:])
-        return conv_stats(x_comp, x_ref, layer.weight, _bias_vector(layer), geo)
-    return dense_stats(x_comp, x_ref, layer.rows.T, _bias_vector(layer) if layer.node.op_type == "Gemm" else None)
+        return conv_stats(x_comp, x_ref, layer.weight, bias_vector(layer), geo)
+    return dense_stats(x_comp, x_ref, layer.rows.T, bias_vector(layer) if layer.node.op_type == "Gemm" else None)
 
 
-def _write(model: onnx.ModelProto, layer: _Layer, rows: np.ndarray, bias: np.ndarray | None, how: str,
+def _write(model: onnx.ModelProto, layer: PrunableLayer, rows: np.ndarray, bias: np.ndarray | None, how: str,
            nm: str | None) -> None:
     graph = model.graph
     node = next(n for n in graph.node if n.name == layer.node.name)
     dtype = layer.weight.dtype
     set_initializer(graph, node.input[1], layer.stored(rows).astype(dtype))
     if bias is not None:
-        _write_bias(graph, node, layer, bias.astype(dtype))
+        write_bias(graph, node, layer, bias.astype(dtype))
     set_node_annotation(node, "sparsity", round(sparsity_of(rows), 6))
     set_node_annotation(node, "prune", how)
     if nm:
         set_node_annotation(node, "nm", nm)
 
 
-def _write_bias(graph: onnx.GraphProto, node: onnx.NodeProto, layer: _Layer, bias: np.ndarray) -> None:
+def write_bias(graph: onnx.GraphProto, node: onnx.NodeProto, layer: PrunableLayer, bias: np.ndarray) -> None:
     if layer.bias is not None:
         set_initializer(graph, node.input[2], bias.reshape(layer.bias.shape))
         return

@@ -78,6 +78,70 @@ def test_kept_counts_are_block_multiples_and_a_frozen_group_says_why(model):
     assert any(s["layers"] == ["/head/Conv"] and s["reason"] for s in stats["skipped"])
 
 
-def test_without_a_ratio_nothing_changes(model):
+def _feeds(count: int = 16, seed: int = 1) -> list[dict[str, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [{"input": rng.standard_normal((1, 3, 8, 8)).astype(np.float32)} for _ in range(count)]
+
+
+def test_the_readers_refit_brings_the_narrow_model_closer_to_the_original(model):
+    calibration = _feeds()
+    manager = PassManager([get_pass("fold-constants")(), get_pass("channel-prune")(ratio=0.5)],
+                          PassContext(calibration=calibration))
+    refitted = manager.run(copy.deepcopy(model))
+    plain, _ = _prune(model, ratio=0.5)  # no data: no refit
+    x = np.concatenate([f["input"] for f in _feeds(8, seed=2)])  # inputs that did not calibrate
+    reference = _run(model, x)
+
+    def error(m):
+        return float(np.linalg.norm(_run(m, x) - reference) / np.linalg.norm(reference))
+
+    assert _widths(refitted) == _widths(plain)
+    assert error(refitted) < 0.5 * error(plain)
+
+
+def test_a_reader_refit_is_the_least_squares_solution_on_the_kept_channels():
+    from pimc.compiler.reconstruct import DEFAULT_RIDGE, dense_stats
+    from pimc.passes.channel.readers import ReaderFit
+    from pimc.passes.prune.prune import PrunableLayer
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((400, 6)) @ rng.standard_normal((6, 6))  # correlated channels
+    weight, bias = rng.standard_normal((6, 3)), rng.standard_normal(3)  # a Gemm's stored [in, out]
+    node = onnx.helper.make_node("Gemm", ["x", "W", "B"], ["y"], name="fc")
+    layer = PrunableLayer(node, weight, weight.T, bias, True)
+    fit = ReaderFit(layer, 6, dense_stats(x, x, weight, bias))
+    rows, fitted_bias, error = fit.refit([1, 4])
+    kept = [0, 2, 3, 5]
+    design = np.hstack([x[:, kept], np.ones((400, 1))])
+    gram = design.T @ design
+    ridge = DEFAULT_RIDGE * np.mean(np.diag(gram)[:-1])  # the bias feature is not regularised
+    solution = np.linalg.solve(gram + np.diag([ridge] * 4 + [0.0]), design.T @ (x @ weight + bias))
+    assert np.all(rows[:, [1, 4]] == 0)
+    np.testing.assert_allclose(rows[:, kept], solution[:-1].T, rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(fitted_bias, solution[-1], rtol=1e-6, atol=1e-8)
+    residual = design @ solution - (x @ weight + bias)
+    assert error == pytest.approx(np.sum(residual**2) / np.sum((x @ weight + bias) ** 2), rel=0.05, abs=1e-6)
+
+
+def test_without_a_budget_or_a_ratio_nothing_changes(model):
     pruned, stats = _prune(model)
-    assert "skipped" in stats and _widths(pruned) == _widths(model)
+    assert _widths(pruned) == _widths(model) and stats["groups"] == [] and "budget" in stats["note"]
+
+
+def test_the_search_keeps_the_drop_within_the_budget_and_removes_macs(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bundled = Path(__file__).resolve().parents[2] / "models" / "digits_cnn.onnx"
+    out = tmp_path / "c.onnx"
+    done = subprocess.run([sys.executable, "-m", "pimc", "compile", str(bundled), "--target", "onnxruntime", "--data",
+                           "digits", "--passes", "fold-constants,eliminate-identity,fold-batchnorm,channel-prune,"
+                           "shrink,cleanup", "-o", str(out), "--json"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    record = next(p for p in report["passes"] if p["name"] == "channel-prune")
+    assert record["macs_after"] < record["macs_before"] and record["stats"]["groups"]
+    assert all(g["kept"] % 8 == 0 for g in record["stats"]["groups"])
+    assert report["accuracy"]["drop_points"] <= report["accuracy"]["max_drop_points"]
