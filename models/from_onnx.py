@@ -4,7 +4,7 @@
 constant weight becomes an ``nn.Conv2d`` and every Gemm / MatMul with a constant 2-D weight an
 ``nn.Linear`` (so the exporters find and constrain them like a zoo model's layers); the other ops are
 functional: Relu, LeakyRelu, Sigmoid, Tanh, Clip, BatchNormalization (left-over, frozen statistics),
-MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, Add, Sub, Mul, Div, Concat, Flatten, Reshape,
+MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, Add, Sub, Mul, Div, Concat, Flatten, Reshape,
 Identity, Dropout, Softmax. Constant operands are buffers. The layers are called as modules (so hooks,
 parametrizations and in-place replacements by ``LBConv2d`` / ``DecomposedConv2d`` work) and the module
 traces with ``torch.fx`` (PENNI's residual-channel grouping). ``rename_io`` gives an exported file back
@@ -59,6 +59,7 @@ class OnnxModule(nn.Module):
             raise PimcError("--model FILE.onnx: only models with one input and one output can be trained")
         self.input_name, self.output_name = inputs[0].name, graph.output[0].name
         self.layers = nn.ModuleDict()
+        self.keys: dict[str, str] = {}  # ONNX node name → its layer's key in ``layers``
         self.steps: list[tuple[str, list[str], list[str], dict, str | None]] = []
         used: set[str] = set()
         self._consts: dict[str, str] = {}
@@ -101,6 +102,7 @@ class OnnxModule(nn.Module):
             layer.bias.data = torch.from_numpy(b.astype(np.float32).reshape(-1).copy())
         key = _key(node.name or node.output[0], used)
         self.layers[key] = layer
+        self.keys[node.name or node.output[0]] = key
         return key
 
     def _value(self, env: dict[str, torch.Tensor], name: str) -> torch.Tensor:
@@ -133,6 +135,10 @@ class OnnxModule(nn.Module):
             return x.mean(dim=(-2, -1), keepdim=True)
         if op == "GlobalMaxPool":
             return x.amax(dim=(-2, -1), keepdim=True)
+        if op == "ReduceMean":  # axes: an attribute up to opset 17, an input from 18
+            axes = attrs.get("axes") if len(xs) < 2 or xs[1] is None else [int(a) for a in xs[1].tolist()]
+            keep = bool(attrs.get("keepdims", 1))
+            return x.mean(dim=tuple(int(a) for a in axes), keepdim=keep) if axes else x.mean()
         if op == "Concat":
             return torch.cat(xs, dim=int(attrs["axis"]))
         if op == "Flatten":  # a non-negative axis needs no rank, so torch.fx can trace the module

@@ -32,4 +32,5 @@ METHODS: dict[str, str] = {
     "quantize": "pimc.passes.quantize.config",
     "comparator": "pimc.passes.comparator.config",
     "feature-reg": "pimc.passes.feature_reg.config",
+    "channel-prune": "pimc.passes.channel.config",
 }

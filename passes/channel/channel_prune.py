@@ -86,6 +86,8 @@ class ChannelPrune(Pass, name="channel-prune"):
                "searched per group under the accuracy budget)", minimum=0.0, maximum=0.95),
         Option("block", int, 8, "keep a multiple of this many channels per group (onnxruntime's CPU block: 8 "
                "with AVX2, 16 with AVX-512)", minimum=1),
+        Option("rounding", str, "up", "how a kept count becomes a block multiple: up (never more than ratio removed) "
+               "or nearest (repeated small ratios still remove channels)", choices=("up", "nearest")),
         Option("refit", bool, True, "refit the readers of removed channels on the calibration data (least squares)"),
     )
 
@@ -115,7 +117,8 @@ class ChannelPrune(Pass, name="channel-prune"):
         group = self._groups[site.node]
         fits = self._reader_fits(group)
         order = _order(group, fits)
-        counts = kept_counts(group.width, self.opts["block"], (self.opts["ratio"],) if self.opts["ratio"] else RATIOS)
+        counts = kept_counts(group.width, self.opts["block"], (self.opts["ratio"],) if self.opts["ratio"] else RATIOS,
+                             self.opts["rounding"] == "nearest")
         return sorted((self._candidate(group, fits, order[: group.width - kept], kept) for kept in counts),
                       key=lambda c: c.cost)
 
@@ -166,10 +169,11 @@ def channel_groups(model: onnx.ModelProto) -> tuple[list[ChannelGroup], list[dic
     return groups, skipped
 
 
-def kept_counts(width: int, block: int, ratios: tuple[float, ...]) -> list[int]:
-    """Distinct kept channel counts below ``width`` for the removed ``ratios``: multiples of ``block``, at least
-    one block, most kept first."""
-    counts = {min(width, max(block, math.ceil((1.0 - r) * width / block) * block)) for r in ratios}
+def kept_counts(width: int, block: int, ratios: tuple[float, ...], nearest: bool = False) -> list[int]:
+    """Distinct kept channel counts below ``width`` for the removed ``ratios``: multiples of ``block`` (rounded up,
+    or to the nearest), at least one block, most kept first."""
+    blocks = (lambda v: math.floor(v + 0.5)) if nearest else math.ceil
+    counts = {min(width, max(block, blocks((1.0 - r) * width / block) * block)) for r in ratios}
     return sorted((c for c in counts if c < width), reverse=True)
 
 
