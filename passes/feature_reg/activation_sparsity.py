@@ -23,9 +23,9 @@ whose "channel" is the reduction axis K and whose "pixels" are the rows), over t
     input_samples           how many samples were measured, and ``input_sparsity_source`` the data spec.
     output_zero_fraction    the zero fraction of the map the node writes after its activation, when its
                             only reader is a Relu (the map a target stores compressed), else absent; a
-                            gate on the Relu's output, Where(Greater(Abs(r), t), r, 0) or the top-k gate's
-                            Where(GreaterOrEqual(Abs(r), kth), r, 0) (the ``feature-reg`` exporter's), counts
-                            as part of the activation.
+                            gate on the Relu's output, Where(Greater(Abs(r), t), r, 0) or the top-k and
+                            per-image gates' Where(GreaterOrEqual(Abs(r), kth), r, 0) (the ``feature-reg``
+                            exporter's), counts as part of the activation.
     input_stored_zero_fraction  when X is the output of such a gate whose input r has other readers too (a
                             residual Add, another conv's gate): the zero fraction of r. One map r is stored
                             for all its readers and the gate is applied while it is read back, so off-chip
@@ -193,7 +193,8 @@ def _stored_inputs(model: onnx.ModelProto, records: list[LayerRecord]) -> dict[s
     return out
 
 
-COMPARES = ("Greater", "GreaterOrEqual")  # the threshold gate's and the top-k gate's comparison
+COMPARES = ("Greater", "GreaterOrEqual")  # the threshold gate's and the top-k / per-image gates' comparison
+RANKING = ("TopK", "Shape", "Flatten", "Reshape")  # how the top-k and per-image gates rank the magnitudes
 
 
 def _is_gate(where: onnx.NodeProto, source: str, made_by: dict[str, onnx.NodeProto]) -> bool:
@@ -216,8 +217,8 @@ def _gate_output(tensor: str, readers: dict[str, list[onnx.NodeProto]]) -> str |
     where = next(node for node in users if node.op_type == "Where")
     uses = readers.get(absolute.output[0], [])
     compares = [n for n in uses if n.op_type in COMPARES and n.input[0] == absolute.output[0]]
-    if len(compares) != 1 or any(n.op_type not in (*COMPARES, "TopK", "Shape") for n in uses):
-        return None  # a top-k gate's Abs also feeds the TopK (and its K) that finds the k-th largest magnitude
+    if len(compares) != 1 or any(n.op_type not in (*COMPARES, *RANKING) for n in uses):
+        return None  # a top-k or per-image gate's Abs also feeds what finds the k-th largest magnitude
     if list(where.input[:2]) != [compares[0].output[0], tensor]:
         return None
     return where.output[0]

@@ -13,7 +13,7 @@ TABLE_NAME = "feature_reg.thresholds"
 KEEP_NAME = "feature_reg.keep"
 METADATA_KEY = "pimc.feature_reg"
 PLACEMENTS = ("conv-input", "stream")  # where the gates sit (see the module docstring)
-GATES = ("threshold", "topk")  # what a gate zeroes (see the module docstring)
+GATES = ("threshold", "topk", "image")  # what a gate zeroes (see the exporter's module docstring)
 
 
 @dataclass
@@ -42,7 +42,9 @@ class FeatureRegConfig:
                              "are gated.", cli="gate-placement", choices=PLACEMENTS)
     gate: str = setting("threshold", "threshold: zero |x| below a per-layer threshold calibrated on training images "
                         "(the zeros follow the image content); topk: keep the ⌊(1 − level)·C⌋ largest |x| of the C "
-                        "channels at each pixel (every pixel of every image meets the level).", choices=GATES)
+                        "channels at each pixel (every pixel of every image meets the level); image: keep the ⌊(1 − level)·L⌋ "
+                        "largest |x| of each image's whole map of L values (every image meets the level, the "
+                        "pixels share it by content).", choices=GATES)
 
     def check(self) -> None:
         if not self.levels:

@@ -24,6 +24,16 @@ schedule are the same (the ramp lowers k from C). The difference: a threshold's 
 (a flat region can lose every channel, an edge keeps many, and an image with more texture than the training
 images keeps more than the level), while a top-k gate spends the same k channels on every pixel.
 
+**Per-image gate** (``gate="image"``, CLI ``--gate image``). The threshold is image n's own quantile:
+
+    y = x · 1(|x| ≥ q_n),   q_n the k-th largest |x| over image n's whole map of L values, k = L − ⌈s·L⌉
+
+(ONNX: Sort / TopK over the flattened map, a Gather of the k-th value with k computed from the map's
+symbolic size and the level's s in ``level_table``), so every image, seen or not, meets the level, while the
+pixels share the kept values by content as with a fixed threshold (flat regions lose every channel). It is
+what the regularized fine-tune does already (batch quantiles), per image instead of per batch. A dataflow
+computes q_n from a histogram of |x| gathered as the map is written and gates the map as it is read back.
+
 **Placement** (``placement``, CLI ``--gate-placement``). ``conv-input`` (the default): a gate in front of each
 conv (a forward pre-hook), l indexes the convs. A map that other nodes also read — a block output read by the
 next block's conv1 and by the identity shortcut's Add, or by a 1×1 shortcut conv — then reaches those other
@@ -106,6 +116,17 @@ class FeatureRegResult:
     val_samples: int
     losses: list[float] = field(default_factory=list)
 
+    def _tables(self) -> dict:
+        """The gates' per-layer table: keep counts (top-k), thresholds (threshold), none (per image)."""
+        bank, sites = self.gated.bank, self.gated.sites
+        if bank.kind == "topk":
+            return {"keep": {site.name: [int(bank.keep_table[k, i]) for k in range(len(bank.levels))]
+                             for i, site in enumerate(sites)}}
+        if bank.kind == "threshold":
+            return {"thresholds": {site.name: [round(float(bank.table[k, i]), 6) for k in range(len(bank.levels))]
+                                   for i, site in enumerate(sites)}}
+        return {}
+
     def summary(self) -> dict:
         bank = self.gated.bank
         return {
@@ -119,10 +140,7 @@ class FeatureRegResult:
             "fallback_gates": sum(not site.stream for site in self.gated.sites)
             if self.gated.placement == "stream" else 0,
             "gate": bank.kind,
-            **({"keep": {site.name: [int(bank.keep_table[k, i]) for k in range(len(bank.levels))]
-                         for i, site in enumerate(self.gated.sites)}} if bank.kind == "topk" else
-               {"thresholds": {site.name: [round(float(bank.table[k, i]), 6) for k in range(len(bank.levels))]
-                               for i, site in enumerate(self.gated.sites)}}),
+            **self._tables(),
             "val_accuracy_dense": self.val_accuracy_dense, "val_accuracy": self.val_accuracy,
             "val_samples": self.val_samples, "losses": self.losses,
         }
@@ -174,8 +192,8 @@ def calibrate(gated: GatedModel, x: np.ndarray, floor_z: float = 0.0) -> None:
     """Set every level's thresholds from one forward pass over ``x`` (training images), each ``floor_z``
     standard errors above the level (:func:`floor_margin`)."""
     bank = gated.bank
-    if bank.kind == "topk":
-        return  # its keep counts follow from the levels alone
+    if bank.kind != "threshold":
+        return  # top-k and per-image gates follow from the levels alone
     was_training = gated.training
     gated.eval()
     bank.mode, bank.floor_z = "calibrate", floor_z
@@ -279,7 +297,8 @@ def _finish_graph(proto: onnx.ModelProto, result: FeatureRegResult) -> None:
     for node in graph.node:
         node.name = node.name.replace("/gated/model/", "/", 1)
     bank = result.gated.bank
-    kind, name = (onnx.TensorProto.INT64, KEEP_NAME) if bank.kind == "topk" else (onnx.TensorProto.FLOAT, TABLE_NAME)
+    kind, name = {"topk": (onnx.TensorProto.INT64, KEEP_NAME), "threshold": (onnx.TensorProto.FLOAT, TABLE_NAME)}.get(
+        bank.kind, (None, None))  # a per-image gate has no per-layer table
     table = [t for t in graph.initializer if tuple(t.dims) == tuple(bank.table.shape) and t.data_type == kind]
     if len(table) == 1:
         _rename_tensor(graph, table[0].name, name)

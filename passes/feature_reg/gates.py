@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.onnx.operators
 from torch import nn
 
 from ...compiler.errors import PimcError
@@ -52,6 +53,26 @@ class TopKGate(nn.Module):
         return torch.where(magnitude >= kth, x, 0.0)
 
 
+class ImageQuantileGate(nn.Module):
+    """``y = x · 1(|x| ≥ q_n)``, q_n the ⌈(1 − s)·L⌉-th largest |x| of image n's whole map (L values): every
+    image's map keeps at most that many values (ties aside), wherever they are."""
+
+    def __init__(self, index: int, channels: int):
+        super().__init__()
+        self.index = index
+        self.channels = channels
+
+    def forward(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
+        if bank.penalize:
+            bank.penalties.append(channel_l1(x))
+        magnitude = x.abs()
+        flat = magnitude.flatten(1)
+        size = torch.onnx.operators.shape_as_tensor(flat)[1].to(torch.float32)  # traced: the map size is symbolic
+        keep = torch.clamp(size - torch.ceil(bank.fraction() * size - 1e-6), min=1.0).to(torch.int64)
+        kth = flat.sort(dim=1, descending=True).values.index_select(1, (keep - 1).reshape(1))
+        return torch.where(magnitude >= kth.reshape(-1, *([1] * (x.dim() - 1))), x, 0.0)
+
+
 def keep_count(channels: int, fraction: float) -> int:
     """Channels a top-k gate keeps per pixel so that at least ``fraction`` of them are zero (at least one)."""
     return max(1, channels - math.ceil(fraction * channels - 1e-9))
@@ -90,7 +111,8 @@ class GateBank(nn.Module):
 
     ``kind="threshold"``: ``mode`` ``fixed`` reads ``T[level]`` (``level`` an int, or a 0-d int64 tensor while
     exporting); ``track`` uses each batch's quantile and updates T by a running average; ``calibrate`` sets T to
-    the batch quantile. ``kind="topk"``: K is fixed by the levels and the channel counts; nothing is calibrated.
+    the batch quantile. ``kind="topk"``: K is fixed by the levels and the channel counts; ``kind="image"``: each
+    image's own quantile at the level (``level_table``). Neither is calibrated.
     """
 
     def __init__(self, levels: Sequence[float], channels: Sequence[int], momentum: float = 0.1,
@@ -99,9 +121,10 @@ class GateBank(nn.Module):
         check_gate(kind)
         self.kind = kind
         self.levels = tuple(float(s) for s in levels)
-        gate = TopKGate if kind == "topk" else ThresholdGate
+        gate = {"topk": TopKGate, "image": ImageQuantileGate}.get(kind, ThresholdGate)
         self.gates = nn.ModuleList(gate(i, c) for i, c in enumerate(channels))
         self.register_buffer("table", torch.zeros(len(self.levels), len(self.gates)))
+        self.register_buffer("level_table", torch.tensor(self.levels, dtype=torch.float32))
         self.register_buffer("keep_table", torch.tensor(
             [[keep_count(c, s) for c in channels] for s in self.levels], dtype=torch.int64).reshape(
             len(self.levels), len(self.gates)))
@@ -118,6 +141,13 @@ class GateBank(nn.Module):
         if isinstance(self.level, torch.Tensor):
             return torch.index_select(self.table, 0, self.level.reshape(1))[0, index]
         return self.table[self.level, index]
+
+    def fraction(self) -> torch.Tensor:
+        """The current level's target zero fraction (ramped while tracking), as a 0-d tensor."""
+        if isinstance(self.level, torch.Tensor):
+            return torch.index_select(self.level_table, 0, self.level.reshape(1))[0]
+        scale = self.scale if self.mode == "track" else 1.0
+        return torch.tensor(self.levels[self.level] * scale, dtype=torch.float32)
 
     def keep(self, index: int) -> int | torch.Tensor:
         """Channels the top-k gate ``index`` keeps per pixel at the current level (ramped while tracking)."""

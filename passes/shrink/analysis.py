@@ -29,6 +29,7 @@ _UNARY = {
     "MaxPool": lambda v, n: v,
     "GlobalAveragePool": lambda v, n: v,
     "GlobalMaxPool": lambda v, n: v,
+    "ReduceMean": lambda v, n: v,  # over spatial axes only (``_unary_problem``): a per-channel constant stays
     "Flatten": lambda v, n: v,
 }
 FAKE_QUANT = ("QuantizeLinear", "DequantizeLinear")  # with a per-tensor grid: element-wise
@@ -164,11 +165,26 @@ def _unary_problem(graph, node, shapes, inits, a) -> str | None:
         a.params.extend((node, i, "bn") for i in range(1, 5))
     if op == "Clip" and any(n and n not in inits for n in node.input[1:]):
         return f"Clip '{node.name}' has computed bounds"
+    if op == "ReduceMean" and not _spatial_mean(graph, node, shapes):
+        return f"ReduceMean '{node.name}' reduces the batch or channel axis (or its axes are unknown)"
     if op in ("MaxPool", "AveragePool") and len(shapes.get(node.input[0]) or []) != 4:
         return f"{op} '{node.name}' is not 2-D"
     if op in FAKE_QUANT and _per_tensor_grid(graph, node) is None:
         return f"{op} '{node.name}' is not per tensor"
     return None
+
+
+def _spatial_mean(graph, node: onnx.NodeProto, shapes) -> bool:
+    """Whether a ReduceMean averages spatial axes only (axes from the attribute, or a constant input from opset
+    18), so channel c of its output is the mean of channel c."""
+    rank = len(shapes.get(node.input[0]) or [])
+    axes = attr(node, "axes", None)
+    if axes is None and len(node.input) > 1 and node.input[1]:
+        axes = get_initializer(graph, node.input[1])
+    if axes is None or rank < 3:
+        return False
+    axes = [int(a) % rank for a in np.asarray(axes).reshape(-1)]
+    return bool(axes) and min(axes) >= 2
 
 
 def _per_tensor_grid(graph, node: onnx.NodeProto) -> tuple[float, float, float, float] | None:

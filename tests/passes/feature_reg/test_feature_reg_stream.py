@@ -65,7 +65,7 @@ def train(placement: str, model: nn.Module | None = None, gate: str = "threshold
                               (x[32:], y[32:]), SHAPE, config, progress=False), x
 
 
-@pytest.fixture(scope="module", params=["threshold", "topk"])
+@pytest.fixture(scope="module", params=["threshold", "topk", "image"])
 def stream(request, tmp_path_factory):
     torch.set_num_threads(1)
     result, x = train("stream", gate=request.param)
@@ -144,15 +144,16 @@ def test_the_onnx_add_and_both_shared_readers_read_the_gate_output(stream):
     assert any(made[i].op_type == "Where" for add in adds for i in add.input)  # block 1: x + F(x), x gated
     shared = [w for w in wheres if sorted(r.op_type for r in readers[w.output[0]]) == ["Conv", "Conv"]]
     assert len(shared) == 1  # block 2's conv1 and 1x1 shortcut read one gate
-    compare = "GreaterOrEqual" if result.gated.bank.kind == "topk" else "Greater"
+    compare = "Greater" if result.gated.bank.kind == "threshold" else "GreaterOrEqual"
     for where in wheres:
         greater = made[where.input[0]]
         assert greater.op_type == compare and made[greater.input[0]].op_type == "Abs"
         assert made[greater.input[0]].input[0] == where.input[1]
     summary = result.summary()
     assert summary["stream_gates"] == 4 and summary["fallback_gates"] == 0
-    table = "keep" if result.gated.bank.kind == "topk" else "thresholds"
-    assert set(summary[table]) == {"0", "1.relu", "1", "2.relu"}
+    if result.gated.bank.kind != "image":
+        table = "keep" if result.gated.bank.kind == "topk" else "thresholds"
+        assert set(summary[table]) == {"0", "1.relu", "1", "2.relu"}
 
 
 def test_onnx_matches_the_torch_gated_model_at_every_level(stream):
@@ -203,3 +204,17 @@ def test_a_topk_gate_leaves_at_most_k_channels_at_every_pixel_of_every_image():
             gated(torch.from_numpy(x))
         assert int((seen[-1] != 0).sum(dim=1).max()) <= keep[0]
         assert gated.bank.keep_table[level].tolist() == keep
+
+
+def test_an_image_gate_meets_the_level_on_every_image():
+    gated = GatedModel(residual(), SHAPE, (0.5, 0.75), placement="stream", gate="image").eval()
+    seen: list[torch.Tensor] = []
+    gated.model[2].conv1.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    x, _ = data(8)
+    x[:4] *= 10.0  # images of very different scale: a fixed threshold would not give them the same zeros
+    for level, fraction in enumerate((0.5, 0.75)):
+        gated.bank.level = level
+        with torch.no_grad():
+            gated(torch.from_numpy(x))
+        per_image = (seen[-1] == 0).float().flatten(1).mean(dim=1)
+        assert float(per_image.min()) >= fraction - 1e-6
