@@ -118,6 +118,7 @@ ALGORITHMS = {
     "quantize": ("Quantization and bit maps (DYNASTY)", ("quantize", "bitmap"), "pimc.passes.quantize.qat"),
     "comparator": ("Comparator convolutions (LBCNN / CMPNET)", ("comparator-conv",), "pimc.passes.comparator.exporter"),
     "feature-reg": ("Feature Regularization", ("activation-sparsity",), "pimc.passes.feature_reg.exporter"),
+    "channel-prune": ("Channel pruning", ("channel-prune",), "pimc.passes.channel.exporter"),
 }
 
 
