@@ -119,6 +119,7 @@ ALGORITHMS = {
     "comparator": ("Comparator convolutions (LBCNN / CMPNET)", ("comparator-conv",), "pimc.passes.comparator.exporter"),
     "feature-reg": ("Feature Regularization", ("activation-sparsity",), "pimc.passes.feature_reg.exporter"),
     "channel-prune": ("Channel pruning", ("channel-prune",), "pimc.passes.channel.exporter"),
+    "admp": ("ADMP: channel pruning for an unlabelled target domain", (), "pimc.passes.channel.admp"),
 }
 
 

@@ -33,4 +33,5 @@ METHODS: dict[str, str] = {
     "comparator": "pimc.passes.comparator.config",
     "feature-reg": "pimc.passes.feature_reg.config",
     "channel-prune": "pimc.passes.channel.config",
+    "admp": "pimc.passes.channel.admp_config",
 }

@@ -81,7 +81,7 @@ def test_compress_an_onnx_path_keeps_its_names(trained, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"method": "svd"}, "unknown method 'svd' (use decompose, pattern, prune, quantize, comparator, feature-reg)"),
+    ({"method": "svd"}, "unknown method 'svd' (use decompose, pattern, prune, quantize, comparator, feature-reg, channel-prune, admp)"),
     ({"method": "decompose", "ranks": 3}, "unknown option ranks (valid: "),
     ({"method": "prune", "input_shape": None}, "give input_shape=(C, H, W)"),
     ({"method": "quantize", "bits": 12}, "--bits and --act-bits must lie between 2 and 8"),

@@ -8,6 +8,7 @@ from dataclasses import MISSING, fields
 import click
 import pytest
 
+from pimc.cli.export import admp as admp_cli
 from pimc.cli.export import channel_prune as channel_prune_cli
 from pimc.cli.export import comparator as comparator_cli
 from pimc.cli.export import decompose as decompose_cli
@@ -18,6 +19,7 @@ from pimc.cli.export import quantize as quantize_cli
 from pimc.compiler.errors import PimcError
 from pimc.compiler.passbase import get_pass
 from pimc.compiler.settings import cli_dest
+from pimc.passes.channel.admp_config import AdmpConfig
 from pimc.passes.channel.config import ChannelPruneConfig
 from pimc.passes.comparator.config import LBCConfig, LBCTraining
 from pimc.passes.decompose.config import PenniConfig
@@ -53,6 +55,7 @@ MAPPINGS = {
     "prune": (prune_cli.command, [(PruneConfig, 4), (PruneSchedule, 16)]),
     "feature-reg": (feature_reg_cli.command, [(FeatureRegConfig, 13)]),
     "channel-prune": (channel_prune_cli.command, [(ChannelPruneConfig, 9)]),
+    "admp": (admp_cli.command, [(AdmpConfig, 11)]),
 }
 CASES = [(name, config, minimum) for name, (_, configs) in MAPPINGS.items() for config, minimum in configs]
 
