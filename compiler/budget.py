@@ -16,6 +16,9 @@ candidates; the decision that spends the budget rests on Δ. (KL(p_ref ‖ p_can
 
 Acceptance of a model, with T the number of test images that will report it:
     Δ + z · 100 · √(f/|S| + f/T) ≤ D                                              (1)
+with f̃ = (flips + ½)/(|S| + 1) in place of the observed flip rate f whenever any output changed (Jeffreys'
+prior: no flip among |S| images does not make the rate zero, and on a small test split one flip can exceed D by
+itself; a model whose outputs are identical has no margin);
 the noise margin covers both the steering estimate and the test split's own draw, so the final test-split
 check — still the honest report, still an error when exceeded — rarely fails: the test drop exceeds D only
 if the test draw and the steering draw differ by more than z standard errors of their difference, so
@@ -131,7 +134,7 @@ class AccuracyBudget:
             spread, kl = float(np.mean(d**2)), 0.0
         m = Measurement(float(np.mean(scores)), scale * float(np.mean(d)), scale * float(np.std(d)) / np.sqrt(len(d)),
                         spread, kl)
-        m.margin_points = self.margin(m.flip_rate)
+        m.margin_points = self.margin(m.flip_rate, not np.array_equal(outputs, self._reference))
         return m
 
     def damage(self, model: onnx.ModelProto) -> float:
@@ -142,10 +145,14 @@ class AccuracyBudget:
             return logit_change(self._reference[:PROBE_SAMPLES], outputs)
         return image_change(self._reference[:PROBE_SAMPLES], outputs)
 
-    def margin(self, spread: float) -> float:
-        """z · scale · √(f/|S| + f/T) (top-1: f the flip rate; PSNR: f = mean(d²)): what the drop holds back for
-        the noise of the steering and the test draw, in the metric's unit."""
-        variance = spread / len(self.y) + (spread / self.test_samples if self.test_samples else 0.0)
+    def margin(self, spread: float, changed: bool = True) -> float:
+        """z · scale · √(f/|S| + f/T) (top-1: f the flip rate, as f̃ = (flips + ½)/(|S| + 1) when any output
+        changed; PSNR: f = mean(d²)): what the drop holds back for the noise of the steering and the test draw,
+        in the metric's unit."""
+        n = len(self.y)
+        if self.metric is TOP1 and changed:
+            spread = (spread * n + 0.5) / (n + 1)  # no flip among |S| images is not a zero flip rate
+        variance = spread / n + (spread / self.test_samples if self.test_samples else 0.0)
         return self.z * self.metric.scale * float(np.sqrt(variance))
 
     def fits(self, m: Measurement) -> bool:

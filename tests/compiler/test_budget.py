@@ -48,7 +48,8 @@ def test_drop_and_its_standard_error_are_paired():
     d = np.r_[np.ones(4), np.zeros(96)]
     assert m.drop_points == pytest.approx(4.0) and m.flip_rate == pytest.approx(0.04)
     assert m.se_points == pytest.approx(100 * d.std() / 10)
-    assert m.margin_points == pytest.approx(budget.z * 100 * np.sqrt(0.04 / 100 + 0.04 / 100))
+    rate = (4 + 0.5) / 101  # the flip rate with Jeffreys' half flip
+    assert m.margin_points == pytest.approx(budget.z * 100 * np.sqrt(rate / 100 + rate / 100))
     assert not budget.fits(m)
 
 
@@ -58,6 +59,16 @@ def test_an_unchanged_model_fits_with_no_margin():
     budget.table["same"] = _onehot(labels)
     m = budget.measure(onnx.ModelProto(doc_string="same"))
     assert m.drop_points == 0 and m.margin_points == 0 and m.kl == pytest.approx(0) and budget.fits(m)
+
+
+def test_a_changed_model_without_flips_keeps_a_margin_on_few_images():
+    labels = np.arange(30) % 3
+    budget = _budget(_onehot(labels), labels, test_samples=30)
+    budget.table["nudged"] = _onehot(labels) * 0.9  # outputs changed, no prediction flipped
+    m = budget.measure(onnx.ModelProto(doc_string="nudged"))
+    rate = 0.5 / 31
+    assert m.flip_rate == 0 and m.margin_points == pytest.approx(budget.z * 100 * np.sqrt(2 * rate / 30))
+    assert not budget.fits(m)  # on 30 + 30 images one flip is 3.3 points: a 1-point budget cannot vouch for it
 
 
 def test_logit_change_keeps_growing_where_top1_and_kl_saturate():
