@@ -4,7 +4,7 @@
 constant weight becomes an ``nn.Conv2d`` and every Gemm / MatMul with a constant 2-D weight an
 ``nn.Linear`` (so the exporters find and constrain them like a zoo model's layers); the other ops are
 functional: Relu, LeakyRelu, Sigmoid, Tanh, Clip, BatchNormalization (left-over, frozen statistics),
-MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, Add, Sub, Mul, Div, Concat, Flatten, Reshape,
+MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, DepthToSpace, Add, Sub, Mul, Div, Concat, Flatten, Reshape,
 Identity, Dropout, Softmax. Constant operands are buffers. The layers are called as modules (so hooks,
 parametrizations and in-place replacements by ``LBConv2d`` / ``DecomposedConv2d`` work) and the module
 traces with ``torch.fx`` (PENNI's residual-channel grouping). ``rename_io`` gives an exported file back
@@ -139,6 +139,14 @@ class OnnxModule(nn.Module):
             axes = attrs.get("axes") if len(xs) < 2 or xs[1] is None else [int(a) for a in xs[1].tolist()]
             keep = bool(attrs.get("keepdims", 1))
             return x.mean(dim=tuple(int(a) for a in axes), keepdim=keep) if axes else x.mean()
+        if op == "DepthToSpace":  # a pixel shuffle: CRD is torch's, DCR moves the block axes first
+            block = int(attrs["blocksize"])
+            mode = attrs.get("mode", b"DCR")
+            if (mode.decode() if isinstance(mode, bytes) else str(mode)) == "CRD":
+                return F.pixel_shuffle(x, block)
+            n, c, h, w = x.shape
+            return (x.reshape(n, block, block, c // block**2, h, w).permute(0, 3, 4, 1, 5, 2)
+                    .reshape(n, c // block**2, h * block, w * block))
         if op == "Concat":
             return torch.cat(xs, dim=int(attrs["axis"]))
         if op == "Flatten":  # a non-negative axis needs no rank, so torch.fx can trace the module
@@ -183,8 +191,10 @@ def _pool(op: str, x: torch.Tensor, attrs: dict) -> torch.Tensor:
                         count_include_pad=bool(attrs.get("count_include_pad", 0)))
 
 
-def load_onnx_module(path: str | Path) -> tuple[OnnxModule, tuple[int, int, int], onnx.ModelProto]:
-    """The module, its (C, H, W) input shape and the normalised, BatchNorm-folded source model."""
+def load_onnx_module(path: str | Path, input_shape: tuple[int, ...] | None = None
+                     ) -> tuple[OnnxModule, tuple[int, int, int], onnx.ModelProto]:
+    """The module, its (C, H, W) input shape and the normalised, BatchNorm-folded source model; ``input_shape``
+    gives the training size of a model whose height and width are symbolic (an image-to-image model)."""
     from ..compiler.loader import load_model
     from ..compiler.passbase import PassContext, get_pass
     from ..compiler.pipeline import PassManager
@@ -194,8 +204,11 @@ def load_onnx_module(path: str | Path) -> tuple[OnnxModule, tuple[int, int, int]
     model = PassManager(passes, PassContext()).run(model)
     dims = real_inputs(model)[0].type.tensor_type.shape.dim
     shape = tuple(int(d.dim_value) for d in dims[1:])
+    if input_shape is not None and len(shape) == 3 and shape[0] in (0, input_shape[0]):
+        shape = tuple(int(d) for d in input_shape)
     if len(shape) != 3 or min(shape) < 1:
-        raise PimcError(f"{path}: the input must be NCHW with known C, H, W (got {shape})")
+        raise PimcError(f"{path}: the input must be NCHW with known C, H, W (got {shape}; a model with a symbolic "
+                        "size takes --input-shape C,H,W)")
     return OnnxModule(model), shape, model  # type: ignore[return-value]
 
 

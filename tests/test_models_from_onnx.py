@@ -81,3 +81,19 @@ def test_converted_resnet_traces_with_torch_fx_and_keeps_its_residual_streams(tm
     x = torch.randn(2, *shape)
     with torch.no_grad():
         np.testing.assert_allclose(converted.eval()(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_a_super_resolution_onnx_with_a_symbolic_size_and_depth_to_space_converts(tmp_path):
+    import onnxruntime as ort
+
+    from pimc.models.sr_zoo import edsr_small
+    from pimc.models.train import export_onnx
+
+    torch.manual_seed(0)
+    path = export_onnx(edsr_small().eval(), tmp_path / "edsr.onnx", (3, 24, 24))
+    module, shape, _ = load_onnx_module(path, (3, 24, 24))
+    x = np.random.default_rng(0).random((2, 3, 20, 28)).astype(np.float32)  # not the training size
+    expected = ort.InferenceSession(str(path)).run(None, {"input": x})[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(module(torch.from_numpy(x)).numpy(), expected, rtol=1e-4, atol=1e-4)
+    assert shape == (3, 24, 24) and expected.shape == (2, 3, 40, 56)

@@ -64,7 +64,8 @@ def model_options(default: str | None = None, help_text: str = MODEL_HELP) -> Ca
     return stacked(
         click.option("--model", "model_name", required=default is None, default=default,
                      show_default=default is not None, help=help_text),
-        click.option("--input-shape", default=None, help="C,H,W of a FILE.py:FACTORY model (else its input_shape)."),
+        click.option("--input-shape", default=None, help="C,H,W of a FILE.py:FACTORY model (else its input_shape), "
+                     "or the training size of a FILE.onnx with a symbolic height and width."),
         click.option("--data", default="digits", show_default=True, help=f"Training data: {TRAINABLE_HELP}."),
     )
 
@@ -90,7 +91,8 @@ def user_model(kw: dict, build_model=None, get_spec=None, model_input_shape=None
 
         if not Path(name).is_file():
             raise PimcError(f"--model {name}: no such file")
-        return load_onnx_module(name)
+        given = factory_shape(name, kw["input_shape"], None) if kw.get("input_shape") else None
+        return load_onnx_module(name, given)
     if ".py:" in name:
         from ...models.from_onnx import load_factory
 
