@@ -8,10 +8,12 @@ adversarially; ADMM handles the {0, 1} constraint of the masks. pimc's own defin
 the labelled source S, with a domain head D (two linear layers) on the features f (the input of the last
 Linear layer) behind a gradient reversal layer R_λ (identity forward, −λ·gradient backward):
 
-    L_adapt = CE(y_s, model(x_s)) + w_d · BCE(D(R_λ(f)), domain),      λ = 2 / (1 + e^(−10 p)) − 1
+    L_adapt = CE(y_s, model(x_s)) + w_d · BCE(D(R_λ(f)), domain) + β · c · CE(ŷ_t, model(x_t)),
+    λ = 2 / (1 + e^(−10 p)) − 1
 
 over batches of source images (labelled) and as many target images (unlabelled), p the share of training
-done. The adapted model is the teacher T and the unpruned baseline.
+done; the last term is self-training (``self_training`` β): ŷ_t the model's own prediction on the target
+images whose confidence is at least ``confidence``, c the share of such images in the batch. The adapted model is the teacher T and the unpruned baseline.
 
 **2. Student: soft and hard channel masks.** The student starts as T (as ONNX, BatchNorms folded, back in
 torch). Every channel group g (``channel_prune.channel_groups``: the producers of a residual stream share
@@ -121,6 +123,13 @@ def train_domains(model: nn.Module, domains: Domains, epochs: int, config: AdmpC
         labels = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))])
         value = F.cross_entropy(logits[: len(xs)], ys) + config.domain_weight * F.binary_cross_entropy_with_logits(
             domain, labels)
+        if config.self_training:  # the model's own confident target predictions as labels
+            with torch.no_grad():
+                probs = F.softmax(logits[len(xs):].detach(), dim=1)
+                confident = probs.max(dim=1).values >= config.confidence
+            if bool(confident.any()):
+                value = value + config.self_training * F.cross_entropy(
+                    logits[len(xs):][confident], probs.argmax(dim=1)[confident]) * confident.float().mean()
         if teacher is not None and config.distill:
             with torch.no_grad():
                 soft = F.log_softmax(teacher(xt) / config.temperature, dim=1)

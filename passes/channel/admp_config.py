@@ -23,6 +23,8 @@ class AdmpConfig:
     lr: float = setting(1e-3, "Adam learning rate of adaptation and pruning.", cli="admp-lr")
     rho: float = setting(1e-2, "ADMM penalty ρ on ‖m − Z + U‖² (soft mask m, hard mask Z).")
     domain_weight: float = setting(0.3, "Weight of the domain-adversarial loss (gradient reversal).")
+    self_training: float = setting(0.0, "Weight of self-training on the model's confident target predictions.")
+    confidence: float = setting(0.9, "Softmax confidence from which a target prediction is a pseudo-label.")
     distill: float = setting(1.0, "Weight of the teacher–student divergence on the target images.")
     temperature: float = setting(2.0, "Temperature of that divergence.")
 
@@ -33,8 +35,10 @@ class AdmpConfig:
             raise PimcError("--adapt-epochs, --admm-epochs and --finetune-epochs must not be negative")
         if self.rho <= 0 or self.temperature <= 0 or self.lr <= 0:
             raise PimcError("--rho, --temperature and --admp-lr must be positive")
-        if self.domain_weight < 0 or self.distill < 0:
-            raise PimcError("--domain-weight and --distill must not be negative")
+        if not 0.0 < self.confidence <= 1.0:
+            raise PimcError(f"--confidence must be in (0, 1], got {self.confidence}")
+        if self.domain_weight < 0 or self.distill < 0 or self.self_training < 0:
+            raise PimcError("--domain-weight, --distill and --self-training must not be negative")
 
 
 METHOD = Method("admp", (AdmpConfig,), "pimc.passes.channel.admp:compress_trained")
