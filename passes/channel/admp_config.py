@@ -23,7 +23,7 @@ class AdmpConfig:
     lr: float = setting(1e-3, "Adam learning rate of adaptation and pruning.", cli="admp-lr")
     rho: float = setting(1e-2, "ADMM penalty ρ on ‖m − Z + U‖² (soft mask m, hard mask Z).")
     domain_weight: float = setting(0.3, "Weight of the domain-adversarial loss (gradient reversal).")
-    self_training: float = setting(0.0, "Weight of self-training on the model's confident target predictions.")
+    self_training: float = setting(1.0, "Weight of self-training on the model's confident target predictions.")
     confidence: float = setting(0.9, "Softmax confidence from which a target prediction is a pseudo-label.")
     distill: float = setting(1.0, "Weight of the teacher–student divergence on the target images.")
     temperature: float = setting(2.0, "Temperature of that divergence.")
