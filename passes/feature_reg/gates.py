@@ -69,7 +69,10 @@ class ImageQuantileGate(nn.Module):
         flat = magnitude.flatten(1)
         size = torch.onnx.operators.shape_as_tensor(flat)[1].to(torch.float32)  # traced: the map size is symbolic
         keep = torch.clamp(size - torch.ceil(bank.fraction() * size - 1e-6), min=1.0).to(torch.int64)
-        kth = flat.sort(dim=1, descending=True).values.index_select(1, (keep - 1).reshape(1))
+        if torch.onnx.is_in_onnx_export():  # Sort + Gather: the k-th largest of a map of symbolic size
+            kth = flat.sort(dim=1, descending=True).values.index_select(1, (keep - 1).reshape(1))
+        else:  # the same value, without sorting every map of every training step
+            kth = flat.kthvalue(flat.shape[1] - int(keep) + 1, dim=1, keepdim=True).values
         return torch.where(magnitude >= kth.reshape(-1, *([1] * (x.dim() - 1))), x, 0.0)
 
 
