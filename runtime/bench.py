@@ -14,7 +14,7 @@ import onnx
 
 from ..compiler.errors import PimcError
 from ..compiler.modelio import read_model
-from ..compiler.sessions import fixed_batch, make_session, predict
+from ..compiler.sessions import fixed_batch, free_batch, make_session, predict, runs_batched
 from ..compiler.stats import parameter_counts
 from .datasets import Dataset, evaluation_set, load_dataset
 from .session import batch_input, model_input, quality, time_run
@@ -48,11 +48,20 @@ def compare_models(
     sessions = [make_session(p, threads, spinning=False) for p in protos]
     inputs = [data.x.astype(model_input(p)[2], copy=False) for p in protos]
     logits = [predict(s, x) for s, x in zip(sessions, inputs, strict=True)]
-    latencies = interleaved_latency(sessions, inputs, batches, repeats)
+    timed = [_batched_session(p, s, x, threads) for p, s, x in zip(protos, sessions, inputs, strict=True)]
+    latencies = interleaved_latency(timed, inputs, batches, repeats)
     return [
         _row(Path(path).name, proto, data, logits[i], logits[0], latencies[i])
         for i, (path, proto) in enumerate(zip(paths, protos, strict=True))
     ]
+
+
+def _batched_session(proto: onnx.ModelProto, session, x: np.ndarray, threads: int | None):
+    """The session to time: a model exported with a fixed batch of 1 that computes the same per sample on a
+    batch (``runs_batched``) is timed with a free batch, so every model's "batch 64" runs 64 images at once."""
+    if fixed_batch(session) != 1 or not runs_batched(proto, x):
+        return session
+    return make_session(free_batch(proto), threads, spinning=False)
 
 
 def _common_input_shape(protos: list[onnx.ModelProto], paths: Sequence[str | os.PathLike]) -> tuple[int, int, int]:

@@ -103,3 +103,17 @@ def test_interleaved_order_is_a_permutation_that_moves_every_model():
     assert orders[0] == [0, 1, 2, 3] and all(sorted(o) == [0, 1, 2, 3] for o in orders)
     assert all({o[pos] for o in orders} == {0, 1, 2, 3} for pos in range(4))
     assert orders == [_order(4, r) for r in range(30)]
+
+
+def test_a_fixed_batch_one_model_is_timed_on_whole_batches(tmp_path: Path, monkeypatch) -> None:
+    import pimc.runtime.bench as bench
+
+    model = onnx.load(str(bundled_model_path()))
+    for value in (*model.graph.input, *model.graph.output):
+        value.type.tensor_type.shape.dim[0].dim_value = 1  # as a batch-1 export writes it
+    fixed = tmp_path / "fixed.onnx"
+    onnx.save(model, fixed)
+    seen: list[int] = []
+    monkeypatch.setattr(bench, "time_run", lambda session, chunk: seen.append(len(chunk)) or 1.0)
+    compare_models([str(fixed)], batches=(1, 64), repeats=2, limit=64)
+    assert set(seen) == {1, 64}
