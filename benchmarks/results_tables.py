@@ -29,6 +29,7 @@ TABLES = {
     "compile_speed": ("compile_engine.md", "compile_speed.json", lambda d: compile_speed.markdown_table(d["cases"])),
     "sr_feature_reg": ("super_resolution.md", "sr_feature_reg.json", sr_feature_reg.markdown_table),
     "sr_feature_reg_levels": ("super_resolution.md", "sr_feature_reg_levels.json", sr_feature_reg.markdown_table),
+    "sr_feature_reg_image": ("super_resolution.md", "sr_feature_reg_image.json", sr_feature_reg.markdown_table),
 }
 
 
