@@ -127,11 +127,12 @@ class ChannelPrune(Pass, name="channel-prune"):
         key = group.names[0]
         if key not in self._fits:
             layers = [prunable_layer(self._reference, r.node.name) for r in group.readers]
-            fitted = [layer for layer in layers if layer.refittable] if self._feeds is not None else []
-            inputs = capture(self._reference, [layer.node.input[0] for layer in fitted], self._feeds) if fitted else {}
+            refit = [self._feeds is not None and layer.refittable for layer in layers]
+            names = [layer.node.input[0] for layer, fit in zip(layers, refit, strict=True) if fit]
+            inputs = capture(self._reference, names, self._feeds) if names else {}
             self._fits[key] = [ReaderFit(layer, group.width, layer_stats(layer, inputs[layer.node.input[0]],
-                                                                         inputs[layer.node.input[0]])
-                                         if layer in fitted else None) for layer in layers]
+                                                                         inputs[layer.node.input[0]]) if fit else None)
+                               for layer, fit in zip(layers, refit, strict=True)]
         return self._fits[key]
 
     def _candidate(self, group: ChannelGroup, fits: list[ReaderFit], removed: list[int], kept: int) -> Candidate:
