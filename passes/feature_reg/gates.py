@@ -17,13 +17,17 @@ from .placement import GateSite, _sites, _trace
 TRACK_SAMPLE = 1 << 16  # values a training step's quantile is estimated from
 
 
-class ThresholdGate(nn.Module):
-    """``y = x · 1(|x| > t)``; ``t`` comes from the bank's table (or the batch quantile while tracking)."""
+class Gate(nn.Module):
+    """One gate of a ``GateBank``: its column ``index`` in the bank's tables and the channels of its input."""
 
     def __init__(self, index: int, channels: int):
         super().__init__()
         self.index = index
         self.channels = channels
+
+
+class ThresholdGate(Gate):
+    """``y = x · 1(|x| > t)``; ``t`` comes from the bank's table (or the batch quantile while tracking)."""
 
     def forward(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
         if bank.mode in ("track", "calibrate"):
@@ -35,13 +39,8 @@ class ThresholdGate(nn.Module):
         return torch.where(x.abs() > t, x, 0.0)
 
 
-class TopKGate(nn.Module):
+class TopKGate(Gate):
     """``y = x · 1(|x| ≥ k-th largest |x[n, :, p]|)``: at most ``k`` channels (ties aside) survive at each pixel."""
-
-    def __init__(self, index: int, channels: int):
-        super().__init__()
-        self.index = index
-        self.channels = channels
 
     def forward(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
         if bank.penalize:
@@ -53,14 +52,9 @@ class TopKGate(nn.Module):
         return torch.where(magnitude >= kth, x, 0.0)
 
 
-class ImageQuantileGate(nn.Module):
+class ImageQuantileGate(Gate):
     """``y = x · 1(|x| ≥ q_n)``, q_n the ⌈(1 − s)·L⌉-th largest |x| of image n's whole map (L values): every
     image's map keeps at most that many values (ties aside), wherever they are."""
-
-    def __init__(self, index: int, channels: int):
-        super().__init__()
-        self.index = index
-        self.channels = channels
 
     def forward(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
         if bank.penalize:
