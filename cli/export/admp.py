@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from ...passes.channel.admp_config import AdmpConfig
-from .common import FILE, emit, model_options, pretraining_options, shared_options
+from .common import FILE, THREADS_OPTION, emit, model_options, pretraining_options, shared_options
 from .options import build, config_options
 
 
@@ -20,8 +20,7 @@ from .options import build, config_options
 @config_options(AdmpConfig)
 @click.option("--baseline-output", type=FILE, default=None, help="Also write the prune-then-adapt baseline.")
 @pretraining_options()
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch intra-op threads (default: torch's choice; 1 on shared machines).")
+@THREADS_OPTION
 @shared_options
 def command(**kw) -> None:
     """ADMP: domain-adversarial teacher, soft/hard channel masks by ADMM on the unlabelled target, narrowed export."""

@@ -8,7 +8,7 @@ import time
 import click
 
 from ...passes.channel.config import ChannelPruneConfig
-from .common import FILE, emit, model_options, pretraining_options, shared_options
+from .common import FILE, THREADS_OPTION, emit, model_options, pretraining_options, shared_options
 from .options import build, config_options
 
 
@@ -17,8 +17,7 @@ from .options import build, config_options
 @click.option("-o", "--output", type=FILE, required=True, help="Narrowed .onnx file.")
 @config_options(ChannelPruneConfig)
 @pretraining_options()
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch intra-op threads (default: torch's choice; 1 on shared machines).")
+@THREADS_OPTION
 @shared_options
 def command(**kw) -> None:
     """Training-aware filter pruning: group lasso, channel groups removed with refitted readers, fine-tuning."""

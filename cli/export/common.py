@@ -70,6 +70,10 @@ def model_options(default: str | None = None, help_text: str = MODEL_HELP) -> Ca
     )
 
 
+THREADS_OPTION = click.option("--threads", type=click.IntRange(min=1), default=None,
+                              help="torch intra-op threads (default: torch's choice; 1 on shared machines).")
+
+
 def pretraining_options(epochs: int = 30) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``--seed``, and ``--epochs`` / ``--lr`` of the dense pre-training of a zoo or factory model."""
     return stacked(

@@ -8,7 +8,7 @@ import json
 import click
 
 from ...passes.decompose.config import PenniConfig
-from .common import FILE, emit, model_options, shared_options
+from .common import FILE, THREADS_OPTION, emit, model_options, shared_options
 from .options import build, config_options
 
 
@@ -20,8 +20,7 @@ from .options import build, config_options
               help="Dense training before decomposing (none for an ONNX model).")
 @config_options(PenniConfig)
 @click.option("--seed", type=int, default=PenniConfig.seed, show_default=True)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch intra-op threads (default: torch's choice).")
+@THREADS_OPTION
 @shared_options
 def command(**kw) -> None:
     """Train MODEL with PENNI (decompose, alternate, L1, prune, fine-tune, shrink) and export ONNX."""

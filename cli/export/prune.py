@@ -9,7 +9,7 @@ import click
 
 from ...compiler.tables import console, metric_table
 from ...passes.prune.config import PruneConfig, PruneSchedule
-from .common import FILE, emit, model_options, pretraining_options, shared_options
+from .common import FILE, THREADS_OPTION, emit, model_options, pretraining_options, shared_options
 from .options import build, config_options
 
 
@@ -17,8 +17,7 @@ from .options import build, config_options
 @model_options()
 @click.option("-o", "--output", type=FILE, required=True, help="Pruned .onnx file.")
 @config_options(PruneConfig, PruneSchedule)
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="torch intra-op threads (default: torch's choice; 1 on shared machines).")
+@THREADS_OPTION
 @pretraining_options()
 @click.option("--validation", type=int, default=None,
               help="Hold the last N training images out of pre-training and pruning and report the accuracy "
