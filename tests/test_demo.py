@@ -29,6 +29,7 @@ def test_demo_compiles_for_every_target_and_reports_accuracy(tmp_path):
         assert report["model"]["macs"] <= report["model"]["macs_before"]
         if name != "onnxruntime":
             assert row["baseline"] is not None and row["speedup"] > 0 and row["energy_gain"] > 0
+    assert by_target["onnxruntime"]["accuracy"] == by_target["onnxruntime"]["input"]
     assert by_target["escalate"]["speedup"] > 1 and by_target["escalate"]["energy_gain"] > 1
     for name, row in twins.items():  # measured against the dense bundled model, on the same test images
         assert row["input"] == by_target[name]["input"] and row["samples"] == 225
