@@ -119,12 +119,11 @@ class LayerRecord:
         zero = self.annotations.get("output_zero_fraction")
         return None if zero is None else 1.0 - float(zero)
 
-    def input_zero_chunk_fraction(self, size: int, key: str = "input_zero_chunks") -> float:
-        """Measured all-zero fraction of aligned im2col chunks of ``size`` elements (``key``
-        ``input_channel_chunks``: of ``size`` channels at one pixel); a size that was not measured reads the
-        next larger measured one (chunks nest, so that never overstates the zeros); 0.0 when nothing was
-        measured or every measured size is smaller."""
-        chunks = self.annotations.get(key) or {}
+    def input_zero_chunk_fraction(self, size: int) -> float:
+        """Measured all-zero fraction of aligned im2col chunks of ``size`` elements; a size that was not
+        measured reads the next larger measured one (chunks nest, so that never overstates the zeros); 0.0
+        when nothing was measured or every measured size is smaller."""
+        chunks = self.annotations.get("input_zero_chunks") or {}
         sizes = sorted(int(k) for k in chunks if int(k) >= size)
         return float(chunks[str(sizes[0])]) if sizes else 0.0
 

@@ -4,8 +4,8 @@
 constant weight becomes an ``nn.Conv2d`` and every Gemm / MatMul with a constant 2-D weight an
 ``nn.Linear`` (so the exporters find and constrain them like a zoo model's layers); the other ops are
 functional: Relu, LeakyRelu, Sigmoid, Tanh, Clip, BatchNormalization (left-over, frozen statistics),
-MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, DepthToSpace, Add, Sub, Mul, Div, Concat, Flatten, Reshape,
-Identity, Dropout, Softmax. Constant operands are buffers. The layers are called as modules (so hooks,
+MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool, ReduceMean, DepthToSpace, Add, Sub, Mul, Div, Concat,
+Flatten, Reshape, Identity, Dropout, Softmax. Constant operands are buffers. The layers are called as modules (so hooks,
 parametrizations and in-place replacements by ``LBConv2d`` / ``DecomposedConv2d`` work) and the module
 traces with ``torch.fx`` (PENNI's residual-channel grouping). ``rename_io`` gives an exported file back
 the original model's input and output names.

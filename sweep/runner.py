@@ -257,8 +257,7 @@ def _optuna_trial(config: dict[str, Any], spec_axes: dict[str, list[tuple[str, s
     row = done.get(point["key"])
     if row is None:
         row = run_trial(point, settings["data"], settings["eval_data"], settings["max_drop"], settings["seed"],
-                        (models or {}).get(point["model"]), settings["input_shapes"],
-                    settings["passes"])
+                        (models or {}).get(point["model"]), settings["input_shapes"], settings["passes"])
     return {"row": json.dumps({**row, "trial": None}, default=str), **objective_values(row, objectives)}
 
 

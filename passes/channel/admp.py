@@ -255,20 +255,13 @@ def _without_masks(module: nn.Module) -> nn.Module:
 def prune_then_adapt(source_only: nn.Module, domains: Domains, shape: tuple[int, ...], config: AdmpConfig, *,
                      seed: int = 0, progress: bool = True) -> onnx.ModelProto:
     """The baseline: ``channel-prune`` on the source at the same ratio, fine-tuned on the source, then adapted."""
-    from ...compiler.graph import real_inputs
-    from ...compiler.passbase import PassContext, get_pass
-    from ...compiler.pipeline import PassManager
     from ...models.from_onnx import OnnxModule
     from ...models.train import loader_arrays, train_classifier
-    from .exporter import as_onnx
+    from .exporter import as_onnx, prune_round
 
-    model = as_onnx(source_only, shape)
     x, _ = loader_arrays(domains.source)
-    name = real_inputs(model)[0].name
-    calibration = [{name: np.asarray(x[i:i + 1], np.float32)} for i in range(min(64, len(x)))]
-    prune = get_pass("channel-prune")(ratio=config.ratio, block=config.block, rounding="nearest")
-    pruned = PassManager([prune, get_pass("cleanup")()], PassContext(calibration=calibration)).run(model)
-    module = OnnxModule(pruned)
+    feeds = [{"input": np.asarray(x[i:i + 1], np.float32)} for i in range(min(64, len(x)))]
+    module = OnnxModule(prune_round(as_onnx(source_only, shape), feeds, config.ratio, config.block))
     if config.finetune_epochs:
         train_classifier(module, domains.source, config.finetune_epochs, lr=config.lr, seed=seed, progress=progress,
                          desc="baseline fine-tune")

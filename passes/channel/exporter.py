@@ -64,7 +64,7 @@ def compress_trained(model: nn.Module, loader: DataLoader, shape: tuple[int, ...
             train_classifier(module, loader, config.lasso_epochs, lr=config.lr, seed=seed + step, progress=progress,
                              extra_loss=lasso, desc=f"group lasso {tag}")
             current = as_onnx(module, shape)
-        current = prune_round(current, feeds, config)
+        current = prune_round(current, feeds, config.step_ratio, config.block)
         module = OnnxModule(current)
         if config.finetune_epochs:
             train_classifier(module, loader, config.finetune_epochs, lr=config.lr, seed=seed + step,
@@ -93,15 +93,16 @@ def as_onnx(module: nn.Module, shape: tuple[int, ...]) -> onnx.ModelProto:
     return PassManager(passes, PassContext()).run(model)
 
 
-def prune_round(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]],
-                config: ChannelPruneConfig) -> onnx.ModelProto:
-    """One round of ``channel-prune`` (forced round ratio, readers refitted on ``feeds``), narrowed."""
+def prune_round(model: onnx.ModelProto, feeds: list[dict[str, np.ndarray]], ratio: float,
+                block: int) -> onnx.ModelProto:
+    """``channel-prune`` forced at ``ratio`` (kept counts to the nearest multiple of ``block``), its readers
+    refitted on ``feeds`` (one image each under ``"input"``), narrowed."""
     from ...compiler.passbase import PassContext, get_pass
     from ...compiler.pipeline import PassManager
 
     name = real_inputs(model)[0].name
     calibration = [{name: feed["input"]} for feed in feeds]
-    prune = get_pass("channel-prune")(ratio=config.step_ratio, block=config.block, rounding="nearest")
+    prune = get_pass("channel-prune")(ratio=ratio, block=block, rounding="nearest")
     return PassManager([prune, get_pass("cleanup")()], PassContext(calibration=calibration)).run(model)
 
 

@@ -18,33 +18,38 @@ TRACK_SAMPLE = 1 << 16  # values a training step's quantile is estimated from
 
 
 class Gate(nn.Module):
-    """One gate of a ``GateBank``: its column ``index`` in the bank's tables and the channels of its input."""
+    """One gate of a ``GateBank``: its column ``index`` in the bank's tables and the channels of its input. Its
+    input's penalty term is collected here (while the bank penalizes); ``gate`` zeroes what the kind zeroes."""
 
     def __init__(self, index: int, channels: int):
         super().__init__()
         self.index = index
         self.channels = channels
 
+    def forward(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
+        if bank.penalize:
+            bank.penalties.append(channel_l1(x))
+        return self.gate(x, bank)
+
+    def gate(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
+        raise NotImplementedError
+
 
 class ThresholdGate(Gate):
     """``y = x · 1(|x| > t)``; ``t`` comes from the bank's table (or the batch quantile while tracking)."""
 
-    def forward(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
+    def gate(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
         if bank.mode in ("track", "calibrate"):
             t = bank.observe(self.index, x)
         else:
             t = bank.threshold(self.index)
-        if bank.penalize:
-            bank.penalties.append(channel_l1(x))
         return torch.where(x.abs() > t, x, 0.0)
 
 
 class TopKGate(Gate):
     """``y = x · 1(|x| ≥ k-th largest |x[n, :, p]|)``: at most ``k`` channels (ties aside) survive at each pixel."""
 
-    def forward(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
-        if bank.penalize:
-            bank.penalties.append(channel_l1(x))
+    def gate(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
         k = bank.keep(self.index)
         position = (k - 1).reshape(1) if isinstance(k, torch.Tensor) else torch.tensor([k - 1])
         magnitude = x.abs()
@@ -56,9 +61,7 @@ class ImageQuantileGate(Gate):
     """``y = x · 1(|x| ≥ q_n)``, q_n the ⌈(1 − s)·L⌉-th largest |x| of image n's whole map (L values): every
     image's map keeps at most that many values (ties aside), wherever they are."""
 
-    def forward(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
-        if bank.penalize:
-            bank.penalties.append(channel_l1(x))
+    def gate(self, x: torch.Tensor, bank: GateBank) -> torch.Tensor:
         magnitude = x.abs()
         flat = magnitude.flatten(1)
         size = torch.onnx.operators.shape_as_tensor(flat)[1].to(torch.float32)  # traced: the map size is symbolic
