@@ -44,7 +44,7 @@ def run_export(**kw) -> dict:
     resolved = resolve_model(kw)
     shape = resolved.shape
     started = time.perf_counter()
-    pretrain_unless_trained(resolved, kw, kw["epochs"], kw["lr"])
+    pretrain_unless_trained(resolved, kw, kw["epochs"], kw["lr"], config.augment())
     target = training_data(config.target_data, shape, kw["batch_size"], seed)
     domains = Domains(resolved.sets.loader, target.train.x, seed)
     tests = {"source": resolved.sets.test, "target": target.test}

@@ -4,36 +4,44 @@ Only the seed paper's abstract is public (``docs/sources.md``): a full-size teac
 measures the domain divergence as the teacher–student output difference; a soft and a hard mask are trained
 adversarially; ADMM handles the {0, 1} constraint of the masks. pimc's own definition of every detail:
 
-**1. Teacher: domain-adversarial adaptation** (DANN, Ganin & Lempitsky, ICML 2015). From the model trained on
-the labelled source S, with a domain head D (two linear layers) on the features f (the input of the last
-Linear layer) behind a gradient reversal layer R_λ (identity forward, −λ·gradient backward):
+**1. Teacher: self-training with distribution alignment** (AdaMatch, Berthelot et al., ICLR 2022; the
+alignment of ReMixMatch, ICLR 2020). From the model trained on the labelled source S (its batches randomly
+shifted, rotated and scaled, A), over batches of source images and as many unlabelled target images x_t:
 
-    L_adapt = CE(y_s, model(x_s)) + w_d · BCE(D(R_λ(f)), domain) + β · c · CE(ŷ_t, model(x_t)),
-    λ = 2 / (1 + e^(−10 p)) − 1
+    L_adapt = CE(y_s, model(A(x_s))) + β · c · CE(ŷ_t, model(x_t)) [+ w_d · BCE(D(R_λ(f)), domain)]
+    p̃_t = normalise(p_t · min(p̄_s / p̄_t, 10)),   ŷ_t = argmax p̃_t,   kept where max p̃_t ≥ ``confidence``
 
-over batches of source images (labelled) and as many target images (unlabelled), p the share of training
-done; the last term is self-training (``self_training`` β): ŷ_t the model's own prediction on the target
-images whose confidence is at least ``confidence``, c the share of such images in the batch. The adapted model is the teacher T and the unpruned baseline.
+p_t the softmax on the target images, p̄_s and p̄_t the batch means of the source and target softmax: the
+alignment rescales the target predictions to the source's class balance (the factor bounded by 10 when a
+class has all but vanished from the target predictions), without which the confident pseudo-labels pile
+onto a few classes and self-training reinforces them. c is the share of kept target images, β
+``self_training``. The bracketed term is optional (``domain_weight`` w_d, default 0): DANN (Ganin &
+Lempitsky, ICML 2015), a domain head D (two linear layers) on the features f (the input of the last Linear
+layer) behind a gradient reversal layer R_λ (identity forward, −λ·gradient backward), λ = 2 / (1 + e^(−10 p)) − 1,
+p the share of training done. On MNIST ↔ digits it lowered the adapted accuracy
+(``docs/results/channel_pruning.md``), so it is off by default. The adapted model is the teacher T and the
+unpruned baseline.
 
 **2. Student: soft and hard channel masks.** The student starts as T (as ONNX, BatchNorms folded, back in
 torch). Every channel group g (``channel_prune.channel_groups``: the producers of a residual stream share
 one) gets a soft mask m_g ∈ R^C multiplying its producers' outputs, and a hard mask Z_g ∈ {0, 1}^C with
-exactly k_g = (1 − ratio)·C ones (rounded to ``block``). ADMM (Boyd et al., 2011) splits the constraint
+exactly k_g = (1 − ratio)·C ones (rounded to ``block``). ADMM (``models/admm.py``) splits the constraint
 m_g = Z_g: the weights and m minimise
 
-    L = CE(y_s, S(x_s)) + w_d · BCE(D(R_λ(f_S)), domain) + α · τ² · KL(T(x_t)/τ ‖ S(x_t)/τ)
+    L = CE(y_s, S(A(x_s))) + β · c · CE(ŷ_t^T, S(x_t)) + α · τ² · KL(T(x_t)/τ ‖ S(x_t)/τ)
         + ρ/2 · Σ_g ‖m_g − Z_g + U_g‖²
 
-and after every epoch Z_g = the top-k_g indicator of m_g + U_g (the projection onto the hard masks) and
-U_g ← U_g + m_g − Z_g. The divergence term on the target images is the teacher's pseudo-labels (soft, at
-temperature τ); it measures how far the student has drifted from the teacher on the target domain. The
-soft mask pulls towards what the losses want, the hard mask towards the constraint: the adversarial pair.
+and after every epoch Z_g = the top-k_g indicator of |m_g + U_g| (the projection onto the hard masks) and
+U_g ← U_g + m_g − Z_g. The teacher gives the pseudo-labels ŷ_t^T (aligned as in 1) and, at temperature τ,
+the divergence: how far the student has drifted from the teacher on the target domain. The soft mask pulls
+towards what the losses want, the hard mask towards the constraint: the adversarial pair.
 
 **3. Hard pruning.** m_g := Z_g, frozen; ``finetune_epochs`` more epochs of the same loss without the ADMM term;
 the masks are folded into the producers (W[c], b[c] times m_c) and ``shrink`` removes the zeroed channels.
 
 **Baseline (prune, then adapt).** The source-only model pruned on the source (``channel-prune`` at the same
-ratio and block, readers refitted), fine-tuned on the source, then adapted as in 1.
+ratio and block, readers refitted), fine-tuned on the source, then adapted as in 1 (its own pseudo-labels:
+it has no teacher).
 """
 
 from __future__ import annotations
@@ -97,79 +105,129 @@ def _domain_head(features: int) -> nn.Module:
     return nn.Sequential(nn.Linear(features, 100), nn.ReLU(), nn.Linear(100, 1))
 
 
+ALIGNMENT_BOUND = 10.0  # the largest factor by which alignment lifts a class (module docstring, 1)
+
+
+def aligned_pseudo_labels(target_logits: torch.Tensor, source_logits: torch.Tensor, confidence: float
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """ŷ_t and the kept-image mask of the module docstring's alignment, from one batch's logits."""
+    target = F.softmax(target_logits, dim=1)
+    ratio = (F.softmax(source_logits, dim=1).mean(0) / target.mean(0).clamp_min(1e-12)).clamp(max=ALIGNMENT_BOUND)
+    aligned = target * ratio
+    aligned = aligned / aligned.sum(dim=1, keepdim=True)
+    best, labels = aligned.max(dim=1)
+    return labels, best >= confidence
+
+
+class _DomainLoss:
+    """The optional DANN term of 1: the domain head on the tapped features behind gradient reversal."""
+
+    def __init__(self, model: nn.Module, probe: torch.Tensor, total_steps: int):
+        self.tap = _FeatureTap(model)
+        with torch.no_grad():
+            model.eval()
+            model(probe)
+        self.head = _domain_head(self.tap.value.shape[1])
+        self.total, self.step = max(1, total_steps), 0
+
+    def __call__(self, sources: int) -> torch.Tensor:
+        scale = 2.0 / (1.0 + math.exp(-10.0 * self.step / self.total)) - 1.0
+        domain = self.head(_Reverse.apply(self.tap.value, scale)).squeeze(1)
+        labels = torch.cat([torch.zeros(sources), torch.ones(len(domain) - sources)])
+        return F.binary_cross_entropy_with_logits(domain, labels)
+
+
 def train_domains(model: nn.Module, domains: Domains, epochs: int, config: AdmpConfig, *, teacher: nn.Module | None
-                  = None, extra=None, after_epoch=None, seed: int = 0, progress: bool = True, desc: str = "adapt") -> None:
-    """The domain-adversarial training of 1 (and, with ``teacher``, the divergence term of 2) on ``model``."""
+                  = None, penalty=None, after_step=None, seed: int = 0, progress: bool = True,
+                  desc: str = "adapt") -> None:
+    """The adaptation of 1 on ``model``; with ``teacher``, the student's loss of 2 (``penalty()`` its ADMM term,
+    ``after_step()`` its Z/U updates)."""
     from ...models.train import Hooks, run_training
 
     if epochs < 1:
         return
-    tap = _FeatureTap(model)
     generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        model.eval()
-        model(domains.target_batches(2, generator))
-    head = _domain_head(tap.value.shape[1])
-    params = [p for p in model.parameters() if p.requires_grad] + list(head.parameters())
+    augment = config.augment()
+    domain = (_DomainLoss(model, domains.target_batches(2, generator), epochs * len(domains.source))
+              if config.domain_weight else None)
+    params = [p for p in model.parameters() if p.requires_grad] + (list(domain.head.parameters()) if domain else [])
     opt = torch.optim.Adam(params, lr=config.lr)
-    total = max(1, epochs * len(domains.source))
-    state = {"step": 0}
 
     def loss(xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        xs = augment(xs, generator)
         xt = domains.target_batches(len(xs), generator)
-        logits = model(torch.cat([xs, xt]))
-        scale = 2.0 / (1.0 + math.exp(-10.0 * state["step"] / total)) - 1.0
-        domain = head(_Reverse.apply(tap.value, scale)).squeeze(1)
-        labels = torch.cat([torch.zeros(len(xs)), torch.ones(len(xt))])
-        value = F.cross_entropy(logits[: len(xs)], ys) + config.domain_weight * F.binary_cross_entropy_with_logits(
-            domain, labels)
-        if config.self_training:  # the model's own confident target predictions as labels
-            with torch.no_grad():
-                probs = F.softmax(logits[len(xs):].detach(), dim=1)
-                confident = probs.max(dim=1).values >= config.confidence
-            if bool(confident.any()):
-                value = value + config.self_training * F.cross_entropy(
-                    logits[len(xs):][confident], probs.argmax(dim=1)[confident]) * confident.float().mean()
+        both = torch.cat([xs, xt])
+        logits = model(both)
+        value = F.cross_entropy(logits[: len(xs)], ys)
+        if domain is not None:
+            value = value + config.domain_weight * domain(len(xs))
+        with torch.no_grad():
+            labeller = teacher(both) if teacher is not None else logits.detach()
+        if config.self_training:
+            labels, kept = aligned_pseudo_labels(labeller[len(xs):], labeller[: len(xs)], config.confidence)
+            if bool(kept.any()):
+                value = value + config.self_training * kept.float().mean() * F.cross_entropy(
+                    logits[len(xs):][kept], labels[kept])
         if teacher is not None and config.distill:
-            with torch.no_grad():
-                soft = F.log_softmax(teacher(xt) / config.temperature, dim=1)
-            value = value + config.distill * config.temperature**2 * F.kl_div(
-                F.log_softmax(logits[len(xs):] / config.temperature, dim=1), soft, reduction="batchmean",
-                log_target=True)
-        return value + extra() if extra is not None else value
+            tau = config.temperature
+            value = value + config.distill * tau**2 * F.kl_div(
+                F.log_softmax(logits[len(xs):] / tau, dim=1), F.log_softmax(labeller[len(xs):] / tau, dim=1),
+                reduction="batchmean", log_target=True)
+        return value + penalty() if penalty is not None else value
 
-    def after_step() -> None:
-        state["step"] += 1
+    def step_done() -> None:
+        if domain is not None:
+            domain.step += 1
+        if after_step is not None:
+            after_step()
 
     def start(_epoch: int) -> None:
         model.train()
-        head.train()
+        if domain is not None:
+            domain.head.train()
 
     try:
-        run_training(opt, domains.source, epochs, Hooks(loss, after_step=after_step, epoch_start=start,
-                                                        epoch_end=after_epoch), progress, desc)
+        run_training(opt, domains.source, epochs, Hooks(loss, after_step=step_done, epoch_start=start), progress,
+                     desc)
     finally:
-        tap.handle.remove()
+        if domain is not None:
+            domain.tap.handle.remove()
         model.eval()
 
 
-class ChannelMasks:
-    """Soft masks m_g (trained) and hard masks Z_g (the ADMM projection) on the producers of every group."""
+class _Mask(nn.Module):
+    """One group's soft mask m_g, as the ``weight`` that ``models/admm.Admm`` constrains."""
 
-    def __init__(self, module: nn.Module, onnx_model: onnx.ModelProto, ratio: float, block: int):
-        self.groups = []
+    def __init__(self, width: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(width))
+
+
+class ChannelMasks:
+    """Soft masks m_g (trained) on the producers of every group; ADMM keeps their hard masks Z_g (top-k)."""
+
+    def __init__(self, module: nn.Module, onnx_model: onnx.ModelProto, config: AdmpConfig, steps_per_epoch: int):
+        from ...models.admm import Admm, per_layer
+
+        self.masks: dict[str, _Mask] = {}
+        self.layers: dict[str, list[nn.Module]] = {}
+        self.keep: dict[str, int] = {}
         self.handles = []
         for group in channel_groups(onnx_model)[0]:
             layers = [module.layers[module.keys[p.node.name]] for p in group.producers if p.node.name in module.keys]
-            counts = kept_counts(group.width, block, (ratio,), nearest=True)
+            counts = kept_counts(group.width, config.block, (config.ratio,), nearest=True)
             if not layers or not counts:
                 continue
-            soft = nn.Parameter(torch.ones(group.width))
-            self.groups.append({"layers": layers, "soft": soft, "keep": counts[0],
-                                "hard": torch.ones(group.width), "dual": torch.zeros(group.width)})
+            name = f"group{len(self.masks)}"
+            self.masks[name], self.layers[name], self.keep[name] = _Mask(group.width), layers, counts[0]
             for layer in layers:
-                self.handles.append(layer.register_forward_hook(self._scale(soft)))
-        self.project()
+                self.handles.append(layer.register_forward_hook(self._scale(self.masks[name].weight)))
+        self.admm = Admm(self.masks, per_layer(self._top_k), config.rho, 1.0, steps_per_epoch, label="admp")
+
+    def _top_k(self, name: str, values: torch.Tensor) -> torch.Tensor:
+        hard = torch.zeros_like(values)
+        hard[torch.topk(values.abs(), self.keep[name]).indices] = 1.0
+        return hard
 
     @staticmethod
     def _scale(mask: nn.Parameter):
@@ -180,39 +238,26 @@ class ChannelMasks:
         return hook
 
     def parameters(self) -> list[nn.Parameter]:
-        return [g["soft"] for g in self.groups]
-
-    def penalty(self, rho: float) -> torch.Tensor:
-        return rho / 2 * sum(((g["soft"] - g["hard"] + g["dual"]) ** 2).sum() for g in self.groups)
-
-    @torch.no_grad()
-    def project(self) -> None:
-        """Z = top-k indicator of m + U; then the dual update U ← U + m − Z."""
-        for g in self.groups:
-            target = g["soft"] + g["dual"]
-            hard = torch.zeros_like(target)
-            hard[torch.topk(target.abs(), g["keep"]).indices] = 1.0
-            g["hard"] = hard
-            g["dual"] = g["dual"] + g["soft"] - hard
+        return [mask.weight for mask in self.masks.values()]
 
     @torch.no_grad()
     def harden(self) -> None:
         """m := Z, frozen."""
-        for g in self.groups:
-            g["soft"].data.copy_(g["hard"])
-            g["soft"].requires_grad_(False)
+        for name, mask in self.masks.items():
+            mask.weight.data.copy_(self.admm.z[name])
+            mask.weight.requires_grad_(False)
 
     @torch.no_grad()
     def fold(self) -> None:
         """Multiply every producer's filters and biases by its mask and remove the hooks."""
         for handle in self.handles:
             handle.remove()
-        for g in self.groups:
-            for layer in g["layers"]:
+        for name, mask in self.masks.items():
+            for layer in self.layers[name]:
                 shape = (-1,) + (1,) * (layer.weight.dim() - 1)
-                layer.weight.mul_(g["soft"].reshape(shape))
+                layer.weight.mul_(mask.weight.reshape(shape))
                 if layer.bias is not None:
-                    layer.bias.mul_(g["soft"])
+                    layer.bias.mul_(mask.weight)
 
 
 def admp_prune(teacher: nn.Module, domains: Domains, shape: tuple[int, ...], config: AdmpConfig, *,
@@ -223,11 +268,11 @@ def admp_prune(teacher: nn.Module, domains: Domains, shape: tuple[int, ...], con
 
     source = as_onnx(teacher, shape)
     student = OnnxModule(source)
-    masks = ChannelMasks(student, source, config.ratio, config.block)
+    masks = ChannelMasks(student, source, config, len(domains.source))
     for mask in masks.parameters():
         student.register_parameter(f"admp_mask_{len(list(student.parameters()))}", mask)
     train_domains(student, domains, config.admm_epochs, config, teacher=teacher, seed=seed, progress=progress,
-                  extra=lambda: masks.penalty(config.rho), after_epoch=lambda _e: masks.project(), desc="admp admm")
+                  penalty=masks.admm.penalty, after_step=masks.admm.after_step, desc="admp admm")
     masks.harden()
     train_domains(student, domains, config.finetune_epochs, config, teacher=teacher, seed=seed + 1,
                   progress=progress, desc="admp fine-tune")
@@ -264,7 +309,7 @@ def prune_then_adapt(source_only: nn.Module, domains: Domains, shape: tuple[int,
     module = OnnxModule(prune_round(as_onnx(source_only, shape), feeds, config.ratio, config.block))
     if config.finetune_epochs:
         train_classifier(module, domains.source, config.finetune_epochs, lr=config.lr, seed=seed, progress=progress,
-                         desc="baseline fine-tune")
+                         augment=config.augment(), desc="baseline fine-tune")
     train_domains(module, domains, config.adapt_epochs, config, seed=seed, progress=progress, desc="baseline adapt")
     return as_onnx(module, shape)
 

@@ -10,6 +10,7 @@ from ...compiler.errors import PimcError
 from ...compiler.method import Method
 from ...compiler.settings import setting
 from ...models.admm_config import AdmmPenalty
+from ...models.augment_config import AugmentFields
 from .masks import parse_nm
 
 SCOPES = ("erk", "global", "layer")
@@ -48,7 +49,7 @@ class PruneConfig:
 
 
 @dataclass
-class PruneSchedule(AdmmPenalty):
+class PruneSchedule(AdmmPenalty, AugmentFields):
     """ADMM, progressive steps, masked retraining and the optional ADMM quantization of the survivors."""
 
     admm_epochs: int = setting(10, "ADMM epochs per round.")
@@ -72,12 +73,6 @@ class PruneSchedule(AdmmPenalty):
                              "masked retraining and quantization: (1 − α)·CE + α·T²·KL(dense ‖ pruned); 0: none.")
     distill_temperature: float = setting(4.0, "Softmax temperature T of --distill.")
 
-    def augment(self):
-        """The ``models.augment.Augment`` of these fields (imported here: this module stays torch-free)."""
-        from ...models.augment import Augment
-
-        return Augment(self.augment_shift, self.augment_rotate, self.augment_scale)
-
     def check(self) -> None:
         super().check()
         if min(self.admm_epochs, self.retrain_epochs, self.quantize_epochs) < 0:
@@ -88,8 +83,7 @@ class PruneSchedule(AdmmPenalty):
             raise PimcError(f"--quantize-bits must be in 2..8, got {self.quantize_bits}")
         if self.quantize_scale not in QUANTIZE_SCALES:
             raise PimcError(f"--quantize-scale must be one of {', '.join(QUANTIZE_SCALES)}, got {self.quantize_scale!r}")
-        if self.augment_shift < 0 or self.augment_rotate < 0 or not 0 <= self.augment_scale < 1:
-            raise PimcError("--augment-shift and --augment-rotate must be >= 0, --augment-scale in [0, 1)")
+        self.check_augment()
         if not 0.0 <= self.distill <= 1.0:
             raise PimcError(f"--distill must be in [0, 1], got {self.distill}")
         if not (math.isfinite(self.distill_temperature) and self.distill_temperature > 0):

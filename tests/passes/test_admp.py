@@ -1,5 +1,5 @@
-"""ADMP: the gradient reversal, the ADMM projection onto hard channel masks, folding the masks, and the CLI's
-four models on a domain pair that ships offline (tiny epochs)."""
+"""ADMP: the gradient reversal, the pseudo-labels' alignment, the ADMM projection onto hard channel masks, folding
+the masks, and the CLI's four models on a domain pair that ships offline (tiny epochs)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from torch import nn
 
 from pimc.compiler.graph import get_initializer
 from pimc.models.from_onnx import OnnxModule
-from pimc.passes.channel.admp import ChannelMasks, _Reverse
+from pimc.passes.channel.admp import ChannelMasks, _Reverse, aligned_pseudo_labels
+from pimc.passes.channel.admp_config import AdmpConfig
 from pimc.passes.channel.exporter import as_onnx
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -33,28 +34,32 @@ def test_the_gradient_reversal_is_the_identity_forward_and_flips_the_gradient_ba
     assert torch.allclose(x.grad, torch.full((4,), -0.5))
 
 
+def _masks(module: OnnxModule, onnx_model) -> ChannelMasks:
+    return ChannelMasks(module, onnx_model, AdmpConfig(ratio=0.5, block=1), steps_per_epoch=1)
+
+
 def test_the_projection_keeps_the_k_largest_soft_mask_entries_and_accumulates_the_dual():
     onnx_model = as_onnx(_model().eval(), (1, 6, 6))
-    module = OnnxModule(onnx_model)
-    masks = ChannelMasks(module, onnx_model, ratio=0.5, block=1)
-    group = next(g for g in masks.groups if g["soft"].numel() == 8)
-    assert group["keep"] == 4
+    masks = _masks(OnnxModule(onnx_model), onnx_model)
+    name = next(n for n, m in masks.masks.items() if m.weight.numel() == 8)
+    assert masks.keep[name] == 4
+    soft = torch.tensor([0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.05, 0.6])
     with torch.no_grad():
-        group["soft"].copy_(torch.tensor([0.1, 0.9, 0.2, 0.8, 0.3, 0.7, 0.05, 0.6]))
-        group["dual"].zero_()
-    masks.project()
-    assert group["hard"].tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
-    assert torch.allclose(group["dual"], group["soft"] - group["hard"])
+        masks.masks[name].weight.copy_(soft)
+    masks.admm.u[name].zero_()
+    masks.admm.after_step()  # one step per epoch: Z and U move
+    assert masks.admm.z[name].tolist() == [0, 1, 0, 1, 0, 1, 0, 1]
+    assert torch.allclose(masks.admm.u[name], soft - masks.admm.z[name])
 
 
 def test_folded_hard_masks_zero_exactly_the_dropped_channels():
     onnx_model = as_onnx(_model().eval(), (1, 6, 6))
     module = OnnxModule(onnx_model)
-    masks = ChannelMasks(module, onnx_model, ratio=0.5, block=1)
+    masks = _masks(module, onnx_model)
     x = torch.randn(2, 1, 6, 6)
-    for g in masks.groups:
-        g["hard"] = torch.zeros_like(g["soft"])
-        g["hard"][: g["keep"]] = 1.0
+    for name, mask in masks.masks.items():
+        masks.admm.z[name] = torch.zeros_like(mask.weight.detach())
+        masks.admm.z[name][: masks.keep[name]] = 1.0
     masks.harden()
     with torch.no_grad():
         masked = module(x)
@@ -64,6 +69,20 @@ def test_folded_hard_masks_zero_exactly_the_dropped_channels():
     first = as_onnx(module, (1, 6, 6))
     weight = get_initializer(first.graph, next(n for n in first.graph.node if n.op_type == "Conv").input[1])
     assert (abs(weight[4:]).sum() == 0) and (abs(weight[:4]).sum() > 0)
+
+
+def test_alignment_rescales_target_predictions_to_the_source_class_balance():
+    # every target image leans to class 0; the source predicts both classes equally often
+    target = torch.log(torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45]]))
+    source = torch.log(torch.tensor([[0.95, 0.05], [0.05, 0.95]]))
+    labels, kept = aligned_pseudo_labels(target, source, confidence=0.0)
+    mean = torch.tensor([0.9 + 0.6 + 0.55, 0.1 + 0.4 + 0.45]) / 3
+    aligned = torch.exp(target) * (torch.tensor([0.5, 0.5]) / mean)
+    expected = (aligned / aligned.sum(1, keepdim=True)).argmax(1)
+    assert labels.tolist() == expected.tolist() == [0, 1, 1]
+    assert kept.all()
+    _, strict = aligned_pseudo_labels(target, source, confidence=0.99)
+    assert not strict.any()
 
 
 def test_the_cli_reports_source_only_adapted_admp_and_the_baseline(tmp_path):
