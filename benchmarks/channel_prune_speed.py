@@ -2,9 +2,9 @@
 training-aware, timed on onnxruntime against the input model at batch 1 and 64 (interleaved, one run).
 
 Runs, printing every command:
-  1. ``pimc compile M --target onnxruntime --data npz:calib.npz --eval-data npz:test.npz --passes PASSES`` —
-     onnxruntime's pipeline with ``channel-prune`` before ``shrink``: each channel group's width chosen under
-     the accuracy budget, the readers refitted (no training);
+  1. ``pimc compile M --target onnxruntime --data npz:calib.npz --eval-data npz:test.npz`` — onnxruntime's
+     default pipeline, whose ``channel-prune`` chooses each channel group's width under the accuracy budget
+     by measured layer time, the readers refitted (no training);
   2. ``pimc export channel-prune --model M --data npz:train.npz --ratio R`` — group lasso, pruning rounds and
      distilled fine-tuning on the model's 4,000 training images (``train.npz``, written beside the model from
      ``user_models.load_data("mnist3")`` when absent; the exporter holds its own 20 % out);
@@ -25,8 +25,6 @@ import sys
 from pathlib import Path
 
 from commands import run
-
-PASSES = "fold-constants,eliminate-identity,fold-batchnorm,channel-prune,shrink,recompose,cleanup"
 
 
 def main() -> None:
@@ -54,7 +52,7 @@ def main() -> None:
     post, trained = out / "post.onnx", out / "trained.onnx"
     if not (args.reuse and post.exists()):
         run([*pimc, "compile", str(model), "--target", "onnxruntime", "--data", calib, "--eval-data", test,
-             "--passes", PASSES, "-o", str(post), "--report", str(out / "post.json")])
+             "-o", str(post), "--report", str(out / "post.json")])
     if not (args.reuse and trained.exists()):
         text = run([*pimc, "export", "channel-prune", "--model", str(model), "--data", f"npz:{train}", "-o",
                     str(trained), "--ratio", args.ratio, "--threads", args.threads, "--no-progress", "--json",

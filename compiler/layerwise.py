@@ -90,6 +90,8 @@ class Candidate:
     info: dict[str, Any] = field(default_factory=dict)
     preview: Callable[[onnx.ModelProto], None] | None = None
     refit: Callable[[np.ndarray, np.ndarray], Candidate] | None = None  # same setting, other (x_comp, x_ref)
+    # without a preview: the model the target costs, from the whole model with ``apply`` done (e.g. narrowed)
+    costed_as: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None
 
 
 Proposer = Callable[[onnx.ModelProto, Site, np.ndarray | None, np.ndarray | None], list[Candidate]]
@@ -250,7 +252,8 @@ class _Search:
             latency, energy = self.coster.rewritten(site.node, c.preview)
         else:  # rewrites more than its layer (e.g. requantizes the model): cost the whole model
             base = self.total
-            latency, energy = self.ctx.cost_fn(_applied(self.reference, [c]))
+            applied = _applied(self.reference, [c])
+            latency, energy = self.ctx.cost_fn(c.costed_as(applied) if c.costed_as else applied)
         c.info = {**c.info, "target_latency_delta_s": latency - base[0], "target_energy_delta_j": energy - base[1]}
         if not (latency < base[0] and energy <= base[1]):
             return _Option(c, 0.0, None)

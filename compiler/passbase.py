@@ -175,6 +175,17 @@ class Pass:
         return self.exact
 
 
+def batch_sizes(values: list[str], option: str) -> list[int]:
+    """A list option of batch sizes (``quantize.kernel_batches``, ``channel-prune.batches``): positive integers."""
+    try:
+        batches = [int(str(v)) for v in values]
+    except ValueError:
+        batches = []
+    if not batches or min(batches) < 1:
+        raise PimcError(f"option {option}: expected positive integers, got {values!r}")
+    return batches
+
+
 def declared_passes() -> dict[str, str]:
     """Pass name → the module that defines it (``pimc.passes.PASS_MODULES``)."""
     return _PASSES.declared()

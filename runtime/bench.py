@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -71,6 +72,11 @@ def _common_input_shape(protos: list[onnx.ModelProto], paths: Sequence[str | os.
         if shape != shapes[0]:
             raise PimcError(f"{path}: input shape {shape} differs from {paths[0]}'s {shapes[0]}")
     return shapes[0]
+
+
+def geometric_mean(values: Sequence[float]) -> float:
+    """The geometric mean of positive times (so no batch size dominates a comparison over several)."""
+    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def interleaved_latency(

@@ -90,15 +90,43 @@ class _FeatureTap:
 
 @dataclass
 class Domains:
-    """Source batches (labelled) and the unlabelled target images, sampled alongside."""
+    """Source batches (labelled) and the unlabelled target images, sampled alongside. An epoch of adaptation
+    covers the larger domain once: the source batches cycle when the target has more images."""
 
     source: DataLoader
     target_x: np.ndarray
     seed: int = 0
 
+    def epoch(self) -> _Cycled:
+        size = getattr(self.source, "batch_size", None) or 64
+        return _Cycled(self.source, max(len(self.source), math.ceil(len(self.target_x) / size)))
+
     def target_batches(self, size: int, generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(len(self.target_x), (size,), generator=generator)
         return torch.from_numpy(np.asarray(self.target_x, np.float32))[index]
+
+
+@dataclass
+class _Cycled:
+    """``steps`` batches of ``loader``, starting it again as often as needed."""
+
+    loader: DataLoader
+    steps: int
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        done = 0
+        while done < self.steps:
+            start = done
+            for batch in self.loader:  # a new pass (and shuffle) of the loader each time round
+                if done == self.steps:
+                    return
+                done += 1
+                yield batch
+            if done == start:  # an empty loader
+                return
 
 
 def _domain_head(features: int) -> nn.Module:
@@ -148,7 +176,7 @@ def train_domains(model: nn.Module, domains: Domains, epochs: int, config: AdmpC
         return
     generator = torch.Generator().manual_seed(seed)
     augment = config.augment()
-    domain = (_DomainLoss(model, domains.target_batches(2, generator), epochs * len(domains.source))
+    domain = (_DomainLoss(model, domains.target_batches(2, generator), epochs * len(domains.epoch()))
               if config.domain_weight else None)
     params = [p for p in model.parameters() if p.requires_grad] + (list(domain.head.parameters()) if domain else [])
     opt = torch.optim.Adam(params, lr=config.lr)
@@ -187,7 +215,7 @@ def train_domains(model: nn.Module, domains: Domains, epochs: int, config: AdmpC
             domain.head.train()
 
     try:
-        run_training(opt, domains.source, epochs, Hooks(loss, after_step=step_done, epoch_start=start), progress,
+        run_training(opt, domains.epoch(), epochs, Hooks(loss, after_step=step_done, epoch_start=start), progress,
                      desc)
     finally:
         if domain is not None:
@@ -268,7 +296,7 @@ def admp_prune(teacher: nn.Module, domains: Domains, shape: tuple[int, ...], con
 
     source = as_onnx(teacher, shape)
     student = OnnxModule(source)
-    masks = ChannelMasks(student, source, config, len(domains.source))
+    masks = ChannelMasks(student, source, config, len(domains.epoch()))
     for mask in masks.parameters():
         student.register_parameter(f"admp_mask_{len(list(student.parameters()))}", mask)
     train_domains(student, domains, config.admm_epochs, config, teacher=teacher, seed=seed, progress=progress,

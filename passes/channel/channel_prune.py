@@ -27,10 +27,18 @@ Strength. The kept count of a group is a multiple of ``block`` (onnxruntime's CP
 blocks of 8 channels with AVX2, 16 with AVX-512; a narrower layer still pays for a block), never below one
 block. A forced ``ratio`` removes ⌊ratio·C⌋ channels of every group (rounded so). Otherwise, under the
 accuracy budget (``compiler.layerwise``: one site per group, candidates = the kept counts of RATIOS), the
-search chooses each group's count: the saving of a candidate is the MACs it removes from the producers and
-the readers (onnxruntime has no cost model; its convolution time follows the MACs of block-aligned layers,
-which ``pimc bench`` then measures), its damage the measured change of the model's outputs. Without labelled
-data and without ``ratio`` nothing changes.
+search chooses each group's count; a candidate's damage is the measured change of the model's outputs, its
+saving (``objective``):
+
+    latency (the onnxruntime target's default): the share of the measured layer time it removes, from
+            one-node islands of the group's layers at each width timed on this machine (``latency.py``);
+            the narrowed model is then timed whole against the pass's input, and kept only if faster at
+            every batch;
+    macs (elsewhere): on a simulator target, the target's cost of the whole model narrowed by it
+            (``compiler.layerwise``: latency and energy; zeroed filters alone would cost the same), else
+            the share of the sites' MACs it removes from the producers and the readers.
+
+Without labelled data and without ``ratio`` nothing changes.
 """
 
 from __future__ import annotations
@@ -51,14 +59,18 @@ from ...compiler.layerwise import (
     idle_reason,
     reconstruction_feeds,
 )
-from ...compiler.passbase import Option, Pass, PassContext, PassResult
+from ...compiler.modelio import copy_model
+from ...compiler.passbase import Option, Pass, PassContext, PassResult, batch_sizes
 from ...compiler.reconstruct import capture
+from ...compiler.stats import model_stats
 from ..prune.prune import layer_stats, prunable_layer, write_bias
 from ..shrink.analysis import Analysis, ChannelLayer, analyse
 from ..shrink.shrink import Shrink
+from .latency import compare_whole, island_signature, time_islands
 from .readers import ReaderFit
 
 RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # searched fractions of a group's channels removed
+LARGE_RUN_MACS = 16e9  # the largest batch x MACs timed per run (about half a second on two cores)
 
 
 @dataclass
@@ -89,7 +101,18 @@ class ChannelPrune(Pass, name="channel-prune"):
         Option("rounding", str, "up", "how a kept count becomes a block multiple: up (never more than ratio removed) "
                "or nearest (repeated small ratios still remove channels)", choices=("up", "nearest")),
         Option("refit", bool, True, "refit the readers of removed channels on the calibration data (least squares)"),
+        Option("objective", str, "auto", "what a candidate saves: latency (measured on onnxruntime), macs (a "
+               "simulator target's cost, else MACs), or auto (latency on the onnxruntime target, else macs)", choices=("auto", "latency", "macs")),
+        Option("batches", list, ["1", "64"], "objective latency: batch sizes timed (geometric mean; a batch over "
+               f"{LARGE_RUN_MACS / 1e9:g} GMACs a run is left out)"),
+        Option("margin", float, 0.03, "objective latency: keep the narrowed model only if measured at least this "
+               "much faster at every batch", minimum=0.0, maximum=0.5),
+        Option("threads", int, None, "objective latency: onnxruntime threads (unset: its default)", minimum=1),
     )
+
+    def __init__(self, **opts: Any):
+        super().__init__(**opts)
+        self.opts["batches"] = batch_sizes(self.opts["batches"], "channel-prune.batches")
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         forced = bool(self.opts["ratio"])
@@ -99,10 +122,15 @@ class ChannelPrune(Pass, name="channel-prune"):
         groups, skipped = channel_groups(model)
         if not groups:
             return PassResult(model, False, {"groups": [], "skipped": skipped})
-        self._reference = model
+        self._reference, self._ctx = model, ctx
         self._groups = {g.site().node: g for g in groups}
         self._fits: dict[str, list[ReaderFit]] = {}
         self._feeds = reconstruction_feeds(ctx) if self.opts["refit"] else None
+        self._latency = None if forced or not self._measures(ctx) else self._time_groups(model, groups)
+        original = copy_model(model) if self._latency else None
+        if self._latency:
+            self._total_macs = sum(g.macs for g in groups) or 1.0
+            self._total_ms = sum(times[g.width] for g, times in zip(groups, self._latency.values(), strict=True))
         result = compress_layerwise(model, [g.site() for g in groups], self._propose, ctx, force=forced)
         skipped += result.skipped
         note = {"note": result.note} if result.note else {}
@@ -111,7 +139,51 @@ class ChannelPrune(Pass, name="channel-prune"):
         narrowed = Shrink().run(result.model, ctx)
         stats: dict[str, Any] = {"groups": result.chosen, "skipped": skipped,
                                  "channels_removed": narrowed.stats.get("channels_removed", 0), **note}
+        if original is not None:
+            return self._checked(original, narrowed.model, ctx, stats)
         return PassResult(narrowed.model, True, stats)
+
+    def _narrowed(self, model: onnx.ModelProto) -> onnx.ModelProto:
+        return Shrink().run(model, self._ctx).model
+
+    def _measures(self, ctx: PassContext) -> bool:
+        objective = self.opts["objective"]
+        return objective == "latency" or (objective == "auto" and ctx.target == "onnxruntime")
+
+    def _batches(self, model: onnx.ModelProto) -> list[int]:
+        batches = self.opts["batches"]
+        macs = max(model_stats(model).macs, 1.0)
+        return [b for b in batches if b == min(batches) or b * macs <= LARGE_RUN_MACS]
+
+    def _time_groups(self, model: onnx.ModelProto, groups: list[ChannelGroup]) -> dict[str, dict[int, float]] | None:
+        """T_g(k) in milliseconds for every group and candidate count (``latency.py``); None if a layer has
+        no island (the pass then counts MACs)."""
+        shapes = value_shapes(model)
+        plans: dict[str, dict[int, list]] = {}
+        for group in groups:
+            counts = [group.width, *kept_counts(group.width, self.opts["block"], RATIOS,
+                                                self.opts["rounding"] == "nearest")]
+            plans[group.names[0]] = {k: [island_signature(layer, shapes, group.width, k, producer)
+                                         for layers, producer in ((group.producers, True), (group.readers, False))
+                                         for layer in layers] for k in counts}
+        signatures = {sig for plan in plans.values() for sigs in plan.values() for sig in sigs}
+        if None in signatures:
+            return None
+        times = time_islands(signatures, list(model.opset_import), self._batches(model), self.opts["threads"])
+        return {key: {k: sum(times[sig] for sig in sigs) for k, sigs in plan.items()} for key, plan in plans.items()}
+
+    def _checked(self, original: onnx.ModelProto, narrowed: onnx.ModelProto, ctx: PassContext,
+                 stats: dict[str, Any]) -> PassResult:
+        """The narrowed model if measured faster than ``original`` at every batch by ``margin``, else ``original``."""
+        x = next(iter(ctx.calibration_feeds(original, 1)[0].values()))
+        timing = compare_whole(original, narrowed, x, self._batches(original), self.opts["threads"])
+        stats["whole_model_latency"] = timing
+        speedups = [v for k, v in timing.items() if k.startswith("speedup_")]
+        if min(speedups) >= 1.0 + self.opts["margin"]:
+            return PassResult(narrowed, True, stats)
+        stats["note"] = (f"the narrowed model was measured {min(speedups):.2f}x the input's speed (needs "
+                         f"{1 + self.opts['margin']:.2f}x at every batch): kept the input")
+        return PassResult(original, False, {**stats, "groups": []})
 
     def _propose(self, model: onnx.ModelProto, site: Site, _x_comp, _x_ref) -> list[Candidate]:
         group = self._groups[site.node]
@@ -148,8 +220,16 @@ class ChannelPrune(Pass, name="channel-prune"):
                     _write_reader(m, fit, refit[0], refit[1])
 
         info = {"layers": group.names, "width": group.width, "kept": kept, "removed": removed,
-                "dense_cost": group.macs, **({"relative_error": error} if error is not None else {})}
-        return Candidate(cost=group.macs * kept / group.width, apply=apply, info=info)
+                **({"relative_error": error} if error is not None else {})}
+        if self._latency is None:  # a simulator target costs the narrowed model (zeroed filters are not free)
+            return Candidate(cost=group.macs * kept / group.width, apply=apply, info={**info, "dense_cost": group.macs},
+                             costed_as=self._narrowed)
+        # measured milliseconds, scaled so that the sites' total is their MACs (what the search divides by)
+        times = self._latency[group.names[0]]
+        scale = self._total_macs / self._total_ms
+        info.update(dense_cost=times[group.width] * scale, latency_ms=round(times[kept], 5),
+                    dense_latency_ms=round(times[group.width], 5))
+        return Candidate(cost=times[kept] * scale, apply=apply, info=info)
 
 
 def channel_groups(model: onnx.ModelProto) -> tuple[list[ChannelGroup], list[dict[str, Any]]]:

@@ -28,7 +28,6 @@ run; the accuracy budget still checks whichever model results.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +38,7 @@ from onnx import helper, numpy_helper
 from ...compiler.graph import consumers, initializer_map, producers, value_shapes
 from ...compiler.sessions import make_session
 from ...compiler.workload import constant_value
-from ...runtime.bench import interleaved_latency
+from ...runtime.bench import geometric_mean, interleaved_latency
 from .qdq import guard_float_readers
 
 FOLDED = ("Relu", "Clip")
@@ -85,10 +84,6 @@ def compare_whole(models: dict[str, onnx.ModelProto], x: np.ndarray, batches: li
         report.update({f"{name}_ms_b{b}": round(t[b], 5) for b in batches})
         report[f"{name}_over_all_int8"] = round(means[name] / means["all_int8"], 4)
     return report
-
-
-def geometric_mean(values: list[float]) -> float:
-    return math.exp(sum(math.log(v) for v in values) / len(values))
 
 
 def _time_pairs(islands: list[Island], batches: list[int], repeats: int,

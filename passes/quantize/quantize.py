@@ -44,7 +44,7 @@ from ...compiler.errors import PimcError
 from ...compiler.graph import value_shapes
 from ...compiler.layerwise import Candidate, Site, compress_layerwise, dense_macs
 from ...compiler.modelio import copy_model
-from ...compiler.passbase import Option, Pass, PassContext, PassResult
+from ...compiler.passbase import Option, Pass, PassContext, PassResult, batch_sizes
 from .kernel_choice import choose_float_kernels, compare_whole
 from .layout import fused_layout, share_params
 from .qdq import (
@@ -112,7 +112,7 @@ class Quantize(Pass, name="quantize"):
         super().__init__(**opts)
         self.opts["weight_bits"] = parse_weight_bits(self.opts["weight_bits"])
         self.opts["auto_bits"] = sorted({int(parse_weight_bits(b)) for b in self.opts["auto_bits"]})
-        self.opts["kernel_batches"] = parse_batches(self.opts["kernel_batches"])
+        self.opts["kernel_batches"] = batch_sizes(self.opts["kernel_batches"], "quantize.kernel_batches")
 
     def run(self, model: onnx.ModelProto, ctx: PassContext) -> PassResult:
         if self.opts["kernels"] == "measured" and self.opts["layout"] != "int8":
@@ -186,17 +186,6 @@ class Quantize(Pass, name="quantize"):
             why = f"float/int8 time {ratio:.2f}" if ratio is not None else "the all-float model was measured fastest"
             skipped.append({"node": name, "reason": f"float kernel measured faster ({why})"})
         return model, plan, kept, report
-
-
-def parse_batches(values: list[str]) -> list[int]:
-    """``kernel_batches``: positive integers."""
-    try:
-        batches = [int(str(v)) for v in values]
-    except ValueError:
-        raise PimcError(f"option quantize.kernel_batches: expected positive integers, got {values!r}") from None
-    if not batches or min(batches) < 1:
-        raise PimcError(f"option quantize.kernel_batches: expected positive integers, got {values!r}")
-    return batches
 
 
 def parse_weight_bits(value: str | None) -> int | str | None:

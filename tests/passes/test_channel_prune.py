@@ -138,10 +138,30 @@ def test_the_search_keeps_the_drop_within_the_budget_and_removes_macs(tmp_path):
     out = tmp_path / "c.onnx"
     done = subprocess.run([sys.executable, "-m", "pimc", "compile", str(bundled), "--target", "onnxruntime", "--data",
                            "digits", "--passes", "fold-constants,eliminate-identity,fold-batchnorm,channel-prune,"
-                           "shrink,cleanup", "-o", str(out), "--json"], capture_output=True, text=True)
+                           "shrink,cleanup", "--set", "channel-prune.objective=macs", "-o", str(out), "--json"],
+                          capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     record = next(p for p in report["passes"] if p["name"] == "channel-prune")
     assert record["macs_after"] < record["macs_before"] and record["stats"]["groups"]
     assert all(g["kept"] % 8 == 0 for g in record["stats"]["groups"])
     assert report["accuracy"]["drop_points"] <= report["accuracy"]["max_drop_points"]
+
+
+def test_on_a_simulator_target_the_search_costs_the_narrowed_model(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bundled = Path(__file__).resolve().parents[2] / "models" / "digits_cnn.onnx"
+    done = subprocess.run([sys.executable, "-m", "pimc", "compile", str(bundled), "--target", "escalate", "--data",
+                           "digits", "--passes", "fold-constants,eliminate-identity,fold-batchnorm,channel-prune,"
+                           "shrink,cleanup", "--max-accuracy-drop", "2", "-o", str(tmp_path / "c.onnx"), "--json"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    record = next(p for p in report["passes"] if p["name"] == "channel-prune")
+    chosen = record["stats"]["groups"]
+    assert chosen and record["macs_after"] < record["macs_before"]
+    assert all(g["target_latency_delta_s"] < 0 for g in chosen)  # costed narrowed: cheaper on escalate
