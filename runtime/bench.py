@@ -49,7 +49,7 @@ def compare_models(
     sessions = [make_session(p, threads, spinning=False) for p in protos]
     inputs = [data.x.astype(model_input(p)[2], copy=False) for p in protos]
     logits = [predict(s, x) for s, x in zip(sessions, inputs, strict=True)]
-    timed = [_batched_session(p, s, x, threads) for p, s, x in zip(protos, sessions, inputs, strict=True)]
+    timed = [timed_session(p, x, threads, s) for p, s, x in zip(protos, sessions, inputs, strict=True)]
     latencies = interleaved_latency(timed, inputs, batches, repeats)
     return [
         _row(Path(path).name, proto, data, logits[i], logits[0], latencies[i])
@@ -57,10 +57,13 @@ def compare_models(
     ]
 
 
-def _batched_session(proto: onnx.ModelProto, session, x: np.ndarray, threads: int | None):
-    """The session to time: a model exported with a fixed batch of 1 that computes the same per sample on a
-    batch (``runs_batched``) is timed with a free batch, so every model's "batch 64" runs 64 images at once."""
-    if fixed_batch(session) != 1 or not runs_batched(proto, x):
+def timed_session(proto: onnx.ModelProto, x: np.ndarray, threads: int | None, session=None):
+    """The session to time ``proto`` on ``x`` with: a model exported with a fixed batch of 1 that computes the
+    same per sample on a batch (``runs_batched``) is timed with a free batch, so every model's "batch 64" runs
+    64 images at once. ``session``: an open session of ``proto`` to reuse when the batch stays fixed."""
+    session = session or make_session(proto, threads, spinning=False)
+    pair = x[:2] if len(x) >= 2 else np.concatenate([x[:1], 0.5 * x[:1]]).astype(x.dtype)  # two unequal samples
+    if fixed_batch(session) != 1 or not runs_batched(proto, pair):
         return session
     return make_session(free_batch(proto), threads, spinning=False)
 
@@ -105,7 +108,7 @@ def compare_latency(before: onnx.ModelProto, after: onnx.ModelProto, x: np.ndarr
     sizes them so that every batch's repeats take about an equal share of the budget (at least
     :data:`MIN_REPEATS`, at most ``repeats`` or :data:`MAX_REPEATS`); a batch whose warm-up alone exceeds its
     share is not timed."""
-    sessions = [make_session(m, threads, spinning=False) for m in (before, after)]
+    sessions = [timed_session(m, x, threads) for m in (before, after)]
     plan = _repeat_plan(sessions, x, batches, repeats, time_budget_s)
     timed = [b for b in batches if plan[b] > 0]
     per_batch = [interleaved_latency(sessions, [x, x], [b], plan[b]) for b in timed]

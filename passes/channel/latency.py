@@ -34,7 +34,7 @@ from onnx import helper, numpy_helper
 
 from ...compiler.graph import attr
 from ...compiler.sessions import make_session
-from ...runtime.bench import geometric_mean, interleaved_latency
+from ...runtime.bench import geometric_mean, interleaved_latency, timed_session
 from ..shrink.analysis import ChannelLayer
 
 REPEATS = 9
@@ -108,7 +108,7 @@ def time_islands(signatures: set[_Signature], opset: list[onnx.OperatorSetIdProt
 def compare_whole(before: onnx.ModelProto, after: onnx.ModelProto, x: np.ndarray, batches: list[int],
                   threads: int | None) -> dict[str, float]:
     """The two models timed interleaved, whole: milliseconds and speed-up (> 1: ``after`` faster) per batch."""
-    sessions = [make_session(m, threads, spinning=False) for m in (before, after)]
+    sessions = [timed_session(m, x, threads) for m in (before, after)]
     t_before, t_after = interleaved_latency(sessions, [x, x], batches, REPEATS)
     report: dict[str, float] = {}
     for b in batches:

@@ -38,7 +38,7 @@ from onnx import helper, numpy_helper
 from ...compiler.graph import consumers, initializer_map, producers, value_shapes
 from ...compiler.sessions import make_session
 from ...compiler.workload import constant_value
-from ...runtime.bench import geometric_mean, interleaved_latency
+from ...runtime.bench import geometric_mean, interleaved_latency, timed_session
 from .qdq import guard_float_readers
 
 FOLDED = ("Relu", "Clip")
@@ -76,7 +76,7 @@ def compare_whole(models: dict[str, onnx.ModelProto], x: np.ndarray, batches: li
                   threads: int | None) -> dict[str, Any]:
     """The whole models timed interleaved; ``kept`` names the fastest by geometric mean over ``batches``,
     and ``<name>_over_all_int8`` compares each with the ``all_int8`` one."""
-    sessions = [make_session(m, threads, spinning=False) for m in models.values()]
+    sessions = [timed_session(m, x, threads) for m in models.values()]
     times = dict(zip(models, interleaved_latency(sessions, [x] * len(sessions), batches, repeats), strict=True))
     means = {name: geometric_mean([t[b] for b in batches]) for name, t in times.items()}
     report: dict[str, Any] = {"kept": min(means, key=lambda k: means[k])}
