@@ -23,7 +23,7 @@ from .options import build, config_options
 @THREADS_OPTION
 @shared_options
 def command(**kw) -> None:
-    """ADMP: domain-adversarial teacher, soft/hard channel masks by ADMM on the unlabelled target, narrowed export."""
+    """ADMP: adapted teacher, soft/hard channel masks by ADMM on the unlabelled target, narrowed export."""
     emit(run_export(**kw), kw["as_json"], _print_summary)
 
 

@@ -6,7 +6,8 @@ adversarially; ADMM handles the {0, 1} constraint of the masks. pimc's own defin
 
 **1. Teacher: self-training with distribution alignment** (AdaMatch, Berthelot et al., ICLR 2022; the
 alignment of ReMixMatch, ICLR 2020). From the model trained on the labelled source S (its batches randomly
-shifted, rotated and scaled, A), over batches of source images and as many unlabelled target images x_t:
+shifted, rotated and scaled, A), over batches of source images and as many unlabelled target images x_t (an
+epoch covers the larger domain once, the smaller one's batches repeating):
 
     L_adapt = CE(y_s, model(A(x_s))) + β · c · CE(ŷ_t, model(x_t)) [+ w_d · BCE(D(R_λ(f)), domain)]
     p̃_t = normalise(p_t · min(p̄_s / p̄_t, 10)),   ŷ_t = argmax p̃_t,   kept where max p̃_t ≥ ``confidence``
