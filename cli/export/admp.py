@@ -30,16 +30,12 @@ def command(**kw) -> None:
 def run_export(**kw) -> dict:
     import copy
 
-    import torch
-
     from ...compiler.modelio import write_model
     from ...models.train import export_onnx, training_data
     from ...passes.channel.admp import Domains, admp_prune, prune_then_adapt, train_domains
     from .common import pretrain_unless_trained, resolve_model
 
     config = build(AdmpConfig, kw)
-    if kw["threads"]:
-        torch.set_num_threads(kw["threads"])
     seed, progress = kw["seed"], not kw["no_progress"]
     resolved = resolve_model(kw)
     shape = resolved.shape

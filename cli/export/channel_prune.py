@@ -25,7 +25,6 @@ def command(**kw) -> None:
 
 
 def run_export(**kw) -> dict:
-    import torch
 
     from ...compiler.loader import load_model
     from ...compiler.workload import extract_workload
@@ -35,8 +34,6 @@ def run_export(**kw) -> dict:
     from .common import pretrain_unless_trained, resolve_model
 
     config = build(ChannelPruneConfig, kw)
-    if kw["threads"]:
-        torch.set_num_threads(kw["threads"])
     resolved = resolve_model(kw)
     sets, shape = resolved.sets, resolved.shape
     started = time.perf_counter()

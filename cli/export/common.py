@@ -175,10 +175,14 @@ class ResolvedModel:
 
 def resolve_model(kw: dict, build: Callable[[int], Any] | None = None) -> ResolvedModel:
     """Resolve ``--model`` and load ``--data`` for it; a zoo model is built by ``build(num_classes)``
-    (default: the zoo's builder with ``--in-channels``), seeded with ``--seed``."""
+    (default: the zoo's builder with ``--in-channels``), seeded with ``--seed``. ``--threads``, when given,
+    sets torch's threads first."""
     import torch
 
     from ...models.train import training_data
+
+    if kw.get("threads"):
+        torch.set_num_threads(kw["threads"])
 
     module, shape, source = user_model(kw)
     sets = training_data(kw["data"], shape, kw["batch_size"], kw["seed"], limit=kw.get("train_limit"))

@@ -37,8 +37,6 @@ def run_export(**kw) -> dict:
     from ...runtime.session import evaluate
     from .common import pretrain_unless_trained, resolve_model
 
-    if kw["threads"] is not None:
-        torch.set_num_threads(kw["threads"])
     config = build(PenniConfig, kw)
     resolved = resolve_model(kw)
     model, shape, test = resolved.module, resolved.shape, resolved.sets.test

@@ -29,7 +29,6 @@ def command(**kw) -> None:
 
 
 def run_export(**kw) -> dict:
-    import torch
 
     from ...models.train import evaluate_torch, export_onnx
     from ...passes.prune.exporter import admm_prune, export_pruned_onnx, exported_nonzeros, weight_nonzeros
@@ -37,8 +36,6 @@ def run_export(**kw) -> dict:
     from .common import pretrain_unless_trained, resolve_model
 
     config, schedule = build(PruneConfig, kw), build(PruneSchedule, kw)
-    if kw["threads"]:
-        torch.set_num_threads(kw["threads"])
     seed, progress = kw["seed"], not kw["no_progress"]
     resolved = resolve_model(kw)
     validation = None

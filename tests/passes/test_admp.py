@@ -97,3 +97,17 @@ def test_the_cli_reports_source_only_adapted_admp_and_the_baseline(tmp_path):
     assert summary["channels_removed"] == pytest.approx(0.6, abs=0.02)
     assert summary["models"]["admp"]["conv_channels"] == summary["models"]["prune-then-adapt"]["conv_channels"]
     assert out.exists()
+
+
+def test_an_adaptation_epoch_covers_the_larger_domain_repeating_the_smaller_ones_batches():
+    import numpy as np
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from pimc.passes.channel.admp import Domains
+
+    source = DataLoader(TensorDataset(torch.arange(10.0), torch.zeros(10)), batch_size=4)  # 3 batches
+    domains = Domains(source, np.zeros((25, 1), np.float32))  # 25 target images: 7 batches of 4
+    batches = list(domains.epoch())
+    assert len(domains.epoch()) == len(batches) == 7
+    assert torch.equal(batches[3][0], batches[0][0])  # the source started again
+    assert len(Domains(source, np.zeros((5, 1), np.float32)).epoch()) == 3  # a smaller target: the source's epoch
