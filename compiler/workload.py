@@ -42,6 +42,17 @@ COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 CONV_OPS = ("Conv", "ConvTranspose")
 
 
+def next_larger_measured(table: tuple[np.ndarray, np.ndarray] | None, size):
+    """The all-zero fraction measured for chunks of ``size`` (an int or an array of sizes): a size that was not
+    measured reads the next larger measured one (aligned chunks nest, so that never overstates the zeros); 0
+    where every measured size is smaller or nothing was measured."""
+    if table is None:
+        return np.zeros(np.shape(size)) if np.ndim(size) else 0.0
+    sizes, fractions = table
+    found = np.append(fractions, 0.0)[np.minimum(np.searchsorted(sizes, size), len(sizes))]
+    return found if np.ndim(found) else float(found)
+
+
 @dataclass
 class LayerRecord:
     name: str
@@ -120,16 +131,15 @@ class LayerRecord:
         return None if zero is None else 1.0 - float(zero)
 
     def input_zero_chunk_fraction(self, size: int) -> float:
-        """Measured all-zero fraction of aligned im2col chunks of ``size`` elements; a size that was not
-        measured reads the next larger measured one (chunks nest, so that never overstates the zeros); 0.0
-        when nothing was measured or every measured size is smaller."""
-        chunks = self.annotations.get("input_zero_chunks") or {}
-        sizes = sorted(int(k) for k in chunks if int(k) >= size)
-        return float(chunks[str(sizes[0])]) if sizes else 0.0
+        """Measured all-zero fraction of aligned im2col chunks of ``size`` elements (``next_larger_measured``)."""
+        return float(next_larger_measured(self._chunk_table("input_zero_chunks"), size))
 
     def channel_chunk_table(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(sizes, all-zero fractions) of the measured ``input_channel_chunks``, sizes increasing; None if absent."""
-        chunks = self.annotations.get("input_channel_chunks")
+        return self._chunk_table("input_channel_chunks")
+
+    def _chunk_table(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        chunks = self.annotations.get(key)
         if not chunks:
             return None
         sizes = sorted(int(k) for k in chunks)

@@ -14,7 +14,7 @@ from ...compiler.target import (
     HardwareConfig,
     skipping_summary,
 )
-from ...compiler.workload import extract_workload
+from ...compiler.workload import extract_workload, next_larger_measured
 from ..pointwise import any_true, as_float, ceil_div, per_tile, per_value, select, vmax, vmin
 
 # ---------------------------------------------------------------------------------------------------
@@ -120,14 +120,9 @@ def _tile_density(plan: LayerPlan, tc: int, n_tiles: int, enabled: bool) -> np.n
 
 
 def zero_vector_fraction(table: tuple[np.ndarray, np.ndarray] | None, width, enabled: bool):
-    """Measured all-zero fraction of the aligned ``width``-channel input vectors of one pixel (the next larger
-    measured width, which never overstates it; 0 when none is that wide, nothing was measured or skipping is
-    off). ``width`` may be an array of hardware points."""
-    if not enabled or table is None:
-        return 0.0
-    sizes, fractions = table
-    found = np.append(fractions, 0.0)[np.minimum(np.searchsorted(sizes, width), len(sizes))]
-    return found if np.ndim(found) else float(found)
+    """Measured all-zero fraction of the aligned ``width``-channel input vectors of one pixel
+    (``next_larger_measured``; 0 when skipping is off). ``width`` may be an array of hardware points."""
+    return next_larger_measured(table, width) if enabled else 0.0
 
 
 def decomposed_cost(plan: LayerPlan, hw: EscalateConfig) -> dict[str, Any]:
