@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -53,6 +54,13 @@ class SweepResult:
 def settings_of(spec: SweepSpec, seed: int) -> dict[str, Any]:
     return {"data": spec.data, "eval_data": spec.eval_data, "max_drop": spec.max_accuracy_drop, "seed": seed,
             "input_shapes": tuple(spec.input_shapes), "passes": spec.passes}
+
+
+def with_settings(compile_point: Callable[..., Any], point: dict[str, Any], settings: dict[str, Any], model: Any) -> Any:
+    """``run_trial`` or ``compile_group`` of ``point`` with the sweep's settings (``settings_of``) and ``model``
+    (the model's bytes or path)."""
+    return compile_point(point, settings["data"], settings["eval_data"], settings["max_drop"], settings["seed"],
+                         model, settings["input_shapes"], settings["passes"])
 
 
 def key_extra(spec: SweepSpec, seed: int) -> str:
@@ -168,9 +176,7 @@ def _progress(total: int, opts: SweepOptions, desc: str):
 def _tune_trial(config: dict[str, Any], points: list[dict[str, Any]], settings: dict[str, Any],
                 models: dict[str, bytes] | None, objectives: list[str]) -> dict[str, Any]:
     point = points[config["index"]]
-    row = run_trial(point, settings["data"], settings["eval_data"], settings["max_drop"], settings["seed"],
-                    (models or {}).get(point["model"]), settings["input_shapes"],
-                    settings["passes"])
+    row = with_settings(run_trial, point, settings, (models or {}).get(point["model"]))
     return {"row": json.dumps(row, default=str), **objective_values(row, objectives)}
 
 
@@ -256,8 +262,7 @@ def _optuna_trial(config: dict[str, Any], spec_axes: dict[str, list[tuple[str, s
     point = optuna_point(config, spec_axes, digests, extra)
     row = done.get(point["key"])
     if row is None:
-        row = run_trial(point, settings["data"], settings["eval_data"], settings["max_drop"], settings["seed"],
-                        (models or {}).get(point["model"]), settings["input_shapes"], settings["passes"])
+        row = with_settings(run_trial, point, settings, (models or {}).get(point["model"]))
     return {"row": json.dumps({**row, "trial": None}, default=str), **objective_values(row, objectives)}
 
 
@@ -375,5 +380,4 @@ def _compile_task(point, settings, model_bytes, compile_group):
         if model_bytes is not None:
             path = str(Path(tmp) / Path(point["model"]).name)
             Path(path).write_bytes(model_bytes)
-        return compile_group(point, settings["data"], settings["eval_data"], settings["max_drop"],
-                             settings["seed"], path, settings["input_shapes"], settings["passes"])
+        return with_settings(compile_group, point, settings, path)
