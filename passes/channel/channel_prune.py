@@ -126,11 +126,17 @@ class ChannelPrune(Pass, name="channel-prune"):
         self._groups = {g.site().node: g for g in groups}
         self._fits: dict[str, list[ReaderFit]] = {}
         self._feeds = reconstruction_feeds(ctx) if self.opts["refit"] else None
-        self._latency = None if forced or not self._measures(ctx) else self._time_groups(model, groups)
-        original = copy_model(model) if self._latency else None
-        if self._latency:
+        self._latency, original = None, None
+        if not forced and self._measures(ctx):
+            original = copy_model(model)
+            self._latency, unmeasured = self._time_groups(model, groups)
+            skipped += [{"layers": g.names, "reason": "a layer's time cannot be measured alone (a grouped conv or "
+                         "an unknown input shape)"} for g in unmeasured]
+            groups = [g for g in groups if all(g is not u for u in unmeasured)]
+            if not groups:
+                return PassResult(model, False, {"groups": [], "skipped": skipped})
             self._total_macs = sum(g.macs for g in groups) or 1.0
-            self._total_ms = sum(times[g.width] for g, times in zip(groups, self._latency.values(), strict=True))
+            self._total_ms = sum(self._latency[g.names[0]][g.width] for g in groups)
         result = compress_layerwise(model, [g.site() for g in groups], self._propose, ctx, force=forced)
         skipped += result.skipped
         note = {"note": result.note} if result.note else {}
@@ -155,22 +161,28 @@ class ChannelPrune(Pass, name="channel-prune"):
         macs = max(model_stats(model).macs, 1.0)
         return [b for b in batches if b == min(batches) or b * macs <= LARGE_RUN_MACS]
 
-    def _time_groups(self, model: onnx.ModelProto, groups: list[ChannelGroup]) -> dict[str, dict[int, float]] | None:
-        """T_g(k) in milliseconds for every group and candidate count (``latency.py``); None if a layer has
-        no island (the pass then counts MACs)."""
+    def _time_groups(self, model: onnx.ModelProto, groups: list[ChannelGroup]
+                     ) -> tuple[dict[str, dict[int, float]], list[ChannelGroup]]:
+        """T_g(k) in milliseconds for every group and candidate count (``latency.py``), and the groups with a
+        layer that has no island (left as they are)."""
         shapes = value_shapes(model)
         plans: dict[str, dict[int, list]] = {}
+        unmeasured = []
         for group in groups:
             counts = [group.width, *kept_counts(group.width, self.opts["block"], RATIOS,
                                                 self.opts["rounding"] == "nearest")]
-            plans[group.names[0]] = {k: [island_signature(layer, shapes, group.width, k, producer)
-                                         for layers, producer in ((group.producers, True), (group.readers, False))
-                                         for layer in layers] for k in counts}
+            plan = {k: [island_signature(layer, shapes, group.width, k, producer)
+                        for layers, producer in ((group.producers, True), (group.readers, False)) for layer in layers]
+                    for k in counts}
+            if any(None in sigs for sigs in plan.values()):
+                unmeasured.append(group)
+            else:
+                plans[group.names[0]] = plan
         signatures = {sig for plan in plans.values() for sigs in plan.values() for sig in sigs}
-        if None in signatures:
-            return None
-        times = time_islands(signatures, list(model.opset_import), self._batches(model), self.opts["threads"])
-        return {key: {k: sum(times[sig] for sig in sigs) for k, sigs in plan.items()} for key, plan in plans.items()}
+        times = time_islands(signatures, list(model.opset_import), self._batches(model), self.opts["threads"]) \
+            if signatures else {}
+        return {key: {k: sum(times[sig] for sig in sigs) for k, sigs in plan.items()} for key, plan in plans.items()}, \
+            unmeasured
 
     def _checked(self, original: onnx.ModelProto, narrowed: onnx.ModelProto, ctx: PassContext,
                  stats: dict[str, Any]) -> PassResult:

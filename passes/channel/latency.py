@@ -54,9 +54,11 @@ class _Signature:
 def island_signature(layer: ChannelLayer, shapes: dict[str, list], width: int, kept: int,
                      producer: bool) -> _Signature | None:
     """The island of ``layer`` with ``kept`` of its ``width`` group channels, or None when it cannot be built
-    (a grouped conv, an unknown input shape, a MatMul)."""
+    (a grouped conv, an unknown input shape, a MatMul). A depthwise reader keeps ``kept`` channels and groups."""
     node = layer.node
-    if layer.kind not in ("conv", "gemm") or (node.op_type == "Conv" and int(attr(node, "group", 1)) != 1):
+    depthwise = layer.kind == "depthwise" and not producer  # reads channel c into channel c: group = kept
+    if not (layer.kind in ("conv", "gemm") or depthwise) or (
+            layer.kind == "conv" and int(attr(node, "group", 1)) != 1):
         return None
     dims = shapes.get(node.input[0]) or []
     if len(dims) < 2 or any(not isinstance(d, int) or d <= 0 for d in dims[1:]):
@@ -67,10 +69,14 @@ def island_signature(layer: ChannelLayer, shapes: dict[str, list], width: int, k
         per_channel = columns // weight[1] if weight[1] else 1
         out, cin = (kept, columns) if producer else (weight[0], kept * per_channel)
         shape, inp = (out, cin), (cin,)
+    elif depthwise:
+        shape, inp = (kept, *weight[1:]), (kept, *dims[2:])
     else:
         shape = tuple([kept, *weight[1:]] if producer else [weight[0], kept, *weight[2:]])
         inp = tuple([dims[1], *dims[2:]] if producer else [kept, *dims[2:]])
-    kept_attrs = [a for a in node.attribute if a.name not in ("transA", "transB")]
+    kept_attrs = [a for a in node.attribute if a.name not in ("transA", "transB", "group")]
+    if depthwise:
+        kept_attrs.append(helper.make_attribute("group", kept))
     packed = tuple(a.SerializeToString() for a in sorted(kept_attrs, key=lambda a: a.name))
     return _Signature(node.op_type, packed, tuple(int(d) for d in shape), tuple(int(d) for d in inp),
                       len(node.input) > 2 and bool(node.input[2]))

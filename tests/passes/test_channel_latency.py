@@ -94,3 +94,39 @@ def test_candidates_cost_their_measured_share_of_the_layer_time(monkeypatch, mod
     share = (candidate.info["dense_cost"] - candidate.cost) / prune._total_macs
     assert share == pytest.approx((2.0 - 1.5) / prune._total_ms)
     assert candidate.info["latency_ms"] == 1.5
+
+
+def test_a_depthwise_reader_keeps_as_many_channels_and_groups(tmp_path):
+    class Separable(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 16, 1)
+            self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+            self.pw = nn.Conv2d(16, 8, 1)
+            self.fc = nn.Linear(8, 10)
+
+        def forward(self, x):
+            h = torch.relu(self.dw(torch.relu(self.a(x))))
+            return self.fc(torch.relu(self.pw(h)).mean(dim=(2, 3)))
+
+    torch.manual_seed(0)
+    model = load_model(export_onnx(Separable(), tmp_path / "s.onnx", (3, 8, 8)))
+    shapes = value_shapes(model)
+    group = next(g for g in channel_groups(model)[0] if g.width == 16)
+    depthwise = next(r for r in group.readers if r.kind == "depthwise")
+    sig = island_signature(depthwise, shapes, 16, 8, producer=False)
+    attributes = {a.name: a for a in map(onnx.AttributeProto.FromString, sig.attributes)}
+    assert (sig.weight, sig.input, attributes["group"].i) == ((8, 1, 3, 3), (8, 8, 8), 8)
+    times = time_islands({sig}, list(model.opset_import), [1], threads=1)
+    assert times[sig] > 0
+
+
+def test_a_group_with_a_layer_that_cannot_be_timed_alone_is_left_out(monkeypatch, model):
+    groups = channel_groups(model)[0]
+    real = channel_prune_module.island_signature
+    monkeypatch.setattr(channel_prune_module, "island_signature",  # the FC reads only the second conv's group
+                        lambda layer, *a, **k: None if layer.node.op_type == "Gemm" else real(layer, *a, **k))
+    prune = get_pass("channel-prune")(objective="latency", batches=["1"], threads=1)
+    table, unmeasured = prune._time_groups(model, groups)
+    assert [g.width for g in unmeasured] == [24]
+    assert set(table) == {g.names[0] for g in groups if g.width == 16}
