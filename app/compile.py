@@ -223,7 +223,9 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
         with clock("exact_fallback"):
             fallback = {"searched_drop_points": accuracy["drop_points"], "searched_output": accuracy["output"]}
             exact = build_pipeline(target.default_pipeline(), None, None, [])
-            manager = PassManager(exact, replace(ctx, budget=None), verify=opts.verify, verify_feeds=verify_feeds)
+            idle = "left out: the searched model missed the budget on the held-out test samples"
+            manager = PassManager(exact, replace(ctx, budget=None, idle_note=idle), verify=opts.verify,
+                                  verify_feeds=verify_feeds)
             model = manager.run(copy_model(input_model), before)
             accuracy = {**measure_accuracy(input_model, model, data, opts.max_accuracy_drop,
                                            _runs_on_onnxruntime(opts)), "exact_fallback": fallback}

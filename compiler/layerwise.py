@@ -116,7 +116,7 @@ def reconstruction_feeds(ctx: PassContext) -> list[dict[str, np.ndarray]] | None
 
 def idle_reason(ctx: PassContext, force: bool) -> str | None:
     """Why a lossy pass does nothing (no budget and no forced setting), or None when it runs."""
-    return None if force or ctx.budget is not None else NO_BUDGET
+    return None if force or ctx.budget is not None else (ctx.idle_note or NO_BUDGET)
 
 
 def compress_layerwise(model: onnx.ModelProto, sites: list[Site], propose: Proposer, ctx: PassContext,

@@ -114,6 +114,7 @@ class PassContext:
     cost_fn: Callable[[onnx.ModelProto], tuple[float, float]] | None = None  # target (latency_s, energy_j)
     progress: Callable[[str], None] | None = None  # shows what a long pass is doing (a terminal only)
     pass_name: str = ""  # the pass running now (set by the pass manager)
+    idle_note: str | None = None  # why lossy passes do nothing although labels were given (budget None)
 
     def report_progress(self, detail: str) -> None:
         if self.progress is not None:

@@ -38,7 +38,7 @@ def test_a_held_out_miss_of_the_default_pipeline_writes_the_exact_model(monkeypa
     assert accuracy["drop_points"] == 0.0 and out.exists()
     assert any("without its lossy steps" in w for w in report["warnings"])
     record = next(r for r in report["passes"] if r["name"] == "channel-prune")
-    assert not record["changed"]
+    assert not record["changed"] and "missed the budget" in record["stats"]["note"]
 
 
 def test_a_forced_setting_that_misses_the_budget_still_refuses(monkeypatch, tmp_path: Path) -> None:
