@@ -102,7 +102,8 @@ class ChannelPrune(Pass, name="channel-prune"):
                "or nearest (repeated small ratios still remove channels)", choices=("up", "nearest")),
         Option("refit", bool, True, "refit the readers of removed channels on the calibration data (least squares)"),
         Option("objective", str, "auto", "what a candidate saves: latency (measured on onnxruntime), macs (a "
-               "simulator target's cost, else MACs), or auto (latency on the onnxruntime target, else macs)", choices=("auto", "latency", "macs")),
+               "simulator target's cost, else MACs), or auto (latency on the onnxruntime target, else macs)",
+               choices=("auto", "latency", "macs")),
         Option("batches", list, ["1", "64"], "objective latency: batch sizes timed (geometric mean; a batch over "
                f"{LARGE_RUN_MACS / 1e9:g} GMACs a run is left out)"),
         Option("margin", float, 0.03, "objective latency: keep the narrowed model only if measured at least this "
@@ -129,14 +130,9 @@ class ChannelPrune(Pass, name="channel-prune"):
         self._latency, original = None, None
         if not forced and self._measures(ctx):
             original = copy_model(model)
-            self._latency, unmeasured = self._time_groups(model, groups)
-            skipped += [{"layers": g.names, "reason": "a layer's time cannot be measured alone (a grouped conv or "
-                         "an unknown input shape)"} for g in unmeasured]
-            groups = [g for g in groups if all(g is not u for u in unmeasured)]
+            groups = self._measured_groups(model, groups, skipped)
             if not groups:
                 return PassResult(model, False, {"groups": [], "skipped": skipped})
-            self._total_macs = sum(g.macs for g in groups) or 1.0
-            self._total_ms = sum(self._latency[g.names[0]][g.width] for g in groups)
         result = compress_layerwise(model, [g.site() for g in groups], self._propose, ctx, force=forced)
         skipped += result.skipped
         note = {"note": result.note} if result.note else {}
@@ -161,13 +157,13 @@ class ChannelPrune(Pass, name="channel-prune"):
         macs = max(model_stats(model).macs, 1.0)
         return [b for b in batches if b == min(batches) or b * macs <= LARGE_RUN_MACS]
 
-    def _time_groups(self, model: onnx.ModelProto, groups: list[ChannelGroup]
-                     ) -> tuple[dict[str, dict[int, float]], list[ChannelGroup]]:
-        """T_g(k) in milliseconds for every group and candidate count (``latency.py``), and the groups with a
-        layer that has no island (left as they are)."""
+    def _measured_groups(self, model: onnx.ModelProto, groups: list[ChannelGroup],
+                         skipped: list[dict[str, Any]]) -> list[ChannelGroup]:
+        """Times every group's islands (``self._latency``: T_g(k) in milliseconds per group and candidate count)
+        and returns the groups measured; the others go to ``skipped``."""
         shapes = value_shapes(model)
         plans: dict[str, dict[int, list]] = {}
-        unmeasured = []
+        measured = []
         for group in groups:
             counts = [group.width, *kept_counts(group.width, self.opts["block"], RATIOS,
                                                 self.opts["rounding"] == "nearest")]
@@ -175,14 +171,18 @@ class ChannelPrune(Pass, name="channel-prune"):
                         for layers, producer in ((group.producers, True), (group.readers, False)) for layer in layers]
                     for k in counts}
             if any(None in sigs for sigs in plan.values()):
-                unmeasured.append(group)
+                skipped.append({"layers": group.names, "reason": "a layer's time cannot be measured alone (a grouped "
+                                "conv, a MatMul or an unknown input shape)"})
             else:
                 plans[group.names[0]] = plan
+                measured.append(group)
         signatures = {sig for plan in plans.values() for sigs in plan.values() for sig in sigs}
-        times = time_islands(signatures, list(model.opset_import), self._batches(model), self.opts["threads"]) \
-            if signatures else {}
-        return {key: {k: sum(times[sig] for sig in sigs) for k, sigs in plan.items()} for key, plan in plans.items()}, \
-            unmeasured
+        times = time_islands(signatures, list(model.opset_import), self._batches(model), self.opts["threads"])
+        self._latency = {key: {k: sum(times[sig] for sig in sigs) for k, sigs in plan.items()}
+                         for key, plan in plans.items()}
+        self._total_macs = sum(g.macs for g in measured) or 1.0
+        self._total_ms = sum(self._latency[g.names[0]][g.width] for g in measured)
+        return measured
 
     def _checked(self, original: onnx.ModelProto, narrowed: onnx.ModelProto, ctx: PassContext,
                  stats: dict[str, Any]) -> PassResult:

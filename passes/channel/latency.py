@@ -104,6 +104,8 @@ def _island(sig: _Signature, opset: list[onnx.OperatorSetIdProto]) -> tuple[onnx
 def time_islands(signatures: set[_Signature], opset: list[onnx.OperatorSetIdProto], batches: list[int],
                  threads: int | None) -> dict[_Signature, float]:
     """Milliseconds of every island: the geometric mean over ``batches`` of its interleaved median."""
+    if not signatures:
+        return {}
     ordered = sorted(signatures, key=repr)
     built = [_island(sig, opset) for sig in ordered]
     sessions = [make_session(model, threads, spinning=False) for model, _ in built]

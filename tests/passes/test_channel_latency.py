@@ -127,6 +127,8 @@ def test_a_group_with_a_layer_that_cannot_be_timed_alone_is_left_out(monkeypatch
     monkeypatch.setattr(channel_prune_module, "island_signature",  # the FC reads only the second conv's group
                         lambda layer, *a, **k: None if layer.node.op_type == "Gemm" else real(layer, *a, **k))
     prune = get_pass("channel-prune")(objective="latency", batches=["1"], threads=1)
-    table, unmeasured = prune._time_groups(model, groups)
-    assert [g.width for g in unmeasured] == [24]
-    assert set(table) == {g.names[0] for g in groups if g.width == 16}
+    skipped: list = []
+    measured = prune._measured_groups(model, groups, skipped)
+    assert [g.width for g in measured] == [16] and set(prune._latency) == {measured[0].names[0]}
+    assert [s["layers"] for s in skipped] == [[g.names for g in groups if g.width == 24][0]]
+    assert "cannot be measured alone" in skipped[0]["reason"]
