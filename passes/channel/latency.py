@@ -82,7 +82,7 @@ def island_signature(layer: ChannelLayer, shapes: dict[str, list], width: int, k
                       len(node.input) > 2 and bool(node.input[2]))
 
 
-def _island(sig: _Signature, opset: list[onnx.OperatorSetIdProto]) -> tuple[onnx.ModelProto, np.ndarray]:
+def _island(sig: _Signature, opset: list[onnx.OperatorSetIdProto], rows: int) -> tuple[onnx.ModelProto, np.ndarray]:
     rng = np.random.default_rng(0)
     weight = rng.standard_normal(sig.weight).astype(np.float32) * 0.1
     inits = [numpy_helper.from_array(weight, "w")]
@@ -97,7 +97,7 @@ def _island(sig: _Signature, opset: list[onnx.OperatorSetIdProto]) -> tuple[onnx
     x = helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, ["batch", *sig.input])
     y = helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
     model = helper.make_model(helper.make_graph([node], "island", [x], [y], inits), opset_imports=opset)
-    sample = rng.standard_normal((64, *sig.input)).astype(np.float32)
+    sample = rng.standard_normal((rows, *sig.input)).astype(np.float32)
     return model, sample
 
 
@@ -107,7 +107,7 @@ def time_islands(signatures: set[_Signature], opset: list[onnx.OperatorSetIdProt
     if not signatures:
         return {}
     ordered = sorted(signatures, key=repr)
-    built = [_island(sig, opset) for sig in ordered]
+    built = [_island(sig, opset, max(batches)) for sig in ordered]
     sessions = [make_session(model, threads, spinning=False) for model, _ in built]
     times = interleaved_latency(sessions, [sample for _, sample in built], batches, REPEATS)
     return {sig: geometric_mean([t[b] for b in batches]) for sig, t in zip(ordered, times, strict=True)}
