@@ -66,7 +66,6 @@ from ...compiler.stats import model_stats
 from ..prune.prune import layer_stats, prunable_layer, write_bias
 from ..shrink.analysis import Analysis, ChannelLayer, analyse
 from ..shrink.shrink import Shrink
-from .latency import compare_whole, island_signature, time_islands
 from .readers import ReaderFit
 
 RATIOS = (0.125, 0.25, 0.375, 0.5, 0.625, 0.75)  # searched fractions of a group's channels removed
@@ -161,6 +160,8 @@ class ChannelPrune(Pass, name="channel-prune"):
                          skipped: list[dict[str, Any]]) -> list[ChannelGroup]:
         """Times every group's islands (``self._latency``: T_g(k) in milliseconds per group and candidate count)
         and returns the groups measured; the others go to ``skipped``."""
+        from .latency import island_signature, time_islands  # onnxruntime only when measuring
+
         shapes = value_shapes(model)
         plans: dict[str, dict[int, list]] = {}
         measured = []
@@ -187,6 +188,8 @@ class ChannelPrune(Pass, name="channel-prune"):
     def _checked(self, original: onnx.ModelProto, narrowed: onnx.ModelProto, ctx: PassContext,
                  stats: dict[str, Any]) -> PassResult:
         """The narrowed model if measured faster than ``original`` at every batch by ``margin``, else ``original``."""
+        from .latency import compare_whole
+
         x = next(iter(ctx.calibration_feeds(original, 1)[0].values()))
         timing = compare_whole(original, narrowed, x, self._batches(original), self.opts["threads"])
         stats["whole_model_latency"] = timing

@@ -16,7 +16,7 @@ from pimc.compiler.graph import value_shapes
 from pimc.compiler.loader import load_model
 from pimc.compiler.passbase import PassContext, get_pass
 from pimc.models.train import export_onnx
-from pimc.passes.channel import channel_prune as channel_prune_module
+from pimc.passes.channel import latency as latency_module
 from pimc.passes.channel.channel_prune import channel_groups
 from pimc.passes.channel.latency import island_signature, time_islands
 
@@ -67,7 +67,7 @@ def _latency_pass(monkeypatch, model, speedup: float, margin: float = 0.03):
     def fake_whole(_before, _after, _x, batches, _threads):
         return {f"speedup_b{b}": speedup for b in batches}
 
-    monkeypatch.setattr(channel_prune_module, "compare_whole", fake_whole)
+    monkeypatch.setattr(latency_module, "compare_whole", fake_whole)
     prune = get_pass("channel-prune")(objective="latency", batches=["1", "4"], margin=margin, threads=1)
     ctx = PassContext(calibration=[{"input": np.zeros((1, 3, 8, 8), np.float32)}])
     narrowed = copy.deepcopy(model)
@@ -123,8 +123,8 @@ def test_a_depthwise_reader_keeps_as_many_channels_and_groups(tmp_path):
 
 def test_a_group_with_a_layer_that_cannot_be_timed_alone_is_left_out(monkeypatch, model):
     groups = channel_groups(model)[0]
-    real = channel_prune_module.island_signature
-    monkeypatch.setattr(channel_prune_module, "island_signature",  # the FC reads only the second conv's group
+    real = latency_module.island_signature
+    monkeypatch.setattr(latency_module, "island_signature",  # the FC reads only the second conv's group
                         lambda layer, *a, **k: None if layer.node.op_type == "Gemm" else real(layer, *a, **k))
     prune = get_pass("channel-prune")(objective="latency", batches=["1"], threads=1)
     skipped: list = []
