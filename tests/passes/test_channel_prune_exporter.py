@@ -55,7 +55,7 @@ def test_the_group_lasso_sums_the_joint_norm_of_each_tied_channel():
                       + module.layers[module.keys[p.node.name]].bias.pow(2) for p in group.producers)
         expected += float(torch.sqrt(squares).sum().detach())
     assert len(stream.producers) == 2
-    assert float(group_lasso(module, groups, 0.5)(module)) == pytest.approx(0.5 * expected, rel=1e-5)
+    assert float(group_lasso(module, groups, 0.5)(module).detach()) == pytest.approx(0.5 * expected, rel=1e-5)
 
 
 def test_rounds_narrow_every_group_to_the_ratio_and_the_file_runs(tmp_path):
