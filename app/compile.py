@@ -220,7 +220,7 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
         accuracy = measure_accuracy(input_model, model, data, opts.max_accuracy_drop, _runs_on_onnxruntime(opts))
     fallback = None
     if opts.enforce_budget and _over_budget(accuracy) and _searched_default(opts):
-        with clock("exact_fallback"):
+        with clock("search_fallback"):
             fallback = {"searched_drop_points": accuracy["drop_points"], "searched_output": accuracy["output"]}
             exact = build_pipeline(target.default_pipeline(), None, None, [])
             idle = "left out: the searched model missed the budget on the held-out test samples"
@@ -228,7 +228,7 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
                                   verify_feeds=verify_feeds)
             model = manager.run(copy_model(input_model), before)
             accuracy = {**measure_accuracy(input_model, model, data, opts.max_accuracy_drop,
-                                           _runs_on_onnxruntime(opts)), "exact_fallback": fallback}
+                                           _runs_on_onnxruntime(opts)), "search_fallback": fallback}
     verify = None
     if original_outputs is not None:
         comparison = compare_outputs(original_outputs, run_model(model, verify_feeds))
@@ -260,7 +260,7 @@ def compile_model(opts: CompileOptions) -> tuple[onnx.ModelProto, dict[str, Any]
         report["warnings"].append(
             f"the searched model lost {fallback['searched_drop_points']:.2f} points on the held-out test samples, "
             f"over the budget of {accuracy['max_drop_points']:g} that the steering samples had met: the model "
-            "written is the default pipeline's without its lossy steps")
+            "written is the default pipeline's with nothing chosen by the budget search")
     if assumptions:
         report["assumptions"] = assumptions
     report["timings"] = clock.summary(manager.records, data.budget)
