@@ -145,9 +145,14 @@ def distillation_loss(
     hard = F.cross_entropy(logits, targets)
     if alpha == 0:
         return hard
-    soft = F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
-                    reduction="batchmean", log_target=True)
-    return (1 - alpha) * hard + alpha * temperature**2 * soft
+    return (1 - alpha) * hard + alpha * soft_divergence(logits, teacher_logits, temperature)
+
+
+def soft_divergence(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T²·KL(p_t ‖ p_s), p = softmax(logits / T), averaged over the batch: distillation's soft term."""
+    return temperature**2 * F.kl_div(F.log_softmax(logits / temperature, dim=1),
+                                     F.log_softmax(teacher_logits / temperature, dim=1), reduction="batchmean",
+                                     log_target=True)
 
 
 def frozen_copy(model: nn.Module) -> nn.Module:

@@ -25,7 +25,6 @@ def command(**kw) -> None:
 
 
 def run_export(**kw) -> dict:
-
     from ...compiler.loader import load_model
     from ...compiler.workload import extract_workload
     from ...models.train import export_onnx

@@ -29,7 +29,6 @@ def command(**kw) -> None:
 
 
 def run_export(**kw) -> dict:
-
     from ...models.train import evaluate_torch, export_onnx
     from ...passes.prune.exporter import admm_prune, export_pruned_onnx, exported_nonzeros, weight_nonzeros
     from ...runtime.session import evaluate

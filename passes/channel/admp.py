@@ -171,7 +171,7 @@ def train_domains(model: nn.Module, domains: Domains, epochs: int, config: AdmpC
                   desc: str = "adapt") -> None:
     """The adaptation of 1 on ``model``; with ``teacher``, the student's loss of 2 (``penalty()`` its ADMM term,
     ``after_step()`` its Z/U updates)."""
-    from ...models.train import Hooks, run_training
+    from ...models.train import Hooks, run_training, soft_divergence
 
     if epochs < 1:
         return
@@ -198,10 +198,8 @@ def train_domains(model: nn.Module, domains: Domains, epochs: int, config: AdmpC
                 value = value + config.self_training * kept.float().mean() * F.cross_entropy(
                     logits[len(xs):][kept], labels[kept])
         if teacher is not None and config.distill:
-            tau = config.temperature
-            value = value + config.distill * tau**2 * F.kl_div(
-                F.log_softmax(logits[len(xs):] / tau, dim=1), F.log_softmax(labeller[len(xs):] / tau, dim=1),
-                reduction="batchmean", log_target=True)
+            value = value + config.distill * soft_divergence(logits[len(xs):], labeller[len(xs):],
+                                                             config.temperature)
         return value + penalty() if penalty is not None else value
 
     def step_done() -> None:

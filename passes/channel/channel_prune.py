@@ -145,6 +145,11 @@ class ChannelPrune(Pass, name="channel-prune"):
             return self._checked(original, narrowed.model, ctx, stats)
         return PassResult(narrowed.model, True, stats)
 
+    def _kept_counts(self, width: int) -> list[int]:
+        """A group's candidate kept counts: of the forced ``ratio``, else of every searched ratio."""
+        ratios = (self.opts["ratio"],) if self.opts["ratio"] else RATIOS
+        return kept_counts(width, self.opts["block"], ratios, self.opts["rounding"] == "nearest")
+
     def _narrowed(self, model: onnx.ModelProto) -> onnx.ModelProto:
         return Shrink().run(model, self._ctx).model
 
@@ -167,8 +172,7 @@ class ChannelPrune(Pass, name="channel-prune"):
         plans: dict[str, dict[int, list]] = {}
         measured = []
         for group in groups:
-            counts = [group.width, *kept_counts(group.width, self.opts["block"], RATIOS,
-                                                self.opts["rounding"] == "nearest")]
+            counts = [group.width, *self._kept_counts(group.width)]
             plan = {k: [island_signature(layer, shapes, group.width, k, producer)
                         for layers, producer in ((group.producers, True), (group.readers, False)) for layer in layers]
                     for k in counts}
@@ -179,7 +183,8 @@ class ChannelPrune(Pass, name="channel-prune"):
                 plans[group.names[0]] = plan
                 measured.append(group)
         signatures = {sig for plan in plans.values() for sigs in plan.values() for sig in sigs}
-        times = time_islands(signatures, list(model.opset_import), self._batches(model), self.opts["threads"])
+        self._timed_batches = self._batches(model)
+        times = time_islands(signatures, list(model.opset_import), self._timed_batches, self.opts["threads"])
         self._latency = {key: {k: sum(times[sig] for sig in sigs) for k, sigs in plan.items()}
                          for key, plan in plans.items()}
         self._total_macs = sum(g.macs for g in measured) or 1.0
@@ -192,7 +197,7 @@ class ChannelPrune(Pass, name="channel-prune"):
         from .latency import compare_whole
 
         x = next(iter(ctx.calibration_feeds(original, 1)[0].values()))
-        timing = compare_whole(original, narrowed, x, self._batches(original), self.opts["threads"])
+        timing = compare_whole(original, narrowed, x, self._timed_batches, self.opts["threads"])
         stats["whole_model_latency"] = timing
         speedups = [v for k, v in timing.items() if k.startswith("speedup_")]
         if min(speedups) >= 1.0 + self.opts["margin"]:
@@ -205,9 +210,8 @@ class ChannelPrune(Pass, name="channel-prune"):
         group = self._groups[site.node]
         fits = self._reader_fits(group)
         order = _order(group, fits)
-        counts = kept_counts(group.width, self.opts["block"], (self.opts["ratio"],) if self.opts["ratio"] else RATIOS,
-                             self.opts["rounding"] == "nearest")
-        return sorted((self._candidate(group, fits, order[: group.width - kept], kept) for kept in counts),
+        return sorted((self._candidate(group, fits, order[: group.width - kept], kept)
+                       for kept in self._kept_counts(group.width)),
                       key=lambda c: c.cost)
 
     def _reader_fits(self, group: ChannelGroup) -> list[ReaderFit]:
