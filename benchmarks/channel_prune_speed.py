@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -56,7 +57,7 @@ def main() -> None:
     if not (args.reuse and trained.exists()):
         text = run([*pimc, "export", "channel-prune", "--model", str(model), "--data", f"npz:{train}", "-o",
                     str(trained), "--ratio", args.ratio, "--threads", args.threads, "--no-progress", "--json",
-                    *args.extra.split()])
+                    *shlex.split(args.extra)])
         (out / "export.json").write_text(text)
     bench = json.loads(run([*pimc, "bench", str(model), str(post), str(trained), "--eval-data", test,
                             "--batches", "1,64", "--repeats", args.repeats, "--json"]))
